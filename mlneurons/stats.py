@@ -1,0 +1,291 @@
+"""Streaming, mergeable per-language statistics of MLP neuron activations.
+
+For every language, layer and neuron this counts how often the neuron fires
+(``mlp.hook_pre > 0``, LAPE's "activation") and sums the act_fn output that
+interventions set, over every counted token. Memory does not grow with the
+corpus; results from shards or processes merge by addition.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from mlneurons.corpus import MultilingualCorpus
+from mlneurons.models import fingerprint, mlp_neuron_hook, run_body
+
+STATS_FILE = "stats.safetensors"
+
+
+@dataclass
+class ActivationStats:
+    """Per-language firing counts and activation sums of every MLP neuron.
+
+    Attributes:
+        languages: the order of the first axis.
+        fire_counts: ``[language, layer, neuron]`` number of tokens with ``hook_pre > 0``.
+        activation_sums: ``[language, layer, neuron]`` sum of the act_fn output (float64).
+        token_counts: ``[language]`` tokens counted (BOS positions excluded).
+        model: fingerprint of the model (see :func:`mlneurons.models.fingerprint`).
+        corpus: description of the corpus.
+    """
+
+    languages: list[str]
+    fire_counts: Int[torch.Tensor, "language layer neuron"]
+    activation_sums: Float[torch.Tensor, "language layer neuron"]
+    token_counts: Int[torch.Tensor, " language"]
+    model: dict[str, Any] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.languages)
+        if len(set(self.languages)) != n:
+            raise ValueError(f"languages must be unique, got {self.languages}")
+        shapes = (self.fire_counts.shape, self.activation_sums.shape)
+        if self.fire_counts.dim() != 3 or self.fire_counts.shape[0] != n or shapes[0] != shapes[1]:
+            raise ValueError(f"shapes do not fit {n} languages: counts/sums are {shapes}")
+        if tuple(self.token_counts.shape) != (n,):
+            raise ValueError(f"token_counts must have shape ({n},), got {tuple(self.token_counts.shape)}")
+
+    @property
+    def n_layers(self) -> int:
+        return self.fire_counts.shape[1]
+
+    @property
+    def d_mlp(self) -> int:
+        return self.fire_counts.shape[2]
+
+    @property
+    def activation_probs(self) -> Float[torch.Tensor, "language layer neuron"]:
+        """LAPE's activation probability p_l: the fraction of tokens on which a neuron fires."""
+        return (self.fire_counts.double() / self._tokens()).float()
+
+    @property
+    def mean_activations(self) -> Float[torch.Tensor, "language layer neuron"]:
+        """Mean act_fn output per language (the value ``activate`` can set)."""
+        return (self.activation_sums / self._tokens()).float()
+
+    def _tokens(self) -> torch.Tensor:
+        empty = [lang for lang, n in zip(self.languages, self.token_counts.tolist()) if n == 0]
+        if empty:
+            raise ValueError(f"no tokens were counted for languages {empty}")
+        return self.token_counts.double()[:, None, None]
+
+    def index(self, language: str) -> int:
+        """Position of ``language`` on the first axis."""
+        if language not in self.languages:
+            raise ValueError(f"unknown language {language!r}; these statistics have {self.languages}")
+        return self.languages.index(language)
+
+    def select(self, languages: list[str]) -> ActivationStats:
+        """The statistics of ``languages`` only, in that order."""
+        idx = torch.tensor([self.index(lang) for lang in languages])
+        return ActivationStats(
+            list(languages), self.fire_counts[idx], self.activation_sums[idx],
+            self.token_counts[idx], dict(self.model), dict(self.corpus),
+        )
+
+    def __add__(self, other: ActivationStats) -> ActivationStats:
+        """Merge two runs (shards, processes): counts and sums add; languages unite."""
+        if self.model.get("hash") != other.model.get("hash"):
+            raise ValueError(
+                f"cannot merge statistics of different models: {self.model.get('name')!r} "
+                f"({self.model.get('hash')}) and {other.model.get('name')!r} ({other.model.get('hash')})"
+            )
+        if self.fire_counts.shape[1:] != other.fire_counts.shape[1:]:
+            raise ValueError(
+                f"cannot merge statistics of shapes {tuple(self.fire_counts.shape[1:])} and "
+                f"{tuple(other.fire_counts.shape[1:])}"
+            )
+        languages = self.languages + [lang for lang in other.languages if lang not in self.languages]
+        merged = ActivationStats.empty(languages, self.n_layers, self.d_mlp, model=self.model)
+        for part in (self, other):
+            idx = torch.tensor([languages.index(lang) for lang in part.languages])
+            merged.fire_counts[idx] += part.fire_counts
+            merged.activation_sums[idx] += part.activation_sums
+            merged.token_counts[idx] += part.token_counts
+        merged.corpus = self.corpus if self.corpus == other.corpus else {"merged": [self.corpus, other.corpus]}
+        return merged
+
+    @classmethod
+    def empty(
+        cls, languages: list[str], n_layers: int, d_mlp: int, *, model: dict[str, Any] | None = None
+    ) -> ActivationStats:
+        n = len(languages)
+        return cls(
+            list(languages),
+            torch.zeros(n, n_layers, d_mlp, dtype=torch.int64),
+            torch.zeros(n, n_layers, d_mlp, dtype=torch.float64),
+            torch.zeros(n, dtype=torch.int64),
+            dict(model or {}),
+        )
+
+    def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+        """Write a safetensors file (a directory gets ``stats.safetensors``); returns its path."""
+        path = Path(path)
+        if path.is_dir() or not path.suffix:
+            path.mkdir(parents=True, exist_ok=True)
+            path = path / STATS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"languages": self.languages, "model": self.model, "corpus": self.corpus, **(extra or {})}
+        tensors = {
+            "fire_counts": self.fire_counts.contiguous(),
+            "activation_sums": self.activation_sums.contiguous(),
+            "token_counts": self.token_counts.contiguous(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata={"mlneurons": json.dumps(meta)})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ActivationStats:
+        """Read what :meth:`save` wrote (a file, or a directory holding ``stats.safetensors``)."""
+        return cls._load(path)[0]
+
+    @classmethod
+    def _load(cls, path: str | Path) -> tuple[ActivationStats, dict[str, Any]]:
+        path = Path(path)
+        if path.is_dir():
+            path = path / STATS_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no statistics file at {str(path)!r}")
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as handle:
+            meta = json.loads((handle.metadata() or {}).get("mlneurons", "{}"))
+        tensors = load_file(str(path))
+        stats = cls(
+            meta["languages"], tensors["fire_counts"], tensors["activation_sums"],
+            tensors["token_counts"], meta.get("model", {}), meta.get("corpus", {}),
+        )
+        return stats, meta
+
+
+def _count_hook(
+    act: torch.Tensor,
+    *,
+    hook: Any,
+    layer: int,
+    to_activation: Any,
+    state: dict[str, Any],
+) -> None:
+    """Add one batch's firing counts and activation sums of ``layer`` to ``state``."""
+    act = act[:, state["first_position"]:].flatten(0, 1)
+    state["fires"][layer] += (act > 0).sum(0)
+    state["sums"][layer] += to_activation(act).sum(0, dtype=torch.float64)
+
+
+def collect_activation_stats(
+    model: Any,
+    corpus: MultilingualCorpus,
+    *,
+    batch_size: int = 8,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 20,
+    progress: bool = True,
+) -> ActivationStats:
+    """Stream ``corpus`` through ``model`` and count, per language, how often each MLP neuron fires.
+
+    This is the pass of LAPE (Tang et al. 2024, ``activation.py``): for each language,
+    ``fire_counts[l, i] = #(act_fn(gate) > 0)`` over every counted token and ``n`` the
+    token count. The forward stops after the last block and never computes logits.
+
+    Args:
+        model: a TransformerBridge (see :func:`mlneurons.load_model`).
+        corpus: the text, packed into rows.
+        batch_size: rows per forward pass.
+        checkpoint: a file to save progress to every ``checkpoint_every`` batches; if it
+            exists and matches this model and corpus, the run continues from it and
+            gives the same totals as an uninterrupted run.
+        checkpoint_every: batches between checkpoints.
+        progress: show tqdm progress bars.
+
+    Returns:
+        The per-language :class:`ActivationStats`.
+    """
+    n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
+    sites = [mlp_neuron_hook(model, layer) for layer in range(n_layers)]
+    tokenizer = getattr(model, "tokenizer", None)
+    first_position = 1 if corpus.bos_id(tokenizer) is not None else 0
+    device = next(model.parameters()).device
+    stats = ActivationStats.empty(corpus.languages, n_layers, d_mlp, model=fingerprint(model))
+    stats.corpus = corpus.to_dict()
+    rows_done = {lang: 0 for lang in corpus.languages}
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    if checkpoint is not None and checkpoint.exists():
+        stats, rows_done = _resume(checkpoint, stats, corpus)
+
+    state: dict[str, Any] = {"first_position": first_position}
+    hooks = [
+        (name, functools.partial(_count_hook, layer=layer, to_activation=to_act, state=state))
+        for layer, (name, to_act) in enumerate(sites)
+    ]
+    content = corpus.content_length(tokenizer)
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        for li, lang in enumerate(corpus.languages):
+            fires = torch.zeros(n_layers, d_mlp, dtype=torch.int64, device=device)
+            sums = torch.zeros(n_layers, d_mlp, dtype=torch.float64, device=device)
+            state.update(fires=fires, sums=sums)
+            total = None if corpus.tokens_per_language is None else corpus.tokens_per_language // content
+            bar = tqdm(total=total, desc=f"stats {lang}", unit="row", disable=not progress,
+                       initial=rows_done[lang])
+            skip, seen, since_checkpoint = rows_done[lang], 0, 0
+            for batch in corpus.rows(lang, tokenizer, batch_size=batch_size):
+                seen += len(batch)
+                if seen <= skip:
+                    continue
+                if seen - len(batch) < skip:  # checkpoints fall on batch boundaries
+                    raise RuntimeError("checkpoint does not fall on a batch boundary; use the same batch_size")
+                run_body(model, batch.to(device), last_layer=n_layers - 1)
+                stats.token_counts[li] += batch[:, first_position:].numel()
+                rows_done[lang] = seen
+                bar.update(len(batch))
+                since_checkpoint += 1
+                if checkpoint is not None and since_checkpoint >= checkpoint_every:
+                    _fold(stats, li, state)
+                    _save_checkpoint(checkpoint, stats, rows_done, corpus, batch_size)
+                    since_checkpoint = 0
+            bar.close()
+            _fold(stats, li, state)
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, stats, rows_done, corpus, batch_size)
+    return stats
+
+
+def _fold(stats: ActivationStats, li: int, state: dict[str, Any]) -> None:
+    """Move the running per-language totals into ``stats`` and zero them."""
+    stats.fire_counts[li] += state["fires"].cpu()
+    stats.activation_sums[li] += state["sums"].cpu()
+    state["fires"].zero_()
+    state["sums"].zero_()
+
+
+def _save_checkpoint(
+    path: Path, stats: ActivationStats, rows_done: dict[str, int], corpus: MultilingualCorpus,
+    batch_size: int,
+) -> None:
+    stats.save(path, extra={"rows_done": rows_done, "corpus_key": corpus.key(), "batch_size": batch_size})
+
+
+def _resume(
+    path: Path, fresh: ActivationStats, corpus: MultilingualCorpus
+) -> tuple[ActivationStats, dict[str, int]]:
+    saved, meta = ActivationStats._load(path)
+    if saved.model.get("hash") != fresh.model.get("hash") or meta.get("corpus_key") != corpus.key():
+        raise ValueError(
+            f"checkpoint {str(path)!r} belongs to another model or corpus "
+            f"(model {saved.model.get('name')!r}, corpus {saved.corpus}); delete it or pick another path"
+        )
+    return saved, {lang: int(meta["rows_done"].get(lang, 0)) for lang in corpus.languages}
+
+
+__all__ = ["ActivationStats", "collect_activation_stats", "STATS_FILE"]

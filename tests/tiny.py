@@ -1,0 +1,122 @@
+"""Tiny models made on the spot, with planted language neurons.
+
+The planted Llama keeps the residual stream equal to the token embedding (attention
+outputs and MLP writes into the read dimensions are zero), so every neuron's
+pre-activation is exactly known:
+
+* dims 0..L-1 mark a token's language (1 on its own language, 0 elsewhere);
+* dims L..2L-1 are "output" dimensions no neuron reads; planted neurons of language i
+  write into dim L+i, and the unembedding reads it to predict language-i tokens;
+* the other dims are Gaussian noise that the ordinary neurons read.
+
+A planted neuron of language i reads only dim i, so it fires (gate > 0) on every
+language-i token and is exactly 0 on all others; ordinary neurons fire on about half
+of all tokens whatever the language.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+LANGS = ("en", "fr", "zh", "ja")
+WORDS_PER_LANG = 24
+# (layer, neuron) planted per language
+PLANTED = {
+    "en": [(0, 3), (1, 17)],
+    "fr": [(0, 10), (1, 2)],
+    "zh": [(0, 21), (1, 5)],
+    "ja": [(0, 30), (1, 20)],
+}
+
+
+def vocabulary(langs=LANGS) -> list[str]:
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    return specials + [f"{lang}{i}" for lang in langs for i in range(WORDS_PER_LANG)]
+
+
+def make_tokenizer(directory: Path, langs=LANGS):
+    """A word-level tokenizer over the tiny vocabulary, saved to ``directory``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate(vocabulary(langs))}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        unk_token="<unk>",
+    )
+    tokenizer.save_pretrained(directory)
+    return tokenizer
+
+
+def language_text(lang: str, n_words: int, seed: int = 0) -> str:
+    g = torch.Generator().manual_seed(hash(lang) % 1000 + seed)
+    ids = torch.randint(0, WORDS_PER_LANG, (n_words,), generator=g)
+    return " ".join(f"{lang}{i}" for i in ids.tolist())
+
+
+def make_planted_llama(directory: Path, *, d_mlp: int = 32, n_layers: int = 2, seed: int = 0) -> Path:
+    """Save a tiny Llama with the planted neurons of ``PLANTED`` to ``directory``."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    n_lang = len(LANGS)
+    d_model = 2 * n_lang + 16
+    vocab = vocabulary()
+    config = LlamaConfig(
+        vocab_size=len(vocab), hidden_size=d_model, intermediate_size=d_mlp,
+        num_hidden_layers=n_layers, num_attention_heads=2, num_key_value_heads=2, head_dim=12,
+        max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+        pad_token_id=0,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(config).eval()
+    noise = slice(2 * n_lang, d_model)
+    with torch.no_grad():
+        emb = torch.zeros(len(vocab), d_model)
+        emb[:, noise] = torch.randn(len(vocab), d_model - 2 * n_lang)
+        for li, lang in enumerate(LANGS):
+            for w in range(WORDS_PER_LANG):
+                emb[vocab.index(f"{lang}{w}"), li] = 1.0
+        model.model.embed_tokens.weight.copy_(emb)
+        unembed = torch.zeros(len(vocab), d_model)
+        for li, lang in enumerate(LANGS):
+            for w in range(WORDS_PER_LANG):
+                unembed[vocab.index(f"{lang}{w}"), n_lang + li] = 1.0
+        model.lm_head.weight.copy_(unembed)
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+            gate = torch.zeros(d_mlp, d_model)
+            gate[:, noise] = torch.randn(d_mlp, d_model - 2 * n_lang)
+            layer.mlp.gate_proj.weight.copy_(gate)
+            layer.mlp.up_proj.weight.copy_(torch.randn(d_mlp, d_model).abs() + 0.5)
+            layer.input_layernorm.weight.fill_(1.0)
+            layer.post_attention_layernorm.weight.fill_(1.0)
+        model.model.norm.weight.fill_(1.0)
+        for li, lang in enumerate(LANGS):
+            for layer, neuron in PLANTED[lang]:
+                mlp = model.model.layers[layer].mlp
+                mlp.gate_proj.weight[neuron] = 0.0
+                mlp.gate_proj.weight[neuron, li] = 4.0
+                mlp.down_proj.weight[n_lang + li, neuron] = 4.0
+    model.save_pretrained(directory)
+    make_tokenizer(directory)
+    return directory
+
+
+def make_gpt2(directory: Path, *, seed: int = 0) -> Path:
+    """Save a tiny random GPT-2 (plain GELU MLP) with the tiny tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    vocab = vocabulary()
+    config = GPT2Config(vocab_size=len(vocab), n_positions=256, n_embd=32, n_layer=2, n_head=2,
+                        n_inner=48, bos_token_id=1, eos_token_id=2)
+    config.architectures = ["GPT2LMHeadModel"]
+    GPT2LMHeadModel(config).eval().save_pretrained(directory)
+    make_tokenizer(directory)
+    return directory
