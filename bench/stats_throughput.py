@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,10 +31,17 @@ def throughput(rows: int, repeats: int, batch_size: int) -> dict[str, float]:
 
     torch.set_grad_enabled(False)
     model = mlneurons.load_model("gemma-3-270m", device="cpu")
-    bare = AutoModelForCausalLM.from_pretrained(resolve_model_path("gemma-3-270m"), dtype=torch.float32).eval()
-    corpus = mlneurons.MultilingualCorpus.builtin(["en", "fr", "zh", "ru"], seq_len=256,
-                                                  tokens_per_language=rows // 4 * 255)
-    batches = [b for lang in corpus.languages for b in corpus.rows(lang, model.tokenizer, batch_size=batch_size)]
+    bare = AutoModelForCausalLM.from_pretrained(
+        resolve_model_path("gemma-3-270m"), dtype=torch.float32
+    ).eval()
+    corpus = mlneurons.MultilingualCorpus.builtin(
+        ["en", "fr", "zh", "ru"], seq_len=256, tokens_per_language=rows // 4 * 255
+    )
+    batches = [
+        b
+        for lang in corpus.languages
+        for b in corpus.rows(lang, model.tokenizer, batch_size=batch_size)
+    ]
     n_tokens = sum(b.numel() for b in batches)
 
     def run_bare() -> None:
@@ -49,12 +55,20 @@ def throughput(rows: int, repeats: int, batch_size: int) -> dict[str, float]:
     run_bare(), run_stats()  # warm up
     bare_s, stats_s = [], []
     for _ in range(repeats):  # interleave so that machine noise hits both alike
-        t = time.perf_counter(); run_bare(); bare_s.append(time.perf_counter() - t)
-        t = time.perf_counter(); run_stats(); stats_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        run_bare()
+        bare_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        run_stats()
+        stats_s.append(time.perf_counter() - t)
     bare_tps = n_tokens / statistics.median(bare_s)
     stats_tps = n_tokens / statistics.median(stats_s)
-    return {"tokens": n_tokens, "bare_hf_body_tok_s": bare_tps, "collect_tok_s": stats_tps,
-            "ratio": stats_tps / bare_tps}
+    return {
+        "tokens": n_tokens,
+        "bare_hf_body_tok_s": bare_tps,
+        "collect_tok_s": stats_tps,
+        "ratio": stats_tps / bare_tps,
+    }
 
 
 def peak_rss_mb(tokens_per_language: int) -> float:
@@ -76,7 +90,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=32, help="rows of 256 tokens per timing run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--memory-tokens", type=int, default=4096, help="small corpus size per language")
+    parser.add_argument(
+        "--memory-tokens", type=int, default=4096, help="small corpus size per language"
+    )
     args = parser.parse_args()
     result = throughput(args.rows, args.repeats, args.batch_size)
     print(f"bare HF body:              {result['bare_hf_body_tok_s']:8.0f} tok/s")

@@ -29,9 +29,14 @@ def _languages(text: str) -> list[str]:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="gemma-3-270m",
-                        help="built-in 'gemma-3-270m' (default), a local HF directory, or a hub name")
-    parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--model",
+        default="gemma-3-270m",
+        help="built-in 'gemma-3-270m' (default), a local HF directory, or a hub name",
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
 
 
 def cmd_lape(args: argparse.Namespace) -> Path:
@@ -64,8 +69,11 @@ def cmd_lape(args: argparse.Namespace) -> Path:
     stats.save(out / "stats.safetensors")
     checkpoint.unlink(missing_ok=True)
     neurons = lape.select(
-        stats.activation_probs, stats.languages, top_rate=args.top_rate,
-        filter_rate=args.filter_rate, activation_bar_ratio=args.activation_bar_ratio,
+        stats.activation_probs,
+        stats.languages,
+        top_rate=args.top_rate,
+        filter_rate=args.filter_rate,
+        activation_bar_ratio=args.activation_bar_ratio,
         model=stats.model,
     )
     neurons.save(out)
@@ -77,19 +85,25 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         "corpus": stats.corpus,
         "constants": neurons.constants,
         "neurons_per_language": neurons.counts(),
-        "neurons_per_layer": {lang: per_layer[i].tolist() for i, lang in enumerate(neurons.languages)},
+        "neurons_per_layer": {
+            lang: per_layer[i].tolist() for i, lang in enumerate(neurons.languages)
+        },
         "wall_time_s": round(time.time() - start, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     name = stats.model.get("name", "")
-    save_figure(plot_layer_distribution(neurons, title=f"LAPE neurons per layer: {name}"),
-                out / "neurons_per_layer.png")
+    save_figure(
+        plot_layer_distribution(neurons, title=f"LAPE neurons per layer: {name}"),
+        out / "neurons_per_layer.png",
+    )
     save_figure(plot_overlap(neurons, title=f"Shared LAPE neurons: {name}"), out / "overlap.png")
     ActivationStats.load(out / "stats.safetensors")  # the file reads back
     counts = ", ".join(f"{lang} {n}" for lang, n in neurons.counts().items())
     print(f"neurons per language: {counts}")
-    print(f"wrote {out}/: stats.safetensors neurons.json summary.json neurons_per_layer.png overlap.png "
-          f"({summary['wall_time_s']} s)")
+    print(
+        f"wrote {out}/: stats.safetensors neurons.json summary.json neurons_per_layer.png overlap.png "
+        f"({summary['wall_time_s']} s)"
+    )
     return out
 
 
@@ -103,18 +117,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("lape", help="find language-specific neurons (LAPE, Tang et al. 2024)")
     _add_model_options(p)
-    p.add_argument("--languages", type=_languages, default=list(DEFAULT_LANGUAGES),
-                   help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)})")
-    p.add_argument("--corpus", default="builtin",
-                   help="'builtin' (default) or a folder of {lang}.txt files or {lang}/ folders")
-    p.add_argument("--tokens-per-language", type=int, default=DEFAULT_TOKENS_PER_LANGUAGE,
-                   help=f"token budget per language (default {DEFAULT_TOKENS_PER_LANGUAGE})")
+    p.add_argument(
+        "--languages",
+        type=_languages,
+        default=list(DEFAULT_LANGUAGES),
+        help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)})",
+    )
+    p.add_argument(
+        "--corpus",
+        default="builtin",
+        help="'builtin' (default) or a folder of {lang}.txt files or {lang}/ folders",
+    )
+    p.add_argument(
+        "--tokens-per-language",
+        type=int,
+        default=DEFAULT_TOKENS_PER_LANGUAGE,
+        help=f"token budget per language (default {DEFAULT_TOKENS_PER_LANGUAGE})",
+    )
     p.add_argument("--seq-len", type=int, default=256, help="tokens per packed row (default 256)")
     p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
     p.add_argument("--top-rate", type=float, default=0.01, help="LAPE top_rate (default 0.01)")
-    p.add_argument("--filter-rate", type=float, default=0.95, help="LAPE filter_rate (default 0.95)")
-    p.add_argument("--activation-bar-ratio", type=float, default=0.95,
-                   help="LAPE activation_bar_ratio (default 0.95)")
+    p.add_argument(
+        "--filter-rate", type=float, default=0.95, help="LAPE filter_rate (default 0.95)"
+    )
+    p.add_argument(
+        "--activation-bar-ratio",
+        type=float,
+        default=0.95,
+        help="LAPE activation_bar_ratio (default 0.95)",
+    )
     p.add_argument("--out", default="runs/lape", help="output directory (default runs/lape)")
     p.set_defaults(run=cmd_lape)
     return parser
@@ -131,8 +162,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlneurons {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"mlneurons {args.command}: interrupted; run the same command again to resume",
-              file=sys.stderr)
+        print(
+            f"mlneurons {args.command}: interrupted; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -57,7 +57,9 @@ class MultilingualCorpus:
         if self.seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
         if self.tokens_per_language is not None and self.tokens_per_language < 1:
-            raise ValueError(f"tokens_per_language must be positive, got {self.tokens_per_language}")
+            raise ValueError(
+                f"tokens_per_language must be positive, got {self.tokens_per_language}"
+            )
 
     @property
     def languages(self) -> list[str]:
@@ -121,7 +123,9 @@ class MultilingualCorpus:
                 if (p.is_file() and p.suffix == ".txt") or p.is_dir()
             }
             if not files:
-                raise ValueError(f"corpus folder {str(folder)!r} has no {{lang}}.txt files or folders")
+                raise ValueError(
+                    f"corpus folder {str(folder)!r} has no {{lang}}.txt files or folders"
+                )
         sources: dict[str, Source] = {}
         for lang, spec in files.items():
             specs = spec if isinstance(spec, list) else [spec]
@@ -132,9 +136,13 @@ class MultilingualCorpus:
                 elif item.is_file():
                     paths.append(item)
                 else:
-                    raise ValueError(f"corpus file {str(item)!r} for language {lang!r} does not exist")
+                    raise ValueError(
+                        f"corpus file {str(item)!r} for language {lang!r} does not exist"
+                    )
             if not paths:
-                raise ValueError(f"no .txt files for language {lang!r} in {[str(s) for s in specs]}")
+                raise ValueError(
+                    f"no .txt files for language {lang!r} in {[str(s) for s in specs]}"
+                )
             sources[lang] = _read_lines(paths)
         description = {"source": "files", "files": {k: str(v) for k, v in files.items()}}
         return cls(sources, description=description, **options)
@@ -181,7 +189,9 @@ class MultilingualCorpus:
             wanted = list(languages)
             missing = [lang for lang in wanted if lang not in parts]
             if missing:
-                raise ValueError(f"languages {missing} are not in the dataset; it has {sorted(parts)}")
+                raise ValueError(
+                    f"languages {missing} are not in the dataset; it has {sorted(parts)}"
+                )
             parts = {lang: parts[lang] for lang in wanted}
         for lang, part in parts.items():
             if text_column not in part.column_names:
@@ -190,9 +200,12 @@ class MultilingualCorpus:
                     f"columns are {part.column_names}"
                 )
         sources: dict[str, Source] = {
-            lang: (lambda part=part: (row[text_column] for row in part)) for lang, part in parts.items()
+            lang: (lambda part=part: (row[text_column] for row in part))
+            for lang, part in parts.items()
         }
-        return cls(sources, description={"source": "datasets", "text_column": text_column}, **options)
+        return cls(
+            sources, description={"source": "datasets", "text_column": text_column}, **options
+        )
 
     @classmethod
     def from_token_ids(
@@ -209,7 +222,9 @@ class MultilingualCorpus:
                 )
             sources[lang] = ids.long()
         digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in sources.values()))
-        return cls(sources, description={"source": "token_ids", "hash": digest.hexdigest()[:16]}, **options)
+        return cls(
+            sources, description={"source": "token_ids", "hash": digest.hexdigest()[:16]}, **options
+        )
 
     # ---- iteration ----------------------------------------------------------------
 
@@ -265,7 +280,9 @@ class MultilingualCorpus:
         """
         content = self.content_length(tokenizer)
         bos = self.bos_id(tokenizer)
-        budget_rows = None if self.tokens_per_language is None else self.tokens_per_language // content
+        budget_rows = (
+            None if self.tokens_per_language is None else self.tokens_per_language // content
+        )
         if budget_rows == 0:
             raise ValueError(
                 f"tokens_per_language={self.tokens_per_language} is less than one row of "

@@ -45,8 +45,11 @@ class LanguageNeurons:
     def __post_init__(self) -> None:
         for lang, pairs in self.neurons.items():
             pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
-            bad = (pairs[:, 0] < 0) | (pairs[:, 0] >= self.n_layers) | (pairs[:, 1] < 0) | (
-                pairs[:, 1] >= self.d_mlp
+            bad = (
+                (pairs[:, 0] < 0)
+                | (pairs[:, 0] >= self.n_layers)
+                | (pairs[:, 1] < 0)
+                | (pairs[:, 1] >= self.d_mlp)
             )
             if bad.any():
                 layer, neuron = pairs[bad][0].tolist()
@@ -94,8 +97,13 @@ class LanguageNeurons:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         neurons = {lang: pairs.tolist() for lang, pairs in self.neurons.items()}
-        meta = {"n_layers": self.n_layers, "d_mlp": self.d_mlp, "model": self.model,
-                "constants": self.constants, "counts": self.counts()}
+        meta = {
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "model": self.model,
+            "constants": self.constants,
+            "counts": self.counts(),
+        }
         (directory / NEURONS_META_FILE).write_text(json.dumps(meta, indent=1))
         path = directory / NEURONS_FILE
         path.write_text(json.dumps(neurons))
@@ -110,12 +118,21 @@ class LanguageNeurons:
         paths = [directory / NEURONS_FILE, directory / NEURONS_META_FILE]
         for path in paths:
             if not path.exists():
-                raise FileNotFoundError(f"no {path.name} in {str(directory)!r}; write it with LanguageNeurons.save")
+                raise FileNotFoundError(
+                    f"no {path.name} in {str(directory)!r}; write it with LanguageNeurons.save"
+                )
         data, meta = (json.loads(path.read_text()) for path in paths)
         neurons = {
-            lang: torch.tensor(pairs, dtype=torch.long).reshape(-1, 2) for lang, pairs in data.items()
+            lang: torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+            for lang, pairs in data.items()
         }
-        return cls(neurons, meta["n_layers"], meta["d_mlp"], meta.get("model", {}), meta.get("constants", {}))
+        return cls(
+            neurons,
+            meta["n_layers"],
+            meta["d_mlp"],
+            meta.get("model", {}),
+            meta.get("constants", {}),
+        )
 
     @classmethod
     def from_reference_mask(
@@ -140,8 +157,12 @@ class LanguageNeurons:
             model: a TransformerBridge the mask must fit (layers and indices).
         """
         data = torch.load(str(path), map_location="cpu", weights_only=True)
-        if not isinstance(data, (list, tuple)) or not all(isinstance(x, (list, tuple)) for x in data):
-            raise ValueError(f"{str(path)!r} is not a LAPE mask: expected a list over languages of lists over layers")
+        if not isinstance(data, (list, tuple)) or not all(
+            isinstance(x, (list, tuple)) for x in data
+        ):
+            raise ValueError(
+                f"{str(path)!r} is not a LAPE mask: expected a list over languages of lists over layers"
+            )
         if len(data) != len(languages):
             raise ValueError(
                 f"{str(path)!r} holds {len(data)} languages but {len(languages)} names were given: "
@@ -221,13 +242,20 @@ def select(
     """
     probs = torch.as_tensor(activation_probs).double()
     if probs.dim() != 3:
-        raise ValueError(f"activation_probs must be [language, layer, neuron], got shape {tuple(probs.shape)}")
+        raise ValueError(
+            f"activation_probs must be [language, layer, neuron], got shape {tuple(probs.shape)}"
+        )
     if probs.shape[0] != len(languages):
-        raise ValueError(f"activation_probs has {probs.shape[0]} languages but {len(languages)} names were given")
+        raise ValueError(
+            f"activation_probs has {probs.shape[0]} languages but {len(languages)} names were given"
+        )
     if probs.shape[0] < 2:
         raise ValueError("LAPE needs at least two languages")
-    for name, value in (("top_rate", top_rate), ("filter_rate", filter_rate),
-                        ("activation_bar_ratio", activation_bar_ratio)):
+    for name, value in (
+        ("top_rate", top_rate),
+        ("filter_rate", filter_rate),
+        ("activation_bar_ratio", activation_bar_ratio),
+    ):
         if not 0 < value <= 1:
             raise ValueError(f"{name} must be in (0, 1], got {value}")
     if torch.isnan(probs).any() or (probs < 0).any() or (probs > 1).any():
@@ -246,8 +274,12 @@ def select(
     pairs = torch.stack([layer_idx, neuron_idx], dim=1)
     neurons = {lang: pairs[above[i]] for i, lang in enumerate(languages)}
     constants = {
-        "top_rate": top_rate, "filter_rate": filter_rate, "activation_bar_ratio": activation_bar_ratio,
-        "threshold": float(tau), "activation_bar": float(bar), "kept": len(order),
+        "top_rate": top_rate,
+        "filter_rate": filter_rate,
+        "activation_bar_ratio": activation_bar_ratio,
+        "threshold": float(tau),
+        "activation_bar": float(bar),
+        "kept": len(order),
     }
     return LanguageNeurons(neurons, n_layers, d_mlp, dict(model or {}), constants)
 
@@ -267,7 +299,9 @@ def as_pairs(neurons: LanguageNeurons | Iterable[Any] | torch.Tensor) -> Int[tor
     tensor = torch.as_tensor(neurons if isinstance(neurons, torch.Tensor) else list(neurons))
     if tensor.dtype == torch.bool:
         if tensor.dim() != 2:
-            raise ValueError(f"a neuron mask must be [layer, neuron], got shape {tuple(tensor.shape)}")
+            raise ValueError(
+                f"a neuron mask must be [layer, neuron], got shape {tuple(tensor.shape)}"
+            )
         return tensor.nonzero()
     if tensor.numel() == 0:
         return torch.empty(0, 2, dtype=torch.long)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,10 +78,10 @@ def resolve_model_path(name_or_path: str) -> str:
                 f"model directory, a hub name, or one of the built-in models {list(BUILTIN_MODELS)}"
             )
         return str(path)
-    if "/" not in name_or_path and not name_or_path.startswith(("gpt2", "bert", "xlm")):
+    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
         raise ValueError(
-            f"unknown model {name_or_path!r}: not a local directory, not a hub name "
-            f"(org/name), and not a built-in model {list(BUILTIN_MODELS)}"
+            f"unknown model {name_or_path!r}: no such directory; pass a Hugging Face model "
+            f"directory, a hub name (org/name), or a built-in model {list(BUILTIN_MODELS)}"
         )
     return name_or_path
 
@@ -142,8 +142,14 @@ def fingerprint(model: Any) -> dict[str, Any]:
     hf_config = getattr(getattr(model, "original_model", None), "config", None)
     if hf_config is not None:
         config = hf_config.to_dict()
-        for volatile in ("_name_or_path", "transformers_version", "_attn_implementation",
-                         "_attn_implementation_autoset", "dtype", "torch_dtype"):
+        for volatile in (
+            "_name_or_path",
+            "transformers_version",
+            "_attn_implementation",
+            "_attn_implementation_autoset",
+            "dtype",
+            "torch_dtype",
+        ):
             config.pop(volatile, None)
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, param in sorted(model.named_parameters()):

@@ -18,8 +18,13 @@ def plot_layer_distribution(neurons: LanguageNeurons, *, title: str = "") -> Fig
     counts = neurons.counts_per_layer()
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
     for i, lang in enumerate(neurons.languages):
-        ax.plot(range(neurons.n_layers), counts[i].tolist(), marker="o", markersize=3,
-                label=f"{lang} ({int(counts[i].sum())})")
+        ax.plot(
+            range(neurons.n_layers),
+            counts[i].tolist(),
+            marker="o",
+            markersize=3,
+            label=f"{lang} ({int(counts[i].sum())})",
+        )
     ax.set_xlabel("layer")
     ax.set_ylabel("language-specific neurons")
     ax.set_xticks(range(0, neurons.n_layers, max(1, neurons.n_layers // 18)))
@@ -33,8 +38,9 @@ def plot_overlap(neurons: LanguageNeurons, *, title: str = "") -> Figure:
     """Neurons shared between languages (diagonal: each language's own count)."""
     overlap = neurons.overlap()
     langs = neurons.languages
-    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * len(langs), 0.6 + 0.6 * len(langs)),
-                           constrained_layout=True)
+    fig, ax = plt.subplots(
+        figsize=(1.0 + 0.6 * len(langs), 0.6 + 0.6 * len(langs)), constrained_layout=True
+    )
     image = ax.imshow(overlap.numpy(), cmap="viridis")
     ax.set_xticks(range(len(langs)), langs)
     ax.set_yticks(range(len(langs)), langs)
@@ -42,8 +48,15 @@ def plot_overlap(neurons: LanguageNeurons, *, title: str = "") -> Figure:
     for i in range(len(langs)):
         for j in range(len(langs)):
             value = int(overlap[i, j])
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                    color="black" if value > 0.6 * top else "white")
+            ax.text(
+                j,
+                i,
+                str(value),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if value > 0.6 * top else "white",
+            )
     fig.colorbar(image, ax=ax, shrink=0.8, label="shared neurons")
     ax.set_title(title or "Language overlap of LAPE neurons")
     return fig

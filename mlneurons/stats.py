@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,7 +55,9 @@ class ActivationStats:
         if self.fire_counts.dim() != 3 or self.fire_counts.shape[0] != n or shapes[0] != shapes[1]:
             raise ValueError(f"shapes do not fit {n} languages: counts/sums are {shapes}")
         if tuple(self.token_counts.shape) != (n,):
-            raise ValueError(f"token_counts must have shape ({n},), got {tuple(self.token_counts.shape)}")
+            raise ValueError(
+                f"token_counts must have shape ({n},), got {tuple(self.token_counts.shape)}"
+            )
 
     @property
     def n_layers(self) -> int:
@@ -82,15 +86,21 @@ class ActivationStats:
     def index(self, language: str) -> int:
         """Position of ``language`` on the first axis."""
         if language not in self.languages:
-            raise ValueError(f"unknown language {language!r}; these statistics have {self.languages}")
+            raise ValueError(
+                f"unknown language {language!r}; these statistics have {self.languages}"
+            )
         return self.languages.index(language)
 
     def select(self, languages: list[str]) -> ActivationStats:
         """The statistics of ``languages`` only, in that order."""
         idx = torch.tensor([self.index(lang) for lang in languages])
         return ActivationStats(
-            list(languages), self.fire_counts[idx], self.activation_sums[idx],
-            self.token_counts[idx], dict(self.model), dict(self.corpus),
+            list(languages),
+            self.fire_counts[idx],
+            self.activation_sums[idx],
+            self.token_counts[idx],
+            dict(self.model),
+            dict(self.corpus),
         )
 
     def __add__(self, other: ActivationStats) -> ActivationStats:
@@ -105,14 +115,18 @@ class ActivationStats:
                 f"cannot merge statistics of shapes {tuple(self.fire_counts.shape[1:])} and "
                 f"{tuple(other.fire_counts.shape[1:])}"
             )
-        languages = self.languages + [lang for lang in other.languages if lang not in self.languages]
+        languages = self.languages + [
+            lang for lang in other.languages if lang not in self.languages
+        ]
         merged = ActivationStats.empty(languages, self.n_layers, self.d_mlp, model=self.model)
         for part in (self, other):
             idx = torch.tensor([languages.index(lang) for lang in part.languages])
             merged.fire_counts[idx] += part.fire_counts
             merged.activation_sums[idx] += part.activation_sums
             merged.token_counts[idx] += part.token_counts
-        merged.corpus = self.corpus if self.corpus == other.corpus else {"merged": [self.corpus, other.corpus]}
+        merged.corpus = (
+            self.corpus if self.corpus == other.corpus else {"merged": [self.corpus, other.corpus]}
+        )
         return merged
 
     @classmethod
@@ -135,7 +149,12 @@ class ActivationStats:
             path.mkdir(parents=True, exist_ok=True)
             path = path / STATS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"languages": self.languages, "model": self.model, "corpus": self.corpus, **(extra or {})}
+        meta = {
+            "languages": self.languages,
+            "model": self.model,
+            "corpus": self.corpus,
+            **(extra or {}),
+        }
         tensors = {
             "fire_counts": self.fire_counts.contiguous(),
             "activation_sums": self.activation_sums.contiguous(),
@@ -164,31 +183,80 @@ class ActivationStats:
             meta = json.loads((handle.metadata() or {}).get("mlneurons", "{}"))
         tensors = load_file(str(path))
         stats = cls(
-            meta["languages"], tensors["fire_counts"], tensors["activation_sums"],
-            tensors["token_counts"], meta.get("model", {}), meta.get("corpus", {}),
+            meta["languages"],
+            tensors["fire_counts"],
+            tensors["activation_sums"],
+            tensors["token_counts"],
+            meta.get("model", {}),
+            meta.get("corpus", {}),
         )
         return stats, meta
 
 
-def _count_hook(
-    act: torch.Tensor,
-    *,
-    hook: Any,
-    layer: int,
-    to_activation: Any,
-    state: dict[str, Any],
+def _accumulate(
+    act: torch.Tensor, state: dict[str, Any], layer: int, activation: torch.Tensor
 ) -> None:
-    """Add one batch's firing counts and activation sums of ``layer`` to ``state``."""
-    # Reductions over the whole contiguous tensor are several times faster than over a
-    # sliced view, so count everything and take the uncounted BOS positions back out.
+    """Add one batch's firing counts and act_fn sums of ``layer`` to ``state``.
+
+    Reductions over the whole contiguous tensor are several times faster than over a
+    sliced view, so everything is counted and the uncounted BOS positions taken back out.
+    """
     skip = state["first_position"]
     fires = act > 0
     state["fires"][layer] += fires.sum((0, 1), dtype=torch.int32)
-    activation = to_activation(act)
     state["sums"][layer] += activation.sum((0, 1))
     if skip:
         state["fires"][layer] -= fires[:, :skip].sum((0, 1), dtype=torch.int32)
         state["sums"][layer] -= activation[:, :skip].sum((0, 1))
+    state["seen"][layer] += 1
+
+
+def _count_hook(
+    act: torch.Tensor, *, hook: Any, layer: int, to_activation: Any, state: dict[str, Any]
+) -> None:
+    """TransformerLens hook on ``mlp.hook_pre``/``hook_post``: count fires, sum act_fn output."""
+    _accumulate(act, state, layer, to_activation(act))
+
+
+@contextmanager
+def _counting(model: Any, state: dict[str, Any]) -> Iterator[None]:
+    """Attach the counters of every layer; always detach them.
+
+    For gated MLPs the act_fn output is read from the MLP's own ``act_fn`` module (its
+    sign is that of ``hook_pre``), which spares recomputing it; a model whose MLPs do
+    not call that module (e.g. processed weights) uses ``mlp.hook_pre`` instead.
+    """
+    n_layers = int(model.cfg.n_layers)
+    sites = [mlp_neuron_hook(model, layer) for layer in range(n_layers)]
+    act_modules = [to_act for _, to_act in sites if isinstance(to_act, torch.nn.Module)]
+    own_modules = (
+        len(act_modules) == n_layers
+        and len({id(m) for m in act_modules}) == n_layers
+        and not getattr(model, "compatibility_mode", False)
+    )
+    handles = []
+    try:
+        if own_modules:
+            for layer, module in enumerate(act_modules):
+
+                def read_output(module: Any, args: Any, output: Any, layer: int = layer) -> None:
+                    _accumulate(output, state, layer, output)
+
+                handles.append(module.register_forward_hook(read_output))
+            yield
+        else:
+            hooks = [
+                (
+                    name,
+                    functools.partial(_count_hook, layer=layer, to_activation=to_act, state=state),
+                )
+                for layer, (name, to_act) in enumerate(sites)
+            ]
+            with model.hooks(fwd_hooks=hooks):
+                yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def collect_activation_stats(
@@ -220,7 +288,6 @@ def collect_activation_stats(
         The per-language :class:`ActivationStats`.
     """
     n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
-    sites = [mlp_neuron_hook(model, layer) for layer in range(n_layers)]
     tokenizer = getattr(model, "tokenizer", None)
     first_position = 1 if corpus.bos_id(tokenizer) is not None else 0
     device = next(model.parameters()).device
@@ -231,28 +298,39 @@ def collect_activation_stats(
     if checkpoint is not None and checkpoint.exists():
         stats, rows_done = _resume(checkpoint, stats, corpus)
 
-    state: dict[str, Any] = {"first_position": first_position}
-    hooks = [
-        (name, functools.partial(_count_hook, layer=layer, to_activation=to_act, state=state))
-        for layer, (name, to_act) in enumerate(sites)
-    ]
+    state: dict[str, Any] = {"first_position": first_position, "seen": [0] * n_layers}
     content = corpus.content_length(tokenizer)
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+    with torch.inference_mode(), _counting(model, state):
         for li, lang in enumerate(corpus.languages):
             fires = torch.zeros(n_layers, d_mlp, dtype=torch.int64, device=device)
             sums = torch.zeros(n_layers, d_mlp, dtype=torch.float64, device=device)
             state.update(fires=fires, sums=sums)
-            total = None if corpus.tokens_per_language is None else corpus.tokens_per_language // content
-            bar = tqdm(total=total, desc=f"stats {lang}", unit="row", disable=not progress,
-                       initial=rows_done[lang])
+            total = (
+                None
+                if corpus.tokens_per_language is None
+                else corpus.tokens_per_language // content
+            )
+            bar = tqdm(
+                total=total,
+                desc=f"stats {lang}",
+                unit="row",
+                disable=not progress,
+                initial=rows_done[lang],
+            )
             skip, seen, since_checkpoint = rows_done[lang], 0, 0
             for batch in corpus.rows(lang, tokenizer, batch_size=batch_size):
                 seen += len(batch)
                 if seen <= skip:
                     continue
                 if seen - len(batch) < skip:  # checkpoints fall on batch boundaries
-                    raise RuntimeError("checkpoint does not fall on a batch boundary; use the same batch_size")
+                    raise RuntimeError(
+                        "checkpoint does not fall on a batch boundary; use the same batch_size"
+                    )
                 run_body(model, batch.to(device), last_layer=n_layers - 1)
+                if min(state["seen"]) == 0:
+                    raise RuntimeError(
+                        "the neuron counters did not fire in every layer of this model"
+                    )
                 stats.token_counts[li] += batch[:, first_position:].numel()
                 rows_done[lang] = seen
                 bar.update(len(batch))
@@ -277,10 +355,15 @@ def _fold(stats: ActivationStats, li: int, state: dict[str, Any]) -> None:
 
 
 def _save_checkpoint(
-    path: Path, stats: ActivationStats, rows_done: dict[str, int], corpus: MultilingualCorpus,
+    path: Path,
+    stats: ActivationStats,
+    rows_done: dict[str, int],
+    corpus: MultilingualCorpus,
     batch_size: int,
 ) -> None:
-    stats.save(path, extra={"rows_done": rows_done, "corpus_key": corpus.key(), "batch_size": batch_size})
+    stats.save(
+        path, extra={"rows_done": rows_done, "corpus_key": corpus.key(), "batch_size": batch_size}
+    )
 
 
 def _resume(

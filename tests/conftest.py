@@ -22,8 +22,9 @@ def planted_model(planted_dir):
 
 @pytest.fixture(scope="session")
 def gpt2_model(tmp_path_factory):
-    import mlneurons
     from tiny import make_gpt2
+
+    import mlneurons
 
     return mlneurons.load_model(str(make_gpt2(tmp_path_factory.mktemp("gpt2"))), device="cpu")
 

@@ -26,8 +26,9 @@ def test_select_hand_computed():
     # tau = kthvalue(round(0.77 * 30) = 23): sorted values 0.01 x4, 0.02, 0.04, 0.05, 0.06,
     # 0.1 x15 (positions 9..23), 0.3 x3, 0.7, 0.8, 0.85, 0.9 -> tau = 0.1, strictly above it:
     # the 0.3s, 0.7, 0.8, 0.85, 0.9. Neurons 4..9 have no language above tau.
-    result = lape.select(probs, ["en", "fr", "zh"], top_rate=0.3, filter_rate=0.77,
-                         activation_bar_ratio=0.77)
+    result = lape.select(
+        probs, ["en", "fr", "zh"], top_rate=0.3, filter_rate=0.77, activation_bar_ratio=0.77
+    )
     assert result.constants["threshold"] == pytest.approx(0.1)
     # Budget round(0.3 * 10) = 3 lowest entropies among neurons 0..3: H(0) and H(2) are small,
     # H(1) ~ 0.72, H(3) = ln 3, so 0, 2, 1 are kept and the uniform neuron 3 is not.
@@ -71,13 +72,21 @@ def test_planted_neurons_recovered_end_to_end(planted_model):
 
 def test_language_neurons_save_load_and_reference_mask(tmp_path):
     neurons = LanguageNeurons(
-        {"en": torch.tensor([[1, 5], [0, 2]]), "fr": torch.tensor([[0, 2]]), "zh": torch.empty(0, 2)},
-        n_layers=3, d_mlp=8, constants={"top_rate": 0.01},
+        {
+            "en": torch.tensor([[1, 5], [0, 2]]),
+            "fr": torch.tensor([[0, 2]]),
+            "zh": torch.empty(0, 2),
+        },
+        n_layers=3,
+        d_mlp=8,
+        constants={"top_rate": 0.01},
     )
     assert neurons["en"].tolist() == [[0, 2], [1, 5]]  # sorted
     neurons.save(tmp_path / "run")
     back = LanguageNeurons.load(tmp_path / "run")
-    assert {k: v.tolist() for k, v in back.neurons.items()} == {k: v.tolist() for k, v in neurons.neurons.items()}
+    assert {k: v.tolist() for k, v in back.neurons.items()} == {
+        k: v.tolist() for k, v in neurons.neurons.items()
+    }
     assert (back.n_layers, back.d_mlp, back.constants) == (3, 8, {"top_rate": 0.01})
 
     mask_path = neurons.to_reference_mask(tmp_path / "x.neuron.pth")
@@ -85,7 +94,9 @@ def test_language_neurons_save_load_and_reference_mask(tmp_path):
     assert len(raw) == 3 and all(len(layers) == 3 for layers in raw)
     assert raw[0][1].tolist() == [5] and raw[1][0].tolist() == [2]
     again = LanguageNeurons.from_reference_mask(mask_path, ["en", "fr", "zh"], d_mlp=8)
-    assert {k: v.tolist() for k, v in again.neurons.items()} == {k: v.tolist() for k, v in neurons.neurons.items()}
+    assert {k: v.tolist() for k, v in again.neurons.items()} == {
+        k: v.tolist() for k, v in neurons.neurons.items()
+    }
 
 
 def test_language_neurons_rejects_out_of_range():
@@ -113,7 +124,9 @@ def test_reference_mask_must_fit_model(tmp_path, planted_model):
 PUBLISHED = "../shared/reference/lape-masks/LLaMA-2-7B.neuron.pth"
 
 
-@pytest.mark.skipif(not __import__("os").path.exists(PUBLISHED), reason="shared/ not beside the repo")
+@pytest.mark.skipif(
+    not __import__("os").path.exists(PUBLISHED), reason="shared/ not beside the repo"
+)
 def test_published_llama2_mask_counts():
     langs = ["en", "zh", "fr", "es", "vi", "id", "ja"]
     neurons = LanguageNeurons.from_reference_mask(PUBLISHED, langs, d_mlp=11008)

@@ -31,8 +31,10 @@ def _independent_stats(model, corpus):
                 pre = cache[f"blocks.{layer}.mlp.hook_pre"][0, start:]
                 fires[li, layer] += (pre > 0).sum(0)
                 if model.cfg.gated_mlp:  # hook_post = act_fn(gate) * up
-                    act = cache[f"blocks.{layer}.mlp.hook_post"][0, start:] / cache[
-                        f"blocks.{layer}.mlp.in.hook_out"][0, start:]
+                    act = (
+                        cache[f"blocks.{layer}.mlp.hook_post"][0, start:]
+                        / cache[f"blocks.{layer}.mlp.in.hook_out"][0, start:]
+                    )
                 else:
                     act = cache[f"blocks.{layer}.mlp.hook_post"][0, start:]
                 sums[li, layer] += act.double().sum(0)
@@ -78,7 +80,9 @@ def test_text_corpus_without_bos(planted_model, tmp_path):
 def test_interrupted_run_resumes_to_identical_totals(planted_model, tmp_path):
     corpus, _ = _token_corpus(planted_model, seq_len=16)
     options = dict(batch_size=2, checkpoint_every=3, progress=False)
-    full = mlneurons.collect_activation_stats(planted_model, corpus, checkpoint=tmp_path / "a.st", **options)
+    full = mlneurons.collect_activation_stats(
+        planted_model, corpus, checkpoint=tmp_path / "a.st", **options
+    )
 
     calls = {"n": 0}
 
@@ -105,8 +109,12 @@ def test_interrupted_run_resumes_to_identical_totals(planted_model, tmp_path):
 def test_merge_save_load(planted_model, tmp_path):
     corpus, ids = _token_corpus(planted_model, seq_len=32)
     whole = mlneurons.collect_activation_stats(planted_model, corpus, progress=False)
-    a = mlneurons.collect_activation_stats(planted_model, corpus.subset(["en", "fr"]), progress=False)
-    b = mlneurons.collect_activation_stats(planted_model, corpus.subset(["zh", "ja"]), progress=False)
+    a = mlneurons.collect_activation_stats(
+        planted_model, corpus.subset(["en", "fr"]), progress=False
+    )
+    b = mlneurons.collect_activation_stats(
+        planted_model, corpus.subset(["zh", "ja"]), progress=False
+    )
     merged = a + b
     assert merged.languages == list(LANGS)
     assert torch.equal(merged.fire_counts, whole.fire_counts)
@@ -135,8 +143,11 @@ def test_bad_corpus_input(planted_model):
     with pytest.raises(ValueError, match="'fr' has fewer than one row"):
         mlneurons.collect_activation_stats(planted_model, short, progress=False)
     with pytest.raises(ValueError, match="less than one row"):
-        list(MultilingualCorpus.from_token_ids(ids, seq_len=32, tokens_per_language=8).rows(
-            "en", planted_model.tokenizer))
+        list(
+            MultilingualCorpus.from_token_ids(ids, seq_len=32, tokens_per_language=8).rows(
+                "en", planted_model.tokenizer
+            )
+        )
     with pytest.raises(ValueError, match="1-D integer"):
         MultilingualCorpus.from_token_ids({"en": torch.rand(5)})
     with pytest.raises(ValueError, match="Unknown|unknown"):
@@ -156,11 +167,16 @@ def test_model_without_mlp_hooks_is_rejected(planted_model):
 def test_datasets_source(planted_model):
     from datasets import Dataset
 
-    rows = [{"text": language_text(lang, 100, seed=i), "lang": lang} for lang in LANGS for i in range(3)]
-    corpus = MultilingualCorpus.from_dataset(Dataset.from_list(rows), language_column="lang",
-                                             languages=["fr", "en"], seq_len=51)
+    rows = [
+        {"text": language_text(lang, 100, seed=i), "lang": lang} for lang in LANGS for i in range(3)
+    ]
+    corpus = MultilingualCorpus.from_dataset(
+        Dataset.from_list(rows), language_column="lang", languages=["fr", "en"], seq_len=51
+    )
     stats = mlneurons.collect_activation_stats(planted_model, corpus, progress=False)
     assert stats.languages == ["fr", "en"]
     assert stats.token_counts.tolist() == [300, 300]  # 6 rows of 50 words each
     with pytest.raises(ValueError, match="not in the dataset"):
-        MultilingualCorpus.from_dataset(Dataset.from_list(rows), language_column="lang", languages=["de"])
+        MultilingualCorpus.from_dataset(
+            Dataset.from_list(rows), language_column="lang", languages=["de"]
+        )

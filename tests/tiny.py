@@ -45,7 +45,10 @@ def make_tokenizer(directory: Path, langs=LANGS):
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
         unk_token="<unk>",
     )
     tokenizer.save_pretrained(directory)
@@ -58,7 +61,9 @@ def language_text(lang: str, n_words: int, seed: int = 0) -> str:
     return " ".join(f"{lang}{i}" for i in ids.tolist())
 
 
-def make_planted_llama(directory: Path, *, d_mlp: int = 32, n_layers: int = 2, seed: int = 0) -> Path:
+def make_planted_llama(
+    directory: Path, *, d_mlp: int = 32, n_layers: int = 2, seed: int = 0
+) -> Path:
     """Save a tiny Llama with the planted neurons of ``PLANTED`` to ``directory``."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -67,9 +72,17 @@ def make_planted_llama(directory: Path, *, d_mlp: int = 32, n_layers: int = 2, s
     d_model = 2 * n_lang + 16
     vocab = vocabulary()
     config = LlamaConfig(
-        vocab_size=len(vocab), hidden_size=d_model, intermediate_size=d_mlp,
-        num_hidden_layers=n_layers, num_attention_heads=2, num_key_value_heads=2, head_dim=12,
-        max_position_embeddings=256, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
+        vocab_size=len(vocab),
+        hidden_size=d_model,
+        intermediate_size=d_mlp,
+        num_hidden_layers=n_layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=12,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
         pad_token_id=0,
     )
     config.architectures = ["LlamaForCausalLM"]
@@ -114,8 +127,16 @@ def make_gpt2(directory: Path, *, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     vocab = vocabulary()
-    config = GPT2Config(vocab_size=len(vocab), n_positions=256, n_embd=32, n_layer=2, n_head=2,
-                        n_inner=48, bos_token_id=1, eos_token_id=2)
+    config = GPT2Config(
+        vocab_size=len(vocab),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_inner=48,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
     config.architectures = ["GPT2LMHeadModel"]
     GPT2LMHeadModel(config).eval().save_pretrained(directory)
     make_tokenizer(directory)
