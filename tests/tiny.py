@@ -115,6 +115,8 @@ def make_planted_llama(
                 mlp = model.model.layers[layer].mlp
                 mlp.gate_proj.weight[neuron] = 0.0
                 mlp.gate_proj.weight[neuron, li] = 4.0
+                mlp.up_proj.weight[neuron] = 0.0
+                mlp.up_proj.weight[neuron, li] = 1.0
                 mlp.down_proj.weight[n_lang + li, neuron] = 4.0
     model.save_pretrained(directory)
     make_tokenizer(directory)

@@ -1,0 +1,266 @@
+"""Perplexity under neuron interventions: the deactivation matrix of Tang et al. (2024).
+
+Rows of the matrix are the deactivated language, columns the evaluated one. Unlike
+the reference ``ppl.py`` (which prints mean NLL), values here are perplexities,
+exp(mean NLL), on held-out text, with the no-intervention baseline and a random
+control per language: as many neurons, drawn from the same layers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Bool, Float, Int
+from tqdm.auto import tqdm
+
+from mlneurons.corpus import MultilingualCorpus
+from mlneurons.lape import LanguageNeurons
+from mlneurons.models import check_same_model, fingerprint
+
+PPL_FILE = "ppl_matrix.json"
+
+
+def _unembed(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits from final hidden states, with the model's logit soft-capping if it has one."""
+    hf = model.original_model
+    logits = hf.get_output_embeddings()(hidden)
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits
+
+
+def sequence_nll(
+    model: Any, tokens: Int[torch.Tensor, "batch seq"], *, chunk_tokens: int = 512
+) -> Float[torch.Tensor, " batch"]:
+    """Summed next-token negative log-likelihood of each row (natural log).
+
+    Every token after the first is predicted from its prefix. Logits are made
+    ``chunk_tokens`` positions at a time, so the full-vocabulary log-probabilities of
+    all positions never exist at once. Hooks attached to ``model`` apply.
+    """
+    hf = getattr(model, "original_model", None)
+    if hf is None or hf.get_output_embeddings() is None:
+        raise ValueError("perplexity needs a causal language model booted from Hugging Face")
+    if getattr(hf.config, "is_decoder", True) is False and "MaskedLM" in type(hf).__name__:
+        raise ValueError(f"perplexity needs a causal LM; {type(hf).__name__} is a masked LM")
+    device = next(model.parameters()).device
+    tokens = tokens.to(device)
+    hidden = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[:, :-1]
+    targets = tokens[:, 1:]
+    batch, positions, d_model = hidden.shape
+    flat_hidden, flat_targets = hidden.reshape(-1, d_model), targets.reshape(-1)
+    nll = torch.empty(flat_targets.shape, dtype=torch.float32, device=device)
+    for start in range(0, len(flat_targets), chunk_tokens):
+        part = slice(start, start + chunk_tokens)
+        logits = _unembed(model, flat_hidden[part]).float()
+        nll[part] = F.cross_entropy(logits, flat_targets[part], reduction="none")
+    return nll.view(batch, positions).sum(1)
+
+
+def perplexity(
+    model: Any,
+    corpus: MultilingualCorpus,
+    *,
+    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Perplexity, exp(mean NLL over every predicted token), per language of ``corpus``."""
+    result = {}
+    with torch.inference_mode(), model.hooks(fwd_hooks=list(interventions)):
+        for lang in corpus.languages:
+            total, count = 0.0, 0
+            for batch in tqdm(
+                list(corpus.rows(lang, model.tokenizer, batch_size=batch_size)),
+                desc=f"ppl {lang}",
+                disable=not progress,
+            ):
+                total += float(sequence_nll(model, batch).double().sum())
+                count += batch[:, 1:].numel()
+            result[lang] = math.exp(total / count)
+    return result
+
+
+@dataclass
+class PerplexityMatrix:
+    """Perplexities with each language's neurons deactivated, plus baseline and random controls.
+
+    Attributes:
+        languages: row and column order.
+        baseline: evaluated language -> perplexity without intervention.
+        deactivated: deactivated language -> evaluated language -> perplexity.
+        random_control: deactivated language -> evaluated language -> perplexity with as
+            many random neurons from the same layers deactivated.
+        tokens_per_language: predicted tokens per evaluated language.
+        model: fingerprint of the model.
+    """
+
+    languages: list[str]
+    baseline: dict[str, float]
+    deactivated: dict[str, dict[str, float]]
+    random_control: dict[str, dict[str, float]]
+    tokens_per_language: int
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def relative_change(self, which: str = "deactivated") -> Float[torch.Tensor, "row column"]:
+        """(ppl - baseline) / baseline, rows = deactivated language, columns = evaluated."""
+        table = {"deactivated": self.deactivated, "random_control": self.random_control}[which]
+        return torch.tensor(
+            [[table[r][c] / self.baseline[c] - 1 for c in self.languages] for r in self.languages]
+        )
+
+    def diagonal_dominance(self) -> dict[str, bool]:
+        """Per deactivated language: is its own perplexity the one that rises most (relatively)?"""
+        change = self.relative_change()
+        return {lang: bool(change[i].argmax() == i) for i, lang in enumerate(self.languages)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "languages": self.languages,
+            "baseline": self.baseline,
+            "deactivated": self.deactivated,
+            "random_control": self.random_control,
+            "tokens_per_language": self.tokens_per_language,
+            "model": self.model,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / PPL_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> PerplexityMatrix:
+        path = Path(directory)
+        path = path / PPL_FILE if path.is_dir() else path
+        return cls(**json.loads(path.read_text()))
+
+
+def random_control_masks(
+    neurons: LanguageNeurons, *, seed: int = 0
+) -> Bool[torch.Tensor, "language layer neuron"]:
+    """Per language, as many random neurons per layer as it has, none of them a language neuron."""
+    masks = neurons.masks()
+    taken = masks.any(0)
+    generator = torch.Generator().manual_seed(seed)
+    control = torch.zeros_like(masks)
+    for i in range(len(neurons.languages)):
+        for layer, n in enumerate(masks[i].sum(-1).tolist()):
+            free = (~taken[layer]).nonzero().flatten()
+            if n > len(free):
+                raise ValueError(
+                    f"layer {layer} has only {len(free)} free neurons for a control of {n}"
+                )
+            control[i, layer, free[torch.randperm(len(free), generator=generator)[:n]]] = True
+    return control
+
+
+def _masked_post(
+    act: torch.Tensor, *, hook: Any, layer: int, state: dict[str, Any]
+) -> torch.Tensor:
+    """Multiply ``hook_post`` by each row's keep-mask (0 = deactivated)."""
+    return act * state["keep"][:, layer, None, :].to(act.device, act.dtype)
+
+
+def perplexity_matrix(
+    model: Any,
+    neurons: LanguageNeurons,
+    corpus: MultilingualCorpus,
+    *,
+    random_control: bool = True,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> PerplexityMatrix:
+    """The deactivation perplexity matrix of Tang et al. (2024), with controls.
+
+    All conditions (baseline, each language deactivated, each random control) of a
+    held-out row run in shared forward passes: a row is repeated once per condition
+    and a per-row mask zeroes that condition's neurons, so a batch of
+    ``batch_size`` forward rows mixes conditions freely.
+
+    Args:
+        model: the model ``neurons`` were selected on.
+        neurons: LAPE neurons; ``corpus`` languages must be among its languages.
+        corpus: held-out text (e.g. ``MultilingualCorpus.builtin(split="heldout")``).
+        random_control: add the random-neuron control rows.
+        seed: seed of the random control.
+        batch_size: rows per forward pass.
+    """
+    check_same_model(neurons.model, model, what="these neurons")
+    fp = fingerprint(model)
+    if (neurons.n_layers, neurons.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
+        raise ValueError(
+            f"neurons are for {neurons.n_layers} x {neurons.d_mlp} neurons; the model has "
+            f"{fp['n_layers']} x {fp['d_mlp']}"
+        )
+    missing = [lang for lang in corpus.languages if lang not in neurons.languages]
+    if missing:
+        raise ValueError(
+            f"no neurons for languages {missing}; the neurons have {neurons.languages}"
+        )
+    selected = LanguageNeurons(
+        {lang: neurons[lang] for lang in corpus.languages}, neurons.n_layers, neurons.d_mlp
+    )
+    languages = corpus.languages
+    deact = selected.masks()
+    conditions = [("baseline", None, torch.zeros_like(deact[0]))]
+    conditions += [("deactivated", lang, deact[i]) for i, lang in enumerate(languages)]
+    if random_control:
+        control = random_control_masks(selected, seed=seed)
+        conditions += [("random_control", lang, control[i]) for i, lang in enumerate(languages)]
+    keep = torch.stack([~mask for _, _, mask in conditions]).float()  # [condition, layer, neuron]
+    layers = sorted({int(x) for x in (keep < 1).any(-1).any(0).nonzero().flatten()})
+
+    state: dict[str, Any] = {}
+    hooks = [
+        (f"blocks.{layer}.mlp.hook_post", functools.partial(_masked_post, layer=layer, state=state))
+        for layer in layers
+    ]
+    nll = torch.zeros(len(conditions), len(languages), dtype=torch.float64)
+    counts = [0] * len(languages)
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        for li, lang in enumerate(languages):
+            rows = torch.cat(list(corpus.rows(lang, model.tokenizer, batch_size=64)))
+            counts[li] = rows[:, 1:].numel()
+            work = [(c, r) for r in range(len(rows)) for c in range(len(conditions))]
+            for start in tqdm(
+                range(0, len(work), batch_size), desc=f"ppl matrix: {lang}", disable=not progress
+            ):
+                chunk = work[start : start + batch_size]
+                cond = torch.tensor([c for c, _ in chunk])
+                state["keep"] = keep[cond]
+                per_row = sequence_nll(model, rows[[r for _, r in chunk]])
+                nll[:, li].index_add_(0, cond, per_row.double().cpu())
+    ppl = torch.exp(nll / torch.tensor(counts, dtype=torch.float64))
+    table: dict[str, dict[str, dict[str, float]]] = {"deactivated": {}, "random_control": {}}
+    for ci, (kind, lang, _) in enumerate(conditions):
+        if lang is not None:
+            table[kind][lang] = dict(zip(languages, ppl[ci].tolist()))
+    return PerplexityMatrix(
+        languages=languages,
+        baseline=dict(zip(languages, ppl[0].tolist())),
+        deactivated=table["deactivated"],
+        random_control=table["random_control"],
+        tokens_per_language=min(counts),
+        model=fp,
+    )
+
+
+__all__ = [
+    "PPL_FILE",
+    "PerplexityMatrix",
+    "perplexity",
+    "perplexity_matrix",
+    "random_control_masks",
+    "sequence_nll",
+]

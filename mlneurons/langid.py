@@ -1,0 +1,155 @@
+"""Language identification of model outputs, and the prompts of steering experiments.
+
+Used to check whether a model answers in a target language after its language
+neurons are activated (Tang et al. 2024). Identification runs offline with
+``py3langid``, a naive Bayes byte n-gram model shipped inside its wheel (no download),
+imported on first use only. Restricting the candidates (``languages=``) to the
+languages of an experiment makes short texts reliable: a question of 5 to 20 words
+is enough to tell the nine default languages apart.
+
+Questions for prompting come from ``mlneurons/data/questions.json``: at least 24
+short everyday and general-knowledge questions per language, comparable across
+languages.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+UNKNOWN = "unknown"
+"""What :func:`identify` returns for empty or undecidable text."""
+
+_NO_LANGUAGE = "zxx"  # py3langid's label for text with no linguistic content
+_KANA = re.compile("[\u3041-\u309f\u30a0-\u30fa]")  # hiragana, katakana (not "・", "ー")
+
+
+def identify(text: str, *, languages: Sequence[str] | None = None) -> str:
+    """Identify the language of a text.
+
+    Args:
+        text: the text, of any length; a sentence or more is best.
+        languages: ISO 639-1 codes of the candidate languages; ``None`` allows every
+            language of :func:`supported_languages`.
+
+    Returns:
+        The ISO 639-1 code of the most likely candidate, or ``"unknown"`` when the
+        text has no letters or looks like no language (numbers, markup, junk).
+
+    Raises:
+        ValueError: ``languages`` is empty or holds an unsupported code.
+    """
+    return _identify(_identifier(_candidates(languages)), text)
+
+
+def identify_many(texts: Sequence[str], *, languages: Sequence[str] | None = None) -> list[str]:
+    """Identify the language of each text, as :func:`identify` does.
+
+    Args:
+        texts: the texts.
+        languages: ISO 639-1 codes of the candidate languages; ``None`` for all.
+
+    Returns:
+        One ISO 639-1 code or ``"unknown"`` per text, in order.
+
+    Raises:
+        ValueError: ``languages`` is empty or holds an unsupported code.
+    """
+    identifier = _identifier(_candidates(languages))
+    return [_identify(identifier, text) for text in texts]
+
+
+def supported_languages() -> list[str]:
+    """ISO 639-1 codes that :func:`identify` can return, sorted."""
+    return sorted(_two_letter_labels())
+
+
+def load_questions(language: str) -> list[str]:
+    """Short open questions in a language, for prompting a model.
+
+    Args:
+        language: an ISO 639-1 code of :func:`question_languages` (case-insensitive).
+
+    Returns:
+        A new list of questions, in a fixed order.
+
+    Raises:
+        ValueError: there are no questions in that language.
+    """
+    questions = _questions()
+    key = language.strip().lower()
+    if key not in questions:
+        raise ValueError(
+            f"No questions for language {language!r}; available: {', '.join(sorted(questions))}"
+        )
+    return list(questions[key])
+
+
+def question_languages() -> list[str]:
+    """ISO 639-1 codes that :func:`load_questions` has questions for, sorted."""
+    return sorted(_questions())
+
+
+@functools.cache
+def _questions() -> dict[str, tuple[str, ...]]:
+    path = resources.files("mlneurons").joinpath("data", "questions.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return {lang: tuple(qs) for lang, qs in data.items()}
+
+
+def _identify(identifier: Any, text: str) -> str:
+    if not any(unicodedata.category(ch).startswith("L") for ch in text):
+        return UNKNOWN
+    label = identifier.classify(text)[0]
+    if label == _NO_LANGUAGE:
+        return UNKNOWN
+    # A Japanese sentence has kana; the n-gram model can miss them in a short
+    # kanji-heavy text.
+    if label == "zh" and "ja" in identifier.nb_classes and _KANA.search(text):
+        return "ja"
+    return label
+
+
+def _candidates(languages: Sequence[str] | None) -> frozenset[str] | None:
+    if languages is None:
+        return None
+    if isinstance(languages, str):
+        raise TypeError(f"languages must be a sequence of codes, not the string {languages!r}")
+    codes = frozenset(code.strip().lower() for code in languages)
+    if not codes:
+        raise ValueError("languages must name at least one language")
+    unknown = sorted(codes - _two_letter_labels())
+    if unknown:
+        raise ValueError(
+            f"Unsupported language code(s) {', '.join(map(repr, unknown))}; "
+            f"supported (ISO 639-1): {', '.join(supported_languages())}"
+        )
+    return codes
+
+
+@functools.cache
+def _base_identifier() -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE)
+
+
+@functools.cache
+def _two_letter_labels() -> frozenset[str]:
+    return frozenset(label for label in _base_identifier().labels if len(label) == 2)
+
+
+@functools.lru_cache(maxsize=32)
+def _identifier(codes: frozenset[str] | None) -> Any:
+    """A copy of the model restricted to ``codes`` plus "no language" (shares the weights)."""
+    import copy
+
+    identifier = copy.copy(_base_identifier())
+    labels = _two_letter_labels() if codes is None else codes
+    identifier.set_languages(sorted(labels | {_NO_LANGUAGE}))
+    return identifier

@@ -1,0 +1,176 @@
+import math
+
+import pytest
+import torch
+from tiny import LANGS, PLANTED, language_text
+
+import mlneurons
+from mlneurons import LanguageNeurons, MultilingualCorpus
+from mlneurons.evaluation import perplexity, perplexity_matrix, random_control_masks, sequence_nll
+from mlneurons.interventions import activate, deactivate, intervene
+
+
+def _tokens(model, lang="fr", n=20):
+    return torch.tensor(
+        [model.tokenizer(language_text(lang, n), add_special_tokens=False)["input_ids"]]
+    )
+
+
+def _cache(model, tokens, hooks=()):
+    with model.hooks(fwd_hooks=list(hooks)):
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: "mlp" in n or "resid" in n)
+    return cache
+
+
+def _no_hooks_left(model):
+    return not any(hp.fwd_hooks for hp in model.hook_dict.values())
+
+
+@pytest.mark.parametrize("model_fixture", ["planted_model", "gpt2_model"])
+def test_deactivate_changes_exactly_the_chosen_neurons(model_fixture, request):
+    model = request.getfixturevalue(model_fixture)
+    tokens = _tokens(model)
+    chosen = [(0, 3), (0, 7), (1, 2)]
+    clean, hooked = _cache(model, tokens), _cache(model, tokens, deactivate(chosen, model=model))
+    for layer in range(model.cfg.n_layers):
+        post, post_h = (
+            clean[f"blocks.{layer}.mlp.hook_post"],
+            hooked[f"blocks.{layer}.mlp.hook_post"],
+        )
+        idx = [n for (l, n) in chosen if l == layer]
+        assert (post_h[..., idx] == 0).all()
+        others = [i for i in range(post.shape[-1]) if i not in idx]
+        if layer == 0:  # nothing upstream of the first intervention changes
+            torch.testing.assert_close(post_h[..., others], post[..., others], rtol=0, atol=0)
+            torch.testing.assert_close(
+                hooked["blocks.0.hook_resid_mid"], clean["blocks.0.hook_resid_mid"], rtol=0, atol=0
+            )
+    assert _no_hooks_left(model)
+
+
+def test_composition_equals_applying_both(planted_model):
+    model, tokens = planted_model, _tokens(planted_model, "en")
+    a, b = deactivate([(0, 3)]), activate([(1, 17)], 2.5, model=model)
+    with intervene(model, a + b):
+        both = model(tokens)
+    with model.hooks(fwd_hooks=a), model.hooks(fwd_hooks=b):
+        nested = model(tokens)
+    with intervene(model, a, b):
+        separate = model(tokens)
+    torch.testing.assert_close(both, nested)
+    torch.testing.assert_close(both, separate)
+    assert not torch.allclose(both, model(tokens))
+
+
+def test_activate_sets_act_fn_output_in_gated_and_plain_mlps(planted_model, gpt2_model):
+    # Gated: hook_post = act_fn(gate) * up, so act_fn(gate) = v means hook_post = v * up.
+    tokens = _tokens(planted_model)
+    cache = _cache(
+        planted_model,
+        tokens,
+        activate([(0, 5), (1, 9)], torch.tensor([1.5, -0.5]), model=planted_model),
+    )
+    up0, up1 = cache["blocks.0.mlp.in.hook_out"], cache["blocks.1.mlp.in.hook_out"]
+    torch.testing.assert_close(cache["blocks.0.mlp.hook_post"][..., 5], 1.5 * up0[..., 5])
+    torch.testing.assert_close(cache["blocks.1.mlp.hook_post"][..., 9], -0.5 * up1[..., 9])
+    # Plain: hook_post is the act_fn output itself.
+    grid = torch.zeros(2, gpt2_model.cfg.d_mlp)
+    grid[1, 4] = 0.75
+    cache = _cache(gpt2_model, _tokens(gpt2_model), activate([(1, 4)], grid, model=gpt2_model))
+    assert (cache["blocks.1.mlp.hook_post"][..., 4] == 0.75).all()
+
+
+def test_hooks_are_gone_after_an_exception(planted_model):
+    with pytest.raises(RuntimeError, match="boom"):
+        with intervene(
+            planted_model, deactivate([(0, 1)]), activate([(1, 2)], 1.0, model=planted_model)
+        ):
+            assert not _no_hooks_left(planted_model)
+            raise RuntimeError("boom")
+    assert _no_hooks_left(planted_model)
+
+
+def test_activation_holds_during_generation(planted_model):
+    model, prompt = planted_model, _tokens(planted_model, "fr", 5)
+    steps = []  # (act_fn output via hook_post / up) of neuron (1, 11) at every forward step
+
+    def record_up(act, *, hook):
+        steps.append({"up": act[..., 11].clone()})
+
+    def record_post(act, *, hook):
+        steps[-1]["post"] = act[..., 11].clone()
+
+    record = [("blocks.1.mlp.in.hook_out", record_up), ("blocks.1.mlp.hook_post", record_post)]
+    with intervene(model, activate([(1, 11)], 3.0, model=model), record):
+        model.generate(prompt, max_new_tokens=4, do_sample=False, verbose=False)
+    assert len(steps) >= 4 and steps[1]["up"].shape[-1] == 1  # decode steps see one position
+    for step in steps:  # act_fn(gate) = 3 at every position of every step
+        torch.testing.assert_close(step["post"], 3.0 * step["up"])
+    assert _no_hooks_left(model)
+
+
+def test_bad_intervention_input(planted_model):
+    with pytest.raises(ValueError, match="got shape \\(3,\\)"):
+        activate([(0, 1), (1, 2)], torch.ones(3), model=planted_model)
+    with pytest.raises(ValueError, match="do not fit"):
+        deactivate([(5, 1)], model=planted_model)
+    other = LanguageNeurons(
+        {"fr": torch.tensor([[0, 1]])}, 2, 32, model={"name": "x", "hash": "abc"}
+    )
+    with pytest.raises(ValueError, match="selected on model 'x'"):
+        deactivate(other, model=planted_model)
+    with pytest.raises(ValueError, match="pick one language"):
+        deactivate(
+            LanguageNeurons({"a": torch.tensor([[0, 1]]), "b": torch.tensor([[0, 2]])}, 2, 32)
+        )
+
+
+def test_perplexity_is_exp_mean_nll(planted_model):
+    model = planted_model
+    corpus = MultilingualCorpus({"fr": lambda: [language_text("fr", 200)]}, seq_len=33)
+    ppl = perplexity(model, corpus, batch_size=2, progress=False)["fr"]
+    rows = torch.cat(list(corpus.rows("fr", model.tokenizer)))
+    logits = model(rows)  # full forward with logits, independent of sequence_nll
+    logp = torch.log_softmax(logits[:, :-1].double(), -1)
+    nll = -logp.gather(-1, rows[:, 1:, None]).mean()
+    assert ppl == pytest.approx(math.exp(nll.item()), rel=1e-5)
+    assert sequence_nll(model, rows, chunk_tokens=7).sum().item() == pytest.approx(
+        (nll * rows[:, 1:].numel()).item(), rel=1e-5
+    )
+
+
+def test_planted_deactivation_hits_its_own_language(planted_model):
+    model = planted_model
+    neurons = LanguageNeurons(
+        {lang: torch.tensor(PLANTED[lang]) for lang in LANGS},
+        2,
+        32,
+        model=mlneurons.fingerprint(model),
+    )
+    corpus = MultilingualCorpus(
+        {lang: (lambda lang=lang: [language_text(lang, 300, seed=9)]) for lang in LANGS}, seq_len=50
+    )
+    matrix = perplexity_matrix(model, neurons, corpus, batch_size=7, progress=False)
+    assert matrix.diagonal_dominance() == {lang: True for lang in LANGS}
+    change = matrix.relative_change()
+    for i in range(len(LANGS)):
+        assert change[i, i] > 0.05
+        assert change[i, i] > 10 * change[i].abs().sort().values[-2]
+    assert matrix.relative_change("random_control").abs().max() < change.diagonal().min()
+    # batched conditions equal one run per condition
+    alone = perplexity(
+        model, corpus.subset(["zh"]), interventions=deactivate(neurons["fr"]), progress=False
+    )
+    assert matrix.deactivated["fr"]["zh"] == pytest.approx(alone["zh"], rel=1e-5)
+    base = perplexity(model, corpus.subset(["ja"]), progress=False)
+    assert matrix.baseline["ja"] == pytest.approx(base["ja"], rel=1e-5)
+
+
+def test_random_control_same_layers_no_language_neurons():
+    neurons = LanguageNeurons(
+        {"a": torch.tensor([[0, 1], [0, 2], [1, 3]]), "b": torch.tensor([[1, 0]])}, 2, 8
+    )
+    control = random_control_masks(neurons, seed=3)
+    assert control.sum(-1).tolist() == neurons.counts_per_layer().tolist()
+    assert not (control & neurons.masks().any(0)).any()
+    assert torch.equal(control, random_control_masks(neurons, seed=3))
