@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--memory-tokens", type=int, default=4096, help="small corpus size per language"
+        "--memory-tokens", type=int, default=2048, help="small corpus size per language"
     )
     args = parser.parse_args()
     result = throughput(args.rows, args.repeats, args.batch_size)

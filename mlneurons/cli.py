@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 DEFAULT_TOKENS_PER_LANGUAGE = 12_288
 """Default LAPE budget: about 5 minutes for 9 languages on 2 CPU cores with the built-in model."""
@@ -107,6 +108,94 @@ def cmd_lape(args: argparse.Namespace) -> Path:
     return out
 
 
+def _load_neurons_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
+    from mlneurons.lape import LanguageNeurons
+    from mlneurons.models import check_same_model, load_model
+
+    neurons = LanguageNeurons.load(args.neurons)
+    name = args.model or neurons.model.get("name") or "gemma-3-270m"
+    print(f"loading model {name} ...", file=sys.stderr)
+    model = load_model(name, device=args.device)
+    check_same_model(neurons.model, model, what=f"neurons in {args.neurons}")
+    return neurons, model
+
+
+def cmd_ablate(args: argparse.Namespace) -> Path:
+    """Perplexity matrix: deactivate each language's neurons, evaluate every language."""
+    from mlneurons.corpus import MultilingualCorpus
+    from mlneurons.evaluation import perplexity_matrix
+    from mlneurons.plots import plot_perplexity_matrix, save_figure
+
+    neurons, model = _load_neurons_and_model(args)
+    languages = args.languages or neurons.languages
+    corpus = MultilingualCorpus.builtin(
+        languages,
+        split="heldout",
+        seq_len=args.seq_len,
+        tokens_per_language=args.tokens_per_language,
+    )
+    matrix = perplexity_matrix(
+        model,
+        neurons,
+        corpus,
+        random_control=not args.no_random_control,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    out = Path(args.out)
+    matrix.save(out)
+    name = matrix.model.get("name", "")
+    save_figure(
+        plot_perplexity_matrix(matrix, title=f"Perplexity change: {name}"), out / "ppl_matrix.png"
+    )
+    dominant = [lang for lang, ok in matrix.diagonal_dominance().items() if ok]
+    print("baseline perplexity: " + ", ".join(f"{k} {v:.1f}" for k, v in matrix.baseline.items()))
+    print(f"own language hit hardest for {len(dominant)}/{len(languages)}: {', '.join(dominant)}")
+    print(f"wrote {out}/: ppl_matrix.json ppl_matrix.png")
+    return out
+
+
+def cmd_steer(args: argparse.Namespace) -> Path:
+    """Output-language steering: activate the target language's neurons, identify answer languages."""
+    from mlneurons.interventions import activate, deactivate
+    from mlneurons.langid import load_questions
+    from mlneurons.stats import ActivationStats
+    from mlneurons.steering import steer
+
+    neurons, model = _load_neurons_and_model(args)
+    stats_path = Path(args.stats) if args.stats else Path(args.neurons) / "stats.safetensors"
+    stats = ActivationStats.load(stats_path)
+    for lang in (args.source, args.target):
+        neurons[lang]  # unknown languages raise, naming the available ones
+    values = stats.mean_activation(args.target) * args.scale
+    intervention = activate(neurons[args.target], values, model=model)
+    if args.deactivate_source:
+        intervention = intervention + deactivate(neurons[args.source], model=model)
+    questions = load_questions(args.source)[: args.n_questions]
+    result = steer(
+        model,
+        questions,
+        source=args.source,
+        target=args.target,
+        intervention=intervention,
+        languages=neurons.languages,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    result.settings.update(
+        scale=args.scale, deactivate_source=args.deactivate_source, stats=str(stats_path)
+    )
+    out = Path(args.out)
+    result.save(out)
+    print(
+        f"answers in {args.target}: {result.accuracy_before:.0%} before, "
+        f"{result.accuracy_after:.0%} after; in {args.source}: "
+        f"{result.source_rate('before'):.0%} before, {result.source_rate('after'):.0%} after"
+    )
+    print(f"wrote {out}/steering.json")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlneurons.corpus import DEFAULT_LANGUAGES
 
@@ -148,6 +237,57 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", default="runs/lape", help="output directory (default runs/lape)")
     p.set_defaults(run=cmd_lape)
+
+    p = sub.add_parser("ablate", help="perplexity matrix with language neurons deactivated")
+    _add_model_options(p)
+    p.set_defaults(model=None)
+    p.add_argument("--neurons", required=True, help="directory written by `mlneurons lape`")
+    p.add_argument(
+        "--languages",
+        type=_languages,
+        default=None,
+        help="languages to deactivate and evaluate (default: those of --neurons)",
+    )
+    p.add_argument(
+        "--tokens-per-language",
+        type=int,
+        default=1024,
+        help="held-out tokens per evaluated language (default 1024)",
+    )
+    p.add_argument("--seq-len", type=int, default=256, help="tokens per row (default 256)")
+    p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
+    p.add_argument("--no-random-control", action="store_true", help="skip the random controls")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=cmd_ablate)
+
+    p = sub.add_parser("steer", help="steer the output language by activating language neurons")
+    _add_model_options(p)
+    p.set_defaults(model=None)
+    p.add_argument("--neurons", required=True, help="directory written by `mlneurons lape`")
+    p.add_argument(
+        "--stats",
+        default=None,
+        help="statistics for the activation values (default: NEURONS/stats.safetensors)",
+    )
+    p.add_argument("--source", required=True, help="language of the questions, e.g. es")
+    p.add_argument("--target", required=True, help="language to steer to, e.g. zh")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply the target language's mean activations (default 1)",
+    )
+    p.add_argument(
+        "--deactivate-source",
+        action="store_true",
+        help="also deactivate the source language's neurons",
+    )
+    p.add_argument("--n-questions", type=int, default=24, help="questions to ask (default 24)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="answer length (default 32)")
+    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=cmd_steer)
     return parser
 
 

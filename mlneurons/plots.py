@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from mlneurons.evaluation import PerplexityMatrix  # noqa: E402
 from mlneurons.lape import LanguageNeurons  # noqa: E402
 
 
@@ -69,3 +70,34 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figure:
+    """Relative perplexity change against baseline: deactivated languages vs random controls."""
+    panels = [("deactivated", "language neurons deactivated")]
+    if matrix.random_control:
+        panels.append(("random_control", "random neurons, same layers"))
+    changes = [matrix.relative_change(kind) * 100 for kind, _ in panels]
+    bound = max(float(c.abs().max()) for c in changes) or 1.0
+    langs = matrix.languages
+    size = 0.55 * len(langs) + 1.5
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(size * len(panels) + 1, size),
+        constrained_layout=True,
+        squeeze=False,
+    )
+    for ax, change, (_, label) in zip(axes[0], changes, panels):
+        image = ax.imshow(change.numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound)
+        ax.set_xticks(range(len(langs)), langs)
+        ax.set_yticks(range(len(langs)), langs)
+        ax.set_xlabel("evaluated language")
+        ax.set_ylabel("deactivated language")
+        ax.set_title(label, fontsize=10)
+        for i in range(len(langs)):
+            for j in range(len(langs)):
+                ax.text(j, i, f"{change[i, j]:.0f}", ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="perplexity change vs baseline (%)")
+    fig.suptitle(title or "Perplexity after deactivating language neurons")
+    return fig

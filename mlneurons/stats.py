@@ -77,6 +77,10 @@ class ActivationStats:
         """Mean act_fn output per language (the value ``activate`` can set)."""
         return (self.activation_sums / self._tokens()).float()
 
+    def mean_activation(self, language: str) -> Float[torch.Tensor, "layer neuron"]:
+        """One language's mean act_fn output per neuron: a steering value for ``activate``."""
+        return self.mean_activations[self.index(language)]
+
     def _tokens(self) -> torch.Tensor:
         empty = [lang for lang, n in zip(self.languages, self.token_counts.tolist()) if n == 0]
         if empty:

@@ -37,7 +37,7 @@ def test_deactivate_changes_exactly_the_chosen_neurons(model_fixture, request):
             clean[f"blocks.{layer}.mlp.hook_post"],
             hooked[f"blocks.{layer}.mlp.hook_post"],
         )
-        idx = [n for (l, n) in chosen if l == layer]
+        idx = [n for (at, n) in chosen if at == layer]
         assert (post_h[..., idx] == 0).all()
         others = [i for i in range(post.shape[-1]) if i not in idx]
         if layer == 0:  # nothing upstream of the first intervention changes
@@ -174,3 +174,126 @@ def test_random_control_same_layers_no_language_neurons():
     assert control.sum(-1).tolist() == neurons.counts_per_layer().tolist()
     assert not (control & neurons.masks().any(0)).any()
     assert torch.equal(control, random_control_masks(neurons, seed=3))
+
+
+def test_steering_switches_the_output_language(planted_model):
+    from mlneurons.steering import steer
+
+    model = planted_model
+    questions = [language_text("fr", 6, seed=s) for s in range(5)]
+    zh_neurons = torch.tensor(PLANTED["zh"])
+
+    def first_word_language(texts):
+        return [t.split()[0][:2] if t.split() else "unknown" for t in texts]
+
+    result = steer(
+        model,
+        questions,
+        source="fr",
+        target="zh",
+        template="{question}",
+        intervention=activate(zh_neurons, 20.0, model=model)
+        + deactivate(torch.tensor(PLANTED["fr"])),
+        identify=first_word_language,
+        max_new_tokens=3,
+        batch_size=2,
+        progress=False,
+    )
+    assert result.accuracy_before == 0.0 and result.source_rate("before") == 1.0
+    assert result.accuracy_after == 1.0 and result.source_rate("after") == 0.0
+    assert len(result.samples) == 5 and result.samples[0]["lang_after"] == "zh"
+    with pytest.raises(ValueError, match="no questions"):
+        steer(model, [], source="fr", target="zh", intervention=[], progress=False)
+
+
+def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tmp_path, capsys):
+    import json
+
+    from mlneurons.cli import main
+
+    stats = mlneurons.collect_activation_stats(
+        planted_model,
+        MultilingualCorpus(
+            {lang: (lambda lang=lang: [language_text(lang, 300)]) for lang in LANGS}, seq_len=50
+        ),
+        progress=False,
+    )
+    stats.save(tmp_path / "n")
+    neurons = LanguageNeurons(
+        {lang: torch.tensor(PLANTED[lang]) for lang in LANGS}, 2, 32, model=stats.model
+    )
+    neurons.save(tmp_path / "n")
+    # The built-in text is all <unk> for the tiny tokenizer: this checks the plumbing only.
+    common = ["--neurons", str(tmp_path / "n"), "--model", str(planted_dir)]
+    assert (
+        main(
+            [
+                "ablate",
+                *common,
+                "--languages",
+                "en,fr",
+                "--tokens-per-language",
+                "98",
+                "--seq-len",
+                "50",
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    ppl = json.loads((tmp_path / "a" / "ppl_matrix.json").read_text())
+    assert set(ppl) == {
+        "languages",
+        "baseline",
+        "deactivated",
+        "random_control",
+        "tokens_per_language",
+        "model",
+    }
+    assert ppl["languages"] == ["en", "fr"] and set(ppl["deactivated"]["en"]) == {"en", "fr"}
+    assert ppl["tokens_per_language"] == 98 and (tmp_path / "a" / "ppl_matrix.png").exists()
+
+    assert (
+        main(
+            [
+                "steer",
+                *common,
+                "--source",
+                "fr",
+                "--target",
+                "zh",
+                "--n-questions",
+                "3",
+                "--max-new-tokens",
+                "2",
+                "--out",
+                str(tmp_path / "s"),
+            ]
+        )
+        == 0
+    )
+    steering = json.loads((tmp_path / "s" / "steering.json").read_text())
+    assert {"source", "target", "accuracy_before", "accuracy_after", "samples"} <= set(steering)
+    assert set(steering["samples"][0]) == {"prompt", "before", "after", "lang_before", "lang_after"}
+    assert len(steering["samples"]) == 3
+
+    assert main(["steer", *common, "--source", "xx", "--target", "zh", "--out", str(tmp_path)]) == 2
+    assert "unknown language 'xx'" in capsys.readouterr().err
+    other = LanguageNeurons({"fr": torch.tensor([[0, 1]])}, 2, 32, model={"name": "m", "hash": "0"})
+    other.save(tmp_path / "o")
+    assert (
+        main(
+            [
+                "ablate",
+                "--neurons",
+                str(tmp_path / "o"),
+                "--model",
+                str(planted_dir),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
+    assert "was computed on model 'm'" in capsys.readouterr().err

@@ -7,6 +7,7 @@ pre-activation is exactly known:
 * dims 0..L-1 mark a token's language (1 on its own language, 0 elsewhere);
 * dims L..2L-1 are "output" dimensions no neuron reads; planted neurons of language i
   write into dim L+i, and the unembedding reads it to predict language-i tokens;
+* dim 2L is 1 for every token: the up projection of planted neurons reads it;
 * the other dims are Gaussian noise that the ordinary neurons read.
 
 A planted neuron of language i reads only dim i, so it fires (gate > 0) on every
@@ -69,7 +70,8 @@ def make_planted_llama(
 
     torch.manual_seed(seed)
     n_lang = len(LANGS)
-    d_model = 2 * n_lang + 16
+    const = 2 * n_lang
+    d_model = 2 * n_lang + 18
     vocab = vocabulary()
     config = LlamaConfig(
         vocab_size=len(vocab),
@@ -87,10 +89,11 @@ def make_planted_llama(
     )
     config.architectures = ["LlamaForCausalLM"]
     model = LlamaForCausalLM(config).eval()
-    noise = slice(2 * n_lang, d_model)
+    noise = slice(const + 1, d_model)
     with torch.no_grad():
         emb = torch.zeros(len(vocab), d_model)
-        emb[:, noise] = torch.randn(len(vocab), d_model - 2 * n_lang)
+        emb[:, const] = 1.0
+        emb[:, noise] = torch.randn(len(vocab), d_model - const - 1)
         for li, lang in enumerate(LANGS):
             for w in range(WORDS_PER_LANG):
                 emb[vocab.index(f"{lang}{w}"), li] = 1.0
@@ -104,7 +107,7 @@ def make_planted_llama(
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
             gate = torch.zeros(d_mlp, d_model)
-            gate[:, noise] = torch.randn(d_mlp, d_model - 2 * n_lang)
+            gate[:, noise] = torch.randn(d_mlp, d_model - const - 1)
             layer.mlp.gate_proj.weight.copy_(gate)
             layer.mlp.up_proj.weight.copy_(torch.randn(d_mlp, d_model).abs() + 0.5)
             layer.input_layernorm.weight.fill_(1.0)
@@ -116,7 +119,7 @@ def make_planted_llama(
                 mlp.gate_proj.weight[neuron] = 0.0
                 mlp.gate_proj.weight[neuron, li] = 4.0
                 mlp.up_proj.weight[neuron] = 0.0
-                mlp.up_proj.weight[neuron, li] = 1.0
+                mlp.up_proj.weight[neuron, const] = 1.0
                 mlp.down_proj.weight[n_lang + li, neuron] = 4.0
     model.save_pretrained(directory)
     make_tokenizer(directory)

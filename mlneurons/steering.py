@@ -1,0 +1,162 @@
+"""Output-language steering with language neurons (Tang et al. 2024, section 5).
+
+Ask questions in a source language, generate greedily with the target language's
+neurons activated (and optionally the source language's deactivated), identify the
+language of every answer offline, and compare how often the answer is in the
+target language before and after.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mlneurons.interventions import Hooks, intervene
+from mlneurons.langid import identify_many
+
+STEERING_FILE = "steering.json"
+PROMPT_TEMPLATE = "Q: {question}\nA:"
+"""The question-answer format of the LAPE reference's generation script."""
+
+
+@dataclass
+class SteeringResult:
+    """Answers before and after an intervention, with their identified languages.
+
+    Attributes:
+        source: language of the questions.
+        target: language the intervention steers towards.
+        accuracy_before: share of answers in ``target`` without intervention.
+        accuracy_after: share of answers in ``target`` with it.
+        samples: per question ``{"prompt", "before", "after", "lang_before", "lang_after"}``.
+        model: fingerprint of the model.
+        settings: how the answers were generated and steered.
+    """
+
+    source: str
+    target: str
+    accuracy_before: float
+    accuracy_after: float
+    samples: list[dict[str, str]]
+    model: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def source_rate(self, which: str = "after") -> float:
+        """Share of answers still in the source language."""
+        key = f"lang_{which}"
+        return sum(s[key] == self.source for s in self.samples) / len(self.samples)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / STEERING_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> SteeringResult:
+        path = Path(directory)
+        path = path / STEERING_FILE if path.is_dir() else path
+        return cls(**json.loads(path.read_text()))
+
+
+def generate_answers(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    repetition_penalty: float = 1.1,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy continuations of ``prompts`` (left-padded batches), first line or paragraph only."""
+    answers: list[str] = []
+    tokenizer = model.tokenizer
+    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
+        batch = list(prompts[start : start + batch_size])
+        out = model.generate(
+            batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            verbose=False,
+            padding_side="left",
+            repetition_penalty=repetition_penalty,
+            return_type="tokens",
+        )
+        width = tokenizer(batch, padding=True, return_tensors="pt")["input_ids"].shape[1]
+        for row in out:
+            text = tokenizer.decode(row[width:], skip_special_tokens=True)
+            answers.append(text.strip().split("\n\n")[0].split("\nQ:")[0].strip())
+    return answers
+
+
+def steer(
+    model: Any,
+    questions: Sequence[str],
+    *,
+    source: str,
+    target: str,
+    intervention: Hooks,
+    languages: Sequence[str] | None = None,
+    template: str = PROMPT_TEMPLATE,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    identify: Callable[[list[str]], list[str]] | None = None,
+    progress: bool = True,
+) -> SteeringResult:
+    """Generate answers with and without ``intervention`` and measure the target-language rate.
+
+    Args:
+        model: a causal TransformerBridge.
+        questions: questions in the ``source`` language.
+        source: their language (ISO 639-1).
+        target: the language to steer to.
+        intervention: hooks, e.g. ``activate(neurons[target], stats.mean_activation(target),
+            model=model) + deactivate(neurons[source])``.
+        languages: candidate languages of the language identifier (default: all it knows).
+        template: prompt format with a ``{question}`` slot.
+        identify: maps answers to language codes (default: the offline identifier of
+            :mod:`mlneurons.langid`, restricted to ``languages``).
+    """
+    if not questions:
+        raise ValueError(f"no questions given for source language {source!r}")
+    if "{question}" not in template:
+        raise ValueError(f"template {template!r} has no {{question}} slot")
+    prompts = [template.format(question=q.strip()) for q in questions]
+    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    with torch.inference_mode():
+        before = generate_answers(model, prompts, **options)
+        with intervene(model, intervention):
+            after = generate_answers(model, prompts, **options)
+    identify = identify or (lambda texts: identify_many(texts, languages=languages))
+    lang_before, lang_after = identify(before), identify(after)
+    samples = [
+        {"prompt": p, "before": b, "after": a, "lang_before": lb, "lang_after": la}
+        for p, b, a, lb, la in zip(prompts, before, after, lang_before, lang_after)
+    ]
+    n = len(samples)
+    from mlneurons.models import fingerprint
+
+    return SteeringResult(
+        source=source,
+        target=target,
+        accuracy_before=sum(lang == target for lang in lang_before) / n,
+        accuracy_after=sum(lang == target for lang in lang_after) / n,
+        samples=samples,
+        model=fingerprint(model),
+        settings={
+            "template": template,
+            "max_new_tokens": max_new_tokens,
+            "greedy": True,
+            "repetition_penalty": 1.1,
+            "languages": list(languages or []),
+        },
+    )
+
+
+__all__ = ["PROMPT_TEMPLATE", "STEERING_FILE", "SteeringResult", "generate_answers", "steer"]

@@ -1,0 +1,466 @@
+"""Knowledge tracing: was a fact in a language's text, and does the model know it?
+
+After Zhao, Yoshinaga & Oba (EACL 2024, ``xzhao-tkl/fact-cl``, ``wikidata/``): a
+language's text is tokenized and cut into chunks of at most ``chunk_tokens`` tokens
+(512 in the paper, on the Oct/Nov 2018 Wikipedia dump tokenized with mBERT); a fact is
+*present* in a language when one chunk holds both its tokenized subject and its
+tokenized object. Each (fact, language) then gets a code:
+
+====  ==================
+ -1   not in data (the language has no text)
+  0   absent, wrong
+  1   present, wrong
+  2   absent, correct
+  3   present, correct
+====  ==================
+
+Absent but correctly predicted facts (code 2) are explained by Zhao's rules, in order:
+"shared entity tokens" (the object is a case-insensitive substring of the subject, or
+their token sets intersect), "naming cues" (the relation is one whose object is cued
+by the subject's name, e.g. country of citizenship) and "others", the candidates for
+cross-lingual transfer.
+
+Matching is on token ids, as Zhao greps tokenized strings: an entity matches a chunk
+when one of the id sequences that the tokenizer gives it in running text (with and
+without a leading space) occurs there. Like Zhao's grep, a match may overlap another
+(the object "Chad" is found inside the subject "Republic of Chad") and may end inside
+a word (the ids of "Chad" are found in "Chadian" when that word is tokenized
+"Chad" + "ian").
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mlneurons.corpus import MultilingualCorpus
+from mlneurons.facts import Fact, FactSet
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+CODES: dict[int, str] = {
+    -1: "not in data",
+    0: "absent, wrong",
+    1: "present, wrong",
+    2: "absent, correct",
+    3: "present, correct",
+}
+"""Zhao et al.'s tracing codes: -1 without text, else 2 * correct + present."""
+
+NAMING_RELATIONS = frozenset({"P17", "P27", "P1412", "P140", "P103"})
+"""Zhao's naming-cue relations: country, citizenship, languages spoken, religion,
+native language."""
+
+SHARED = "shared entity tokens"
+NAMING = "naming cues"
+OTHERS = "others"
+CATEGORIES: tuple[str, ...] = (SHARED, NAMING, OTHERS)
+"""Zhao's rule categories of absent-but-correct (code 2) facts, in the order applied."""
+
+TRACE_FILE = "trace.json"
+"""File name written by :meth:`TracingResult.save`."""
+
+_CATEGORY_PREFIX = "absent-correct: "
+
+
+# ---- presence --------------------------------------------------------------------
+
+
+def fact_presence(
+    facts: FactSet,
+    corpus: MultilingualCorpus,
+    tokenizer: Any,
+    *,
+    chunk_tokens: int = 512,
+    progress: bool = True,
+) -> dict[tuple[str, str], bool]:
+    """Zhao's presence: do a fact's subject and object co-occur in one chunk?
+
+    Each document of a language's token stream (a text line or paragraph, or the
+    whole tensor of :meth:`MultilingualCorpus.from_token_ids`) is cut into consecutive
+    chunks of at most ``chunk_tokens`` tokens, up to the corpus's
+    ``tokens_per_language`` budget. Each language's stream is read once.
+
+    Args:
+        facts: the facts to look for.
+        corpus: the text; its languages without facts are ignored.
+        tokenizer: a Hugging Face tokenizer, the one that tokenizes the corpus.
+        chunk_tokens: the chunk size (Zhao: 512 mBERT tokens).
+        progress: show a tqdm progress bar per language.
+
+    Returns:
+        (uuid, lang) -> present, for every fact whose language is in the corpus;
+        facts of other languages get no entry (code -1 in :func:`trace`).
+
+    Raises:
+        ValueError: ``chunk_tokens`` below 1.
+    """
+    _check_chunk_tokens(chunk_tokens)
+    return _presence(facts.facts, corpus, tokenizer, chunk_tokens, progress)
+
+
+def _presence(
+    facts: list[Fact],
+    corpus: MultilingualCorpus,
+    tokenizer: Any,
+    chunk_tokens: int,
+    progress: bool,
+) -> dict[tuple[str, str], bool]:
+    by_language: dict[str, list[Fact]] = {}
+    for fact in facts:
+        if fact.lang in corpus.sources:
+            by_language.setdefault(fact.lang, []).append(fact)
+    result: dict[tuple[str, str], bool] = {}
+    for lang, lang_facts in by_language.items():
+        present = _language_presence(lang, lang_facts, corpus, tokenizer, chunk_tokens, progress)
+        result.update({(fact.uuid, lang): hit for fact, hit in zip(lang_facts, present)})
+    return result
+
+
+def _language_presence(
+    lang: str,
+    facts: list[Fact],
+    corpus: MultilingualCorpus,
+    tokenizer: Any,
+    chunk_tokens: int,
+    progress: bool,
+) -> list[bool]:
+    """One pass over one language's chunks; present[i] for facts[i]."""
+    entities = list(dict.fromkeys(e for f in facts for e in (f.subject, f.object)))
+    index = {entity: i for i, entity in enumerate(entities)}
+    skip = _special_ids(tokenizer)
+    # first token id -> [(id sequence, entity index)]
+    by_first: dict[int, list[tuple[tuple[int, ...], int]]] = {}
+    for i, entity in enumerate(entities):
+        for ids in _variants(entity, tokenizer, skip):
+            by_first.setdefault(ids[0], []).append((ids, i))
+    # subject index -> [(fact position, object index)]
+    by_subject: dict[int, list[tuple[int, int]]] = {}
+    for k, fact in enumerate(facts):
+        by_subject.setdefault(index[fact.subject], []).append((k, index[fact.object]))
+    present = [False] * len(facts)
+    if not by_first:
+        return present
+    first_ids = torch.tensor(sorted(by_first), dtype=torch.long)
+    missing = len(facts)
+    budget = corpus.tokens_per_language
+    bar = tqdm(desc=f"trace: {lang}", unit="tok", disable=not progress)
+    try:
+        for piece in corpus.token_stream(lang, tokenizer):
+            if budget is not None:
+                piece, budget = piece[:budget], budget - min(budget, piece.numel())
+            bar.update(piece.numel())
+            for start in range(0, piece.numel(), chunk_tokens):
+                chunk = piece[start : start + chunk_tokens]
+                hits = torch.isin(chunk, first_ids).nonzero().flatten().tolist()
+                if not hits:
+                    continue
+                ids = chunk.tolist()
+                matched: set[int] = set()
+                for p in hits:
+                    for pattern, entity in by_first[ids[p]]:
+                        if entity not in matched and tuple(ids[p : p + len(pattern)]) == pattern:
+                            matched.add(entity)
+                for entity in matched:
+                    for k, obj in by_subject.get(entity, ()):
+                        if not present[k] and obj in matched:
+                            present[k] = True
+                            missing -= 1
+                if missing == 0:
+                    return present
+            if budget == 0:
+                break
+    finally:
+        bar.close()
+    return present
+
+
+def _variants(text: str, tokenizer: Any, skip: set[int]) -> list[tuple[int, ...]]:
+    """The id sequences an entity has in running text: without and with a leading space.
+
+    Leading pure-whitespace tokens are dropped; a sequence holding an unknown or special
+    token is left out, as it would match unrelated text.
+    """
+    out: list[tuple[int, ...]] = []
+    for variant in (text, " " + text):
+        ids = list(tokenizer(variant, add_special_tokens=False)["input_ids"])
+        while ids and not tokenizer.decode([ids[0]]).strip():
+            ids.pop(0)
+        if ids and not skip.intersection(ids) and tuple(ids) not in out:
+            out.append(tuple(ids))
+    return out
+
+
+def _special_ids(tokenizer: Any) -> set[int]:
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None:
+        ids.add(unk)
+    return ids
+
+
+# ---- rules for absent-but-correct facts -------------------------------------------
+
+
+def classify_absent_correct(
+    fact: Fact, tokenizer: Any, *, naming_relations: Iterable[str] = NAMING_RELATIONS
+) -> str:
+    """Zhao's rule category of an absent but correctly predicted fact (code 2).
+
+    Rules, in order:
+
+    1. ``"shared entity tokens"``: the object is a case-insensitive substring of the
+       subject, or the subject's and object's token sets intersect. Tokens are compared
+       as decoded text without surrounding whitespace; tokens that are pure whitespace or
+       punctuation, and unknown or special tokens, are ignored. (Zhao also converts
+       Chinese to Simplified script first; this does not.)
+    2. ``"naming cues"``: the relation is in ``naming_relations``.
+    3. ``"others"``: a candidate for cross-lingual transfer.
+    """
+    relations = _check_relations(naming_relations)
+    if fact.object.casefold() in fact.subject.casefold():
+        return SHARED
+    if _token_set(fact.subject, tokenizer) & _token_set(fact.object, tokenizer):
+        return SHARED
+    if fact.relation in relations:
+        return NAMING
+    return OTHERS
+
+
+def _token_set(text: str, tokenizer: Any) -> set[str]:
+    """Decoded tokens of ``text`` (with and without a leading space), minus noise."""
+    skip = _special_ids(tokenizer)
+    tokens: set[str] = set()
+    for variant in (text, " " + text):
+        for token_id in tokenizer(variant, add_special_tokens=False)["input_ids"]:
+            if token_id in skip:
+                continue
+            token = tokenizer.decode([token_id]).strip()
+            if token and "\ufffd" not in token and not _is_punctuation(token):
+                tokens.add(token)
+    return tokens
+
+
+def _is_punctuation(token: str) -> bool:
+    return all(ch.isspace() or unicodedata.category(ch).startswith("P") for ch in token)
+
+
+# ---- results -----------------------------------------------------------------------
+
+
+@dataclass
+class TracingResult:
+    """Zhao et al.'s tracing codes per language and fact.
+
+    Attributes:
+        languages: the traced languages, in the fact set's order.
+        codes: lang -> uuid -> code (see :data:`CODES`).
+        categories: lang -> uuid -> rule category (see :data:`CATEGORIES`), for the
+            facts of code 2 only.
+        settings: ``chunk_tokens``, ``naming_relations``, the corpus, tokenizer and fact
+            set descriptions.
+        model: a description of the model whose predictions were traced (free form).
+    """
+
+    languages: list[str]
+    codes: dict[str, dict[str, int]]
+    categories: dict[str, dict[str, str]]
+    settings: dict[str, Any]
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def breakdown(self) -> dict[str, dict[str, int]]:
+        """Counts per language: each code's label, then the code-2 facts by category.
+
+        Keys are the labels of :data:`CODES` and ``"absent-correct: <category>"`` for
+        each of :data:`CATEGORIES`; every key is present, zeros included.
+        """
+        out: dict[str, dict[str, int]] = {}
+        for lang in self.languages:
+            counts = dict.fromkeys(CODES.values(), 0)
+            for code in self.codes.get(lang, {}).values():
+                counts[CODES[code]] += 1
+            for category in CATEGORIES:
+                counts[_CATEGORY_PREFIX + category] = 0
+            for category in self.categories.get(lang, {}).values():
+                counts[_CATEGORY_PREFIX + category] += 1
+            out[lang] = counts
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``trace.json`` into ``directory`` and return its path."""
+        path = Path(directory) / TRACE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), "utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TracingResult:
+        """Read a result written by :meth:`save` (a directory or the file itself)."""
+        path = Path(directory)
+        path = path / TRACE_FILE if path.is_dir() else path
+        return cls(**json.loads(path.read_text("utf-8")))
+
+
+def trace(
+    facts: FactSet,
+    corpus: MultilingualCorpus,
+    tokenizer: Any,
+    correct: Mapping[tuple[str, str], bool],
+    *,
+    chunk_tokens: int = 512,
+    naming_relations: Iterable[str] = NAMING_RELATIONS,
+    progress: bool = True,
+) -> TracingResult:
+    """Zhao et al.'s knowledge tracing: presence in the text crossed with correctness.
+
+    Args:
+        facts: the probed facts.
+        corpus: the text per language (Zhao: Wikipedia).
+        tokenizer: the tokenizer of the corpus and the model.
+        correct: (uuid, lang) -> whether the model predicted the fact correctly; facts
+            without an entry are skipped.
+        chunk_tokens: the chunk size of :func:`fact_presence`.
+        naming_relations: the relations of the "naming cues" rule.
+        progress: show tqdm progress bars.
+
+    Returns:
+        The codes of the languages that have entries in ``correct``: -1 where the corpus
+        lacks the language, else ``2 * correct + present``.
+
+    Raises:
+        ValueError: ``chunk_tokens`` below 1, ``naming_relations`` given as one string,
+            an empty ``correct``, a key whose language or fact is not in ``facts``, or
+            a value that is not a boolean.
+    """
+    _check_chunk_tokens(chunk_tokens)
+    relations = _check_relations(naming_relations)
+    if not correct:
+        raise ValueError("correct is empty: no (uuid, lang) -> bool entries to trace")
+    known = {(f.uuid, f.lang): f for f in facts.facts}
+    languages = facts.languages
+    for key, value in correct.items():
+        if not (isinstance(key, tuple) and len(key) == 2):
+            raise ValueError(f"keys of correct must be (uuid, lang) pairs, got {key!r}")
+        if key[1] not in languages:
+            raise ValueError(
+                f"language {key[1]!r} of correct key {key!r} is not in the facts "
+                f"(languages: {', '.join(languages)})"
+            )
+        if key not in known:
+            raise ValueError(f"no fact {key[0]!r} in language {key[1]!r} (correct key {key!r})")
+        if value not in (True, False):
+            raise ValueError(f"correct[{key!r}] must be a boolean, got {value!r}")
+    scored = [f for f in facts.facts if (f.uuid, f.lang) in correct]
+    present = _presence(scored, corpus, tokenizer, chunk_tokens, progress)
+    traced = [lang for lang in languages if any(f.lang == lang for f in scored)]
+    codes: dict[str, dict[str, int]] = {lang: {} for lang in traced}
+    categories: dict[str, dict[str, str]] = {lang: {} for lang in traced}
+    for fact in scored:
+        key = (fact.uuid, fact.lang)
+        if key not in present:
+            code = -1
+        else:
+            code = 2 * bool(correct[key]) + present[key]
+        codes[fact.lang][fact.uuid] = code
+        if code == 2:
+            categories[fact.lang][fact.uuid] = classify_absent_correct(
+                fact, tokenizer, naming_relations=relations
+            )
+    settings = {
+        "method": "Zhao, Yoshinaga & Oba (EACL 2024) knowledge tracing",
+        "chunk_tokens": chunk_tokens,
+        "naming_relations": sorted(relations),
+        "corpus": corpus.to_dict(),
+        "tokenizer": str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
+        "facts": facts.description,
+    }
+    # through JSON once, so that a saved and reloaded result compares equal
+    settings = json.loads(json.dumps(settings, default=str))
+    return TracingResult(traced, codes, categories, settings)
+
+
+# ---- figure ------------------------------------------------------------------------
+
+_SEGMENTS: tuple[tuple[str, str], ...] = (
+    ("present, correct", "#1a7f37"),
+    (_CATEGORY_PREFIX + SHARED, "#8fd18f"),
+    (_CATEGORY_PREFIX + NAMING, "#b7e4a7"),
+    (_CATEGORY_PREFIX + OTHERS, "#4cae4c"),
+    ("present, wrong", "#e8833a"),
+    ("absent, wrong", "#c0392b"),
+    ("not in data", "#b0b0b0"),
+)
+
+
+def plot_tracing(result: TracingResult, *, title: str = "") -> Figure:
+    """Stacked bars per language of the code shares, absent-correct split by rule.
+
+    The figure is drawn on an Agg canvas, outside pyplot; save it with ``savefig``.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    counts = result.breakdown()
+    langs = result.languages
+    totals = [sum(counts[lang][label] for label in CODES.values()) or 1 for lang in langs]
+    fig = Figure(figsize=(8, 1.6 + 0.4 * len(langs)), constrained_layout=True)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    left = [0.0] * len(langs)
+    y = list(range(len(langs)))
+    for label, color in _SEGMENTS:
+        shares = [counts[lang][label] / total for lang, total in zip(langs, totals)]
+        ax.barh(y, shares, left=left, color=color, label=label, edgecolor="white", linewidth=0.5)
+        left = [a + b for a, b in zip(left, shares)]
+    ax.set_yticks(y, [f"{lang} (n={len(result.codes.get(lang, {}))})" for lang in langs])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of facts")
+    ax.set_title(title or "Knowledge tracing (Zhao et al., 2024)")
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+# ---- checks ------------------------------------------------------------------------
+
+
+def _check_chunk_tokens(chunk_tokens: int) -> None:
+    if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be a positive integer, got {chunk_tokens!r}")
+
+
+def _check_relations(naming_relations: Iterable[str]) -> frozenset[str]:
+    if isinstance(naming_relations, str):
+        raise ValueError(
+            f"naming_relations must be a collection of relation ids, not the string "
+            f"{naming_relations!r}"
+        )
+    relations = frozenset(naming_relations)
+    bad = [r for r in relations if not isinstance(r, str)]
+    if bad:
+        raise ValueError(f"naming_relations must hold relation-id strings, got {bad!r}")
+    return relations
+
+
+__all__ = [
+    "CATEGORIES",
+    "CODES",
+    "NAMING_RELATIONS",
+    "TracingResult",
+    "classify_absent_correct",
+    "fact_presence",
+    "plot_tracing",
+    "trace",
+]

@@ -1,0 +1,308 @@
+"""Knowledge tracing (Zhao et al., EACL 2024) on a hand-made corpus and word tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from mlneurons.corpus import MultilingualCorpus
+from mlneurons.facts import Fact, FactSet
+from mlneurons.tracing import (
+    CATEGORIES,
+    CODES,
+    NAMING_RELATIONS,
+    TracingResult,
+    classify_absent_correct,
+    fact_presence,
+    plot_tracing,
+    trace,
+)
+
+WORDS = (
+    "the capital of is in and . , Japan Tokyo Nigeria Abuja France Paris Germany Berlin "
+    "Mitte New Zealand Wellington Republic Chad"
+).split() + [f"x{i}" for i in range(12)]
+
+
+def word_tokenizer(*, metaspace: bool = False):
+    """A word-level tokenizer; with ``metaspace``, a word after a space is "▁word"
+    (as in Gemma's SentencePiece), so an entity has two id sequences in running text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<bos>", "<eos>", "<unk>"]
+    words = WORDS + ["▁" + w for w in WORDS] if metaspace else WORDS
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(specials + words)}, "<unk>"))
+    if metaspace:
+        core.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme="never")
+        core.decoder = decoders.Metaspace("▁", prepend_scheme="never")
+    else:
+        core.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return word_tokenizer()
+
+
+EN_FACTS = [
+    # uuid, relation, subject, object
+    ("japan-capital", "P36", "Japan", "Tokyo"),  # together in one document: present
+    ("nigeria-capital", "P36", "Nigeria", "Abuja"),  # 8 tokens apart: split at chunk 8
+    ("france-capital", "P36", "France", "Paris"),  # subject only: absent
+    ("nz-capital", "P36", "New Zealand", "Wellington"),  # multi-token subject: present
+    ("chad-country", "P17", "Republic of Chad", "Chad"),  # object inside subject: present
+    ("germany-capital", "P36", "Germany", "Berlin Mitte"),  # object tokens not adjacent
+    ("paris-country", "P17", "Paris", "France"),  # never together: absent
+    ("nz-other", "P36", "New Zealand", "New Berlin"),  # object never in text: absent
+    ("japan-unscored", "P36", "Japan", "Paris"),  # no entry in `correct`
+]
+
+EN_TEXT = [
+    "the capital of Japan is Tokyo .",
+    "Nigeria x0 x1 x2 x3 x4 x5 x6 Abuja",
+    "France x0 x1 .",
+    "New Zealand , x0 Wellington . New x1 Zealand",
+    "Republic of Chad .",
+    "Germany x0 Berlin x1 Mitte .",
+]
+
+
+def fact_set() -> FactSet:
+    facts = [Fact(u, "en", r, s, o) for u, r, s, o in EN_FACTS]
+    facts += [
+        Fact("japan-capital", "fr", "P36", "Japon", "Tokyo"),
+        Fact("france-capital", "fr", "P36", "France", "Paris"),
+        Fact("japan-capital", "de", "P36", "Japan", "Tokyo"),
+    ]
+    templates = {
+        ("en", "P36"): "The capital of [X] is [Y].",
+        ("en", "P17"): "[X] is located in [Y].",
+        ("fr", "P36"): "La capitale de [X] est [Y].",
+        ("de", "P36"): "Die Hauptstadt von [X] ist [Y].",
+    }
+    return FactSet(facts=facts, templates=templates)
+
+
+def corpus(**options) -> MultilingualCorpus:
+    return MultilingualCorpus({"en": lambda: list(EN_TEXT)}, **options)
+
+
+CORRECT = {
+    ("japan-capital", "en"): True,  # present -> 3
+    ("nigeria-capital", "en"): False,  # absent at chunk 8 -> 0
+    ("france-capital", "en"): True,  # absent -> 2, others
+    ("nz-capital", "en"): False,  # present -> 1
+    ("chad-country", "en"): True,  # present -> 3
+    ("germany-capital", "en"): False,  # absent -> 0
+    ("paris-country", "en"): True,  # absent -> 2, naming cues (P17)
+    ("nz-other", "en"): True,  # absent -> 2, shared entity tokens ("New")
+    ("japan-capital", "fr"): True,  # no French text -> -1
+    ("france-capital", "fr"): False,  # no French text -> -1
+}
+
+
+def test_presence_within_and_across_chunks(tokenizer):
+    present = fact_presence(fact_set(), corpus(), tokenizer, chunk_tokens=8, progress=False)
+    assert present == {
+        ("japan-capital", "en"): True,
+        ("nigeria-capital", "en"): False,
+        ("france-capital", "en"): False,
+        ("nz-capital", "en"): True,
+        ("chad-country", "en"): True,
+        ("germany-capital", "en"): False,
+        ("paris-country", "en"): False,
+        ("nz-other", "en"): False,
+        ("japan-unscored", "en"): False,
+    }  # fr and de have no text: no entries
+    wide = fact_presence(fact_set(), corpus(), tokenizer, chunk_tokens=16, progress=False)
+    assert wide[("nigeria-capital", "en")] is True
+    # with 4-token chunks "New Zealand" (tokens 0-1) and "Wellington" (token 4) are
+    # apart, and the later "New x1 Zealand" is no match
+    narrow = fact_presence(fact_set(), corpus(), tokenizer, chunk_tokens=4, progress=False)
+    assert narrow[("nz-capital", "en")] is False
+    assert narrow[("chad-country", "en")] is True  # "Republic of Chad" fits in 4 tokens
+
+
+def test_presence_reads_each_language_once(tokenizer):
+    reads = []
+
+    def text():
+        reads.append(1)
+        return list(EN_TEXT)
+
+    facts = fact_set()
+    fact_presence(facts, MultilingualCorpus({"en": text}), tokenizer, progress=False)
+    assert len(reads) == 1
+
+
+def test_presence_on_token_ids_and_budget(tokenizer):
+    ids = tokenizer(" ".join(EN_TEXT), add_special_tokens=False)["input_ids"]
+    stream = MultilingualCorpus.from_token_ids({"en": torch.tensor(ids)})
+    present = fact_presence(fact_set(), stream, tokenizer, chunk_tokens=512, progress=False)
+    # one long document: everything within 512 tokens co-occurs
+    assert present[("nigeria-capital", "en")] and present[("nz-capital", "en")]
+    assert not present[("paris-country", "en")]  # "Paris" is nowhere
+    # a budget of 7 tokens keeps only the first sentence
+    short = fact_presence(
+        fact_set(), corpus(tokens_per_language=7), tokenizer, chunk_tokens=512, progress=False
+    )
+    assert [k for k, v in short.items() if v] == [("japan-capital", "en")]
+
+
+def test_presence_matches_with_and_without_leading_space():
+    tok = word_tokenizer(metaspace=True)
+    # "Tokyo" opens the document (no "▁"), "▁Japan" follows a space
+    assert tok("Tokyo")["input_ids"] != tok(" Tokyo")["input_ids"]
+    facts = FactSet(
+        [
+            Fact("a", "en", "P36", "Japan", "Tokyo"),
+            Fact("b", "en", "P36", "New Zealand", "Wellington"),
+            Fact("c", "en", "P36", "France", "Paris"),
+        ],
+        {("en", "P36"): "[X] [Y]"},
+    )
+    text = MultilingualCorpus(
+        # (the corpus adds "\n\n" to each document: unknown here, so end on " .")
+        {"en": lambda: ["Tokyo is in Japan .", "New Zealand x0 Wellington .", "France x0 ."]}
+    )
+    present = fact_presence(facts, text, tok, progress=False)
+    assert present == {("a", "en"): True, ("b", "en"): True, ("c", "en"): False}
+
+
+def test_unknown_words_never_match(tokenizer):
+    facts = FactSet([Fact("u", "en", "P36", "Japan", "Kyoto")], {("en", "P36"): "[X] [Y]"})
+    text = MultilingualCorpus({"en": lambda: ["Japan Osaka"]})  # both unknown words -> <unk>
+    assert fact_presence(facts, text, tokenizer, progress=False) == {("u", "en"): False}
+
+
+def test_trace_codes_and_categories(tokenizer):
+    result = trace(fact_set(), corpus(), tokenizer, CORRECT, chunk_tokens=8, progress=False)
+    assert result.languages == ["en", "fr"]  # de has no entry in `correct`
+    assert result.codes["en"] == {
+        "japan-capital": 3,
+        "nigeria-capital": 0,
+        "france-capital": 2,
+        "nz-capital": 1,
+        "chad-country": 3,
+        "germany-capital": 0,
+        "paris-country": 2,
+        "nz-other": 2,
+    }
+    assert result.codes["fr"] == {"japan-capital": -1, "france-capital": -1}
+    assert result.categories == {
+        "en": {
+            "france-capital": "others",
+            "paris-country": "naming cues",
+            "nz-other": "shared entity tokens",
+        },
+        "fr": {},
+    }
+    assert result.settings["chunk_tokens"] == 8
+    assert result.settings["naming_relations"] == sorted(NAMING_RELATIONS)
+    assert result.settings["corpus"]["languages"] == ["en"]
+    # without naming cues, the P17 fact falls to "others"
+    plain = trace(
+        fact_set(),
+        corpus(),
+        tokenizer,
+        CORRECT,
+        chunk_tokens=8,
+        naming_relations=(),
+        progress=False,
+    )
+    assert plain.categories["en"]["paris-country"] == "others"
+
+
+def test_breakdown(tokenizer):
+    result = trace(fact_set(), corpus(), tokenizer, CORRECT, chunk_tokens=8, progress=False)
+    counts = result.breakdown()
+    assert counts["en"] == {
+        "not in data": 0,
+        "absent, wrong": 2,
+        "present, wrong": 1,
+        "absent, correct": 3,
+        "present, correct": 2,
+        "absent-correct: shared entity tokens": 1,
+        "absent-correct: naming cues": 1,
+        "absent-correct: others": 1,
+    }
+    assert counts["fr"]["not in data"] == 2
+    assert sum(counts["fr"][label] for label in CODES.values()) == 2
+    assert all(counts["fr"]["absent-correct: " + c] == 0 for c in CATEGORIES)
+
+
+@pytest.mark.parametrize(
+    ("relation", "subject", "obj", "expected"),
+    [
+        ("P36", "Republic of Chad", "chad", "shared entity tokens"),  # case-insensitive substring
+        ("P17", "Republic of Chad", "Chad", "shared entity tokens"),  # before naming cues
+        ("P36", "New Zealand", "New Berlin", "shared entity tokens"),  # token overlap
+        ("P17", "Paris", "France", "naming cues"),
+        ("P27", "Tokyo", "Japan", "naming cues"),
+        ("P36", "Japan", "Tokyo", "others"),
+        ("P36", "Berlin, Germany", "Tokyo, Japan", "others"),  # only "," shared
+        ("P36", "Japan Foo", "Bar", "others"),  # only <unk> shared
+    ],
+)
+def test_classify_absent_correct(tokenizer, relation, subject, obj, expected):
+    fact = Fact("f", "en", relation, subject, obj)
+    assert classify_absent_correct(fact, tokenizer) == expected
+
+
+def test_classify_token_overlap_across_space_variants():
+    tok = word_tokenizer(metaspace=True)
+    # "Zealand" is "▁Zealand" inside the subject but "Zealand" alone: still shared
+    fact = Fact("f", "en", "P36", "New Zealand", "Zealand x0")
+    assert classify_absent_correct(fact, tok) == "shared entity tokens"
+    fact = Fact("f", "en", "P17", "Tokyo", "Japan")
+    assert classify_absent_correct(fact, tok, naming_relations={"P31"}) == "others"
+
+
+def test_save_load_round_trip(tokenizer, tmp_path):
+    result = trace(fact_set(), corpus(), tokenizer, CORRECT, chunk_tokens=8, progress=False)
+    result.model = {"name": "tiny"}
+    path = result.save(tmp_path / "run")
+    assert path.name == "trace.json"
+    loaded = TracingResult.load(tmp_path / "run")
+    assert loaded == result
+    assert TracingResult.load(path).breakdown() == result.breakdown()
+
+
+def test_plot_tracing_returns_figure(tokenizer, tmp_path):
+    result = trace(fact_set(), corpus(), tokenizer, CORRECT, chunk_tokens=8, progress=False)
+    fig = plot_tracing(result)
+    assert isinstance(fig, Figure)
+    fig.savefig(tmp_path / "trace.png")
+    assert (tmp_path / "trace.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("correct", "options", "message"),
+    [
+        (CORRECT, {"chunk_tokens": 0}, "chunk_tokens"),
+        (CORRECT, {"chunk_tokens": 2.5}, "chunk_tokens"),
+        (CORRECT, {"naming_relations": "P17"}, "'P17'"),
+        ({}, {}, "empty"),
+        ({("japan-capital", "ko"): True}, {}, "'ko'"),
+        ({("atlantis-capital", "en"): True}, {}, "'atlantis-capital'"),
+        ({"japan-capital": True}, {}, "'japan-capital'"),
+        ({("japan-capital", "en"): "yes"}, {}, "'yes'"),
+    ],
+)
+def test_trace_errors(tokenizer, correct, options, message):
+    with pytest.raises(ValueError, match=message):
+        trace(fact_set(), corpus(), tokenizer, correct, progress=False, **options)
+
+
+def test_fact_presence_rejects_bad_chunk_size(tokenizer):
+    with pytest.raises(ValueError, match="-3"):
+        fact_presence(fact_set(), corpus(), tokenizer, chunk_tokens=-3)
