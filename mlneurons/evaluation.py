@@ -22,19 +22,9 @@ from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.lape import LanguageNeurons
-from mlneurons.models import check_same_model, fingerprint
+from mlneurons.models import check_same_model, fingerprint, unembed
 
 PPL_FILE = "ppl_matrix.json"
-
-
-def _unembed(model: Any, hidden: torch.Tensor) -> torch.Tensor:
-    """Logits from final hidden states, with the model's logit soft-capping if it has one."""
-    hf = model.original_model
-    logits = hf.get_output_embeddings()(hidden)
-    cap = getattr(hf.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
 
 
 def sequence_nll(
@@ -60,7 +50,7 @@ def sequence_nll(
     nll = torch.empty(flat_targets.shape, dtype=torch.float32, device=device)
     for start in range(0, len(flat_targets), chunk_tokens):
         part = slice(start, start + chunk_tokens)
-        logits = _unembed(model, flat_hidden[part]).float()
+        logits = unembed(model, flat_hidden[part]).float()
         nll[part] = F.cross_entropy(logits, flat_targets[part], reduction="none")
     return nll.view(batch, positions).sum(1)
 

@@ -246,3 +246,13 @@ def run_body(
             body(input_ids=tokens, use_cache=False, **kwargs)
     except _StopForward:
         pass
+
+
+def unembed(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """Logits from final hidden states, with the model's logit soft-capping if it has one."""
+    hf = model.original_model
+    logits = hf.get_output_embeddings()(hidden)
+    cap = getattr(hf.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

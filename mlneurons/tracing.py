@@ -218,8 +218,9 @@ def classify_absent_correct(
     Rules, in order:
 
     1. ``"shared entity tokens"``: the object is a case-insensitive substring of the
-       subject, or the subject's and object's token sets intersect. Tokens are compared
-       as decoded text without surrounding whitespace; tokens that are pure whitespace or
+       subject, or the subject's and object's token sets intersect. The token sets are
+       those of the entities tokenized as in running text (after a space), compared as
+       decoded text without surrounding whitespace; tokens that are pure whitespace or
        punctuation, and unknown or special tokens, are ignored. (Zhao also converts
        Chinese to Simplified script first; this does not.)
     2. ``"naming cues"``: the relation is in ``naming_relations``.
@@ -236,16 +237,20 @@ def classify_absent_correct(
 
 
 def _token_set(text: str, tokenizer: Any) -> set[str]:
-    """Decoded tokens of ``text`` (with and without a leading space), minus noise."""
+    """Decoded tokens of ``text`` as it is tokenized mid-sentence (after a space).
+
+    Surrounding whitespace is stripped, so ``"▁Chad"`` and ``"Chad"`` compare equal;
+    pure whitespace or punctuation, partial characters, unknown and special tokens are
+    left out.
+    """
     skip = _special_ids(tokenizer)
     tokens: set[str] = set()
-    for variant in (text, " " + text):
-        for token_id in tokenizer(variant, add_special_tokens=False)["input_ids"]:
-            if token_id in skip:
-                continue
-            token = tokenizer.decode([token_id]).strip()
-            if token and "\ufffd" not in token and not _is_punctuation(token):
-                tokens.add(token)
+    for token_id in tokenizer(" " + text, add_special_tokens=False)["input_ids"]:
+        if token_id in skip:
+            continue
+        token = tokenizer.decode([token_id]).strip()
+        if token and "\ufffd" not in token and not _is_punctuation(token):
+            tokens.add(token)
     return tokens
 
 
@@ -430,6 +435,7 @@ def plot_tracing(result: TracingResult, *, title: str = "") -> Figure:
     ax.set_title(title or "Knowledge tracing (Zhao et al., 2024)")
     fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
     return fig
 
 

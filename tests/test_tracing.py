@@ -258,10 +258,13 @@ def test_classify_absent_correct(tokenizer, relation, subject, obj, expected):
     assert classify_absent_correct(fact, tokenizer) == expected
 
 
-def test_classify_token_overlap_across_space_variants():
+def test_classify_token_overlap_in_running_text():
     tok = word_tokenizer(metaspace=True)
-    # "Zealand" is "▁Zealand" inside the subject but "Zealand" alone: still shared
+    # tokens as in running text: "▁Zealand" in both (at the start of a string the
+    # object alone would be "Zealand")
     fact = Fact("f", "en", "P36", "New Zealand", "Zealand x0")
+    assert classify_absent_correct(fact, tok) == "shared entity tokens"
+    fact = Fact("f", "en", "P36", "Zealand New", "New x0")
     assert classify_absent_correct(fact, tok) == "shared entity tokens"
     fact = Fact("f", "en", "P17", "Tokyo", "Japan")
     assert classify_absent_correct(fact, tok, naming_relations={"P31"}) == "others"
@@ -306,3 +309,30 @@ def test_trace_errors(tokenizer, correct, options, message):
 def test_fact_presence_rejects_bad_chunk_size(tokenizer):
     with pytest.raises(ValueError, match="-3"):
         fact_presence(fact_set(), corpus(), tokenizer, chunk_tokens=-3)
+
+
+def test_byte_level_bpe_tokenizer():
+    """A GPT-2 style tokenizer: a word after a space is "Ġword", at the start "word"."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    text = ["The capital of Japan is Tokyo.", "Tokyo lies in Japan.", "Abuja is in Nigeria."]
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=300, initial_alphabet=alphabet, show_progress=False)
+    core.train_from_iterator(text * 10, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=core)
+    facts = FactSet(
+        [
+            Fact("a", "en", "P36", "Japan", "Tokyo"),
+            Fact("b", "en", "P36", "Nigeria", "Abuja"),
+            Fact("c", "en", "P36", "Japan", "Abuja"),
+        ],
+        {("en", "P36"): "[X] [Y]"},
+    )
+    present = fact_presence(facts, MultilingualCorpus({"en": lambda: text}), tok, progress=False)
+    assert present == {("a", "en"): True, ("b", "en"): True, ("c", "en"): False}
+    fact = Fact("x", "en", "P36", "Tokyo Bay", "Tokyo tower")
+    assert classify_absent_correct(fact, tok) == "shared entity tokens"

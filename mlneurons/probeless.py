@@ -1,0 +1,248 @@
+"""PROBELESS fact neurons (Antverg & Belinkov 2022, as adapted by Zhao et al. 2024).
+
+Per fact, the MLP activations of all layers at the object position form one vector
+(causal LMs: the position whose next token is the object's first token; masked LMs:
+the mask positions, averaged). A fact's score per neuron is the mean absolute
+difference from every other fact's vector, r(z) / (K - 1); the top-k neurons over
+all layers are the fact's neurons. Languages are compared by the overlap of the
+top-k sets of the facts both predict correctly.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from mlneurons.facts import FactSet
+from mlneurons.models import fingerprint, mlp_neuron_hook
+
+FACT_NEURONS_FILE = "fact_neurons.json"
+
+
+def probeless_scores(
+    vectors: Float[torch.Tensor, "fact neuron"],
+) -> Float[torch.Tensor, "fact neuron"]:
+    """Mean absolute difference of each fact's vector from every other fact's, per neuron.
+
+    Computed with sorted prefix sums: O(K log K) per neuron instead of O(K^2).
+    """
+    k = vectors.shape[0]
+    if k < 2:
+        raise ValueError(f"PROBELESS needs at least two facts, got {k}")
+    values, order = vectors.double().sort(0)
+    prefix = values.cumsum(0)
+    total = prefix[-1]
+    rank = torch.arange(k, dtype=torch.float64)[:, None]
+    below = values * rank - (prefix - values)  # sum over smaller values of (x - s)
+    above = (total - prefix) - values * (k - 1 - rank)  # sum over larger values of (s - x)
+    scores = torch.empty_like(values)
+    scores.scatter_(0, order, (below + above) / (k - 1))
+    return scores.float()
+
+
+def _gather_hook(
+    act: torch.Tensor, *, hook: Any, layer: int, to_activation: Any, state: dict
+) -> None:
+    picked = act[torch.arange(act.shape[0]), state["positions"].to(act.device)]
+    state["out"][:, layer] = to_activation(picked).float().cpu()
+
+
+@torch.inference_mode()
+def object_position_activations(
+    model: Any,
+    facts: FactSet,
+    *,
+    keys: list[tuple[str, str]] | None = None,
+    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[tuple[str, str], Float[torch.Tensor, "layer neuron"]]:
+    """MLP activations of all layers at each fact's object position, for causal LMs.
+
+    Args:
+        keys: ``(uuid, lang)`` of the facts to read (default: all).
+        interventions: hooks applied during the pass (e.g. LRP2's projection).
+
+    Returns:
+        ``(uuid, lang) -> [layer, neuron]`` act_fn outputs at the position whose next
+        token is the gold object's first token.
+    """
+    from mlneurons.probing import _common_prefix, _sentence_ids, is_masked_lm
+
+    if is_masked_lm(model):
+        from mlneurons.probing_mlm import mask_activations
+
+        flat = mask_activations(model, facts, batch_size=batch_size)
+        n_layers = int(model.cfg.n_layers)
+        return {key: v.view(n_layers, -1) for key, v in flat.items() if keys is None or key in keys}
+    wanted = set(keys) if keys is not None else None
+    chosen = [f for f in facts.facts if wanted is None or (f.uuid, f.lang) in wanted]
+    tokenizer = model.tokenizer
+    rows, positions = [], []
+    for fact in chosen:
+        gold = _sentence_ids(tokenizer, facts.fill(fact))
+        template = facts.templates[(fact.lang, fact.relation)]
+        head = template.split("[Y]")[0].replace("[X]", fact.subject).rstrip()
+        shared = _common_prefix([gold, _sentence_ids(tokenizer, head)])
+        rows.append(gold[: max(shared, 1)])
+        positions.append(max(shared, 1) - 1)
+    n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
+    state: dict[str, Any] = {}
+    hooks = [
+        (name, functools.partial(_gather_hook, layer=layer, to_activation=to_act, state=state))
+        for layer, (name, to_act) in enumerate(
+            mlp_neuron_hook(model, layer) for layer in range(n_layers)
+        )
+    ]
+    device = next(model.parameters()).device
+    result = {}
+    with model.hooks(fwd_hooks=[*hooks, *interventions]):
+        for start in tqdm(
+            range(0, len(rows), batch_size), desc="fact activations", disable=not progress
+        ):
+            group = rows[start : start + batch_size]
+            tokens = torch.zeros(len(group), max(map(len, group)), dtype=torch.long)
+            for i, r in enumerate(group):
+                tokens[i, : len(r)] = torch.tensor(
+                    r
+                )  # right padding: causal positions never see it
+            state["positions"] = torch.tensor(positions[start : start + batch_size])
+            state["out"] = torch.empty(len(group), n_layers, d_mlp)
+            from mlneurons.models import run_body
+
+            run_body(model, tokens.to(device), last_layer=n_layers - 1)
+            for i, fact in enumerate(chosen[start : start + batch_size]):
+                result[(fact.uuid, fact.lang)] = state["out"][i]
+    return result
+
+
+@dataclass
+class FactNeurons:
+    """Top-k PROBELESS neurons of each correctly predicted fact, per language.
+
+    Attributes:
+        languages: languages in order.
+        k: neurons per fact.
+        neurons: language -> uuid -> ``[k, 2]`` (layer, neuron) pairs, best first.
+        model: fingerprint of the model.
+    """
+
+    languages: list[str]
+    k: int
+    neurons: dict[str, dict[str, torch.Tensor]]
+    n_layers: int
+    d_mlp: int
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def overlap(self) -> dict[str, dict[str, float]]:
+        """Mean Jaccard of top-k sets over the facts both languages have (Zhao et al.'s similarity)."""
+        sets = {
+            lang: {u: {tuple(p) for p in pairs.tolist()} for u, pairs in per.items()}
+            for lang, per in self.neurons.items()
+        }
+        table: dict[str, dict[str, float]] = {}
+        for a in self.languages:
+            table[a] = {}
+            for b in self.languages:
+                shared = sets[a].keys() & sets[b].keys()
+                scores = [
+                    len(sets[a][u] & sets[b][u]) / len(sets[a][u] | sets[b][u]) for u in shared
+                ]
+                table[a][b] = sum(scores) / len(scores) if scores else float("nan")
+        return table
+
+    def counts_per_layer(self, language: str) -> torch.Tensor:
+        """How many of the language's fact neurons sit in each layer."""
+        counts = torch.zeros(self.n_layers, dtype=torch.long)
+        for pairs in self.neurons[language].values():
+            counts += torch.bincount(pairs[:, 0], minlength=self.n_layers)
+        return counts
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / FACT_NEURONS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "languages": self.languages,
+            "k": self.k,
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "overlap": self.overlap(),
+            "model": self.model,
+            "neurons": {
+                lang: {u: p.tolist() for u, p in per.items()} for lang, per in self.neurons.items()
+            },
+        }
+        path.write_text(json.dumps(data))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FactNeurons:
+        path = Path(directory)
+        data = json.loads((path / FACT_NEURONS_FILE if path.is_dir() else path).read_text())
+        neurons = {
+            lang: {u: torch.tensor(p, dtype=torch.long).reshape(-1, 2) for u, p in per.items()}
+            for lang, per in data["neurons"].items()
+        }
+        return cls(
+            data["languages"], data["k"], neurons, data["n_layers"], data["d_mlp"], data["model"]
+        )
+
+
+def fact_neurons(
+    model: Any,
+    facts: FactSet,
+    correct: dict[tuple[str, str], bool],
+    *,
+    k: int = 50,
+    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    batch_size: int = 16,
+    progress: bool = True,
+) -> FactNeurons:
+    """PROBELESS fact neurons of the correctly predicted facts of each language.
+
+    Args:
+        correct: ``(uuid, lang) -> correct``, e.g. ``ProbeResult.correct_map()``; as in
+            Zhao et al., only correct facts are used, one vector per fact.
+        k: neurons per fact (Zhao et al.: 50).
+    """
+    keys = [key for key, ok in correct.items() if ok]
+    vectors = object_position_activations(
+        model,
+        facts,
+        keys=keys,
+        interventions=interventions,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
+    if not 0 < k <= n_layers * d_mlp:
+        raise ValueError(f"k must be in 1..{n_layers * d_mlp}, got {k}")
+    neurons: dict[str, dict[str, torch.Tensor]] = {}
+    for lang in facts.languages:
+        uuids = [u for (u, lg) in keys if lg == lang and (u, lg) in vectors]
+        if len(uuids) < 2:
+            continue
+        scores = probeless_scores(torch.stack([vectors[(u, lang)].flatten() for u in uuids]))
+        top = scores.topk(k, dim=1).indices
+        neurons[lang] = {
+            u: torch.stack([top[i] // d_mlp, top[i] % d_mlp], 1) for i, u in enumerate(uuids)
+        }
+    if not neurons:
+        raise ValueError("no language has two or more correctly predicted facts to compare")
+    return FactNeurons(list(neurons), k, neurons, n_layers, d_mlp, fingerprint(model))
+
+
+__all__ = [
+    "FACT_NEURONS_FILE",
+    "FactNeurons",
+    "fact_neurons",
+    "object_position_activations",
+    "probeless_scores",
+]

@@ -1,0 +1,244 @@
+"""Factual probing across languages: P@1, and cross-lingual sharing as Jaccard.
+
+Causal LMs rank a relation's typed candidates by the log-likelihood of the whole
+filled-in sentence (LRP2's BLOOM setup, with the full candidate pool). The tokens
+that all candidates of a fact share (the sentence up to the object, usually) are
+run once and their key/value cache is reused for every candidate; their
+log-likelihood is the same for all candidates, so only the rest is scored.
+Masked LMs use mLAMA's typed ranking (:mod:`mlneurons.probing_mlm`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from mlneurons.facts import Fact, FactSet
+from mlneurons.models import fingerprint, unembed
+
+PROBE_FILE = "probe.json"
+
+
+@dataclass
+class ProbeResult:
+    """Per-fact predictions with P@1 and Jaccard views.
+
+    Attributes:
+        languages: probed languages, in order.
+        relations: probed relations, in order.
+        predictions: ``{"uuid", "lang", "relation", "gold", "predicted", "correct"}`` per fact.
+        model: fingerprint of the model.
+        settings: how the facts were probed.
+    """
+
+    languages: list[str]
+    relations: list[str]
+    predictions: list[dict[str, Any]]
+    model: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def p_at_1(self) -> dict[str, dict[str, float]]:
+        """P@1 per language and relation, with ``macro`` (mean over relations) and ``micro``."""
+        hits: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        for p in self.predictions:
+            hits[p["lang"]][p["relation"]].append(bool(p["correct"]))
+        table: dict[str, dict[str, float]] = {}
+        for lang in self.languages:
+            per = {rel: sum(v) / len(v) for rel, v in hits[lang].items() if v}
+            flat = [x for v in hits[lang].values() for x in v]
+            table[lang] = {rel: per[rel] for rel in self.relations if rel in per}
+            table[lang]["macro"] = sum(per.values()) / len(per) if per else 0.0
+            table[lang]["micro"] = sum(flat) / len(flat) if flat else 0.0
+        return table
+
+    def correct_map(self) -> dict[tuple[str, str], bool]:
+        """``(uuid, lang) -> correct``, the input of knowledge tracing."""
+        return {(p["uuid"], p["lang"]): bool(p["correct"]) for p in self.predictions}
+
+    def jaccard(self) -> dict[str, dict[str, float]]:
+        """Jaccard of correctly predicted facts between languages (Zhao et al.; LRP2's Trans).
+
+        Per relation only the uuids both languages have count; the correct sets are
+        united over relations, and the score is ``|A ∩ B| / |A ∪ B|`` (0 when both are empty).
+        """
+        have: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        right: dict[str, set[tuple[str, str]]] = defaultdict(set)
+        for p in self.predictions:
+            key = (p["relation"], p["uuid"])
+            have[p["lang"]].add(key)
+            if p["correct"]:
+                right[p["lang"]].add(key)
+        table: dict[str, dict[str, float]] = {}
+        for a in self.languages:
+            table[a] = {}
+            for b in self.languages:
+                shared = have[a] & have[b]
+                ra, rb = right[a] & shared, right[b] & shared
+                union = ra | rb
+                table[a][b] = len(ra & rb) / len(union) if union else 0.0
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "languages": self.languages,
+            "relations": self.relations,
+            "p_at_1": self.p_at_1(),
+            "predictions": self.predictions,
+            "jaccard": self.jaccard(),
+            "model": self.model,
+            "settings": self.settings,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``probe.json`` into ``directory``."""
+        path = Path(directory) / PROBE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> ProbeResult:
+        path = Path(directory)
+        path = path / PROBE_FILE if path.is_dir() else path
+        data = json.loads(path.read_text())
+        return cls(
+            data["languages"],
+            data["relations"],
+            data["predictions"],
+            data.get("model", {}),
+            data.get("settings", {}),
+        )
+
+
+def is_masked_lm(model: Any) -> bool:
+    """Whether ``model`` wraps a masked LM (BERT, XLM-R) rather than a causal one."""
+    hf = getattr(model, "original_model", None)
+    return hf is not None and "MaskedLM" in type(hf).__name__
+
+
+def _sentence_ids(tokenizer: Any, text: str) -> list[int]:
+    ids = tokenizer(text)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    return ids
+
+
+def _common_prefix(sequences: list[list[int]]) -> int:
+    n = min(len(s) for s in sequences)
+    first = sequences[0]
+    for i in range(n):
+        if any(s[i] != first[i] for s in sequences):
+            return i
+    return n
+
+
+@torch.inference_mode()
+def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) -> torch.Tensor:
+    """Log-likelihood of each sentence beyond the tokens that all of them share.
+
+    The shared prefix runs once; its key/value cache is copied for each batch of
+    candidates, and only the positions after it are unembedded. Differences between
+    these scores equal differences between whole-sentence log-likelihoods.
+    """
+    hf = model.original_model
+    tokenizer = model.tokenizer
+    ids = [_sentence_ids(tokenizer, s) for s in sentences]
+    shared = _common_prefix(ids)
+    if shared == 0:
+        raise ValueError(
+            "sentences share no first token and the tokenizer has no BOS to score from"
+        )
+    shared = min(shared, min(len(s) for s in ids) - 1)  # every sentence keeps one scored token
+    device = next(model.parameters()).device
+    prefix = hf(
+        input_ids=torch.tensor([ids[0][:shared]], device=device), use_cache=True, logits_to_keep=1
+    )
+    first_logprobs = torch.log_softmax(prefix.logits[0, -1].float(), -1)
+    scores = torch.tensor([float(first_logprobs[s[shared]]) for s in ids])
+    for start in range(0, len(ids), batch_size):
+        group = ids[start : start + batch_size]
+        lengths = [len(s) - shared for s in group]  # suffix tokens; the first is scored above
+        if max(lengths) == 1:
+            continue
+        suffix = torch.zeros(len(group), max(lengths), dtype=torch.long)
+        for k, s in enumerate(group):
+            suffix[k, : lengths[k]] = torch.tensor(s[shared:])
+        cache = copy.deepcopy(prefix.past_key_values)
+        cache.batch_repeat_interleave(len(group))
+        hidden = hf.base_model(
+            input_ids=suffix.to(device), past_key_values=cache, use_cache=True
+        ).last_hidden_state
+        rows = torch.tensor([k for k, n in enumerate(lengths) for _ in range(n - 1)])
+        cols = torch.tensor([j for n in lengths for j in range(n - 1)])
+        targets = suffix[rows, cols + 1].to(device)
+        logits = unembed(model, hidden[rows, cols]).float()
+        nll = F.cross_entropy(logits, targets, reduction="none").cpu()
+        scores[start : start + len(group)] -= torch.zeros(len(group)).index_add_(0, rows, nll)
+    return scores
+
+
+def probe(
+    model: Any, facts: FactSet, *, batch_size: int = 32, progress: bool = True
+) -> ProbeResult:
+    """Probe every fact of ``facts``: rank its typed candidates, P@1 = gold ranked first.
+
+    Args:
+        model: a causal or masked-LM TransformerBridge.
+        facts: facts, templates and candidates (e.g. ``FactSet.builtin()``).
+        batch_size: candidate sentences per forward pass.
+    """
+    if is_masked_lm(model):
+        from mlneurons.probing_mlm import probe_masked
+
+        return probe_masked(model, facts, batch_size=batch_size, progress=progress)
+    predictions = []
+    total = len(facts)
+    with tqdm(total=total, desc="probe", unit="fact", disable=not progress) as bar:
+        for lang in facts.languages:
+            for relation in facts.relations:
+                group = [f for f in facts.facts_for(lang) if f.relation == relation]
+                if not group:
+                    continue
+                candidates = facts.candidates[(lang, relation)]
+                for fact in group:
+                    predictions.append(_predict(model, facts, fact, candidates, batch_size))
+                    bar.update()
+    return ProbeResult(
+        facts.languages,
+        facts.relations,
+        predictions,
+        fingerprint(model),
+        {
+            "method": "causal: whole-sentence log-likelihood over typed candidates",
+            "facts": facts.description,
+        },
+    )
+
+
+def _predict(
+    model: Any, facts: FactSet, fact: Fact, candidates: list[str], batch_size: int
+) -> dict[str, Any]:
+    scores = candidate_scores(
+        model, [facts.fill(fact, c) for c in candidates], batch_size=batch_size
+    )
+    predicted = candidates[int(scores.argmax())]
+    return {
+        "uuid": fact.uuid,
+        "lang": fact.lang,
+        "relation": fact.relation,
+        "gold": fact.object,
+        "predicted": predicted,
+        "correct": predicted == fact.object,
+    }
+
+
+__all__ = ["PROBE_FILE", "ProbeResult", "candidate_scores", "is_masked_lm", "probe"]

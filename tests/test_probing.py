@@ -1,0 +1,138 @@
+import pytest
+import torch
+
+from mlneurons.facts import Fact, FactSet
+from mlneurons.probeless import fact_neurons, object_position_activations, probeless_scores
+from mlneurons.probing import ProbeResult, candidate_scores, probe
+
+
+def _tiny_facts() -> FactSet:
+    """The planted model continues in the language of the current token, so after a French
+    subject a French object is ranked first whatever the gold is."""
+    facts = [
+        Fact("f1", "en", "P1", "fr1", "fr5"),  # gold French: correct
+        Fact("f2", "en", "P1", "zh1", "ja5"),  # gold Japanese after a Chinese subject: wrong
+        Fact("f3", "en", "P1", "ja2", "ja5"),  # correct
+        Fact("f1", "de", "P1", "fr1 fr2", "fr5"),  # correct, two-token subject
+        Fact("f2", "de", "P1", "zh2", "ja5"),  # wrong
+        Fact("f4", "de", "P1", "en3", "en4 en6"),  # correct, two-token object
+    ]
+    candidates = {
+        ("en", "P1"): ["fr5", "zh5", "ja5"],
+        ("de", "P1"): ["fr5", "zh5", "ja5", "en4 en6"],
+    }
+    templates = {("en", "P1"): "[X] [Y]", ("de", "P1"): "[X] [Y]"}
+    return FactSet(facts, templates, candidates)
+
+
+def test_candidate_scores_equal_whole_sentence_loglik_differences(planted_model):
+    model = planted_model
+    sentences = ["fr1 fr2 fr5", "fr1 fr2 zh5", "fr1 fr2 en4 en6", "fr1 fr2 ja5"]
+    scores = candidate_scores(model, sentences, batch_size=3)
+    full = []
+    for s in sentences:
+        ids = torch.tensor(
+            [
+                [
+                    model.tokenizer.bos_token_id,
+                    *model.tokenizer(s, add_special_tokens=False)["input_ids"],
+                ]
+            ]
+        )
+        logp = torch.log_softmax(model(ids)[0, :-1].double(), -1)
+        full.append(logp.gather(-1, ids[0, 1:, None]).sum().item())
+    full = torch.tensor(full, dtype=torch.float64)
+    torch.testing.assert_close((scores - scores[0]).double(), full - full[0], rtol=1e-4, atol=1e-4)
+
+
+def test_probe_planted_facts_and_p_at_1(planted_model, tmp_path):
+    result = probe(planted_model, _tiny_facts(), batch_size=2, progress=False)
+    got = {(p["uuid"], p["lang"]): (p["predicted"], p["correct"]) for p in result.predictions}
+    assert got[("f1", "en")] == ("fr5", True)
+    assert got[("f2", "en")] == ("zh5", False)
+    assert got[("f4", "de")] == ("en4 en6", True)
+    p1 = result.p_at_1()
+    assert p1["en"]["micro"] == pytest.approx(2 / 3) and p1["de"]["P1"] == pytest.approx(2 / 3)
+    result.save(tmp_path)
+    back = ProbeResult.load(tmp_path)
+    assert back.predictions == result.predictions and back.p_at_1() == p1
+
+
+def _result(rows):
+    preds = [
+        {"uuid": u, "lang": lang, "relation": r, "gold": "g", "predicted": "p", "correct": c}
+        for u, lang, r, c in rows
+    ]
+    return ProbeResult(["en", "de", "fr"], ["P1", "P2"], preds)
+
+
+def test_jaccard_and_p_at_1_by_hand():
+    result = _result(
+        [
+            ("a", "en", "P1", True),
+            ("b", "en", "P1", True),
+            ("c", "en", "P2", False),
+            ("d", "en", "P2", True),
+            ("a", "de", "P1", True),
+            ("b", "de", "P1", False),
+            ("c", "de", "P2", True),
+            ("a", "fr", "P1", False),  # fr shares only uuid a with the others
+        ]
+    )
+    # en vs de over shared uuids {a, b, c}: en correct {a, b}, de correct {a, c} -> 1 / 3.
+    jac = result.jaccard()
+    assert jac["en"]["de"] == pytest.approx(1 / 3) and jac["de"]["en"] == pytest.approx(1 / 3)
+    assert jac["en"]["fr"] == 0.0  # shared {a}: en {a}, fr {} -> 0 / 1
+    assert jac["en"]["en"] == 1.0
+    p1 = result.p_at_1()
+    assert p1["en"] == {"P1": 1.0, "P2": 0.5, "macro": 0.75, "micro": 0.75}
+    assert p1["de"]["macro"] == pytest.approx(0.75) and p1["de"]["micro"] == pytest.approx(2 / 3)
+
+
+def test_probeless_scores_against_brute_force():
+    torch.manual_seed(0)
+    vectors = torch.randn(7, 11)
+    vectors[2] = vectors[4]  # ties
+    brute = torch.stack(
+        [
+            torch.stack([(vectors[z] - vectors[o]).abs() for o in range(7) if o != z]).mean(0)
+            for z in range(7)
+        ]
+    )
+    torch.testing.assert_close(probeless_scores(vectors), brute, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least two"):
+        probeless_scores(vectors[:1])
+
+
+def test_object_position_and_fact_neurons(planted_model, tmp_path):
+    facts = _tiny_facts()
+    acts = object_position_activations(planted_model, facts, batch_size=4, progress=False)
+    # f1/de: BOS fr1 fr2 | fr5 -> the position of "fr2" (index 2) predicts the object.
+    ids = torch.tensor(
+        [[1, *planted_model.tokenizer("fr1 fr2", add_special_tokens=False)["input_ids"]]]
+    )
+    _, cache = planted_model.run_with_cache(ids, names_filter=lambda n: n.endswith("mlp.hook_pre"))
+    for layer in range(2):  # the tiny Llama's act_fn is SiLU
+        expected = torch.nn.functional.silu(cache[f"blocks.{layer}.mlp.hook_pre"][0, 2])
+        torch.testing.assert_close(acts[("f1", "de")][layer], expected, rtol=1e-5, atol=1e-6)
+
+    correct = {
+        ("f1", "en"): True,
+        ("f3", "en"): True,
+        ("f2", "en"): False,
+        ("f1", "de"): True,
+        ("f4", "de"): True,
+    }
+    result = fact_neurons(planted_model, facts, correct, k=5, batch_size=2, progress=False)
+    assert set(result.neurons["en"]) == {"f1", "f3"} and result.neurons["en"]["f1"].shape == (5, 2)
+    overlap = result.overlap()
+    sets = {lang: {tuple(p) for p in result.neurons[lang]["f1"].tolist()} for lang in ("en", "de")}
+    assert overlap["en"]["de"] == pytest.approx(
+        len(sets["en"] & sets["de"]) / len(sets["en"] | sets["de"])
+    )
+    assert overlap["en"]["en"] == 1.0
+    result.save(tmp_path)
+    from mlneurons.probeless import FactNeurons
+
+    back = FactNeurons.load(tmp_path)
+    assert back.overlap() == overlap
