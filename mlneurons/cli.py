@@ -196,6 +196,157 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     return out
 
 
+def _load_facts(args: argparse.Namespace) -> Any:
+    """The fact set of ``--facts`` (``builtin`` or ``mlama:DIR``), restricted as asked."""
+    from mlneurons.facts import FactSet
+
+    if args.facts == "builtin":
+        facts = FactSet.builtin(languages=args.languages, relations=args.relations)
+    elif args.facts.startswith("mlama:"):
+        facts = FactSet.from_mlama(
+            args.facts[len("mlama:") :], languages=args.languages, relations=args.relations
+        )
+    else:
+        raise UserError(f"--facts must be 'builtin' or 'mlama:DIR', got {args.facts!r}")
+    if args.max_facts_per_relation:
+        keep = set()
+        for relation in facts.relations:
+            uuids = sorted({f.uuid for f in facts.facts if f.relation == relation})
+            keep.update(uuids[: args.max_facts_per_relation])
+        facts = type(facts)(
+            [f for f in facts.facts if f.uuid in keep],
+            facts.templates,
+            facts.candidates,
+            {**facts.description, "max_facts_per_relation": args.max_facts_per_relation},
+        )
+    return facts
+
+
+def _probe_or_load(args: argparse.Namespace, model: Any, facts: Any, out: Path) -> Any:
+    """Probe the facts, or read ``probe.json`` from ``--probe DIR`` when given."""
+    from mlneurons.models import check_same_model
+    from mlneurons.plots import plot_heatmap, plot_p_at_1, save_figure
+    from mlneurons.probing import ProbeResult, probe
+
+    if getattr(args, "probe", None):
+        result = ProbeResult.load(args.probe)
+        check_same_model(result.model, model, what=f"{args.probe}/probe.json")
+        return result
+    result = probe(model, facts, batch_size=args.batch_size)
+    result.save(out)
+    name = result.model.get("name", "")
+    save_figure(plot_p_at_1(result, title=f"P@1: {name}"), out / "p_at_1.png")
+    save_figure(
+        plot_heatmap(
+            result.jaccard(),
+            result.languages,
+            colorbar="Jaccard",
+            title=f"Shared correct facts (Jaccard): {name}",
+        ),
+        out / "jaccard.png",
+    )
+    return result
+
+
+def cmd_probe(args: argparse.Namespace) -> Path:
+    """Factual probing: P@1 per language and relation, Jaccard of correct facts."""
+    from mlneurons.models import load_model
+
+    facts = _load_facts(args)
+    model = load_model(args.model, device=args.device)
+    out = Path(args.out)
+    result = _probe_or_load(args, model, facts, out)
+    for lang, row in result.p_at_1().items():
+        print(f"{lang}: P@1 macro {row['macro']:.1%}, micro {row['micro']:.1%}")
+    print(f"wrote {out}/: probe.json p_at_1.png jaccard.png")
+    return out
+
+
+def cmd_fact_neurons(args: argparse.Namespace) -> Path:
+    """PROBELESS fact neurons of correctly predicted facts and their overlap across languages."""
+    from mlneurons.models import load_model
+    from mlneurons.plots import plot_heatmap, save_figure
+    from mlneurons.probeless import fact_neurons
+
+    facts = _load_facts(args)
+    model = load_model(args.model, device=args.device)
+    out = Path(args.out)
+    result = _probe_or_load(args, model, facts, out)
+    neurons = fact_neurons(model, facts, result.correct_map(), k=args.k, batch_size=args.batch_size)
+    neurons.save(out)
+    save_figure(
+        plot_heatmap(
+            neurons.overlap(),
+            neurons.languages,
+            colorbar="mean Jaccard of top-k",
+            title=f"PROBELESS fact-neuron overlap (k={args.k})",
+        ),
+        out / "fact_neuron_overlap.png",
+    )
+    print(f"wrote {out}/: fact_neurons.json fact_neuron_overlap.png")
+    return out
+
+
+def cmd_trace(args: argparse.Namespace) -> Path:
+    """Knowledge tracing: was each fact in the language's text, and is it predicted?"""
+    from mlneurons.corpus import MultilingualCorpus
+    from mlneurons.models import load_model
+    from mlneurons.plots import save_figure
+    from mlneurons.tracing import plot_tracing, trace
+
+    facts = _load_facts(args)
+    model = load_model(args.model, device=args.device)
+    out = Path(args.out)
+    result = _probe_or_load(args, model, facts, out)
+    if args.corpus == "builtin":
+        corpus = MultilingualCorpus.builtin(facts.languages, split="all")
+    else:
+        corpus = MultilingualCorpus.from_files(args.corpus)
+    traced = trace(
+        facts, corpus, model.tokenizer, result.correct_map(), chunk_tokens=args.chunk_tokens
+    )
+    traced.model = result.model
+    traced.save(out)
+    save_figure(plot_tracing(traced), out / "trace.png")
+    for lang, row in traced.breakdown().items():
+        print(lang, {k: v for k, v in row.items() if v})
+    print(f"wrote {out}/: trace.json trace.png")
+    return out
+
+
+def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
+    _add_model_options(parser)
+    parser.add_argument("--facts", default="builtin", help="'builtin' (default) or mlama:DIR")
+    parser.add_argument(
+        "--languages",
+        type=_languages,
+        default=None,
+        help="comma-separated languages (default: all of the fact set)",
+    )
+    parser.add_argument(
+        "--relations",
+        type=_languages,
+        default=None,
+        help="comma-separated relations, e.g. P36,P37 (default: all)",
+    )
+    parser.add_argument(
+        "--max-facts-per-relation",
+        type=int,
+        default=None,
+        help="probe only the first N facts (by uuid) of each relation",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=32, help="sentences per forward (default 32)"
+    )
+    parser.add_argument("--out", required=True, help="output directory")
+    if reuse:
+        parser.add_argument(
+            "--probe",
+            default=None,
+            help="reuse probe.json from this directory instead of probing again",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlneurons.corpus import DEFAULT_LANGUAGES
 
@@ -288,6 +439,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=cmd_steer)
+
+    p = sub.add_parser("probe", help="factual probing across languages: P@1 and Jaccard")
+    _add_fact_options(p, reuse=False)
+    p.set_defaults(run=cmd_probe)
+
+    p = sub.add_parser("fact-neurons", help="PROBELESS fact neurons and their language overlap")
+    _add_fact_options(p, reuse=True)
+    p.add_argument("--k", type=int, default=50, help="neurons per fact (default 50)")
+    p.set_defaults(run=cmd_fact_neurons)
+
+    p = sub.add_parser("trace", help="knowledge tracing: fact presence in text x correctness")
+    _add_fact_options(p, reuse=True)
+    p.add_argument(
+        "--corpus", default="builtin", help="'builtin' (default) or a folder of {lang}.txt"
+    )
+    p.add_argument(
+        "--chunk-tokens", type=int, default=512, help="co-occurrence window (default 512)"
+    )
+    p.set_defaults(run=cmd_trace)
     return parser
 
 

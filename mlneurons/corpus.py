@@ -82,11 +82,11 @@ class MultilingualCorpus:
             languages: ISO 639-1 (``"fr"``) or ISO 639-3 (``"fra"``) codes.
             split: ``"train"`` (the first paragraphs) or ``"heldout"`` (the last
                 ``heldout_fraction`` of them), so that neurons are never evaluated on
-                the text that selected them.
+                the text that selected them; ``"all"`` for both.
             **options: ``seq_len``, ``tokens_per_language``, ``add_bos``.
         """
-        if split not in ("train", "heldout"):
-            raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        if split not in ("train", "heldout", "all"):
+            raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
         if not 0 < heldout_fraction < 1:
             raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
         codes = [normalize_language(code) for code in languages]
@@ -95,6 +95,8 @@ class MultilingualCorpus:
             def read() -> list[str]:
                 all_paragraphs = builtin_paragraphs(code)
                 cut = round(len(all_paragraphs) * (1 - heldout_fraction))
+                if split == "all":
+                    return all_paragraphs
                 return all_paragraphs[:cut] if split == "train" else all_paragraphs[cut:]
 
             return read

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -12,6 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mlneurons.evaluation import PerplexityMatrix  # noqa: E402
 from mlneurons.lape import LanguageNeurons  # noqa: E402
+from mlneurons.probing import ProbeResult  # noqa: E402
 
 
 def plot_layer_distribution(neurons: LanguageNeurons, *, title: str = "") -> Figure:
@@ -35,31 +37,75 @@ def plot_layer_distribution(neurons: LanguageNeurons, *, title: str = "") -> Fig
     return fig
 
 
-def plot_overlap(neurons: LanguageNeurons, *, title: str = "") -> Figure:
-    """Neurons shared between languages (diagonal: each language's own count)."""
-    overlap = neurons.overlap()
-    langs = neurons.languages
+def plot_heatmap(
+    table: dict[str, dict[str, float]] | torch.Tensor,
+    labels: list[str],
+    *,
+    title: str,
+    colorbar: str,
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+) -> Figure:
+    """A language x language matrix with its values written in the cells."""
+    if isinstance(table, dict):
+        table = torch.tensor([[table[a][b] for b in labels] for a in labels], dtype=torch.float64)
+    values = table.double()
     fig, ax = plt.subplots(
-        figsize=(1.0 + 0.6 * len(langs), 0.6 + 0.6 * len(langs)), constrained_layout=True
+        figsize=(1.2 + 0.6 * len(labels), 0.8 + 0.6 * len(labels)), constrained_layout=True
     )
-    image = ax.imshow(overlap.numpy(), cmap="viridis")
-    ax.set_xticks(range(len(langs)), langs)
-    ax.set_yticks(range(len(langs)), langs)
-    top = overlap.max().item() or 1
-    for i in range(len(langs)):
-        for j in range(len(langs)):
-            value = int(overlap[i, j])
+    image = ax.imshow(values.numpy(), cmap=cmap)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    finite = values[torch.isfinite(values)]
+    top = float(finite.max()) if len(finite) else 1.0
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            value = float(values[i, j])
             ax.text(
                 j,
                 i,
-                str(value),
+                fmt.format(value),
                 ha="center",
                 va="center",
-                fontsize=8,
+                fontsize=7,
                 color="black" if value > 0.6 * top else "white",
             )
-    fig.colorbar(image, ax=ax, shrink=0.8, label="shared neurons")
-    ax.set_title(title or "Language overlap of LAPE neurons")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar)
+    ax.set_title(title)
+    return fig
+
+
+def plot_overlap(neurons: LanguageNeurons, *, title: str = "") -> Figure:
+    """Neurons shared between languages (diagonal: each language's own count)."""
+    return plot_heatmap(
+        neurons.overlap(),
+        neurons.languages,
+        fmt="{:.0f}",
+        colorbar="shared neurons",
+        title=title or "Language overlap of LAPE neurons",
+    )
+
+
+def plot_p_at_1(result: ProbeResult, *, title: str = "") -> Figure:
+    """P@1 per language, one bar per relation plus the macro average."""
+    table = result.p_at_1()
+    keys = [*result.relations, "macro"]
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(result.languages), 4), constrained_layout=True)
+    for k, key in enumerate(keys):
+        xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(result.languages))]
+        ax.bar(
+            xs,
+            [100 * table[lang].get(key, 0.0) for lang in result.languages],
+            width,
+            label=key,
+            color="black" if key == "macro" else None,
+        )
+    ax.set_xticks(range(len(result.languages)), result.languages)
+    ax.set_ylabel("P@1 (%)")
+    ax.set_title(title or "Factual probing: P@1 per language and relation")
+    ax.legend(fontsize=8, ncol=len(keys))
+    ax.grid(axis="y", alpha=0.3)
     return fig
 
 

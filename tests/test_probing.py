@@ -136,3 +136,65 @@ def test_object_position_and_fact_neurons(planted_model, tmp_path):
 
     back = FactNeurons.load(tmp_path)
     assert back.overlap() == overlap
+
+
+def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
+    import json
+
+    from mlneurons.cli import main
+
+    _tiny_facts().to_mlama(tmp_path / "mlama")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "en.txt").write_text("fr1 en2 fr5 en3\nzh1 en2 en3\n")
+    (corpus / "de.txt").write_text("en3 en4 en6\n")
+    common = ["--model", str(planted_dir), "--facts", f"mlama:{tmp_path / 'mlama'}"]
+    assert main(["probe", *common, "--out", str(tmp_path / "p")]) == 0
+    probe_json = json.loads((tmp_path / "p" / "probe.json").read_text())
+    assert {"languages", "relations", "p_at_1", "predictions", "jaccard", "model"} <= set(
+        probe_json
+    )
+    assert probe_json["p_at_1"]["en"]["micro"] == pytest.approx(2 / 3)
+    assert (tmp_path / "p" / "jaccard.png").exists() and (tmp_path / "p" / "p_at_1.png").exists()
+
+    assert (
+        main(
+            [
+                "fact-neurons",
+                *common,
+                "--probe",
+                str(tmp_path / "p"),
+                "--k",
+                "4",
+                "--out",
+                str(tmp_path / "n"),
+            ]
+        )
+        == 0
+    )
+    neurons = json.loads((tmp_path / "n" / "fact_neurons.json").read_text())
+    assert neurons["k"] == 4 and set(neurons["neurons"]["en"]) == {"f1", "f3"}
+
+    assert (
+        main(
+            [
+                "trace",
+                *common,
+                "--probe",
+                str(tmp_path / "p"),
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+    codes = json.loads((tmp_path / "t" / "trace.json").read_text())["codes"]
+    assert codes["en"]["f1"] == 3  # fr1 and fr5 co-occur in the English text, predicted correctly
+    assert codes["en"]["f2"] == 0  # zh1 without ja5, predicted wrongly
+    assert codes["de"]["f4"] == 3  # en3 with "en4 en6"
+    assert (tmp_path / "t" / "trace.png").exists()
+
+    assert main(["probe", *common[:2], "--facts", "nonsense", "--out", str(tmp_path)]) == 2
+    assert "--facts must be" in capsys.readouterr().err
