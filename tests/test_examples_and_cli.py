@@ -107,3 +107,46 @@ def test_cli_user_errors_exit_2_without_traceback(argv, message, tmp_path, capsy
     err = capsys.readouterr().err
     assert message in err.lower() or message in err
     assert "Traceback" not in err
+
+
+def test_deactivate_and_steer_example(planted_dir, planted_model, tmp_path):
+    import torch
+
+    import mlneurons
+    from mlneurons import MultilingualCorpus
+
+    example = _load_example("deactivate_and_steer")
+    corpus = MultilingualCorpus(
+        {lang: (lambda lang=lang: [language_text(lang, 300)]) for lang in ("fr", "zh")}, seq_len=50
+    )
+    stats = mlneurons.collect_activation_stats(planted_model, corpus, progress=False)
+    stats.save(tmp_path)
+    LanguageNeurons(
+        {lang: torch.tensor(PLANTED[lang]) for lang in ("fr", "zh")}, 2, 32, model=stats.model
+    ).save(tmp_path)
+    matrix, steering = example.ablation_and_steering(
+        tmp_path,
+        model_name=str(planted_dir),
+        source="fr",
+        target="zh",
+        corpus=corpus,
+        questions=[language_text("fr", 5, seed=s) for s in range(3)],
+        template="{question}",
+    )
+    assert matrix.diagonal_dominance() == {"fr": True, "zh": True}
+    assert len(steering.samples) == 3
+
+
+def test_facts_example(planted_dir, tmp_path):
+    from test_probing import _tiny_facts
+
+    from mlneurons import MultilingualCorpus
+
+    example = _load_example("facts_across_languages")
+    corpus = MultilingualCorpus({"en": lambda: ["fr1 fr5 en2"], "de": lambda: ["en3 en4 en6"]})
+    probed, neurons, traced = example.facts_across_languages(
+        str(planted_dir), _tiny_facts(), corpus, k=3
+    )
+    assert probed.p_at_1()["en"]["micro"] > 0.6
+    assert neurons.k == 3
+    assert traced.codes["en"]["f1"] == 3
