@@ -222,6 +222,16 @@ def _load_facts(args: argparse.Namespace) -> Any:
     return facts
 
 
+def _facts_model_probe(args: argparse.Namespace) -> tuple[Any, Any, Path, Any]:
+    """The fact set, the model, the output directory and the probing result of a fact command."""
+    from mlneurons.models import load_model
+
+    facts = _load_facts(args)
+    model = load_model(args.model, device=args.device)
+    out = Path(args.out)
+    return facts, model, out, _probe_or_load(args, model, facts, out)
+
+
 def _probe_or_load(args: argparse.Namespace, model: Any, facts: Any, out: Path) -> Any:
     """Probe the facts, or read ``probe.json`` from ``--probe DIR`` when given."""
     from mlneurons.models import check_same_model
@@ -250,12 +260,8 @@ def _probe_or_load(args: argparse.Namespace, model: Any, facts: Any, out: Path) 
 
 def cmd_probe(args: argparse.Namespace) -> Path:
     """Factual probing: P@1 per language and relation, Jaccard of correct facts."""
-    from mlneurons.models import load_model
 
-    facts = _load_facts(args)
-    model = load_model(args.model, device=args.device)
-    out = Path(args.out)
-    result = _probe_or_load(args, model, facts, out)
+    facts, model, out, result = _facts_model_probe(args)
     for lang, row in result.p_at_1().items():
         print(f"{lang}: P@1 macro {row['macro']:.1%}, micro {row['micro']:.1%}")
     print(f"wrote {out}/: probe.json p_at_1.png jaccard.png")
@@ -264,14 +270,10 @@ def cmd_probe(args: argparse.Namespace) -> Path:
 
 def cmd_fact_neurons(args: argparse.Namespace) -> Path:
     """PROBELESS fact neurons of correctly predicted facts and their overlap across languages."""
-    from mlneurons.models import load_model
     from mlneurons.plots import plot_heatmap, save_figure
     from mlneurons.probeless import fact_neurons
 
-    facts = _load_facts(args)
-    model = load_model(args.model, device=args.device)
-    out = Path(args.out)
-    result = _probe_or_load(args, model, facts, out)
+    facts, model, out, result = _facts_model_probe(args)
     neurons = fact_neurons(model, facts, result.correct_map(), k=args.k, batch_size=args.batch_size)
     neurons.save(out)
     save_figure(
@@ -290,14 +292,10 @@ def cmd_fact_neurons(args: argparse.Namespace) -> Path:
 def cmd_trace(args: argparse.Namespace) -> Path:
     """Knowledge tracing: was each fact in the language's text, and is it predicted?"""
     from mlneurons.corpus import MultilingualCorpus
-    from mlneurons.models import load_model
     from mlneurons.plots import save_figure
     from mlneurons.tracing import plot_tracing, trace
 
-    facts = _load_facts(args)
-    model = load_model(args.model, device=args.device)
-    out = Path(args.out)
-    result = _probe_or_load(args, model, facts, out)
+    facts, model, out, result = _facts_model_probe(args)
     if args.corpus == "builtin":
         corpus = MultilingualCorpus.builtin(facts.languages, split="all")
     else:

@@ -9,7 +9,6 @@ control per language: as many neurons, drawn from the same layers.
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.lape import LanguageNeurons
 from mlneurons.models import check_same_model, fingerprint, unembed
+from mlneurons.results import read_json, write_json
 
 PPL_FILE = "ppl_matrix.json"
 
@@ -123,16 +123,12 @@ class PerplexityMatrix:
         }
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / PPL_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1))
-        return path
+        """Write ``ppl_matrix.json`` into ``directory``."""
+        return write_json(directory, PPL_FILE, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> PerplexityMatrix:
-        path = Path(directory)
-        path = path / PPL_FILE if path.is_dir() else path
-        return cls(**json.loads(path.read_text()))
+        return cls(**read_json(directory, PPL_FILE))
 
 
 def random_control_masks(

@@ -11,7 +11,6 @@ top-k sets of the facts both predict correctly.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.facts import FactSet
 from mlneurons.models import fingerprint, mlp_neuron_hook
+from mlneurons.results import read_json, write_json
 
 FACT_NEURONS_FILE = "fact_neurons.json"
 
@@ -166,8 +166,6 @@ class FactNeurons:
         return counts
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / FACT_NEURONS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "languages": self.languages,
             "k": self.k,
@@ -179,13 +177,11 @@ class FactNeurons:
                 lang: {u: p.tolist() for u, p in per.items()} for lang, per in self.neurons.items()
             },
         }
-        path.write_text(json.dumps(data))
-        return path
+        return write_json(directory, FACT_NEURONS_FILE, data)
 
     @classmethod
     def load(cls, directory: str | Path) -> FactNeurons:
-        path = Path(directory)
-        data = json.loads((path / FACT_NEURONS_FILE if path.is_dir() else path).read_text())
+        data = read_json(directory, FACT_NEURONS_FILE)
         neurons = {
             lang: {u: torch.tensor(p, dtype=torch.long).reshape(-1, 2) for u, p in per.items()}
             for lang, per in data["neurons"].items()

@@ -11,7 +11,6 @@ Masked LMs use mLAMA's typed ranking (:mod:`mlneurons.probing_mlm`).
 from __future__ import annotations
 
 import copy
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.facts import Fact, FactSet
 from mlneurons.models import fingerprint, unembed
+from mlneurons.results import read_json, write_json
 
 PROBE_FILE = "probe.json"
 
@@ -99,16 +99,11 @@ class ProbeResult:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``probe.json`` into ``directory``."""
-        path = Path(directory) / PROBE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
-        return path
+        return write_json(directory, PROBE_FILE, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> ProbeResult:
-        path = Path(directory)
-        path = path / PROBE_FILE if path.is_dir() else path
-        data = json.loads(path.read_text())
+        data = read_json(directory, PROBE_FILE)
         return cls(
             data["languages"],
             data["relations"],

@@ -8,7 +8,6 @@ target language before and after.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.interventions import Hooks, intervene
 from mlneurons.langid import identify_many
+from mlneurons.results import read_json, write_json
 
 STEERING_FILE = "steering.json"
 PROMPT_TEMPLATE = "Q: {question}\nA:"
@@ -53,16 +53,12 @@ class SteeringResult:
         return sum(s[key] == self.source for s in self.samples) / len(self.samples)
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / STEERING_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), ensure_ascii=False, indent=1))
-        return path
+        """Write ``steering.json`` into ``directory``."""
+        return write_json(directory, STEERING_FILE, asdict(self))
 
     @classmethod
     def load(cls, directory: str | Path) -> SteeringResult:
-        path = Path(directory)
-        path = path / STEERING_FILE if path.is_dir() else path
-        return cls(**json.loads(path.read_text()))
+        return cls(**read_json(directory, STEERING_FILE))
 
 
 def generate_answers(

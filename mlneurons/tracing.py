@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.facts import Fact, FactSet
+from mlneurons.results import read_json, write_json
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -304,17 +305,12 @@ class TracingResult:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``trace.json`` into ``directory`` and return its path."""
-        path = Path(directory) / TRACE_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), "utf-8")
-        return path
+        return write_json(directory, TRACE_FILE, self.to_dict())
 
     @classmethod
     def load(cls, directory: str | Path) -> TracingResult:
         """Read a result written by :meth:`save` (a directory or the file itself)."""
-        path = Path(directory)
-        path = path / TRACE_FILE if path.is_dir() else path
-        return cls(**json.loads(path.read_text("utf-8")))
+        return cls(**read_json(directory, TRACE_FILE))
 
 
 def trace(

@@ -1,0 +1,25 @@
+"""Reading and writing result files: one JSON file with a fixed name per result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def write_json(directory: str | Path, name: str, data: Any) -> Path:
+    """Write ``data`` to ``directory/name`` (UTF-8, readable indentation); returns the path."""
+    path = Path(directory) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    return path
+
+
+def read_json(path: str | Path, name: str) -> Any:
+    """Read ``path/name``, or ``path`` itself when it is a file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / name
+    if not path.exists():
+        raise FileNotFoundError(f"no {name} at {str(path)!r}")
+    return json.loads(path.read_text(encoding="utf-8"))
