@@ -79,9 +79,11 @@ def object_position_activations(
     if is_masked_lm(model):
         from mlneurons.probing_mlm import mask_activations
 
-        flat = mask_activations(model, facts, batch_size=batch_size)
+        if interventions:
+            raise ValueError("interventions during mask activations of masked LMs are not supported")
+        flat = mask_activations(model, facts, batch_size=batch_size, keys=keys)
         n_layers = int(model.cfg.n_layers)
-        return {key: v.view(n_layers, -1) for key, v in flat.items() if keys is None or key in keys}
+        return {key: v.view(n_layers, -1) for key, v in flat.items()}
     wanted = set(keys) if keys is not None else None
     chosen = [f for f in facts.facts if wanted is None or (f.uuid, f.lang) in wanted]
     tokenizer = model.tokenizer

@@ -1,0 +1,201 @@
+"""LRP2: language representation projection (Xu, Li & Xiong, EMNLP 2023).
+
+A language vector v_l^i is the mean over sentences of the mean-pooled residual
+stream after block i (``blocks.{i}.hook_resid_post``, padding and BOS excluded).
+LIRP at layer i moves a non-English representation into English space by adding
+``v_pivot^i - v_l^i`` at every position; LSRP at a later layer j moves it back by
+adding ``v_l^j - v_pivot^j``. Both are hooks that compose with every other
+intervention and hold during generation.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
+
+from mlneurons.corpus import MultilingualCorpus
+from mlneurons.interventions import Hooks
+from mlneurons.models import check_same_model, fingerprint, run_body
+
+VECTORS_FILE = "language_vectors.safetensors"
+
+
+@dataclass
+class LanguageVectors:
+    """Per language and layer, the mean sentence representation (LRP2's v_l^i).
+
+    Attributes:
+        languages: order of the first axis.
+        vectors: ``[language, layer, d_model]``.
+        sentences: sentences averaged per language.
+        model: fingerprint of the model.
+    """
+
+    languages: list[str]
+    vectors: Float[torch.Tensor, "language layer d_model"]
+    sentences: list[int]
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, language: str) -> Float[torch.Tensor, "layer d_model"]:
+        if language not in self.languages:
+            raise ValueError(
+                f"no language vector for {language!r}; these vectors have {self.languages}"
+            )
+        return self.vectors[self.languages.index(language)]
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / VECTORS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"languages": self.languages, "sentences": self.sentences, "model": self.model}
+        save_file(
+            {"vectors": self.vectors.contiguous()},
+            str(path),
+            metadata={"mlneurons": json.dumps(meta)},
+        )
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LanguageVectors:
+        path = Path(directory)
+        path = path / VECTORS_FILE if path.is_dir() else path
+        if not path.exists():
+            raise FileNotFoundError(f"no language vectors at {str(path)!r}")
+        with safe_open(str(path), "pt") as handle:
+            meta = json.loads(handle.metadata()["mlneurons"])
+            vectors = handle.get_tensor("vectors")
+        return cls(meta["languages"], vectors, meta["sentences"], meta["model"])
+
+
+def _sentences(corpus: MultilingualCorpus, language: str, tokenizer: Any, max_tokens: int) -> Any:
+    """Token ids of the language's sentences (documents), each cut to ``max_tokens``."""
+    source = corpus.sources[language]
+    if isinstance(source, torch.Tensor):
+        yield from source.split(max_tokens)
+    else:
+        for piece in corpus.token_stream(language, tokenizer):
+            yield piece[:max_tokens]
+
+
+def _pool_hook(act: torch.Tensor, *, hook: Any, layer: int, state: dict[str, Any]) -> None:
+    mask = state["mask"].to(act.device, act.dtype)  # [batch, pos], 1 on counted tokens
+    pooled = (act * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+    state["sums"][layer] += pooled.double().sum(0).cpu()
+
+
+@torch.inference_mode()
+def language_vectors(
+    model: Any,
+    corpus: MultilingualCorpus,
+    *,
+    max_sentences: int = 1000,
+    max_tokens: int = 128,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> LanguageVectors:
+    """LRP2 language vectors: mean over sentences of the mean-pooled ``hook_resid_post`` per layer.
+
+    Each document (paragraph, line) of the corpus is a sentence, cut to ``max_tokens``
+    tokens; batches are right-padded and the pads and BOS are excluded from the pooling.
+    """
+    n_layers, d_model = int(model.cfg.n_layers), int(model.cfg.d_model)
+    tokenizer = model.tokenizer
+    bos = corpus.bos_id(tokenizer)
+    device = next(model.parameters()).device
+    vectors = torch.zeros(len(corpus.languages), n_layers, d_model, dtype=torch.float64)
+    counts = []
+    state: dict[str, Any] = {}
+    hooks = [
+        (f"blocks.{layer}.hook_out", functools.partial(_pool_hook, layer=layer, state=state))
+        for layer in range(n_layers)
+    ]
+    with model.hooks(fwd_hooks=hooks):
+        for li, lang in enumerate(corpus.languages):
+            state["sums"] = vectors[li]
+            sentences = []
+            for ids in _sentences(corpus, lang, tokenizer, max_tokens):
+                if len(ids):
+                    sentences.append(ids)
+                if len(sentences) == max_sentences:
+                    break
+            if not sentences:
+                raise ValueError(f"language {lang!r} has no sentences")
+            for start in tqdm(
+                range(0, len(sentences), batch_size), desc=f"vectors {lang}", disable=not progress
+            ):
+                group = sentences[start : start + batch_size]
+                first = 1 if bos is not None else 0
+                width = first + max(len(s) for s in group)
+                tokens = torch.zeros(len(group), width, dtype=torch.long)
+                mask = torch.zeros(len(group), width)
+                for k, ids in enumerate(group):
+                    if bos is not None:
+                        tokens[k, 0] = bos
+                    tokens[k, first : first + len(ids)] = ids
+                    mask[k, first : first + len(ids)] = 1.0
+                attention = (mask > 0) | (torch.arange(width) < first)
+                state["mask"] = mask
+                run_body(
+                    model,
+                    tokens.to(device),
+                    last_layer=n_layers - 1,
+                    attention_mask=attention.long().to(device),
+                )
+            counts.append(len(sentences))
+            vectors[li] /= len(sentences)
+    return LanguageVectors(corpus.languages, vectors.float(), counts, fingerprint(model))
+
+
+def _add(act: torch.Tensor, *, hook: Any, delta: torch.Tensor) -> torch.Tensor:
+    return act + delta.to(act.device, act.dtype)
+
+
+def projection(
+    vectors: LanguageVectors,
+    language: str,
+    *,
+    lirp_layer: int,
+    lsrp_layer: int,
+    pivot: str = "en",
+    model: Any = None,
+) -> Hooks:
+    """LIRP at ``lirp_layer`` and LSRP at ``lsrp_layer`` for text in ``language``.
+
+    Adds ``v_pivot - v_language`` to the residual after block ``lirp_layer`` and
+    ``v_language - v_pivot`` after block ``lsrp_layer`` (> ``lirp_layer``), at every
+    position. Layers count blocks from 0.
+    """
+    n_layers = vectors.vectors.shape[1]
+    for name, layer in (("lirp_layer", lirp_layer), ("lsrp_layer", lsrp_layer)):
+        if not 0 <= layer < n_layers:
+            raise ValueError(
+                f"{name}={layer} is out of range: the model has blocks 0..{n_layers - 1}"
+            )
+    if lirp_layer >= lsrp_layer:
+        raise ValueError(
+            f"LSRP must come after LIRP: lirp_layer={lirp_layer} is not below lsrp_layer={lsrp_layer}"
+        )
+    if model is not None:
+        check_same_model(vectors.model, model, what="these language vectors")
+    source, target = vectors[language], vectors[pivot]
+    return [
+        (
+            f"blocks.{lirp_layer}.hook_resid_post",
+            functools.partial(_add, delta=(target[lirp_layer] - source[lirp_layer]).clone()),
+        ),
+        (
+            f"blocks.{lsrp_layer}.hook_resid_post",
+            functools.partial(_add, delta=(source[lsrp_layer] - target[lsrp_layer]).clone()),
+        ),
+    ]
+
+
+__all__ = ["VECTORS_FILE", "LanguageVectors", "language_vectors", "projection"]

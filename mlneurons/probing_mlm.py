@@ -1,0 +1,490 @@
+"""Factual probing of masked LMs (mBERT, XLM-R): mLAMA typed ranking and Zhao's matching.
+
+Three entry points, all on a TransformerBridge whose ``original_model`` is a Hugging
+Face ``*ForMaskedLM``:
+
+* :func:`probe_masked`: mLAMA's typed querying (TyQ, Kassner et al., EACL 2021). For
+  every (language, relation), with M the longest tokenized candidate, the template is
+  filled with the subject and l = 1..M mask tokens; a candidate of l tokens is scored
+  by the mean over its tokens of the log-softmax at its own mask positions, and the
+  prediction is the best-scoring candidate. :func:`mlneurons.probing.probe` calls it
+  for masked LMs.
+* :func:`zhao_match`: Zhao, Yoshinaga & Oba (EACL 2024), no candidates. For m = 1..M
+  (M: the longest tokenized gold object of the (language, relation)) every mask takes
+  its own greedy top-1 over the whole vocabulary. *Full match*: for some m the
+  predicted ids are the gold ids; *partial match*: for some m every gold id is among
+  the predicted ids. ``correct`` is the full match; :func:`partial_p_at_1` reads the
+  partial one.
+* :func:`mask_activations`: Zhao's PROBELESS features, the MLP neuron activations of
+  every layer at the mask positions of the gold-length query, mean-pooled over them.
+
+Queries are encoded as ``[CLS] text [SEP]`` (``<s> text </s>`` for XLM-R) from the
+tokenizer's own ``cls_token``/``sep_token``: the bridge reloads tokenizers with
+``add_bos_token=True``, which can drop a ``PreTrainedTokenizerFast``'s post-processor,
+so the special tokens are not left to it. Objects are tokenized on their own, without
+special tokens, and pieces that are a bare word-boundary marker (XLM-R's lone ``"▁"``,
+id 6, which Zhao et al. strip) are dropped unless nothing else is left.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from mlneurons.facts import Fact, FactSet
+from mlneurons.models import fingerprint, mlp_neuron_hook
+from mlneurons.probing import ProbeResult, is_masked_lm
+
+TYPED_RANKING = "masked: typed ranking (Kassner)"
+"""``settings["method"]`` of :func:`probe_masked` results."""
+
+ZHAO_MATCH = "masked: Zhao full/partial match"
+"""``settings["method"]`` of :func:`zhao_match` results."""
+
+_SPACE_MARKERS = "\u2581\u0120 \t\n"  # sentencepiece "▁", byte-level BPE "Ġ", whitespace
+
+
+# ----------------------------------------------------------------------------- tokenizing
+
+
+def _check_masked(model: Any) -> Any:
+    if not is_masked_lm(model):
+        hf = getattr(model, "original_model", None)
+        raise ValueError(
+            f"masked-LM probing needs a TransformerBridge around a *ForMaskedLM model, "
+            f"got {type(hf).__name__ if hf is not None else type(model).__name__}"
+        )
+    tokenizer = model.tokenizer
+    if tokenizer is None or tokenizer.mask_token is None or tokenizer.mask_token_id is None:
+        raise ValueError("masked-LM probing needs a tokenizer with a mask token")
+    return tokenizer
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of one sentence with the model's single-sequence special tokens."""
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    if cls_id is None or sep_id is None:
+        return list(tokenizer(text)["input_ids"])
+    return [cls_id, *tokenizer(text, add_special_tokens=False)["input_ids"], sep_id]
+
+
+def object_ids(tokenizer: Any, obj: str) -> list[int]:
+    """Token ids of an object label as it fills the ``[Y]`` slot.
+
+    Pieces that are only a word-boundary marker (XLM-R's lone ``"▁"``) are dropped,
+    as Zhao et al. strip them, unless the label has no other piece.
+    """
+    ids = list(tokenizer(obj, add_special_tokens=False)["input_ids"])
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    kept = [i for i, t in zip(ids, tokens) if t is None or t.strip(_SPACE_MARKERS)]
+    return kept or ids
+
+
+def _masked_query(facts: FactSet, fact: Fact, tokenizer: Any, n_masks: int) -> list[int]:
+    """The fact's template with ``[X]`` -> subject and ``[Y]`` -> ``n_masks`` mask tokens."""
+    text = facts.fill(fact, " ".join([tokenizer.mask_token] * n_masks))
+    ids = _encode(tokenizer, text)
+    found = sum(i == tokenizer.mask_token_id for i in ids)
+    if found != n_masks:
+        raise ValueError(
+            f"query {text!r} encodes to {found} mask tokens instead of {n_masks} "
+            f"(does the subject contain {tokenizer.mask_token!r}?)"
+        )
+    return ids
+
+
+def _pad(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token rows: ``(input_ids, attention_mask)``."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for k, row in enumerate(rows):
+        ids[k, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[k, : len(row)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+
+# ----------------------------------------------------------------------------- forward passes
+
+
+def _mlm_head(hf: Any) -> Any | None:
+    """The module that maps the body's hidden states to MLM logits, if it is one child."""
+    body = hf.base_model
+    heads = [m for _, m in hf.named_children() if m is not body]
+    return heads[0] if len(heads) == 1 else None
+
+
+@torch.inference_mode()
+def mask_logits(model: Any, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """MLM logits at the mask positions of each token row: ``[n_masks, vocab]`` per row.
+
+    Rows are right-padded and run as one batch with their attention mask. Where the
+    MLM head is a single module (``cls`` of BERT, ``lm_head`` of XLM-R) only the mask
+    positions are unembedded; otherwise the full ``original_model`` forward is used.
+    """
+    tokenizer = model.tokenizer
+    hf = model.original_model
+    ids, attention = _pad(rows, _pad_id(tokenizer), _device(model))
+    is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
+    head = _mlm_head(hf)
+    logits = None
+    if head is not None:
+        hidden = hf.base_model(input_ids=ids, attention_mask=attention)[0]
+        logits = head(hidden[is_mask])
+        if logits.shape[-1] != hf.config.vocab_size:
+            logits = None
+    if logits is None:
+        logits = hf(input_ids=ids, attention_mask=attention).logits[is_mask]
+    counts = is_mask.sum(1).tolist()
+    return list(logits.float().split(counts))
+
+
+def _batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    if size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _groups(facts: FactSet) -> Iterable[tuple[str, str, list[Fact]]]:
+    """``(lang, relation, facts)`` in the order of :func:`mlneurons.probing.probe`."""
+    for lang in facts.languages:
+        for relation in facts.relations:
+            group = [f for f in facts.facts_for(lang) if f.relation == relation]
+            if group:
+                yield lang, relation, group
+
+
+# ----------------------------------------------------------------------------- typed ranking
+
+
+@torch.inference_mode()
+def typed_scores(
+    model: Any,
+    facts: FactSet,
+    lang: str,
+    relation: str,
+    *,
+    batch_size: int = 32,
+    progress: Any = None,
+) -> tuple[list[Fact], list[str], torch.Tensor]:
+    """TyQ scores of one (language, relation): ``(facts, candidates, scores [F, C])``.
+
+    ``scores[i, c]`` is the mean over candidate ``c``'s tokens of the log-softmax at
+    its own mask positions in fact ``i``'s query with ``len(tokens)`` masks.
+    """
+    tokenizer = _check_masked(model)
+    group = facts.facts_for(lang, relation)
+    candidates = facts.candidates[(lang, relation)]
+    cand_ids = [object_ids(tokenizer, c) for c in candidates]
+    scores = torch.full((len(group), len(candidates)), float("-inf"))
+    for length in range(1, max(len(c) for c in cand_ids) + 1):
+        which = [k for k, c in enumerate(cand_ids) if len(c) == length]
+        if not which:  # no candidate of this length: its query would score nothing
+            continue
+        targets = torch.tensor([cand_ids[k] for k in which]).T  # [length, C_l]
+        start = 0
+        for batch in _batched(group, batch_size):
+            rows = [_masked_query(facts, f, tokenizer, length) for f in batch]
+            logprobs = torch.stack([x.log_softmax(-1) for x in mask_logits(model, rows)]).cpu()
+            index = targets.unsqueeze(0).expand(len(batch), -1, -1)  # [B, length, C_l]
+            picked = logprobs.gather(2, index).mean(1)  # [B, C_l]
+            scores[start : start + len(batch), which] = picked
+            start += len(batch)
+            if progress is not None:
+                progress.update(len(batch))
+    return group, candidates, scores
+
+
+def probe_masked(
+    model: Any, facts: FactSet, *, batch_size: int = 32, progress: bool = True
+) -> ProbeResult:
+    """Probe a masked LM with mLAMA's typed ranking (TyQ, Kassner et al.); P@1 = gold first.
+
+    Args:
+        model: a TransformerBridge around a ``*ForMaskedLM`` model.
+        facts: facts, templates and candidates.
+        batch_size: queries (facts) per forward pass.
+
+    Returns:
+        A :class:`ProbeResult` whose predictions also carry ``gold_rank`` (how many
+        candidates score strictly higher than the gold object).
+    """
+    _check_masked(model)
+    predictions = []
+    forwards = sum(
+        len(group)
+        * len({len(object_ids(model.tokenizer, c)) for c in facts.candidates[(lang, rel)]})
+        for lang, rel, group in _groups(facts)
+    )
+    with tqdm(total=forwards, desc="probe (TyQ)", unit="query", disable=not progress) as bar:
+        for lang, relation, _ in _groups(facts):
+            group, candidates, scores = typed_scores(
+                model, facts, lang, relation, batch_size=batch_size, progress=bar
+            )
+            best = scores.argmax(1).tolist()
+            for i, fact in enumerate(group):
+                predicted = candidates[best[i]]
+                gold_score = scores[i, candidates.index(fact.object)]
+                predictions.append(
+                    {
+                        "uuid": fact.uuid,
+                        "lang": fact.lang,
+                        "relation": fact.relation,
+                        "gold": fact.object,
+                        "predicted": predicted,
+                        "correct": predicted == fact.object,
+                        "gold_rank": int((scores[i] > gold_score).sum()),
+                    }
+                )
+    return ProbeResult(
+        facts.languages,
+        facts.relations,
+        predictions,
+        fingerprint(model),
+        {
+            "method": TYPED_RANKING,
+            "scoring": "mean log-softmax of the candidate's tokens at its own masks",
+            "facts": facts.description,
+        },
+    )
+
+
+# ----------------------------------------------------------------------------- Zhao matching
+
+
+def match(gold: Sequence[int], predictions: Iterable[Sequence[int]]) -> tuple[bool, bool]:
+    """Zhao et al.'s ``(full, partial)`` match of gold ids against per-m predictions.
+
+    Full: some prediction equals ``gold``. Partial: some prediction contains every
+    gold id (so a full match is also a partial one).
+    """
+    gold = list(gold)
+    full = partial = False
+    for pred in predictions:
+        pred = list(pred)
+        full = full or pred == gold
+        partial = partial or all(g in pred for g in gold)
+    return full, partial
+
+
+@torch.inference_mode()
+def greedy_predictions(
+    model: Any, facts: FactSet, group: Sequence[Fact], n_masks: int, *, batch_size: int = 32
+) -> list[list[int]]:
+    """Each fact's query with ``n_masks`` masks: the independent top-1 id of every mask."""
+    tokenizer = _check_masked(model)
+    out: list[list[int]] = []
+    for batch in _batched(group, batch_size):
+        rows = [_masked_query(facts, f, tokenizer, n_masks) for f in batch]
+        out.extend(x.argmax(-1).tolist() for x in mask_logits(model, rows))
+    return out
+
+
+def zhao_match(
+    model: Any, facts: FactSet, *, batch_size: int = 32, progress: bool = True
+) -> ProbeResult:
+    """Probe a masked LM without candidates: Zhao et al.'s full and partial match.
+
+    For m = 1..M, M the longest tokenized gold object of the (language, relation), the
+    masks are decoded independently (greedy top-1 over the full vocabulary). Bare
+    word-boundary pieces are stripped from gold and predicted ids before matching.
+
+    Returns:
+        A :class:`ProbeResult`; ``correct`` is the full match. Each prediction also has
+        ``partial`` (bool), ``gold_ids``, ``pred_ids`` (the ids for m = 1..M) and
+        ``predicted``, the decoded prediction of the m equal to the gold length. Use
+        :func:`partial_p_at_1` or :func:`partial_result` for the partial-match view.
+    """
+    tokenizer = _check_masked(model)
+    predictions = []
+    gold_of = {(f.lang, f.relation, f.object): object_ids(tokenizer, f.object) for f in facts.facts}
+    forwards = 0
+    for lang, rel, group in _groups(facts):
+        forwards += len(group) * max(len(gold_of[(lang, rel, f.object)]) for f in group)
+    with tqdm(total=forwards, desc="probe (Zhao)", unit="query", disable=not progress) as bar:
+        for lang, relation, group in _groups(facts):
+            golds = [gold_of[(lang, relation, f.object)] for f in group]
+            longest = max(len(g) for g in golds)
+            by_m = []
+            for m in range(1, longest + 1):
+                by_m.append(greedy_predictions(model, facts, group, m, batch_size=batch_size))
+                bar.update(len(group))
+            for i, fact in enumerate(group):
+                raw = [by_m[m][i] for m in range(longest)]
+                preds = [_strip(tokenizer, p) for p in raw]
+                full, partial = match(golds[i], preds)
+                shown = raw[min(len(golds[i]), longest) - 1]  # m = gold length
+                predictions.append(
+                    {
+                        "uuid": fact.uuid,
+                        "lang": fact.lang,
+                        "relation": fact.relation,
+                        "gold": fact.object,
+                        "predicted": tokenizer.decode(shown).strip(),
+                        "correct": full,
+                        "partial": partial,
+                        "gold_ids": golds[i],
+                        "pred_ids": raw,
+                    }
+                )
+    return ProbeResult(
+        facts.languages,
+        facts.relations,
+        predictions,
+        fingerprint(model),
+        {
+            "method": ZHAO_MATCH,
+            "correct": "full match: for some m in 1..M the m greedy mask ids equal the gold ids",
+            "partial": "partial match: for some m every gold id is among the m greedy ids; "
+            "see mlneurons.probing_mlm.partial_p_at_1",
+            "facts": facts.description,
+        },
+    )
+
+
+def _strip(tokenizer: Any, ids: Sequence[int]) -> list[int]:
+    tokens = tokenizer.convert_ids_to_tokens(list(ids))
+    return [i for i, t in zip(ids, tokens) if t is None or t.strip(_SPACE_MARKERS)]
+
+
+def partial_result(result: ProbeResult) -> ProbeResult:
+    """The partial-match view of a :func:`zhao_match` result: ``correct`` := ``partial``.
+
+    Its ``p_at_1()`` is the partial-match P@1 and its ``jaccard()`` the partial-match
+    Jaccard.
+    """
+    if any("partial" not in p for p in result.predictions):
+        raise ValueError(
+            "predictions have no 'partial' key: partial match needs a zhao_match result "
+            f"(this one was made with {result.settings.get('method')!r})"
+        )
+    return ProbeResult(
+        list(result.languages),
+        list(result.relations),
+        [dict(p, correct=bool(p["partial"])) for p in result.predictions],
+        dict(result.model),
+        dict(result.settings, correct=result.settings.get("partial", "partial match")),
+    )
+
+
+def partial_p_at_1(result: ProbeResult) -> dict[str, dict[str, float]]:
+    """Partial-match P@1 of a :func:`zhao_match` result, in :meth:`ProbeResult.p_at_1`'s layout."""
+    return partial_result(result).p_at_1()
+
+
+# ----------------------------------------------------------------------------- activations
+
+
+@torch.inference_mode()
+def mask_activations(
+    model: Any,
+    facts: FactSet,
+    *,
+    batch_size: int = 32,
+    keys: Iterable[tuple[str, str]] | None = None,
+) -> dict[tuple[str, str], torch.Tensor]:
+    """MLP neuron activations at the masks of each fact's gold-length query (PROBELESS features).
+
+    Zhao et al.'s adaptation of PROBELESS: the act_fn output of every layer's MLP
+    (``blocks.{l}.mlp.hook_post`` on BERT/XLM-R), at the mask positions of the query
+    with as many masks as the gold object has tokens, mean-pooled over the masks and
+    flattened layer-major.
+
+    Args:
+        model: a TransformerBridge around a ``*ForMaskedLM`` model.
+        facts: the facts.
+        batch_size: queries per forward pass (right-padded, with an attention mask).
+        keys: only these ``(uuid, lang)`` (e.g. the full-match-correct facts).
+
+    Returns:
+        ``(uuid, lang) -> float32 CPU tensor [n_layers * d_mlp]``.
+    """
+    tokenizer = _check_masked(model)
+    wanted = None if keys is None else set(keys)
+    chosen = [f for f in facts.facts if wanted is None or (f.uuid, f.lang) in wanted]
+    n_layers = int(model.cfg.n_layers)
+    hooks = [mlp_neuron_hook(model, layer) for layer in range(n_layers)]
+    body = model.original_model.base_model
+    result: dict[tuple[str, str], torch.Tensor] = {}
+    for batch in _batched(chosen, batch_size):
+        rows = [
+            _masked_query(facts, f, tokenizer, len(object_ids(tokenizer, f.object))) for f in batch
+        ]
+        ids, attention = _pad(rows, _pad_id(tokenizer), _device(model))
+        is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
+        owner = is_mask.nonzero()[:, 0]  # row of every mask position, in order
+        counts = is_mask.sum(1).to(torch.float32)
+        pooled: list[torch.Tensor | None] = [None] * n_layers
+
+        fwd = [
+            (
+                name,
+                functools.partial(
+                    _sum_at_masks,
+                    to_act=to_act,
+                    is_mask=is_mask,
+                    owner=owner,
+                    out=pooled,
+                    layer=layer,
+                ),
+            )
+            for layer, (name, to_act) in enumerate(hooks)
+        ]
+        with model.hooks(fwd_hooks=fwd):
+            body(input_ids=ids, attention_mask=attention)
+        missing = [layer for layer, p in enumerate(pooled) if p is None]
+        if missing:
+            raise RuntimeError(
+                f"MLP hooks of layers {missing} did not fire ({hooks[missing[0]][0]})"
+            )
+        flat = torch.cat([p.cpu() for p in pooled], dim=1) / counts.cpu().unsqueeze(1)
+        for k, fact in enumerate(batch):
+            result[(fact.uuid, fact.lang)] = flat[k].clone()
+    return result
+
+
+def _sum_at_masks(
+    act: torch.Tensor,
+    *,
+    hook: Any,
+    to_act: Any,
+    is_mask: torch.Tensor,
+    owner: torch.Tensor,
+    out: list[torch.Tensor | None],
+    layer: int,
+) -> None:
+    """Hook: ``out[layer][row]`` = sum of the activations at ``row``'s mask positions."""
+    values = to_act(act)[is_mask.to(act.device)].float()  # [n_masks_total, d_mlp]
+    sums = torch.zeros(is_mask.shape[0], values.shape[-1], device=values.device)
+    out[layer] = sums.index_add_(0, owner.to(values.device), values)
+
+
+__all__ = [
+    "TYPED_RANKING",
+    "ZHAO_MATCH",
+    "greedy_predictions",
+    "mask_activations",
+    "mask_logits",
+    "match",
+    "object_ids",
+    "partial_p_at_1",
+    "partial_result",
+    "probe_masked",
+    "typed_scores",
+    "zhao_match",
+]

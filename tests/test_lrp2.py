@@ -1,0 +1,88 @@
+import pytest
+import torch
+from tiny import language_text
+
+from mlneurons import MultilingualCorpus
+from mlneurons.interventions import intervene
+from mlneurons.lrp2 import LanguageVectors, language_vectors, projection
+
+
+def _corpus():
+    docs = {
+        lang: [language_text(lang, n, seed=n) for n in (3, 7, 5, 9, 4)] for lang in ("en", "fr")
+    }
+    return MultilingualCorpus({lang: (lambda d=d: d) for lang, d in docs.items()}), docs
+
+
+def test_vectors_equal_independent_mean_from_run_with_cache(planted_model, tmp_path):
+    model = planted_model
+    corpus, docs = _corpus()
+    vectors = language_vectors(model, corpus, batch_size=2, progress=False)
+    assert vectors.sentences == [5, 5]
+    for li, lang in enumerate(("en", "fr")):
+        pooled = []
+        for doc in docs[lang]:  # one unpadded sentence at a time, BOS excluded from the mean
+            ids = torch.tensor([[1, *model.tokenizer(doc, add_special_tokens=False)["input_ids"]]])
+            _, cache = model.run_with_cache(
+                ids, names_filter=lambda n: n.endswith("hook_resid_post")
+            )
+            pooled.append(
+                torch.stack(
+                    [cache[f"blocks.{layer}.hook_resid_post"][0, 1:].mean(0) for layer in range(2)]
+                )
+            )
+        torch.testing.assert_close(
+            vectors.vectors[li], torch.stack(pooled).mean(0), rtol=1e-5, atol=1e-5
+        )
+    vectors.save(tmp_path)
+    back = LanguageVectors.load(tmp_path)
+    assert back.languages == ["en", "fr"] and torch.equal(back.vectors, vectors.vectors)
+
+
+def test_projection_adds_exactly_the_vector_differences(planted_model):
+    model = planted_model
+    torch.manual_seed(0)
+    vectors = LanguageVectors(["en", "fr"], torch.randn(2, 2, model.cfg.d_model), [1, 1])
+    tokens = torch.tensor(
+        [[1, *model.tokenizer(language_text("fr", 6), add_special_tokens=False)["input_ids"]]]
+    )
+    names = lambda n: n.endswith("hook_resid_post") or n.endswith("hook_resid_pre")  # noqa: E731
+    _, clean = model.run_with_cache(tokens, names_filter=names)
+    with intervene(model, projection(vectors, "fr", lirp_layer=0, lsrp_layer=1)):
+        _, hooked = model.run_with_cache(tokens, names_filter=names)
+    lirp = vectors["en"][0] - vectors["fr"][0]
+    torch.testing.assert_close(
+        hooked["blocks.0.hook_resid_post"], clean["blocks.0.hook_resid_post"] + lirp
+    )
+    # block 1 sees the shifted residual; LSRP then adds v_fr^1 - v_en^1 to its output
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_post", lambda a, *, hook: a + lirp)]):
+        _, shifted = model.run_with_cache(tokens, names_filter=names)
+    lsrp = vectors["fr"][1] - vectors["en"][1]
+    torch.testing.assert_close(
+        hooked["blocks.1.hook_resid_post"], shifted["blocks.1.hook_resid_post"] + lsrp
+    )
+
+
+def test_projecting_english_onto_itself_changes_nothing(planted_model):
+    model = planted_model
+    vectors = LanguageVectors(["en", "fr"], torch.randn(2, 2, model.cfg.d_model), [1, 1])
+    tokens = torch.tensor(
+        [[1, *model.tokenizer(language_text("en", 6), add_special_tokens=False)["input_ids"]]]
+    )
+    with intervene(model, projection(vectors, "en", lirp_layer=0, lsrp_layer=1)):
+        hooked = model(tokens)
+    torch.testing.assert_close(hooked, model(tokens), rtol=0, atol=0)
+
+
+def test_bad_layers_are_rejected(planted_model):
+    vectors = LanguageVectors(
+        ["en", "fr"], torch.zeros(2, 2, 8), [1, 1], model={"name": "x", "hash": "1"}
+    )
+    with pytest.raises(ValueError, match="lirp_layer=1 is not below lsrp_layer=1"):
+        projection(vectors, "fr", lirp_layer=1, lsrp_layer=1)
+    with pytest.raises(ValueError, match="lsrp_layer=2 is out of range"):
+        projection(vectors, "fr", lirp_layer=0, lsrp_layer=2)
+    with pytest.raises(ValueError, match="no language vector for 'zh'"):
+        projection(vectors, "zh", lirp_layer=0, lsrp_layer=1)
+    with pytest.raises(ValueError, match="computed on model 'x'"):
+        projection(vectors, "fr", lirp_layer=0, lsrp_layer=1, model=planted_model)
