@@ -312,6 +312,37 @@ def cmd_trace(args: argparse.Namespace) -> Path:
     return out
 
 
+def cmd_lrp2(args: argparse.Namespace) -> Path:
+    """LRP2: language vectors, per-language (LIRP, LSRP) chosen on dev facts, test P@1 and Trans."""
+    from mlneurons.corpus import MultilingualCorpus
+    from mlneurons.lrp2 import evaluate_lrp2, language_vectors
+    from mlneurons.models import load_model
+    from mlneurons.plots import plot_lrp2_grid, save_figure
+
+    facts = _load_facts(args)
+    if args.pivot not in facts.languages:
+        raise UserError(f"pivot {args.pivot!r} is not among the fact languages {facts.languages}")
+    model = load_model(args.model, device=args.device)
+    out = Path(args.out)
+    corpus = MultilingualCorpus.builtin(facts.languages, split="all")
+    vectors = language_vectors(model, corpus, max_sentences=args.sentences)
+    vectors.save(out)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    result = evaluate_lrp2(
+        model, facts, vectors, pivot=args.pivot, layers=layers, k=args.k, batch_size=args.batch_size
+    )
+    result.save(out)
+    for lang in result.languages:
+        save_figure(plot_lrp2_grid(result, lang), out / f"lrp2_grid_{lang}.png")
+        p1, trans = result.test_p_at_1[lang], result.trans[lang]
+        print(
+            f"{lang}: layers {result.selected[lang]}, test P@1 {p1['before']:.1%} -> "
+            f"{p1['after']:.1%}, Trans {trans['before']:.2f} -> {trans['after']:.2f}"
+        )
+    print(f"wrote {out}/: lrp2.json language_vectors.safetensors lrp2_grid_*.png")
+    return out
+
+
 def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
     _add_model_options(parser)
     parser.add_argument("--facts", default="builtin", help="'builtin' (default) or mlama:DIR")
@@ -456,6 +487,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk-tokens", type=int, default=512, help="co-occurrence window (default 512)"
     )
     p.set_defaults(run=cmd_trace)
+
+    p = sub.add_parser("lrp2", help="LRP2 projection: does moving a language into English help?")
+    _add_fact_options(p, reuse=False)
+    p.add_argument("--pivot", default="en", help="language projected into (default en)")
+    p.add_argument(
+        "--layers",
+        default=None,
+        help="comma-separated candidate layers of the grid (default: every third block)",
+    )
+    p.add_argument(
+        "--sentences",
+        type=int,
+        default=200,
+        help="built-in sentences per language for the language vectors (default 200)",
+    )
+    p.add_argument("--k", type=int, default=50, help="PROBELESS neurons per fact (default 50)")
+    p.set_defaults(run=cmd_lrp2)
     return parser
 
 

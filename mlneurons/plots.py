@@ -13,6 +13,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from mlneurons.evaluation import PerplexityMatrix  # noqa: E402
 from mlneurons.lape import LanguageNeurons  # noqa: E402
+from mlneurons.lrp2 import LRP2Result  # noqa: E402
 from mlneurons.probing import ProbeResult  # noqa: E402
 
 
@@ -106,6 +107,27 @@ def plot_p_at_1(result: ProbeResult, *, title: str = "") -> Figure:
     ax.set_title(title or "Factual probing: P@1 per language and relation")
     ax.legend(fontsize=8, ncol=len(keys))
     ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
+    """Dev P@1 of every (LIRP, LSRP) layer pair for one language; the selected pair is boxed."""
+    grid = torch.tensor(
+        [[float("nan") if v is None else 100 * v for v in row] for row in result.grid[language]]
+    )
+    labels = [str(layer) for layer in result.layers]
+    fig, ax = plt.subplots(
+        figsize=(1.5 + 0.5 * len(labels), 1.2 + 0.5 * len(labels)), constrained_layout=True
+    )
+    image = ax.imshow(grid.numpy(), cmap="viridis")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("LSRP layer")
+    ax.set_ylabel("LIRP layer")
+    a, b = (result.layers.index(x) for x in result.selected[language])
+    ax.add_patch(plt.Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    fig.colorbar(image, ax=ax, shrink=0.8, label="dev P@1 (%)")
+    ax.set_title(f"LRP2 grid, {language} -> {result.pivot} -> {language}")
     return fig
 
 

@@ -80,7 +80,9 @@ def object_position_activations(
         from mlneurons.probing_mlm import mask_activations
 
         if interventions:
-            raise ValueError("interventions during mask activations of masked LMs are not supported")
+            raise ValueError(
+                "interventions during mask activations of masked LMs are not supported"
+            )
         flat = mask_activations(model, facts, batch_size=batch_size, keys=keys)
         n_layers = int(model.cfg.n_layers)
         return {key: v.view(n_layers, -1) for key, v in flat.items()}

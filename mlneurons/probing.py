@@ -182,15 +182,24 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
 
 
 def probe(
-    model: Any, facts: FactSet, *, batch_size: int = 32, progress: bool = True
+    model: Any,
+    facts: FactSet,
+    *,
+    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    batch_size: int = 32,
+    progress: bool = True,
 ) -> ProbeResult:
     """Probe every fact of ``facts``: rank its typed candidates, P@1 = gold ranked first.
 
     Args:
         model: a causal or masked-LM TransformerBridge.
         facts: facts, templates and candidates (e.g. ``FactSet.builtin()``).
+        interventions: hooks active while probing (e.g. an LRP2 projection).
         batch_size: candidate sentences per forward pass.
     """
+    if interventions:
+        with model.hooks(fwd_hooks=list(interventions)):
+            return probe(model, facts, batch_size=batch_size, progress=progress)
     if is_masked_lm(model):
         from mlneurons.probing_mlm import probe_masked
 

@@ -86,3 +86,78 @@ def test_bad_layers_are_rejected(planted_model):
         projection(vectors, "zh", lirp_layer=0, lsrp_layer=1)
     with pytest.raises(ValueError, match="computed on model 'x'"):
         projection(vectors, "fr", lirp_layer=0, lsrp_layer=1, model=planted_model)
+
+
+def test_evaluate_lrp2_selects_on_dev_and_reports_on_test(planted_model, tmp_path):
+    from test_probing import _tiny_facts
+
+    from mlneurons.lrp2 import LRP2Result, evaluate_lrp2
+    from mlneurons.probing import probe
+
+    model, facts = planted_model, _tiny_facts()
+    texts = {"en": [language_text("fr", 8), language_text("en", 8)], "de": [language_text("zh", 8)]}
+    vectors = language_vectors(
+        model, MultilingualCorpus({k: (lambda v=v: v) for k, v in texts.items()}), progress=False
+    )
+    result = evaluate_lrp2(model, facts, vectors, layers=[0, 1], k=3, progress=False)
+    assert result.languages == ["de"] and result.pivot == "en"
+    assert result.grid["de"][1][0] is None and result.grid["de"][0][1] is not None
+    assert result.selected["de"] == [0, 1]
+    dev, test = facts.split(0.5, seed=0)
+    before = probe(model, test.subset(["de"]), progress=False).p_at_1()["de"]["micro"]
+    after = probe(
+        model,
+        test.subset(["de"]),
+        progress=False,
+        interventions=projection(vectors, "de", lirp_layer=0, lsrp_layer=1),
+    ).p_at_1()["de"]["micro"]
+    assert result.test_p_at_1["de"] == {"before": before, "after": after}
+    dev_p1 = probe(
+        model,
+        dev.subset(["de"]),
+        progress=False,
+        interventions=projection(vectors, "de", lirp_layer=0, lsrp_layer=1),
+    ).p_at_1()["de"]["micro"]
+    assert result.grid["de"][0][1] == dev_p1
+    result.save(tmp_path)
+    assert LRP2Result.load(tmp_path) == result
+
+
+def test_lrp2_cli(planted_dir, tmp_path, capsys):
+    import json
+
+    from test_probing import _tiny_facts
+
+    from mlneurons.cli import main
+
+    _tiny_facts().to_mlama(tmp_path / "mlama")
+    args = [
+        "lrp2",
+        "--model",
+        str(planted_dir),
+        "--facts",
+        f"mlama:{tmp_path / 'mlama'}",
+        "--layers",
+        "0,1",
+        "--k",
+        "3",
+        "--sentences",
+        "4",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 0
+    data = json.loads((tmp_path / "o" / "lrp2.json").read_text())
+    assert {
+        "languages",
+        "pivot",
+        "grid",
+        "selected",
+        "test_p_at_1",
+        "trans",
+        "neuron_overlap",
+        "model",
+    } <= set(data)
+    assert (tmp_path / "o" / "lrp2_grid_de.png").exists()
+    assert main([*args[:-2], "--pivot", "xx", "--out", str(tmp_path)]) == 2
+    assert "pivot 'xx'" in capsys.readouterr().err
