@@ -242,7 +242,15 @@ def _probe_or_load(args: argparse.Namespace, model: Any, facts: Any, out: Path) 
         result = ProbeResult.load(args.probe)
         check_same_model(result.model, model, what=f"{args.probe}/probe.json")
         return result
-    result = probe(model, facts, batch_size=args.batch_size)
+    if getattr(args, "method", "typed") == "zhao":
+        from mlneurons.probing import is_masked_lm
+        from mlneurons.probing_mlm import zhao_match
+
+        if not is_masked_lm(model):
+            raise UserError("--method zhao needs a masked LM (BERT, XLM-R); use --method typed")
+        result = zhao_match(model, facts, batch_size=args.batch_size)
+    else:
+        result = probe(model, facts, batch_size=args.batch_size)
     result.save(out)
     name = result.model.get("name", "")
     save_figure(plot_p_at_1(result, title=f"P@1: {name}"), out / "p_at_1.png")
@@ -471,6 +479,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="factual probing across languages: P@1 and Jaccard")
     _add_fact_options(p, reuse=False)
+    p.add_argument(
+        "--method",
+        choices=["typed", "zhao"],
+        default="typed",
+        help="typed: rank the typed candidates (default); zhao: masked LMs only, "
+        "full-match greedy decoding without candidates (Zhao et al.)",
+    )
     p.set_defaults(run=cmd_probe)
 
     p = sub.add_parser("fact-neurons", help="PROBELESS fact neurons and their language overlap")
