@@ -7,7 +7,7 @@ $(BIN)/mlneurons: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[app,dev]'
+	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
 .PHONY: setup demo test bench lint
@@ -23,4 +23,4 @@ bench: setup
 	$(BIN)/python bench/stats_throughput.py
 
 lint: setup
-	$(BIN)/ruff check mlneurons tests examples bench apps
+	$(BIN)/ruff check mlneurons tests examples bench

@@ -48,7 +48,7 @@ def ablation_and_steering(
         questions or load_questions(source)[:8],
         source=source,
         target=target,
-        intervention=to_target + deactivate(neurons[source]),
+        intervention=to_target + deactivate(neurons.difference(source, target)),
         languages=neurons.languages,
         template=template,
         max_new_tokens=16,

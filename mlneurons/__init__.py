@@ -11,6 +11,7 @@ Quick start::
 
 from mlneurons import lape
 from mlneurons.corpus import DEFAULT_LANGUAGES, MultilingualCorpus
+from mlneurons.interventions import activate, deactivate, intervene
 from mlneurons.lape import LanguageNeurons
 from mlneurons.models import fingerprint, load_model
 from mlneurons.stats import ActivationStats, collect_activation_stats
@@ -20,6 +21,9 @@ __all__ = [
     "ActivationStats",
     "LanguageNeurons",
     "MultilingualCorpus",
+    "activate",
+    "deactivate",
+    "intervene",
     "collect_activation_stats",
     "fingerprint",
     "lape",

@@ -46,7 +46,7 @@ def cmd_lape(args: argparse.Namespace) -> Path:
     from mlneurons.corpus import MultilingualCorpus
     from mlneurons.models import load_model
     from mlneurons.plots import plot_layer_distribution, plot_overlap, save_figure
-    from mlneurons.stats import ActivationStats, collect_activation_stats
+    from mlneurons.stats import collect_activation_stats
 
     start = time.time()
     out = Path(args.out)
@@ -98,7 +98,6 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         out / "neurons_per_layer.png",
     )
     save_figure(plot_overlap(neurons, title=f"Shared LAPE neurons: {name}"), out / "overlap.png")
-    ActivationStats.load(out / "stats.safetensors")  # the file reads back
     counts = ", ".join(f"{lang} {n}" for lang, n in neurons.counts().items())
     print(f"neurons per language: {counts}")
     print(
@@ -159,18 +158,21 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     """Output-language steering: activate the target language's neurons, identify answer languages."""
     from mlneurons.interventions import activate, deactivate
     from mlneurons.langid import load_questions
+    from mlneurons.models import check_same_model
     from mlneurons.stats import ActivationStats
     from mlneurons.steering import steer
 
     neurons, model = _load_neurons_and_model(args)
     stats_path = Path(args.stats) if args.stats else Path(args.neurons) / "stats.safetensors"
     stats = ActivationStats.load(stats_path)
+    check_same_model(stats.model, model, what=str(stats_path))
     for lang in (args.source, args.target):
         neurons[lang]  # unknown languages raise, naming the available ones
     values = stats.mean_activation(args.target) * args.scale
     intervention = activate(neurons[args.target], values, model=model)
-    if args.deactivate_source:
-        intervention = intervention + deactivate(neurons[args.source], model=model)
+    if args.deactivate_source:  # neurons shared with the target stay activated
+        source_only = neurons.difference(args.source, args.target)
+        intervention = intervention + deactivate(source_only, model=model)
     questions = load_questions(args.source)[: args.n_questions]
     result = steer(
         model,
@@ -208,6 +210,10 @@ def _load_facts(args: argparse.Namespace) -> Any:
         )
     else:
         raise UserError(f"--facts must be 'builtin' or 'mlama:DIR', got {args.facts!r}")
+    if args.max_facts_per_relation is not None and args.max_facts_per_relation < 1:
+        raise UserError(
+            f"--max-facts-per-relation must be at least 1, got {args.max_facts_per_relation}"
+        )
     if args.max_facts_per_relation:
         keep = set()
         for relation in facts.relations:
@@ -299,13 +305,14 @@ def cmd_fact_neurons(args: argparse.Namespace) -> Path:
 
 def cmd_trace(args: argparse.Namespace) -> Path:
     """Knowledge tracing: was each fact in the language's text, and is it predicted?"""
-    from mlneurons.corpus import MultilingualCorpus
+    from mlneurons.corpus import MultilingualCorpus, available_languages
     from mlneurons.plots import save_figure
     from mlneurons.tracing import plot_tracing, trace
 
     facts, model, out, result = _facts_model_probe(args)
-    if args.corpus == "builtin":
-        corpus = MultilingualCorpus.builtin(facts.languages, split="all")
+    if args.corpus == "builtin":  # languages without built-in text get code -1
+        with_text = [lang for lang in facts.languages if lang in available_languages()]
+        corpus = MultilingualCorpus.builtin(with_text, split="all")
     else:
         corpus = MultilingualCorpus.from_files(args.corpus)
     traced = trace(
@@ -322,7 +329,7 @@ def cmd_trace(args: argparse.Namespace) -> Path:
 
 def cmd_lrp2(args: argparse.Namespace) -> Path:
     """LRP2: language vectors, per-language (LIRP, LSRP) chosen on dev facts, test P@1 and Trans."""
-    from mlneurons.corpus import MultilingualCorpus
+    from mlneurons.corpus import MultilingualCorpus, available_languages
     from mlneurons.lrp2 import evaluate_lrp2, language_vectors
     from mlneurons.models import load_model
     from mlneurons.plots import plot_lrp2_grid, save_figure
@@ -330,6 +337,12 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
     facts = _load_facts(args)
     if args.pivot not in facts.languages:
         raise UserError(f"pivot {args.pivot!r} is not among the fact languages {facts.languages}")
+    no_text = [lang for lang in facts.languages if lang not in available_languages()]
+    if no_text:
+        raise UserError(
+            f"no built-in text for the language vectors of {no_text}; choose --languages among "
+            f"{available_languages()}"
+        )
     model = load_model(args.model, device=args.device)
     out = Path(args.out)
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")

@@ -113,7 +113,7 @@ class MultilingualCorpus:
         Args:
             files: a folder holding ``{lang}.txt`` files or ``{lang}/`` sub-folders of
                 ``*.txt`` files, or a mapping language -> file, folder or list of files.
-                Each non-empty line (or blank-line separated paragraph) is a document.
+                Each non-empty line is a document.
         """
         if not isinstance(files, Mapping):
             folder = Path(files)
@@ -213,7 +213,8 @@ class MultilingualCorpus:
     def from_token_ids(
         cls, token_ids: Mapping[str, Int[torch.Tensor, " tokens"]], **options: Any
     ) -> MultilingualCorpus:
-        """Raw token ids per language (1-D LongTensors), used as they are."""
+        """Raw token ids per language (1-D LongTensors), packed as they are (with a BOS per
+        row when ``add_bos``, the default)."""
         sources: dict[str, Source] = {}
         for lang, ids in token_ids.items():
             ids = torch.as_tensor(ids)
@@ -280,6 +281,8 @@ class MultilingualCorpus:
         Raises:
             ValueError: the language has fewer tokens than one row.
         """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         content = self.content_length(tokenizer)
         bos = self.bos_id(tokenizer)
         budget_rows = (

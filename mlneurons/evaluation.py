@@ -201,8 +201,10 @@ def perplexity_matrix(
     deact = selected.masks()
     conditions = [("baseline", None, torch.zeros_like(deact[0]))]
     conditions += [("deactivated", lang, deact[i]) for i, lang in enumerate(languages)]
-    if random_control:
-        control = random_control_masks(selected, seed=seed)
+    if random_control:  # as many neurons per layer, none of them any language's neuron
+        control = random_control_masks(neurons, seed=seed)[
+            [neurons.languages.index(lang) for lang in languages]
+        ]
         conditions += [("random_control", lang, control[i]) for i, lang in enumerate(languages)]
     keep = torch.stack([~mask for _, _, mask in conditions]).float()  # [condition, layer, neuron]
     layers = sorted({int(x) for x in (keep < 1).any(-1).any(0).nonzero().flatten()})

@@ -43,6 +43,7 @@ class LanguageNeurons:
     constants: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.neurons = dict(self.neurons)
         for lang, pairs in self.neurons.items():
             pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
             bad = (
@@ -67,6 +68,12 @@ class LanguageNeurons:
         if language not in self.neurons:
             raise KeyError(f"unknown language {language!r}; these neurons have {self.languages}")
         return self.neurons[language]
+
+    def difference(self, language: str, other: str) -> Int[torch.Tensor, "k 2"]:
+        """The neurons of ``language`` that ``other`` does not have."""
+        theirs = {tuple(p) for p in self[other].tolist()}
+        mine = [p for p in self[language].tolist() if tuple(p) not in theirs]
+        return torch.tensor(mine, dtype=torch.long).reshape(-1, 2)
 
     def counts(self) -> dict[str, int]:
         """Number of neurons per language."""

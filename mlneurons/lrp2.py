@@ -279,7 +279,7 @@ def evaluate_lrp2(
     """
     check_same_model(vectors.model, model, what="these language vectors")
     n_layers = int(model.cfg.n_layers)
-    layers = sorted(layers if layers is not None else range(0, n_layers, 3))
+    layers = sorted(set(layers if layers is not None else range(0, n_layers, 3)))
     if len(layers) < 2 or layers[0] < 0 or layers[-1] >= n_layers:
         raise ValueError(f"layers must hold at least two blocks in 0..{n_layers - 1}, got {layers}")
     languages = [lang for lang in (languages or facts.languages) if lang != pivot]
@@ -292,7 +292,7 @@ def evaluate_lrp2(
     )
     pivot_neurons = (
         fact_neurons(model, test.subset([pivot]), pivot_base.correct_map(), k=k, progress=progress)
-        if any(pivot_base.correct_map().values())
+        if sum(pivot_base.correct_map().values()) >= 2
         else None
     )
     result = LRP2Result(languages, pivot, layers, {}, {}, {}, {}, {}, fingerprint(model))

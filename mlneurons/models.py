@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,30 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+@contextmanager
+def _offline(active: bool) -> Iterator[None]:
+    """Keep huggingface_hub from the network while a local directory loads.
+
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import, so both the variable and
+    the imported constant are set, and restored afterwards.
+    """
+    if not active:
+        yield
+        return
+    import huggingface_hub.constants as hub
+
+    old_env, old_flag = os.environ.get("HF_HUB_OFFLINE"), hub.HF_HUB_OFFLINE
+    os.environ["HF_HUB_OFFLINE"], hub.HF_HUB_OFFLINE = "1", True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE = old_flag
+        if old_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = old_env
+
+
 def load_model(
     name_or_path: str = "gemma-3-270m",
     *,
@@ -104,25 +129,15 @@ def load_model(
         A ``transformer_lens.model_bridge.TransformerBridge`` in eval mode, with
         ``model.mlneurons_name`` set to ``name_or_path``.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     path = resolve_model_path(name_or_path)
-    offline = Path(path).exists()
-    old = os.environ.get("HF_HUB_OFFLINE")
-    if offline:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    try:
+    with _offline(Path(path).exists()):
+        from transformer_lens.model_bridge import TransformerBridge
+
         model = TransformerBridge.boot_transformers(
             path,
             device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
             dtype=dtype or torch.float32,
         )
-    finally:
-        if offline:
-            if old is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = old
     model.eval()
     model.mlneurons_name = name_or_path
     return model

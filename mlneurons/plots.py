@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+from mlneurons.evaluation import PerplexityMatrix
+from mlneurons.lape import LanguageNeurons
+from mlneurons.lrp2 import LRP2Result
+from mlneurons.probing import ProbeResult
 
-from mlneurons.evaluation import PerplexityMatrix  # noqa: E402
-from mlneurons.lape import LanguageNeurons  # noqa: E402
-from mlneurons.lrp2 import LRP2Result  # noqa: E402
-from mlneurons.probing import ProbeResult  # noqa: E402
+
+def _subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:
+    """A new Figure (not registered with pyplot, so no global backend is touched) and its axes."""
+    options.pop("constrained_layout", None)
+    fig = Figure(figsize=figsize, layout="constrained")
+    return fig, fig.subplots(*grid, **options)
 
 
 def plot_layer_distribution(neurons: LanguageNeurons, *, title: str = "") -> Figure:
     """Language-specific neurons per layer, one line per language (Tang et al., Fig. 2)."""
     counts = neurons.counts_per_layer()
-    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    fig, ax = _subplots(figsize=(8, 4.5), constrained_layout=True)
     for i, lang in enumerate(neurons.languages):
         ax.plot(
             range(neurons.n_layers),
@@ -51,7 +56,7 @@ def plot_heatmap(
     if isinstance(table, dict):
         table = torch.tensor([[table[a][b] for b in labels] for a in labels], dtype=torch.float64)
     values = table.double()
-    fig, ax = plt.subplots(
+    fig, ax = _subplots(
         figsize=(1.2 + 0.6 * len(labels), 0.8 + 0.6 * len(labels)), constrained_layout=True
     )
     image = ax.imshow(values.numpy(), cmap=cmap)
@@ -92,7 +97,7 @@ def plot_p_at_1(result: ProbeResult, *, title: str = "") -> Figure:
     table = result.p_at_1()
     keys = [*result.relations, "macro"]
     width = 0.8 / len(keys)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * len(result.languages), 4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(1.5 + 0.7 * len(result.languages), 4), constrained_layout=True)
     for k, key in enumerate(keys):
         xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(result.languages))]
         ax.bar(
@@ -116,7 +121,7 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
         [[float("nan") if v is None else 100 * v for v in row] for row in result.grid[language]]
     )
     labels = [str(layer) for layer in result.layers]
-    fig, ax = plt.subplots(
+    fig, ax = _subplots(
         figsize=(1.5 + 0.5 * len(labels), 1.2 + 0.5 * len(labels)), constrained_layout=True
     )
     image = ax.imshow(grid.numpy(), cmap="viridis")
@@ -125,7 +130,7 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
     ax.set_xlabel("LSRP layer")
     ax.set_ylabel("LIRP layer")
     a, b = (result.layers.index(x) for x in result.selected[language])
-    ax.add_patch(plt.Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
     fig.colorbar(image, ax=ax, shrink=0.8, label="dev P@1 (%)")
     ax.set_title(f"LRP2 grid, {language} -> {result.pivot} -> {language}")
     return fig
@@ -136,7 +141,6 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return path
 
 
@@ -149,7 +153,7 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
     bound = max(float(c.abs().max()) for c in changes) or 1.0
     langs = matrix.languages
     size = 0.55 * len(langs) + 1.5
-    fig, axes = plt.subplots(
+    fig, axes = _subplots(
         1,
         len(panels),
         figsize=(size * len(panels) + 1, size),

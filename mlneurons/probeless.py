@@ -11,6 +11,7 @@ top-k sets of the facts both predict correctly.
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from mlneurons.facts import FactSet
-from mlneurons.models import fingerprint, mlp_neuron_hook
+from mlneurons.models import fingerprint, mlp_neuron_hook, run_body
 from mlneurons.results import read_json, write_json
 
 FACT_NEURONS_FILE = "fact_neurons.json"
@@ -79,15 +80,24 @@ def object_position_activations(
     if is_masked_lm(model):
         from mlneurons.probing_mlm import mask_activations
 
-        if interventions:
-            raise ValueError(
-                "interventions during mask activations of masked LMs are not supported"
-            )
-        flat = mask_activations(model, facts, batch_size=batch_size, keys=keys)
+        with model.hooks(fwd_hooks=list(interventions)):
+            flat = mask_activations(model, facts, batch_size=batch_size, keys=keys)
         n_layers = int(model.cfg.n_layers)
         return {key: v.view(n_layers, -1) for key, v in flat.items()}
     wanted = set(keys) if keys is not None else None
-    chosen = [f for f in facts.facts if wanted is None or (f.uuid, f.lang) in wanted]
+    object_first = {key for key, t in facts.templates.items() if t.index("[Y]") < t.index("[X]")}
+    if object_first:
+        warnings.warn(
+            f"templates {sorted(object_first)} put [Y] before [X]: the position before the object "
+            "does not see the subject, so their facts are skipped",
+            stacklevel=2,
+        )
+    chosen = [
+        f
+        for f in facts.facts
+        if (wanted is None or (f.uuid, f.lang) in wanted)
+        and (f.lang, f.relation) not in object_first
+    ]
     tokenizer = model.tokenizer
     rows, positions = [], []
     for fact in chosen:
@@ -119,8 +129,6 @@ def object_position_activations(
                 )  # right padding: causal positions never see it
             state["positions"] = torch.tensor(positions[start : start + batch_size])
             state["out"] = torch.empty(len(group), n_layers, d_mlp)
-            from mlneurons.models import run_body
-
             run_body(model, tokens.to(device), last_layer=n_layers - 1)
             for i, fact in enumerate(chosen[start : start + batch_size]):
                 result[(fact.uuid, fact.lang)] = state["out"][i]
@@ -159,7 +167,7 @@ class FactNeurons:
                 scores = [
                     len(sets[a][u] & sets[b][u]) / len(sets[a][u] | sets[b][u]) for u in shared
                 ]
-                table[a][b] = sum(scores) / len(scores) if scores else float("nan")
+                table[a][b] = sum(scores) / len(scores) if scores else None
         return table
 
     def counts_per_layer(self, language: str) -> torch.Tensor:

@@ -147,10 +147,9 @@ class ActivationStats:
         )
 
     def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-        """Write a safetensors file (a directory gets ``stats.safetensors``); returns its path."""
+        """Write ``path`` if it ends in ``.safetensors``, else ``path/stats.safetensors``; returns it."""
         path = Path(path)
-        if path.is_dir() or not path.suffix:
-            path.mkdir(parents=True, exist_ok=True)
+        if path.suffix != ".safetensors":
             path = path / STATS_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {
@@ -208,10 +207,10 @@ def _accumulate(
     skip = state["first_position"]
     fires = act > 0
     state["fires"][layer] += fires.sum((0, 1), dtype=torch.int32)
-    state["sums"][layer] += activation.sum((0, 1))
+    state["sums"][layer] += activation.sum((0, 1), dtype=torch.float32)
     if skip:
         state["fires"][layer] -= fires[:, :skip].sum((0, 1), dtype=torch.int32)
-        state["sums"][layer] -= activation[:, :skip].sum((0, 1))
+        state["sums"][layer] -= activation[:, :skip].sum((0, 1), dtype=torch.float32)
     state["seen"][layer] += 1
 
 
@@ -300,7 +299,7 @@ def collect_activation_stats(
     rows_done = {lang: 0 for lang in corpus.languages}
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists():
-        stats, rows_done = _resume(checkpoint, stats, corpus)
+        stats, rows_done = _resume(checkpoint, stats, corpus, batch_size)
 
     state: dict[str, Any] = {"first_position": first_position, "seen": [0] * n_layers}
     content = corpus.content_length(tokenizer)
@@ -326,10 +325,6 @@ def collect_activation_stats(
                 seen += len(batch)
                 if seen <= skip:
                     continue
-                if seen - len(batch) < skip:  # checkpoints fall on batch boundaries
-                    raise RuntimeError(
-                        "checkpoint does not fall on a batch boundary; use the same batch_size"
-                    )
                 run_body(model, batch.to(device), last_layer=n_layers - 1)
                 if min(state["seen"]) == 0:
                     raise RuntimeError(
@@ -371,9 +366,18 @@ def _save_checkpoint(
 
 
 def _resume(
-    path: Path, fresh: ActivationStats, corpus: MultilingualCorpus
+    path: Path, fresh: ActivationStats, corpus: MultilingualCorpus, batch_size: int
 ) -> tuple[ActivationStats, dict[str, int]]:
     saved, meta = ActivationStats._load(path)
+    if "rows_done" not in meta:
+        raise ValueError(
+            f"{str(path)!r} holds finished statistics, not a checkpoint; pick another path"
+        )
+    if meta.get("batch_size") != batch_size:
+        raise ValueError(
+            f"checkpoint {str(path)!r} was written with batch_size={meta.get('batch_size')}; "
+            f"resume with that batch size, not {batch_size}"
+        )
     if saved.model.get("hash") != fresh.model.get("hash") or meta.get("corpus_key") != corpus.key():
         raise ValueError(
             f"checkpoint {str(path)!r} belongs to another model or corpus "

@@ -75,16 +75,17 @@ def generate_answers(
     tokenizer = model.tokenizer
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         batch = list(prompts[start : start + batch_size])
+        inputs = tokenizer(batch, padding=True, padding_side="left", return_tensors="pt")
+        width = inputs["input_ids"].shape[1]
         out = model.generate(
-            batch,
+            inputs["input_ids"],
+            attention_mask=inputs["attention_mask"],
             max_new_tokens=max_new_tokens,
             do_sample=False,
             verbose=False,
-            padding_side="left",
             repetition_penalty=repetition_penalty,
             return_type="tokens",
         )
-        width = tokenizer(batch, padding=True, return_tensors="pt")["input_ids"].shape[1]
         for row in out:
             text = tokenizer.decode(row[width:], skip_special_tokens=True)
             answers.append(text.strip().split("\n\n")[0].split("\nQ:")[0].strip())

@@ -3,8 +3,8 @@
 After Zhao, Yoshinaga & Oba (EACL 2024, ``xzhao-tkl/fact-cl``, ``wikidata/``): a
 language's text is tokenized and cut into chunks of at most ``chunk_tokens`` tokens
 (512 in the paper, on the Oct/Nov 2018 Wikipedia dump tokenized with mBERT); a fact is
-*present* in a language when one chunk holds both its tokenized subject and its
-tokenized object. Each (fact, language) then gets a code:
+*present* in a language when one chunk holds both its subject and its object. Each
+(fact, language) then gets a code:
 
 ====  ==================
  -1   not in data (the language has no text)
@@ -20,12 +20,23 @@ their token sets intersect), "naming cues" (the relation is one whose object is 
 by the subject's name, e.g. country of citizenship) and "others", the candidates for
 cross-lingual transfer.
 
-Matching is on token ids, as Zhao greps tokenized strings: an entity matches a chunk
-when one of the id sequences that the tokenizer gives it in running text (with and
-without a leading space) occurs there. Like Zhao's grep, a match may overlap another
-(the object "Chad" is found inside the subject "Republic of Chad") and may end inside
-a word (the ids of "Chad" are found in "Chadian" when that word is tokenized
-"Chad" + "ian").
+Chunks are cut in tokens, but matching is on text: each chunk is decoded
+(``tokenizer.decode(ids, skip_special_tokens=True)``) and an entity is in the chunk
+when its label, casefolded with runs of whitespace collapsed to one space, is a
+substring of the chunk's text normalised the same way. Zhao greps mBERT token strings,
+and mBERT splits Chinese and Japanese into single characters, so an entity's tokens
+occur in the text whatever its neighbours. A BPE or SentencePiece tokenizer (Gemma's)
+merges characters across an entity's edges in scripts written without spaces (zh, ja,
+th): in "是東京。" the pieces may be "是東" + "京。", so the ids of "東京" alone never
+occur, and matching on ids would mark such facts absent, inflating code 2 (absent,
+correct), the cross-lingual-transfer signal. Decoded text has no such dependence on
+segmentation. Like Zhao's grep, a match may overlap another (the object "Chad" is
+found inside the subject "Republic of Chad") and, being a plain substring, may start or
+end inside a word ("Chad" is found in "Chadian", "Iran" in "Tirana"). The decoding must
+give back the text (true of byte-level BPE and SentencePiece; a WordPiece decoder that
+puts spaces between CJK characters would hide multi-character CJK entities). Text lost
+to unknown tokens cannot match. A chunk boundary can split an entity, which is then
+found in neither chunk (as in Zhao's token chunks).
 """
 
 from __future__ import annotations
@@ -37,7 +48,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
 from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
@@ -88,13 +98,25 @@ def fact_presence(
     Each document of a language's token stream (a text line or paragraph, or the
     whole tensor of :meth:`MultilingualCorpus.from_token_ids`) is cut into consecutive
     chunks of at most ``chunk_tokens`` tokens, up to the corpus's
-    ``tokens_per_language`` budget. Each language's stream is read once.
+    ``tokens_per_language`` budget. Each chunk is decoded to text, and an entity is in
+    it when its casefolded, whitespace-normalised label is a substring of the chunk's
+    casefolded, whitespace-normalised text (see the module docstring: token-id
+    matching misses entities whose characters a BPE or SentencePiece tokenizer merges
+    with their neighbours in scripts without spaces). An entity cut by a chunk
+    boundary is in neither chunk.
+
+    Each language's stream is read once. The cost is one decode per chunk plus, per
+    chunk, one substring search for each of the language's distinct entities still
+    needed by a fact not yet found present (facts found present drop out; the pass
+    stops when all are present): about chunks x entities searches of ``chunk_tokens``
+    tokens of text.
 
     Args:
         facts: the facts to look for.
         corpus: the text; its languages without facts are ignored.
-        tokenizer: a Hugging Face tokenizer, the one that tokenizes the corpus.
-        chunk_tokens: the chunk size (Zhao: 512 mBERT tokens).
+        tokenizer: a Hugging Face tokenizer, the one that tokenizes the corpus; it
+            also decodes the chunks to text.
+        chunk_tokens: the chunk size in tokens (Zhao: 512 mBERT tokens).
         progress: show a tqdm progress bar per language.
 
     Returns:
@@ -134,24 +156,23 @@ def _language_presence(
     chunk_tokens: int,
     progress: bool,
 ) -> list[bool]:
-    """One pass over one language's chunks; present[i] for facts[i]."""
-    entities = list(dict.fromkeys(e for f in facts for e in (f.subject, f.object)))
-    index = {entity: i for i, entity in enumerate(entities)}
-    skip = _special_ids(tokenizer)
-    # first token id -> [(id sequence, entity index)]
-    by_first: dict[int, list[tuple[tuple[int, ...], int]]] = {}
-    for i, entity in enumerate(entities):
-        for ids in _variants(entity, tokenizer, skip):
-            by_first.setdefault(ids[0], []).append((ids, i))
-    # subject index -> [(fact position, object index)]
-    by_subject: dict[int, list[tuple[int, int]]] = {}
-    for k, fact in enumerate(facts):
-        by_subject.setdefault(index[fact.subject], []).append((k, index[fact.object]))
+    """One pass over one language's chunks, matched as text; present[i] for facts[i]."""
+    pairs = [(_normalize(f.subject), _normalize(f.object)) for f in facts]
+    # entity -> [(fact position, the other entity)]; an empty label never matches
+    by_entity: dict[str, list[tuple[int, str]]] = {}
+    # entity -> how many facts not yet present need it
+    needed: dict[str, int] = {}
+    for k, (subject, obj) in enumerate(pairs):
+        if not subject or not obj:
+            continue
+        for entity, other in ((subject, obj), (obj, subject)):
+            by_entity.setdefault(entity, []).append((k, other))
+        for entity in {subject, obj}:
+            needed[entity] = needed.get(entity, 0) + 1
     present = [False] * len(facts)
-    if not by_first:
+    pending = set(needed)  # the entities still worth searching for
+    if not pending:
         return present
-    first_ids = torch.tensor(sorted(by_first), dtype=torch.long)
-    missing = len(facts)
     budget = corpus.tokens_per_language
     bar = tqdm(desc=f"trace: {lang}", unit="tok", disable=not progress)
     try:
@@ -160,22 +181,18 @@ def _language_presence(
                 piece, budget = piece[:budget], budget - min(budget, piece.numel())
             bar.update(piece.numel())
             for start in range(0, piece.numel(), chunk_tokens):
-                chunk = piece[start : start + chunk_tokens]
-                hits = torch.isin(chunk, first_ids).nonzero().flatten().tolist()
-                if not hits:
-                    continue
-                ids = chunk.tolist()
-                matched: set[int] = set()
-                for p in hits:
-                    for pattern, entity in by_first[ids[p]]:
-                        if entity not in matched and tuple(ids[p : p + len(pattern)]) == pattern:
-                            matched.add(entity)
-                for entity in matched:
-                    for k, obj in by_subject.get(entity, ()):
-                        if not present[k] and obj in matched:
+                ids = piece[start : start + chunk_tokens].tolist()
+                text = _normalize(tokenizer.decode(ids, skip_special_tokens=True))
+                found = {entity for entity in pending if entity in text}
+                for entity in found:
+                    for k, other in by_entity[entity]:
+                        if not present[k] and other in found:
                             present[k] = True
-                            missing -= 1
-                if missing == 0:
+                            for done in set(pairs[k]):
+                                needed[done] -= 1
+                                if needed[done] == 0:
+                                    pending.discard(done)
+                if not pending:  # every fact is present
                     return present
             if budget == 0:
                 break
@@ -184,20 +201,9 @@ def _language_presence(
     return present
 
 
-def _variants(text: str, tokenizer: Any, skip: set[int]) -> list[tuple[int, ...]]:
-    """The id sequences an entity has in running text: without and with a leading space.
-
-    Leading pure-whitespace tokens are dropped; a sequence holding an unknown or special
-    token is left out, as it would match unrelated text.
-    """
-    out: list[tuple[int, ...]] = []
-    for variant in (text, " " + text):
-        ids = list(tokenizer(variant, add_special_tokens=False)["input_ids"])
-        while ids and not tokenizer.decode([ids[0]]).strip():
-            ids.pop(0)
-        if ids and not skip.intersection(ids) and tuple(ids) not in out:
-            out.append(tuple(ids))
-    return out
+def _normalize(text: str) -> str:
+    """Casefolded, with runs of whitespace collapsed to one space and the ends stripped."""
+    return " ".join(text.casefold().split())
 
 
 def _special_ids(tokenizer: Any) -> set[int]:

@@ -28,8 +28,7 @@ def test_gemma_lape_small_budget(gemma, tmp_path):
     assert torch.equal(stats.fire_counts[1], fires)
 
     neurons = lape.select(stats.activation_probs, stats.languages, model=stats.model)
-    assert neurons.constants["kept"] <= round(0.01 * 18 * 2048)
-    assert sum(neurons.counts().values()) >= neurons.constants["kept"]
+    assert neurons.model == fp
     neurons.save(tmp_path)
     assert json.loads((tmp_path / "neurons.json").read_text()).keys() == {"en", "zh", "ja"}
 
@@ -39,3 +38,23 @@ def test_gemma_lape_small_budget(gemma, tmp_path):
     with intervene(gemma, deactivate(neurons["zh"], model=gemma)):
         hit = {lang: gemma(t, return_type="loss").item() for lang, t in text.items()}
     assert hit["zh"] - base["zh"] > hit["en"] - base["en"]
+
+
+def test_gemma_candidate_scores_match_full_forward(gemma):
+    """The shared-prefix KV-cache reuse is exact on Gemma's hybrid sliding-window cache."""
+    from mlneurons.probing import candidate_scores
+
+    sentences = [
+        "The capital of France is Paris.",
+        "The capital of France is Lyon.",
+        "The capital of France is Saint-Étienne.",
+    ]
+    scores = candidate_scores(gemma, sentences, batch_size=2)
+    full = []
+    for s in sentences:
+        ids = gemma.tokenizer(s, return_tensors="pt")["input_ids"]
+        logp = torch.log_softmax(gemma(ids)[0, :-1].double(), -1)
+        full.append(logp.gather(-1, ids[0, 1:, None]).sum().item())
+    full = torch.tensor(full, dtype=torch.float64)
+    torch.testing.assert_close((scores - scores[0]).double(), full - full[0], rtol=1e-3, atol=2e-3)
+    assert scores.argmax() == 0  # Paris

@@ -135,3 +135,41 @@ def test_published_llama2_mask_counts():
     union = neurons.masks().any(0)
     assert int(union.sum()) == 3523  # exactly 1% of 32 x 11008
     assert int((neurons.masks().sum(0) > 1).sum()) == 1127
+
+
+def _identify_reference(activation_probs, top_rate, filter_rate, activation_bar_ratio):
+    """A line-by-line transcription of the steps of the reference identify.py (methods.md §1),
+    on [layer, neuron, language] as the original holds them."""
+    probs = activation_probs.permute(1, 2, 0)
+    normed = probs / probs.sum(dim=-1, keepdim=True)
+    normed[torch.isnan(normed)] = 0
+    log_probs = torch.where(normed > 0, normed.log(), 0)
+    entropy = -torch.sum(normed * log_probs, dim=-1)
+    flattened = probs.flatten()
+    top_prob_value = flattened.kthvalue(round(len(flattened) * filter_rate)).values.item()
+    top_position = (probs > top_prob_value).sum(dim=-1)
+    entropy[top_position == 0] = torch.inf
+    flat_entropy = entropy.flatten()
+    _, index = flat_entropy.topk(round(len(flat_entropy) * top_rate), largest=False)
+    row, col = index // entropy.size(1), index % entropy.size(1)
+    selected = probs[row, col].transpose(0, 1)
+    bar = flattened.kthvalue(round(len(flattened) * activation_bar_ratio)).values.item()
+    lang, which = torch.where(selected > bar)
+    pairs = torch.stack((row, col), dim=-1)
+    return [
+        sorted(tuple(p) for p in pairs[which[lang == i]].tolist()) for i in range(probs.shape[-1])
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_select_matches_reference_identify(seed):
+    g = torch.Generator().manual_seed(seed)
+    # skewed firing rates so that many neurons pass the filter and some belong to several languages
+    probs = torch.rand(5, 6, 200, generator=g) ** 3
+    langs = ["en", "zh", "fr", "es", "vi"]
+    ours = lape.select(probs, langs, top_rate=0.05)
+    reference = _identify_reference(probs.double(), 0.05, 0.95, 0.95)
+    assert ours.constants["kept"] == round(0.05 * 6 * 200)  # enough eligible neurons: same budget
+    for i, lang in enumerate(langs):
+        assert sorted(map(tuple, ours[lang].tolist())) == reference[i], lang
+    assert int((ours.masks().sum(0) > 1).sum()) > 0  # some neurons belong to several languages

@@ -161,3 +161,28 @@ def test_lrp2_cli(planted_dir, tmp_path, capsys):
     assert (tmp_path / "o" / "lrp2_grid_de.png").exists()
     assert main([*args[:-2], "--pivot", "xx", "--out", str(tmp_path)]) == 2
     assert "pivot 'xx'" in capsys.readouterr().err
+
+
+def test_evaluate_lrp2_grid_keeps_every_pair_and_selects_the_dev_best(tmp_path):
+    from test_probing import _tiny_facts
+    from tiny import make_planted_llama
+
+    import mlneurons
+    from mlneurons.lrp2 import evaluate_lrp2
+
+    model = mlneurons.load_model(str(make_planted_llama(tmp_path, n_layers=3)), device="cpu")
+    torch.manual_seed(1)
+    vectors = LanguageVectors(
+        ["en", "de"],
+        3 * torch.randn(2, 3, model.cfg.d_model),
+        [1, 1],
+        model=mlneurons.fingerprint(model),
+    )
+    result = evaluate_lrp2(model, _tiny_facts(), vectors, layers=[0, 1, 2], k=3, progress=False)
+    grid = result.grid["de"]
+    pairs = [(a, b) for a in range(3) for b in range(3) if a < b]
+    assert all(grid[a][b] is not None for a, b in pairs)
+    assert all(grid[a][b] is None for a in range(3) for b in range(3) if a >= b)
+    best = max(grid[a][b] for a, b in pairs)
+    first_best = next((a, b) for a, b in pairs if grid[a][b] == best)
+    assert result.selected["de"] == list(first_best)

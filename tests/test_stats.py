@@ -35,8 +35,10 @@ def _independent_stats(model, corpus):
                         cache[f"blocks.{layer}.mlp.hook_post"][0, start:]
                         / cache[f"blocks.{layer}.mlp.in.hook_out"][0, start:]
                     )
-                else:
-                    act = cache[f"blocks.{layer}.mlp.hook_post"][0, start:]
+                else:  # GPT-2: act_fn(hook_pre), computed here from the pre-activation
+                    from transformers.activations import ACT2FN
+
+                    act = ACT2FN["gelu_new"](pre)
                 sums[li, layer] += act.double().sum(0)
     return fires, sums, tokens
 
@@ -81,7 +83,7 @@ def test_interrupted_run_resumes_to_identical_totals(planted_model, tmp_path):
     corpus, _ = _token_corpus(planted_model, seq_len=16)
     options = dict(batch_size=2, checkpoint_every=3, progress=False)
     full = mlneurons.collect_activation_stats(
-        planted_model, corpus, checkpoint=tmp_path / "a.st", **options
+        planted_model, corpus, checkpoint=tmp_path / "a.safetensors", **options
     )
 
     calls = {"n": 0}
@@ -91,7 +93,7 @@ def test_interrupted_run_resumes_to_identical_totals(planted_model, tmp_path):
         if calls["n"] == 23:
             raise KeyboardInterrupt
 
-    ckpt = tmp_path / "b.st"
+    ckpt = tmp_path / "b.safetensors"
     with pytest.raises(KeyboardInterrupt):
         with planted_model.hooks(fwd_hooks=[("blocks.0.mlp.hook_pre", crash_after_some_batches)]):
             mlneurons.collect_activation_stats(planted_model, corpus, checkpoint=ckpt, **options)

@@ -27,7 +27,7 @@ WORDS = (
 
 def word_tokenizer(*, metaspace: bool = False):
     """A word-level tokenizer; with ``metaspace``, a word after a space is "▁word"
-    (as in Gemma's SentencePiece), so an entity has two id sequences in running text."""
+    (as in Gemma's SentencePiece), so an entity's ids depend on what precedes it."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -179,9 +179,84 @@ def test_presence_matches_with_and_without_leading_space():
 
 
 def test_unknown_words_never_match(tokenizer):
+    # "Kyoto" and "Osaka" are unknown words -> <unk>, skipped when chunks are decoded:
+    # text lost to unknown tokens is not there to match, and <unk> matches nothing
     facts = FactSet([Fact("u", "en", "P36", "Japan", "Kyoto")], {("en", "P36"): "[X] [Y]"})
-    text = MultilingualCorpus({"en": lambda: ["Japan Osaka"]})  # both unknown words -> <unk>
-    assert fact_presence(facts, text, tokenizer, progress=False) == {("u", "en"): False}
+    for line in ("Japan Osaka", "Japan Kyoto"):
+        text = MultilingualCorpus({"en": lambda line=line: [line]})
+        assert fact_presence(facts, text, tokenizer, progress=False) == {("u", "en"): False}
+
+
+def merging_tokenizer():
+    """A Unigram tokenizer, as SentencePiece, whose pieces cross entity boundaries in
+    text without spaces: "是東京。" is "是東" + "京。", while "東京" alone is "東" + "京"."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    merged = ["日本", "的首", "是東", "京。", "大阪"]
+    single = ["東", "京", "日", "本", "的", "首", "都", "是", "。", "大", "阪", "\n"]
+    vocab = [("<unk>", 0.0)] + [(p, -1.0) for p in merged] + [(p, -10.0) for p in single]
+    core = Tokenizer(models.Unigram(vocab, unk_id=0, byte_fallback=False))
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
+
+
+def test_presence_matches_text_across_merged_tokens():
+    tok = merging_tokenizer()
+    text = ["日本的首都是東京。"]
+    ids = tok(text[0] + "\n\n", add_special_tokens=False)["input_ids"]
+    entity = tok("東京", add_special_tokens=False)["input_ids"]
+    assert tok.convert_ids_to_tokens(ids)[:5] == ["日本", "的首", "都", "是東", "京。"]
+    assert tok.convert_ids_to_tokens(entity) == ["東", "京"]
+    # the entity's ids occur nowhere in the chunk's ids ...
+    assert not any(ids[i : i + len(entity)] == entity for i in range(len(ids)))
+    facts = FactSet(
+        [
+            Fact("a", "zh", "P36", "日本", "東京"),
+            Fact("b", "zh", "P36", "日本", "大阪"),  # "大阪" is not in the text
+        ],
+        {("zh", "P36"): "[X]的首都是[Y]。"},
+    )
+    # ... but its text does: found present
+    present = fact_presence(facts, MultilingualCorpus({"zh": lambda: text}), tok, progress=False)
+    assert present == {("a", "zh"): True, ("b", "zh"): False}
+
+
+def test_presence_is_case_and_whitespace_insensitive(tokenizer):
+    facts = FactSet(
+        [
+            Fact("a", "en", "P36", "new \t ZEALAND", "wellington"),
+            Fact("b", "en", "P36", "JAPAN", " tokyo "),
+        ],
+        {("en", "P36"): "[X] [Y]"},
+    )
+    present = fact_presence(facts, corpus(), tokenizer, progress=False)
+    assert present == {("a", "en"): True, ("b", "en"): True}
+
+
+def test_chunk_boundary_splits_an_entity(tokenizer):
+    # 2-token chunks of "Republic of Chad .": "Republic of" | "Chad ."
+    facts = FactSet(
+        [Fact("c", "en", "P17", "Republic of Chad", "Chad")], {("en", "P17"): "[X] [Y]"}
+    )
+    text = MultilingualCorpus({"en": lambda: ["Republic of Chad ."]})
+    split = fact_presence(facts, text, tokenizer, chunk_tokens=2, progress=False)
+    assert split == {("c", "en"): False}
+    whole = fact_presence(facts, text, tokenizer, chunk_tokens=3, progress=False)
+    assert whole == {("c", "en"): True}
+
+
+def test_presence_stops_when_all_facts_are_present(tokenizer):
+    def text():
+        yield "the capital of Japan is Tokyo ."
+        raise AssertionError("read past the point where every fact was present")
+
+    facts = FactSet(
+        [Fact("a", "en", "P36", "Japan", "Tokyo"), Fact("b", "en", "P36", "tokyo", "JAPAN")],
+        {("en", "P36"): "[X] [Y]"},
+    )
+    present = fact_presence(facts, MultilingualCorpus({"en": text}), tokenizer, progress=False)
+    assert present == {("a", "en"): True, ("b", "en"): True}
 
 
 def test_trace_codes_and_categories(tokenizer):
