@@ -397,6 +397,12 @@ def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
         )
 
 
+def _add_neuron_options(parser: argparse.ArgumentParser) -> None:
+    _add_model_options(parser)
+    parser.set_defaults(model=None)  # default: the model the neurons were selected on
+    parser.add_argument("--neurons", required=True, help="directory written by `mlneurons lape`")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlneurons.corpus import DEFAULT_LANGUAGES
 
@@ -440,9 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_lape)
 
     p = sub.add_parser("ablate", help="perplexity matrix with language neurons deactivated")
-    _add_model_options(p)
-    p.set_defaults(model=None)
-    p.add_argument("--neurons", required=True, help="directory written by `mlneurons lape`")
+    _add_neuron_options(p)
     p.add_argument(
         "--languages",
         type=_languages,
@@ -463,9 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_ablate)
 
     p = sub.add_parser("steer", help="steer the output language by activating language neurons")
-    _add_model_options(p)
-    p.set_defaults(model=None)
-    p.add_argument("--neurons", required=True, help="directory written by `mlneurons lape`")
+    _add_neuron_options(p)
     p.add_argument(
         "--stats",
         default=None,

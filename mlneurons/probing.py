@@ -234,7 +234,11 @@ def _predict(
     scores = candidate_scores(
         model, [facts.fill(fact, c) for c in candidates], batch_size=batch_size
     )
-    predicted = candidates[int(scores.argmax())]
+    return prediction(fact, candidates[int(scores.argmax())])
+
+
+def prediction(fact: Fact, predicted: str, **extra: Any) -> dict[str, Any]:
+    """One row of ``ProbeResult.predictions``."""
     return {
         "uuid": fact.uuid,
         "lang": fact.lang,
@@ -242,6 +246,7 @@ def _predict(
         "gold": fact.object,
         "predicted": predicted,
         "correct": predicted == fact.object,
+        **extra,
     }
 
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.facts import Fact, FactSet
 from mlneurons.models import fingerprint, mlp_neuron_hook
-from mlneurons.probing import ProbeResult, is_masked_lm
+from mlneurons.probing import ProbeResult, is_masked_lm, prediction
 
 TYPED_RANKING = "masked: typed ranking (Kassner)"
 """``settings["method"]`` of :func:`probe_masked` results."""
@@ -241,15 +241,7 @@ def probe_masked(
                 predicted = candidates[best[i]]
                 gold_score = scores[i, candidates.index(fact.object)]
                 predictions.append(
-                    {
-                        "uuid": fact.uuid,
-                        "lang": fact.lang,
-                        "relation": fact.relation,
-                        "gold": fact.object,
-                        "predicted": predicted,
-                        "correct": predicted == fact.object,
-                        "gold_rank": int((scores[i] > gold_score).sum()),
-                    }
+                    prediction(fact, predicted, gold_rank=int((scores[i] > gold_score).sum()))
                 )
     return ProbeResult(
         facts.languages,
