@@ -159,8 +159,10 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
     )
     first_logprobs = torch.log_softmax(prefix.logits[0, -1].float(), -1)
     scores = torch.tensor([float(first_logprobs[s[shared]]) for s in ids])
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # batches of similar length pad less
     for start in range(0, len(ids), batch_size):
-        group = ids[start : start + batch_size]
+        members = order[start : start + batch_size]
+        group = [ids[i] for i in members]
         lengths = [len(s) - shared for s in group]  # suffix tokens; the first is scored above
         if max(lengths) == 1:
             continue
@@ -177,7 +179,7 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
         targets = suffix[rows, cols + 1].to(device)
         logits = unembed(model, hidden[rows, cols]).float()
         nll = F.cross_entropy(logits, targets, reduction="none").cpu()
-        scores[start : start + len(group)] -= torch.zeros(len(group)).index_add_(0, rows, nll)
+        scores[members] -= torch.zeros(len(group)).index_add_(0, rows, nll)
     return scores
 
 
