@@ -150,3 +150,17 @@ def test_facts_example(planted_dir, tmp_path):
     assert probed.p_at_1()["en"]["micro"] > 0.6
     assert neurons.k == 3
     assert traced.codes["en"]["f1"] == 3
+
+
+def test_lrp2_example(planted_dir):
+    from test_probing import _tiny_facts
+
+    from mlneurons import MultilingualCorpus
+
+    example = _load_example("lrp2_projection")
+    corpus = MultilingualCorpus(
+        {"en": lambda: ["fr1 fr5 en2", "en3 en4"], "de": lambda: ["zh2 ja5"]}
+    )
+    result = example.lrp2_transfer(str(planted_dir), _tiny_facts(), corpus, layers=[0, 1], k=3)
+    assert result.languages == ["de"] and result.selected["de"] == [0, 1]
+    assert set(result.test_p_at_1["de"]) == {"before", "after"}

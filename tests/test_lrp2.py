@@ -186,3 +186,29 @@ def test_evaluate_lrp2_grid_keeps_every_pair_and_selects_the_dev_best(tmp_path):
     best = max(grid[a][b] for a, b in pairs)
     first_best = next((a, b) for a, b in pairs if grid[a][b] == best)
     assert result.selected["de"] == list(first_best)
+
+
+def test_projection_holds_during_generation(planted_model):
+    model = planted_model
+    vectors = LanguageVectors(["en", "fr"], torch.randn(2, 2, model.cfg.d_model), [1, 1])
+    prompt = torch.tensor(
+        [[1, *model.tokenizer(language_text("fr", 4), add_special_tokens=False)["input_ids"]]]
+    )
+    lirp = vectors["en"][0] - vectors["fr"][0]
+    seen = []
+
+    def before(act, *, hook):
+        seen.append(act.clone())
+
+    def after(act, *, hook):
+        torch.testing.assert_close(act, seen[-1] + lirp)  # every step, every position
+        seen.append("checked")
+
+    with intervene(
+        model,
+        [("blocks.0.hook_resid_post", before)],
+        projection(vectors, "fr", lirp_layer=0, lsrp_layer=1),
+        [("blocks.0.hook_resid_post", after)],
+    ):
+        model.generate(prompt, max_new_tokens=3, do_sample=False, verbose=False)
+    assert seen.count("checked") >= 3
