@@ -230,6 +230,39 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def hooks_attached(model: Any) -> bool:
+    """Whether any TransformerLens forward hook is attached to ``model`` right now."""
+    return any(point.fwd_hooks for point in model.hook_dict.values())
+
+
+@contextmanager
+def unwrapped(model: Any) -> Iterator[None]:
+    """Run the plain Hugging Face modules inside the bridge, without its wrappers.
+
+    The bridge swaps its components (which re-implement attention and normalisation so
+    that their hook points fire) into the HF model. Inside this context every wrapper is
+    swapped back to the HF module it wraps, so TransformerLens hooks do NOT fire; plain
+    PyTorch hooks on HF modules still do. Used by statistics collection when no
+    TransformerLens hook is attached.
+    """
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    swapped = []
+    try:
+        for parent in list(model.original_model.modules()):
+            if isinstance(parent, GeneralizedComponent):
+                continue
+            for name, child in list(parent._modules.items()):
+                inner = getattr(child, "original_component", None)
+                if isinstance(child, GeneralizedComponent) and isinstance(inner, torch.nn.Module):
+                    parent._modules[name] = inner
+                    swapped.append((parent, name, child))
+        yield
+    finally:
+        for parent, name, child in reversed(swapped):
+            parent._modules[name] = child
+
+
 class _StopForward(Exception):
     """Raised by a hook after the last layer a pass needs."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
-from mlneurons.models import fingerprint, mlp_neuron_hook, run_body
+from mlneurons.models import fingerprint, hooks_attached, mlp_neuron_hook, run_body, unwrapped
 
 STATS_FILE = "stats.safetensors"
 
@@ -226,8 +226,9 @@ def _counting(model: Any, state: dict[str, Any]) -> Iterator[None]:
     """Attach the counters of every layer; always detach them.
 
     For gated MLPs the act_fn output is read from the MLP's own ``act_fn`` module (its
-    sign is that of ``hook_pre``), which spares recomputing it; a model whose MLPs do
-    not call that module (e.g. processed weights) uses ``mlp.hook_pre`` instead.
+    sign is that of ``hook_pre``), which spares recomputing it, and the bridge's wrappers
+    are bypassed unless a TransformerLens hook is attached; a model whose MLPs do not
+    call that module (e.g. processed weights) uses ``mlp.hook_pre`` instead.
     """
     n_layers = int(model.cfg.n_layers)
     sites = [mlp_neuron_hook(model, layer) for layer in range(n_layers)]
@@ -246,7 +247,10 @@ def _counting(model: Any, state: dict[str, Any]) -> Iterator[None]:
                     _accumulate(output, state, layer, output)
 
                 handles.append(module.register_forward_hook(read_output))
-            yield
+            # When no TransformerLens hook listens (an intervention would), run the plain HF
+            # modules: the bridge's wrappers cost about 10% of the forward.
+            with nullcontext() if hooks_attached(model) else unwrapped(model):
+                yield
         else:
             hooks = [
                 (

@@ -182,3 +182,27 @@ def test_datasets_source(planted_model):
         MultilingualCorpus.from_dataset(
             Dataset.from_list(rows), language_column="lang", languages=["de"]
         )
+
+
+def test_unwrapped_fast_path_equals_hooked_bridge_path(planted_model):
+    """Without TransformerLens hooks the collector runs the plain HF modules; with any hook
+    attached it runs through the bridge. Both give identical statistics."""
+    from mlneurons.models import hooks_attached
+
+    corpus, _ = _token_corpus(planted_model, seq_len=32)
+    fast = mlneurons.collect_activation_stats(planted_model, corpus, batch_size=3, progress=False)
+    calls = []
+    with planted_model.hooks(
+        fwd_hooks=[("blocks.1.hook_resid_post", lambda a, *, hook: calls.append(1))]
+    ):
+        assert hooks_attached(planted_model)
+        bridged = mlneurons.collect_activation_stats(
+            planted_model, corpus, batch_size=3, progress=False
+        )
+    assert calls  # the bridge path ran the user's hook
+    assert torch.equal(fast.fire_counts, bridged.fire_counts)
+    torch.testing.assert_close(fast.activation_sums, bridged.activation_sums, rtol=1e-6, atol=1e-6)
+    assert not hooks_attached(planted_model)
+    assert (
+        type(planted_model.original_model.model.layers[0]).__name__ == "BlockBridge"
+    )  # swapped back
