@@ -47,13 +47,7 @@ def main(argv: list[str] | None = None) -> tuple[ProbeResult, FactNeurons, Traci
     parser.add_argument("--languages", default="en,de,fr,zh")
     parser.add_argument("--max-facts", type=int, default=10, help="facts per relation")
     args = parser.parse_args(argv)
-    facts = FactSet.builtin(languages=args.languages.split(","))
-    keep = {
-        u
-        for rel in facts.relations
-        for u in sorted({f.uuid for f in facts.facts if f.relation == rel})[: args.max_facts]
-    }
-    facts = FactSet([f for f in facts.facts if f.uuid in keep], facts.templates, facts.candidates)
+    facts = FactSet.builtin(languages=args.languages.split(",")).head(args.max_facts)
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")
     return facts_across_languages(args.model, facts, corpus)
 

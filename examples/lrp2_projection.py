@@ -43,13 +43,7 @@ def main(argv: list[str] | None = None) -> LRP2Result:
     parser.add_argument("--max-facts", type=int, default=6, help="facts per relation")
     parser.add_argument("--layers", default="3,9,15")
     args = parser.parse_args(argv)
-    facts = FactSet.builtin(languages=args.languages.split(","))
-    keep = {
-        u
-        for rel in facts.relations
-        for u in sorted({f.uuid for f in facts.facts if f.relation == rel})[: args.max_facts]
-    }
-    facts = FactSet([f for f in facts.facts if f.uuid in keep], facts.templates, facts.candidates)
+    facts = FactSet.builtin(languages=args.languages.split(",")).head(args.max_facts)
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")
     layers = [int(x) for x in args.layers.split(",")]
     return lrp2_transfer(args.model, facts, corpus, layers=layers)

@@ -214,18 +214,7 @@ def _load_facts(args: argparse.Namespace) -> Any:
         raise UserError(
             f"--max-facts-per-relation must be at least 1, got {args.max_facts_per_relation}"
         )
-    if args.max_facts_per_relation:
-        keep = set()
-        for relation in facts.relations:
-            uuids = sorted({f.uuid for f in facts.facts if f.relation == relation})
-            keep.update(uuids[: args.max_facts_per_relation])
-        facts = type(facts)(
-            [f for f in facts.facts if f.uuid in keep],
-            facts.templates,
-            facts.candidates,
-            {**facts.description, "max_facts_per_relation": args.max_facts_per_relation},
-        )
-    return facts
+    return facts.head(args.max_facts_per_relation) if args.max_facts_per_relation else facts
 
 
 def _facts_model_probe(args: argparse.Namespace) -> tuple[Any, Any, Path, Any]:

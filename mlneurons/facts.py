@@ -409,6 +409,22 @@ class FactSet:
         values = {"[X]": fact.subject, "[Y]": fact.object if obj is None else obj}
         return _SLOT.sub(lambda match: values[match.group(0)], self.templates[key])
 
+    def head(self, per_relation: int) -> FactSet:
+        """The first ``per_relation`` uuids (sorted) of each relation, in every language."""
+        if per_relation < 1:
+            raise ValueError(f"per_relation must be at least 1, got {per_relation}")
+        keep = set()
+        for relation in self.relations:
+            keep.update(
+                sorted({f.uuid for f in self.facts if f.relation == relation})[:per_relation]
+            )
+        return FactSet(
+            [f for f in self.facts if f.uuid in keep],
+            self.templates,
+            self.candidates,
+            {**self.description, "facts_per_relation": per_relation},
+        )
+
     def subset(
         self, languages: Sequence[str] | None = None, relations: Sequence[str] | None = None
     ) -> FactSet:

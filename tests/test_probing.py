@@ -198,3 +198,15 @@ def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
 
     assert main(["probe", *common[:2], "--facts", "nonsense", "--out", str(tmp_path)]) == 2
     assert "--facts must be" in capsys.readouterr().err
+
+
+def test_fact_set_head_keeps_first_uuids_in_every_language():
+    head = _tiny_facts().head(2)
+    assert sorted({(f.uuid, f.lang) for f in head.facts}) == [
+        ("f1", "de"),
+        ("f1", "en"),
+        ("f2", "de"),
+        ("f2", "en"),
+    ]
+    with pytest.raises(ValueError, match="at least 1"):
+        _tiny_facts().head(0)
