@@ -129,6 +129,9 @@ class MultilingualCorpus:
                     f"corpus folder {str(folder)!r} has no {{lang}}.txt files or folders"
                 )
         sources: dict[str, Source] = {}
+        versions: dict[
+            str, list[list[Any]]
+        ] = {}  # so that a checkpoint never resumes on edited files
         for lang, spec in files.items():
             specs = spec if isinstance(spec, list) else [spec]
             paths: list[Path] = []
@@ -146,7 +149,8 @@ class MultilingualCorpus:
                     f"no .txt files for language {lang!r} in {[str(s) for s in specs]}"
                 )
             sources[lang] = _read_lines(paths)
-        description = {"source": "files", "files": {k: str(v) for k, v in files.items()}}
+            versions[lang] = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+        description = {"source": "files", "files": versions}
         return cls(sources, description=description, **options)
 
     @classmethod
@@ -206,7 +210,15 @@ class MultilingualCorpus:
             for lang, part in parts.items()
         }
         return cls(
-            sources, description={"source": "datasets", "text_column": text_column}, **options
+            sources,
+            description={
+                "source": "datasets",
+                "text_column": text_column,
+                "fingerprints": {
+                    lang: getattr(part, "_fingerprint", None) for lang, part in parts.items()
+                },
+            },
+            **options,
         )
 
     @classmethod

@@ -206,3 +206,21 @@ def test_unwrapped_fast_path_equals_hooked_bridge_path(planted_model):
     assert (
         type(planted_model.original_model.model.layers[0]).__name__ == "BlockBridge"
     )  # swapped back
+
+
+def test_checkpoint_does_not_resume_on_edited_files(planted_model, tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for lang in ("en", "fr"):
+        (folder / f"{lang}.txt").write_text(language_text(lang, 200) + "\n")
+    corpus = MultilingualCorpus.from_files(folder, seq_len=50)
+    ckpt = tmp_path / "ck.safetensors"
+    mlneurons.collect_activation_stats(planted_model, corpus, checkpoint=ckpt, progress=False)
+    (folder / "fr.txt").write_text(language_text("fr", 300) + "\n")
+    with pytest.raises(ValueError, match="another model or corpus"):
+        mlneurons.collect_activation_stats(
+            planted_model,
+            MultilingualCorpus.from_files(folder, seq_len=50),
+            checkpoint=ckpt,
+            progress=False,
+        )
