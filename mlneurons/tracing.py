@@ -42,6 +42,7 @@ found in neither chunk (as in Zhao's token chunks).
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -171,6 +172,10 @@ def _language_presence(
             needed[entity] = needed.get(entity, 0) + 1
     present = [False] * len(facts)
     pending = set(needed)  # the entities still worth searching for
+    if lang in UNSPACED_LANGUAGES:  # no word boundaries to respect: plain substrings
+        patterns = {entity: None for entity in pending}
+    else:  # whole words only: "Iran" is not in "Tirana"
+        patterns = {e: re.compile(rf"(?<!\w){re.escape(e)}(?!\w)") for e in pending}
     if not pending:
         return present
     budget = corpus.tokens_per_language
@@ -183,7 +188,12 @@ def _language_presence(
             for start in range(0, piece.numel(), chunk_tokens):
                 ids = piece[start : start + chunk_tokens].tolist()
                 text = _normalize(tokenizer.decode(ids, skip_special_tokens=True))
-                found = {entity for entity in pending if entity in text}
+                found = {
+                    entity
+                    for entity in pending
+                    if entity in text
+                    and (patterns[entity] is None or patterns[entity].search(text))
+                }
                 for entity in found:
                     for k, other in by_entity[entity]:
                         if not present[k] and other in found:
@@ -199,6 +209,11 @@ def _language_presence(
     finally:
         bar.close()
     return present
+
+
+UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo"})
+"""Languages written without spaces between words: entities match as plain substrings there;
+elsewhere they must be whole words."""
 
 
 def _normalize(text: str) -> str:

@@ -411,3 +411,21 @@ def test_byte_level_bpe_tokenizer():
     assert present == {("a", "en"): True, ("b", "en"): True, ("c", "en"): False}
     fact = Fact("x", "en", "P36", "Tokyo Bay", "Tokyo tower")
     assert classify_absent_correct(fact, tok) == "shared entity tokens"
+
+
+def test_whole_words_in_spaced_languages_substrings_in_unspaced(tmp_path):
+    from tiny import make_tokenizer
+
+    from mlneurons.corpus import MultilingualCorpus
+    from mlneurons.facts import Fact, FactSet
+    from mlneurons.tracing import fact_presence
+
+    tokenizer = make_tokenizer(tmp_path)
+    facts = FactSet(
+        [Fact("a", "en", "P1", "en1", "en2"), Fact("a", "zh", "P1", "zh1", "zh2")],
+        {("en", "P1"): "[X] [Y]", ("zh", "P1"): "[X] [Y]"},
+    )
+    corpus = MultilingualCorpus({"en": lambda: ["en10 en2"], "zh": lambda: ["zh10 zh2"]})
+    present = fact_presence(facts, corpus, tokenizer, progress=False)
+    assert present[("a", "en")] is False  # "en1" only inside the word "en10"
+    assert present[("a", "zh")] is True  # no word boundaries in zh: a substring counts
