@@ -238,7 +238,7 @@ def _probe_or_load(args: argparse.Namespace, model: Any, facts: Any, out: Path) 
         check_same_model(result.model, model, what=f"{args.probe}/probe.json")
         return result
     if getattr(args, "method", "typed") == "zhao":
-        from mlneurons.probing import is_masked_lm
+        from mlneurons.models import is_masked_lm
         from mlneurons.probing_mlm import zhao_match
 
         if not is_masked_lm(model):

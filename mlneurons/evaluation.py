@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.lape import LanguageNeurons
-from mlneurons.models import check_same_model, fingerprint, unembed
+from mlneurons.models import fingerprint, is_masked_lm, unembed
 from mlneurons.results import read_json, write_json
 
 PPL_FILE = "ppl_matrix.json"
@@ -39,7 +39,7 @@ def sequence_nll(
     hf = getattr(model, "original_model", None)
     if hf is None or hf.get_output_embeddings() is None:
         raise ValueError("perplexity needs a causal language model booted from Hugging Face")
-    if getattr(hf.config, "is_decoder", True) is False and "MaskedLM" in type(hf).__name__:
+    if is_masked_lm(model):
         raise ValueError(f"perplexity needs a causal LM; {type(hf).__name__} is a masked LM")
     device = next(model.parameters()).device
     tokens = tokens.to(device)
@@ -182,13 +182,8 @@ def perplexity_matrix(
         seed: seed of the random control.
         batch_size: rows per forward pass.
     """
-    check_same_model(neurons.model, model, what="these neurons")
+    neurons.check_fits(model)
     fp = fingerprint(model)
-    if (neurons.n_layers, neurons.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
-        raise ValueError(
-            f"neurons are for {neurons.n_layers} x {neurons.d_mlp} neurons; the model has "
-            f"{fp['n_layers']} x {fp['d_mlp']}"
-        )
     missing = [lang for lang in corpus.languages if lang not in neurons.languages]
     if missing:
         raise ValueError(

@@ -32,19 +32,9 @@ def _check_fits(pairs: Int[torch.Tensor, "k 2"], model: Any, neurons: Any) -> No
     """Raise if ``pairs`` (or the LanguageNeurons they came from) belong to another model."""
     if model is None:
         return
-    fp = fingerprint(model)
-    recorded = getattr(neurons, "model", None)
     if isinstance(neurons, LanguageNeurons):
-        if (neurons.n_layers, neurons.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
-            raise ValueError(
-                f"neurons are for {neurons.n_layers} layers x {neurons.d_mlp} neurons, but "
-                f"model {fp['name']!r} has {fp['n_layers']} x {fp['d_mlp']}"
-            )
-        if recorded and recorded.get("hash") != fp["hash"]:
-            raise ValueError(
-                f"neurons were selected on model {recorded.get('name')!r} (hash "
-                f"{recorded.get('hash')}), not on {fp['name']!r} (hash {fp['hash']})"
-            )
+        neurons.check_fits(model)
+    fp = fingerprint(model)
     if len(pairs):
         layer, neuron = pairs.max(0).values.tolist()
         if layer >= fp["n_layers"] or neuron >= fp["d_mlp"] or pairs.min() < 0:

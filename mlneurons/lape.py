@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
+from mlneurons.models import fingerprint
+
 NEURONS_FILE = "neurons.json"
 NEURONS_META_FILE = "neurons_meta.json"
 
@@ -68,6 +70,20 @@ class LanguageNeurons:
         if language not in self.neurons:
             raise KeyError(f"unknown language {language!r}; these neurons have {self.languages}")
         return self.neurons[language]
+
+    def check_fits(self, model: Any) -> None:
+        """Raise if these neurons were selected on another model (shape or fingerprint)."""
+        fp = fingerprint(model)
+        if (self.n_layers, self.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
+            raise ValueError(
+                f"neurons are for {self.n_layers} layers x {self.d_mlp} neurons, but "
+                f"model {fp['name']!r} has {fp['n_layers']} x {fp['d_mlp']}"
+            )
+        if self.model and self.model.get("hash") != fp["hash"]:
+            raise ValueError(
+                f"neurons were selected on model {self.model.get('name')!r} (hash "
+                f"{self.model.get('hash')}), not on {fp['name']!r} (hash {fp['hash']})"
+            )
 
     def difference(self, language: str, other: str) -> Int[torch.Tensor, "k 2"]:
         """The neurons of ``language`` that ``other`` does not have."""
@@ -180,8 +196,6 @@ class LanguageNeurons:
             raise ValueError(f"{str(path)!r}: languages have different numbers of layers")
         fp: dict[str, Any] = {}
         if model is not None:
-            from mlneurons.models import fingerprint
-
             fp = fingerprint(model)
             if n_layers != fp["n_layers"]:
                 raise ValueError(

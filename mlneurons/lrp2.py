@@ -11,15 +11,12 @@ intervention and hold during generation.
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
-from safetensors import safe_open
-from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
@@ -28,7 +25,7 @@ from mlneurons.interventions import Hooks
 from mlneurons.models import check_same_model, fingerprint, run_body
 from mlneurons.probeless import FactNeurons, fact_neurons
 from mlneurons.probing import ProbeResult, probe
-from mlneurons.results import read_json, write_json
+from mlneurons.results import read_json, read_tensors, write_json, write_tensors
 
 VECTORS_FILE = "language_vectors.safetensors"
 
@@ -57,26 +54,13 @@ class LanguageVectors:
         return self.vectors[self.languages.index(language)]
 
     def save(self, directory: str | Path) -> Path:
-        path = Path(directory) / VECTORS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"languages": self.languages, "sentences": self.sentences, "model": self.model}
-        save_file(
-            {"vectors": self.vectors.contiguous()},
-            str(path),
-            metadata={"mlneurons": json.dumps(meta)},
-        )
-        return path
+        return write_tensors(Path(directory) / VECTORS_FILE, {"vectors": self.vectors}, meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> LanguageVectors:
-        path = Path(directory)
-        path = path / VECTORS_FILE if path.is_dir() else path
-        if not path.exists():
-            raise FileNotFoundError(f"no language vectors at {str(path)!r}")
-        with safe_open(str(path), "pt") as handle:
-            meta = json.loads(handle.metadata()["mlneurons"])
-            vectors = handle.get_tensor("vectors")
-        return cls(meta["languages"], vectors, meta["sentences"], meta["model"])
+        tensors, meta = read_tensors(directory, VECTORS_FILE)
+        return cls(meta["languages"], tensors["vectors"], meta["sentences"], meta["model"])
 
 
 def _sentences(corpus: MultilingualCorpus, language: str, tokenizer: Any, max_tokens: int) -> Any:
@@ -287,9 +271,7 @@ def evaluate_lrp2(
         vectors[lang]  # raises for a language without a vector
     dev, test = facts.split(dev_fraction, seed=seed)
     base = probe(model, test.subset([pivot, *languages]), batch_size=batch_size, progress=progress)
-    pivot_base = ProbeResult(
-        [pivot], base.relations, [p for p in base.predictions if p["lang"] == pivot]
-    )
+    pivot_base = base.for_language(pivot)
     pivot_neurons = (
         fact_neurons(model, test.subset([pivot]), pivot_base.correct_map(), k=k, progress=progress)
         if sum(pivot_base.correct_map().values()) >= 2
@@ -322,9 +304,7 @@ def evaluate_lrp2(
         lirp, lsrp = layers[-best[1]], layers[-best[2]]
         hooks = projection(vectors, lang, lirp_layer=lirp, lsrp_layer=lsrp, pivot=pivot)
         test_lang = test.subset([lang])
-        before = ProbeResult(
-            [lang], base.relations, [p for p in base.predictions if p["lang"] == lang]
-        )
+        before = base.for_language(lang)
         after = probe(model, test_lang, interventions=hooks, batch_size=batch_size, progress=False)
         result.grid[lang] = grid
         result.selected[lang] = [lirp, lsrp]

@@ -263,6 +263,12 @@ def unwrapped(model: Any) -> Iterator[None]:
             parent._modules[name] = child
 
 
+def is_masked_lm(model: Any) -> bool:
+    """Whether ``model`` wraps a masked LM (BERT, XLM-R) rather than a causal one."""
+    hf = getattr(model, "original_model", None)
+    return hf is not None and "MaskedLM" in type(hf).__name__
+
+
 class _StopForward(Exception):
     """Raised by a hook after the last layer a pass needs."""
 

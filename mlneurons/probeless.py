@@ -21,7 +21,9 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from mlneurons.facts import FactSet
-from mlneurons.models import fingerprint, mlp_neuron_hook, run_body
+from mlneurons.models import fingerprint, is_masked_lm, mlp_neuron_hook, run_body
+from mlneurons.probing import common_prefix_length, sentence_ids
+from mlneurons.probing_mlm import mask_activations
 from mlneurons.results import read_json, write_json
 
 FACT_NEURONS_FILE = "fact_neurons.json"
@@ -75,11 +77,7 @@ def object_position_activations(
         ``(uuid, lang) -> [layer, neuron]`` act_fn outputs at the position whose next
         token is the gold object's first token.
     """
-    from mlneurons.probing import _common_prefix, _sentence_ids, is_masked_lm
-
     if is_masked_lm(model):
-        from mlneurons.probing_mlm import mask_activations
-
         with model.hooks(fwd_hooks=list(interventions)):
             flat = mask_activations(model, facts, batch_size=batch_size, keys=keys)
         n_layers = int(model.cfg.n_layers)
@@ -101,10 +99,10 @@ def object_position_activations(
     tokenizer = model.tokenizer
     rows, positions = [], []
     for fact in chosen:
-        gold = _sentence_ids(tokenizer, facts.fill(fact))
+        gold = sentence_ids(tokenizer, facts.fill(fact))
         template = facts.templates[(fact.lang, fact.relation)]
         head = template.split("[Y]")[0].replace("[X]", fact.subject).rstrip()
-        shared = _common_prefix([gold, _sentence_ids(tokenizer, head)])
+        shared = common_prefix_length([gold, sentence_ids(tokenizer, head)])
         rows.append(gold[: max(shared, 1)])
         positions.append(max(shared, 1) - 1)
     n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)

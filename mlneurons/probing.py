@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mlneurons.facts import Fact, FactSet
-from mlneurons.models import fingerprint, unembed
+from mlneurons.models import fingerprint, is_masked_lm, unembed
 from mlneurons.results import read_json, write_json
 
 PROBE_FILE = "probe.json"
@@ -58,6 +58,11 @@ class ProbeResult:
             table[lang]["macro"] = sum(per.values()) / len(per) if per else 0.0
             table[lang]["micro"] = sum(flat) / len(flat) if flat else 0.0
         return table
+
+    def for_language(self, language: str) -> ProbeResult:
+        """The predictions of one language only."""
+        predictions = [p for p in self.predictions if p["lang"] == language]
+        return ProbeResult([language], self.relations, predictions, self.model, self.settings)
 
     def correct_map(self) -> dict[tuple[str, str], bool]:
         """``(uuid, lang) -> correct``, the input of knowledge tracing."""
@@ -113,13 +118,8 @@ class ProbeResult:
         )
 
 
-def is_masked_lm(model: Any) -> bool:
-    """Whether ``model`` wraps a masked LM (BERT, XLM-R) rather than a causal one."""
-    hf = getattr(model, "original_model", None)
-    return hf is not None and "MaskedLM" in type(hf).__name__
-
-
-def _sentence_ids(tokenizer: Any, text: str) -> list[int]:
+def sentence_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` starting with BOS (added when the tokenizer does not add it)."""
     ids = tokenizer(text)["input_ids"]
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None and (not ids or ids[0] != bos):
@@ -127,7 +127,8 @@ def _sentence_ids(tokenizer: Any, text: str) -> list[int]:
     return ids
 
 
-def _common_prefix(sequences: list[list[int]]) -> int:
+def common_prefix_length(sequences: list[list[int]]) -> int:
+    """How many leading tokens all ``sequences`` share."""
     n = min(len(s) for s in sequences)
     first = sequences[0]
     for i in range(n):
@@ -146,8 +147,8 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
     """
     hf = model.original_model
     tokenizer = model.tokenizer
-    ids = [_sentence_ids(tokenizer, s) for s in sentences]
-    shared = _common_prefix(ids)
+    ids = [sentence_ids(tokenizer, s) for s in sentences]
+    shared = common_prefix_length(ids)
     if shared == 0:
         raise ValueError(
             "sentences share no first token and the tokenizer has no BOS to score from"
@@ -252,4 +253,12 @@ def prediction(fact: Fact, predicted: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["PROBE_FILE", "ProbeResult", "candidate_scores", "is_masked_lm", "probe"]
+__all__ = [
+    "PROBE_FILE",
+    "ProbeResult",
+    "candidate_scores",
+    "common_prefix_length",
+    "prediction",
+    "probe",
+    "sentence_ids",
+]

@@ -36,8 +36,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mlneurons.facts import Fact, FactSet
-from mlneurons.models import fingerprint, mlp_neuron_hook
-from mlneurons.probing import ProbeResult, is_masked_lm, prediction
+from mlneurons.models import fingerprint, is_masked_lm, mlp_neuron_hook
+from mlneurons.probing import ProbeResult, prediction
 
 TYPED_RANKING = "masked: typed ranking (Kassner)"
 """``settings["method"]`` of :func:`probe_masked` results."""

@@ -23,3 +23,34 @@ def read_json(path: str | Path, name: str) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"no {name} at {str(path)!r}")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_tensors(path: str | Path, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
+    """Write ``tensors`` and JSON ``meta`` to one safetensors file, atomically; returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(
+        {k: v.contiguous() for k, v in tensors.items()},
+        str(tmp),
+        metadata={"mlneurons": json.dumps(meta)},
+    )
+    tmp.replace(path)
+    return path
+
+
+def read_tensors(path: str | Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read ``(tensors, meta)`` from ``path/name``, or ``path`` itself when it is a file."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / name
+    if not path.exists():
+        raise FileNotFoundError(f"no {name} at {str(path)!r}")
+    with safe_open(str(path), "pt") as handle:
+        meta = json.loads((handle.metadata() or {}).get("mlneurons", "{}"))
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    return tensors, meta

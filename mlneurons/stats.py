@@ -9,7 +9,6 @@ corpus; results from shards or processes merge by addition.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -18,11 +17,11 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.models import fingerprint, hooks_attached, mlp_neuron_hook, run_body, unwrapped
+from mlneurons.results import read_tensors, write_tensors
 
 STATS_FILE = "stats.safetensors"
 
@@ -151,22 +150,13 @@ class ActivationStats:
         path = Path(path)
         if path.suffix != ".safetensors":
             path = path / STATS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "languages": self.languages,
-            "model": self.model,
-            "corpus": self.corpus,
-            **(extra or {}),
-        }
+        meta = {"languages": self.languages, "model": self.model, "corpus": self.corpus}
         tensors = {
-            "fire_counts": self.fire_counts.contiguous(),
-            "activation_sums": self.activation_sums.contiguous(),
-            "token_counts": self.token_counts.contiguous(),
+            "fire_counts": self.fire_counts,
+            "activation_sums": self.activation_sums,
+            "token_counts": self.token_counts,
         }
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata={"mlneurons": json.dumps(meta)})
-        tmp.replace(path)
-        return path
+        return write_tensors(path, tensors, {**meta, **(extra or {})})
 
     @classmethod
     def load(cls, path: str | Path) -> ActivationStats:
@@ -175,16 +165,7 @@ class ActivationStats:
 
     @classmethod
     def _load(cls, path: str | Path) -> tuple[ActivationStats, dict[str, Any]]:
-        path = Path(path)
-        if path.is_dir():
-            path = path / STATS_FILE
-        if not path.exists():
-            raise FileNotFoundError(f"no statistics file at {str(path)!r}")
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as handle:
-            meta = json.loads((handle.metadata() or {}).get("mlneurons", "{}"))
-        tensors = load_file(str(path))
+        tensors, meta = read_tensors(path, STATS_FILE)
         stats = cls(
             meta["languages"],
             tensors["fire_counts"],

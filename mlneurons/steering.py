@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.interventions import Hooks, intervene
 from mlneurons.langid import identify_many
+from mlneurons.models import fingerprint
 from mlneurons.results import read_json, write_json
 
 STEERING_FILE = "steering.json"
@@ -137,8 +138,6 @@ def steer(
         for p, b, a, lb, la in zip(prompts, before, after, lang_before, lang_after)
     ]
     n = len(samples)
-    from mlneurons.models import fingerprint
-
     return SteeringResult(
         source=source,
         target=target,
