@@ -122,9 +122,23 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
     )
     labels = [str(layer) for layer in result.layers]
     fig, ax = _subplots(
-        figsize=(1.5 + 0.5 * len(labels), 1.2 + 0.5 * len(labels)), constrained_layout=True
+        figsize=(2.5 + 0.6 * len(labels), 1.8 + 0.6 * len(labels)), constrained_layout=True
     )
     image = ax.imshow(grid.numpy(), cmap="viridis")
+    for (i, j), value in zip(
+        torch.cartesian_prod(*[torch.arange(len(labels))] * 2).tolist(), grid.flatten().tolist()
+    ):
+        if value == value:  # not NaN
+            light = value > float(grid.nan_to_num(nan=0.0).max()) * 0.6
+            ax.text(
+                j,
+                i,
+                f"{value:.0f}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if light else "white",
+            )
     ax.set_xticks(range(len(labels)), labels)
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("LSRP layer")
@@ -137,7 +151,7 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a PNG and close it."""
+    """Write ``fig`` as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
