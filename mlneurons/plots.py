@@ -164,7 +164,9 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
     if matrix.random_control:
         panels.append(("random_control", "random neurons, same layers"))
     changes = [matrix.relative_change(kind) * 100 for kind, _ in panels]
-    bound = max(float(c.abs().max()) for c in changes) or 1.0
+    # colour on a log scale: changes span from a few percent to several thousand
+    ratios = [torch.log10(1 + c / 100) for c in changes]
+    bound = max(float(r.abs().max()) for r in ratios) or 1.0
     langs = matrix.languages
     size = 0.55 * len(langs) + 1.5
     fig, axes = _subplots(
@@ -174,8 +176,8 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
         constrained_layout=True,
         squeeze=False,
     )
-    for ax, change, (_, label) in zip(axes[0], changes, panels):
-        image = ax.imshow(change.numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound)
+    for ax, change, ratio, (_, label) in zip(axes[0], changes, ratios, panels):
+        image = ax.imshow(ratio.numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound)
         ax.set_xticks(range(len(langs)), langs)
         ax.set_yticks(range(len(langs)), langs)
         ax.set_xlabel("evaluated language")
@@ -183,7 +185,21 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
         ax.set_title(label, fontsize=10)
         for i in range(len(langs)):
             for j in range(len(langs)):
-                ax.text(j, i, f"{change[i, j]:.0f}", ha="center", va="center", fontsize=7)
-    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="perplexity change vs baseline (%)")
+                strong = abs(float(ratio[i, j])) > 0.6 * bound
+                ax.text(
+                    j,
+                    i,
+                    f"{change[i, j]:+.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if strong else "black",
+                )
+    fig.colorbar(
+        image,
+        ax=axes[0].tolist(),
+        shrink=0.8,
+        label="log10(perplexity / baseline); cells: change in %",
+    )
     fig.suptitle(title or "Perplexity after deactivating language neurons")
     return fig
