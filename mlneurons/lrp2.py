@@ -10,6 +10,7 @@ intervention and hold during generation.
 
 from __future__ import annotations
 
+import copy
 import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,9 +23,28 @@ from tqdm.auto import tqdm
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.facts import FactSet
 from mlneurons.interventions import Hooks
-from mlneurons.models import check_same_model, fingerprint, run_body
+from mlneurons.models import (
+    check_same_model,
+    fingerprint,
+    hf_blocks,
+    hooks_attached,
+    is_masked_lm,
+    recording,
+    run_body,
+    unwrapped,
+)
 from mlneurons.probeless import FactNeurons, fact_neurons
-from mlneurons.probing import ProbeResult, probe
+from mlneurons.probing import (
+    ProbeResult,
+    candidate_batches,
+    causal_result,
+    facts_with_candidates,
+    first_token_log_likelihood,
+    log_likelihood_sums,
+    prediction,
+    probe,
+    scored_positions,
+)
 from mlneurons.results import read_json, read_tensors, write_json, write_tensors
 
 VECTORS_FILE = "language_vectors.safetensors"
@@ -184,6 +204,146 @@ def projection(
             functools.partial(_add, delta=(source[lsrp_layer] - target[lsrp_layer]).clone()),
         ),
     ]
+
+
+Pair = tuple[int, int]
+
+
+@torch.inference_mode()
+def projection_grid_scores(
+    model: Any,
+    sentences: list[str],
+    vectors: LanguageVectors,
+    language: str,
+    pairs: list[Pair],
+    *,
+    pivot: str = "en",
+    batch_size: int = 32,
+) -> dict[Pair, torch.Tensor]:
+    """:func:`~mlneurons.probing.candidate_scores` under every (LIRP, LSRP) pair at once.
+
+    The naive grid re-runs the whole model for every pair. Here the unprojected pass
+    runs once and each pair resumes from it: blocks up to LIRP layer i are shared by
+    every pair, and blocks up to LSRP layer j by every pair with the same i (the key/value
+    cache of the shared prefix follows the same tree). Equal to probing with
+    :func:`projection` hooks, up to float rounding.
+    """
+    blocks, norm = hf_blocks(model)
+    last = len(blocks) - 1
+    for i, j in pairs:
+        projection(vectors, language, lirp_layer=i, lsrp_layer=j, pivot=pivot)  # validates
+    device = next(model.parameters()).device
+    v_lang, v_pivot = vectors[language].to(device), vectors[pivot].to(device)
+    later = {i: sorted({j for a, j in pairs if a == i}) for i in sorted({i for i, _ in pairs})}
+    plan = candidate_batches(model.tokenizer, sentences, batch_size)
+    body = model.original_model.base_model
+
+    def into(hidden: torch.Tensor, i: int) -> torch.Tensor:  # LIRP
+        return hidden + (v_pivot[i] - v_lang[i]).to(hidden.dtype)
+
+    def back(hidden: torch.Tensor, j: int) -> torch.Tensor:  # LSRP
+        return hidden + (v_lang[j] - v_pivot[j]).to(hidden.dtype)
+
+    def repeated(cache: Any, rows: int) -> Any:
+        cache = copy.deepcopy(cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+    index = {
+        pair: k for k, pair in enumerate(p for i, js in later.items() for p in ((i, j) for j in js))
+    }
+    n = len(plan.first_targets)
+    first = torch.empty(len(index), n)
+    states, targets, owners = [], [], []
+    prefix_caches: dict[Pair, Any] = {}
+    with unwrapped(model):
+        with recording(blocks, snapshot=later) as prefix:
+            out = body(input_ids=torch.tensor([plan.prefix], device=device), use_cache=True)
+        for i, js in later.items():
+            _, trunk, caches = prefix.replay(
+                into(prefix.outputs[i], i), i + 1, js[-1], prefix.caches[i], keep=js, snapshot=js
+            )
+            for j in js:
+                hidden, _, _ = prefix.replay(back(trunk[j], j), j + 1, last, caches[j])
+                prefix_caches[(i, j)] = caches[j]
+                first[index[(i, j)]] = first_token_log_likelihood(
+                    model, norm(hidden[0, -1]), plan.first_targets
+                )
+        for members, suffix, lengths in plan.batches:
+            size = len(members)
+            with recording(blocks, skip_after=max(later)) as rows:
+                body(
+                    input_ids=suffix.to(device),
+                    past_key_values=repeated(out.past_key_values, size),
+                    use_cache=True,
+                )
+            for i, js in later.items():
+                _, trunk, _ = rows.replay(
+                    into(rows.outputs[i], i),
+                    i + 1,
+                    js[-1],
+                    repeated(prefix_caches[(i, js[-1])], size),
+                    keep=js,
+                )
+                for j in js:
+                    hidden, _, _ = rows.replay(
+                        back(trunk[j], j), j + 1, last, repeated(prefix_caches[(i, j)], size)
+                    )
+                    state, target, row = scored_positions(norm(hidden), suffix, lengths)
+                    states.append(state)
+                    targets.append(target)
+                    owners.append(index[(i, j)] * n + torch.tensor(members)[row])
+    scores = first.flatten()
+    if states:  # every pair's positions unembedded together, in large chunks
+        scores += log_likelihood_sums(
+            model, torch.cat(states), torch.cat(targets), torch.cat(owners), len(scores)
+        )
+    scores = scores.view(len(index), n)
+    return {pair: scores[k] for pair, k in index.items()}
+
+
+def probe_projection_grid(
+    model: Any,
+    facts: FactSet,
+    vectors: LanguageVectors,
+    language: str,
+    pairs: list[Pair],
+    *,
+    pivot: str = "en",
+    reuse: bool = True,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> dict[Pair, ProbeResult]:
+    """Probe ``facts`` under the LRP2 projection of each (LIRP, LSRP) pair.
+
+    With ``reuse`` (causal models without other hooks attached) the pairs share their
+    computation (:func:`projection_grid_scores`); otherwise every pair re-probes with
+    :func:`projection` hooks, the naive grid.
+    """
+    if not reuse or is_masked_lm(model) or hooks_attached(model):
+        return {
+            (i, j): probe(
+                model,
+                facts,
+                interventions=projection(
+                    vectors, language, lirp_layer=i, lsrp_layer=j, pivot=pivot
+                ),
+                batch_size=batch_size,
+                progress=False,
+            )
+            for i, j in tqdm(pairs, desc=f"grid {language}", disable=not progress)
+        }
+    predictions: dict[Pair, list[dict[str, Any]]] = {pair: [] for pair in pairs}
+    for fact, candidates in facts_with_candidates(
+        facts, progress=progress, desc=f"grid {language}"
+    ):
+        sentences = [facts.fill(fact, c) for c in candidates]
+        grid = projection_grid_scores(
+            model, sentences, vectors, language, pairs, pivot=pivot, batch_size=batch_size
+        )
+        for pair, scores in grid.items():
+            predictions[pair].append(prediction(fact, candidates[int(scores.argmax())]))
+    return {pair: causal_result(model, facts, rows) for pair, rows in predictions.items()}
 
 
 LRP2_FILE = "lrp2.json"

@@ -127,7 +127,7 @@ def make_planted_llama(
     return directory
 
 
-def make_gpt2(directory: Path, *, seed: int = 0) -> Path:
+def make_gpt2(directory: Path, *, n_layers: int = 2, seed: int = 0) -> Path:
     """Save a tiny random GPT-2 (plain GELU MLP) with the tiny tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -137,7 +137,7 @@ def make_gpt2(directory: Path, *, seed: int = 0) -> Path:
         vocab_size=len(vocab),
         n_positions=256,
         n_embd=32,
-        n_layer=2,
+        n_layer=n_layers,
         n_head=2,
         n_inner=48,
         bos_token_id=1,
@@ -145,5 +145,28 @@ def make_gpt2(directory: Path, *, seed: int = 0) -> Path:
     )
     config.architectures = ["GPT2LMHeadModel"]
     GPT2LMHeadModel(config).eval().save_pretrained(directory)
+    make_tokenizer(directory)
+    return directory
+
+
+def make_random_llama(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
+    """Save a tiny random Llama (every attention and MLP weight live) with the tiny tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(vocabulary()),
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    LlamaForCausalLM(config).eval().save_pretrained(directory)
     make_tokenizer(directory)
     return directory
