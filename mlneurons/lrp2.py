@@ -253,7 +253,9 @@ def projection_grid_scores(
         pair: k for k, pair in enumerate(p for i, js in later.items() for p in ((i, j) for j in js))
     }
     n = len(plan.first_targets)
-    first = torch.empty(len(index), n)
+    last_states = torch.empty(
+        len(index), int(model.cfg.d_model), device=device, dtype=next(model.parameters()).dtype
+    )
     states, targets, owners = [], [], []
     prefix_caches: dict[Pair, Any] = {}
     with unwrapped(model):
@@ -266,9 +268,7 @@ def projection_grid_scores(
             for j in js:
                 hidden, _, _ = prefix.replay(back(trunk[j], j), j + 1, last, caches[j])
                 prefix_caches[(i, j)] = caches[j]
-                first[index[(i, j)]] = first_token_log_likelihood(
-                    model, norm(hidden[0, -1]), plan.first_targets
-                )
+                last_states[index[(i, j)]] = hidden[0, -1]
         for members, suffix, lengths in plan.batches:
             size = len(members)
             with recording(blocks, skip_after=max(later)) as rows:
@@ -293,7 +293,7 @@ def projection_grid_scores(
                     states.append(state)
                     targets.append(target)
                     owners.append(index[(i, j)] * n + torch.tensor(members)[row])
-    scores = first.flatten()
+    scores = first_token_log_likelihood(model, norm(last_states), plan.first_targets).flatten()
     if states:  # every pair's positions unembedded together, in large chunks
         scores += log_likelihood_sums(
             model, torch.cat(states), torch.cat(targets), torch.cat(owners), len(scores)
@@ -409,6 +409,7 @@ def evaluate_lrp2(
     dev_fraction: float = 0.5,
     seed: int = 0,
     k: int = 50,
+    reuse: bool = True,
     batch_size: int = 32,
     progress: bool = True,
 ) -> LRP2Result:
@@ -420,6 +421,8 @@ def evaluate_lrp2(
 
     Args:
         layers: candidate layers (default: every third block); all pairs i < j are tried.
+        reuse: share the computation of the grid's pairs (:func:`probe_projection_grid`);
+            False re-probes from scratch for every pair (the naive grid).
     """
     check_same_model(vectors.model, model, what="these language vectors")
     n_layers = int(model.cfg.n_layers)
@@ -440,21 +443,19 @@ def evaluate_lrp2(
     result = LRP2Result(languages, pivot, layers, {}, {}, {}, {}, {}, fingerprint(model))
     for lang in languages:
         grid: list[list[float | None]] = [[None] * len(layers) for _ in layers]
-        dev_lang = dev.subset([lang])
-        for a, lirp in enumerate(layers):
-            for b, lsrp in enumerate(layers):
-                if lirp < lsrp:
-                    hooks = projection(vectors, lang, lirp_layer=lirp, lsrp_layer=lsrp, pivot=pivot)
-                    grid[a][b] = _micro(
-                        probe(
-                            model,
-                            dev_lang,
-                            interventions=hooks,
-                            batch_size=batch_size,
-                            progress=False,
-                        ),
-                        lang,
-                    )
+        runs = probe_projection_grid(
+            model,
+            dev.subset([lang]),
+            vectors,
+            lang,
+            [(i, j) for i in layers for j in layers if i < j],
+            pivot=pivot,
+            reuse=reuse,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        for (i, j), run in runs.items():
+            grid[layers.index(i)][layers.index(j)] = _micro(run, lang)
         best = max(
             (grid[a][b], -a, -b)
             for a in range(len(layers))
@@ -499,5 +500,7 @@ __all__ = [
     "LanguageVectors",
     "evaluate_lrp2",
     "language_vectors",
+    "probe_projection_grid",
     "projection",
+    "projection_grid_scores",
 ]

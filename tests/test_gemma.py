@@ -58,3 +58,24 @@ def test_gemma_candidate_scores_match_full_forward(gemma):
     full = torch.tensor(full, dtype=torch.float64)
     torch.testing.assert_close((scores - scores[0]).double(), full - full[0], rtol=1e-3, atol=2e-3)
     assert scores.argmax() == 0  # Paris
+
+
+def test_gemma_shared_lrp2_grid_equals_projection_hooks(gemma):
+    """Block replay is exact on Gemma's hybrid cache (sliding and global layers)."""
+    from mlneurons.facts import FactSet
+    from mlneurons.lrp2 import language_vectors, projection, projection_grid_scores
+    from mlneurons.probing import candidate_scores
+
+    corpus = MultilingualCorpus.builtin(["en", "de"])
+    vectors = language_vectors(gemma, corpus, max_sentences=8, max_tokens=32, progress=False)
+    facts = FactSet.builtin().subset(["de"], ["P30"]).head(1)
+    fact = facts.facts[0]
+    sentences = [facts.fill(fact, c) for c in facts.candidates[("de", "P30")]]
+    pairs = [(3, 9), (3, 17), (9, 17)]
+    shared = projection_grid_scores(gemma, sentences, vectors, "de", pairs, batch_size=4)
+    plain = candidate_scores(gemma, sentences, batch_size=4)
+    assert max((shared[p] - plain).abs().max() for p in pairs) > 1e-2  # projections matter
+    for i, j in pairs:
+        with intervene(gemma, projection(vectors, "de", lirp_layer=i, lsrp_layer=j)):
+            naive = candidate_scores(gemma, sentences, batch_size=4)
+        torch.testing.assert_close(shared[(i, j)], naive, rtol=1e-4, atol=2e-3)

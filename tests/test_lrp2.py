@@ -5,6 +5,7 @@ from tiny import language_text
 from mlneurons import MultilingualCorpus
 from mlneurons.interventions import intervene
 from mlneurons.lrp2 import LanguageVectors, language_vectors, projection
+from mlneurons.models import hooks_attached
 
 
 def _corpus():
@@ -212,3 +213,87 @@ def test_projection_holds_during_generation(planted_model):
     ):
         model.generate(prompt, max_new_tokens=3, do_sample=False, verbose=False)
     assert seen.count("checked") >= 3
+
+
+SENTENCES = ["fr1 fr2 fr5", "fr1 fr2 zh5", "fr1 fr2 en4 en6", "fr1 fr2 ja5 ja3 ja1", "fr1 fr2 de3"]
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def deep_model(request, tmp_path_factory):
+    """A 5-block random model whose attention is live (the planted one's is zeroed)."""
+    from tiny import make_gpt2, make_random_llama
+
+    import mlneurons
+
+    directory = tmp_path_factory.mktemp(request.param)
+    if request.param == "llama":
+        make_random_llama(directory, n_layers=5)
+    else:
+        make_gpt2(directory, n_layers=5)
+    return mlneurons.load_model(str(directory), device="cpu")
+
+
+def test_shared_grid_equals_probing_under_projection_hooks(deep_model):
+    from mlneurons.lrp2 import projection_grid_scores
+    from mlneurons.probing import candidate_scores
+
+    model = deep_model
+    torch.manual_seed(1)
+    vectors = LanguageVectors(["en", "fr"], torch.randn(2, 5, model.cfg.d_model), [1, 1])
+    pairs = [(0, 1), (0, 3), (0, 4), (1, 2), (2, 4), (3, 4)]
+    shared = projection_grid_scores(model, SENTENCES, vectors, "fr", pairs, batch_size=2)
+    assert set(shared) == set(pairs)
+    plain = candidate_scores(model, SENTENCES, batch_size=2)
+    for i, j in pairs:
+        with intervene(model, projection(vectors, "fr", lirp_layer=i, lsrp_layer=j)):
+            naive = candidate_scores(model, SENTENCES, batch_size=2)
+        torch.testing.assert_close(shared[(i, j)], naive, rtol=1e-5, atol=1e-5)
+        assert (naive - plain).abs().max() > 1e-2  # the projection matters here
+    assert (shared[(0, 1)] - shared[(0, 4)]).abs().max() > 1e-2  # pairs differ
+    assert not hooks_attached(model)
+
+
+@torch.inference_mode()
+def test_block_replay_leaves_no_hooks_or_overrides_even_on_error(deep_model):
+    from mlneurons.models import hf_blocks, recording, unwrapped
+
+    model = deep_model
+    blocks, _ = hf_blocks(model)
+    hooks_before = [(dict(b._forward_pre_hooks), dict(b._forward_hooks)) for b in blocks]
+    ids = torch.tensor([[1, 5, 6, 7]])
+    with pytest.raises(RuntimeError, match="boom"), unwrapped(model):
+        with recording(blocks, snapshot=[1], skip_after=2) as record:
+            model.original_model.base_model(input_ids=ids, use_cache=True)
+            raise RuntimeError("boom")
+    assert sorted(record.calls) == [0, 1, 2, 3, 4] and sorted(record.caches) == [1]
+    assert torch.equal(record.outputs[4], record.outputs[2])  # blocks 3, 4 were skipped
+    assert [(dict(b._forward_pre_hooks), dict(b._forward_hooks)) for b in blocks] == hooks_before
+    assert not any("forward" in block.__dict__ for block in blocks)
+    # a replay from block 1's output with block 1's cache reproduces a full pass
+    _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_resid_post"))
+    with unwrapped(model), recording(blocks, snapshot=[1]) as record:
+        model.original_model.base_model(input_ids=ids, use_cache=True)
+    final, kept, _ = record.replay(record.outputs[1], 2, 4, record.caches[1], keep=[3])
+    torch.testing.assert_close(final, cache["blocks.4.hook_resid_post"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(kept[3], cache["blocks.3.hook_resid_post"], rtol=1e-5, atol=1e-5)
+
+
+def test_probe_projection_grid_reuse_matches_naive(planted_model):
+    from test_probing import _tiny_facts
+
+    from mlneurons.lrp2 import probe_projection_grid
+
+    torch.manual_seed(2)
+    vectors = LanguageVectors(
+        ["en", "de"], 3 * torch.randn(2, 2, planted_model.cfg.d_model), [1, 1]
+    )
+    facts = _tiny_facts().subset(["de"])
+    runs = {
+        reuse: probe_projection_grid(
+            planted_model, facts, vectors, "de", [(0, 1)], reuse=reuse, progress=False
+        )
+        for reuse in (True, False)
+    }
+    assert runs[True][(0, 1)].predictions == runs[False][(0, 1)].predictions
+    with pytest.raises(ValueError, match="LSRP must come after LIRP"):
+        probe_projection_grid(planted_model, facts, vectors, "de", [(1, 0)], progress=False)
