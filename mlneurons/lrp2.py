@@ -230,6 +230,13 @@ def projection_grid_scores(
     """
     blocks, norm = hf_blocks(model)
     last = len(blocks) - 1
+    if not pairs:
+        raise ValueError("pairs is empty: give at least one (lirp_layer, lsrp_layer)")
+    if hooks_attached(model):
+        raise ValueError(
+            "TransformerLens hooks are attached to the model, and the shared grid runs the "
+            "plain HF blocks where they would not fire; use probe_projection_grid(reuse=False)"
+        )
     for i, j in pairs:
         projection(vectors, language, lirp_layer=i, lsrp_layer=j, pivot=pivot)  # validates
     device = next(model.parameters()).device
@@ -249,9 +256,7 @@ def projection_grid_scores(
         cache.batch_repeat_interleave(rows)
         return cache
 
-    index = {
-        pair: k for k, pair in enumerate(p for i, js in later.items() for p in ((i, j) for j in js))
-    }
+    index = {(i, j): k for k, (i, j) in enumerate((i, j) for i, js in later.items() for j in js)}
     n = len(plan.first_targets)
     last_states = torch.empty(
         len(index), int(model.cfg.d_model), device=device, dtype=next(model.parameters()).dtype

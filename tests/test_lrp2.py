@@ -251,6 +251,13 @@ def test_shared_grid_equals_probing_under_projection_hooks(deep_model):
         assert (naive - plain).abs().max() > 1e-2  # the projection matters here
     assert (shared[(0, 1)] - shared[(0, 4)]).abs().max() > 1e-2  # pairs differ
     assert not hooks_attached(model)
+    with (
+        pytest.raises(ValueError, match="hooks are attached"),
+        intervene(model, projection(vectors, "fr", lirp_layer=0, lsrp_layer=1)),
+    ):
+        projection_grid_scores(model, SENTENCES, vectors, "fr", pairs)
+    with pytest.raises(ValueError, match="pairs is empty"):
+        projection_grid_scores(model, SENTENCES, vectors, "fr", [])
 
 
 @torch.inference_mode()
