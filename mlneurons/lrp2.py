@@ -240,16 +240,16 @@ def projection_grid_scores(
     for i, j in pairs:
         projection(vectors, language, lirp_layer=i, lsrp_layer=j, pivot=pivot)  # validates
     device = next(model.parameters()).device
-    v_lang, v_pivot = vectors[language].to(device), vectors[pivot].to(device)
+    v_lang, v_pivot = vectors[language], vectors[pivot]
     later = {i: sorted({j for a, j in pairs if a == i}) for i in sorted({i for i, _ in pairs})}
     plan = candidate_batches(model.tokenizer, sentences, batch_size)
     body = model.original_model.base_model
 
     def into(hidden: torch.Tensor, i: int) -> torch.Tensor:  # LIRP
-        return hidden + (v_pivot[i] - v_lang[i]).to(hidden.dtype)
+        return hidden + (v_pivot[i] - v_lang[i]).to(hidden.device, hidden.dtype)
 
     def back(hidden: torch.Tensor, j: int) -> torch.Tensor:  # LSRP
-        return hidden + (v_lang[j] - v_pivot[j]).to(hidden.dtype)
+        return hidden + (v_lang[j] - v_pivot[j]).to(hidden.device, hidden.dtype)
 
     def repeated(cache: Any, rows: int) -> Any:
         cache = copy.deepcopy(cache)
@@ -258,9 +258,7 @@ def projection_grid_scores(
 
     index = {(i, j): k for k, (i, j) in enumerate((i, j) for i, js in later.items() for j in js)}
     n = len(plan.first_targets)
-    last_states = torch.empty(
-        len(index), int(model.cfg.d_model), device=device, dtype=next(model.parameters()).dtype
-    )
+    last_states = []  # the prefix's last residual per pair, in index order
     states, targets, owners = [], [], []
     prefix_caches: dict[Pair, Any] = {}
     with unwrapped(model):
@@ -273,7 +271,7 @@ def projection_grid_scores(
             for j in js:
                 hidden, _, _ = prefix.replay(back(trunk[j], j), j + 1, last, caches[j])
                 prefix_caches[(i, j)] = caches[j]
-                last_states[index[(i, j)]] = hidden[0, -1]
+                last_states.append(hidden[0, -1])
         for members, suffix, lengths in plan.batches:
             size = len(members)
             with recording(blocks, skip_after=max(later)) as rows:
@@ -298,7 +296,9 @@ def projection_grid_scores(
                     states.append(state)
                     targets.append(target)
                     owners.append(index[(i, j)] * n + torch.tensor(members)[row])
-    scores = first_token_log_likelihood(model, norm(last_states), plan.first_targets).flatten()
+    scores = first_token_log_likelihood(
+        model, norm(torch.stack(last_states)), plan.first_targets
+    ).flatten()
     if states:  # every pair's positions unembedded together, in large chunks
         scores += log_likelihood_sums(
             model, torch.cat(states), torch.cat(targets), torch.cat(owners), len(scores)
