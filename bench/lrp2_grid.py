@@ -3,12 +3,12 @@
 The naive grid probes the facts once per (LIRP i, LSRP j) pair with projection hooks,
 re-running the whole model each time. The shared grid runs the unprojected pass once
 and resumes every pair from it (blocks up to i shared by all pairs, up to j by pairs
-with the same i). Both probe the same facts under the same pairs; the script checks
-that they predict the same objects and prints:
+with the same i). Both probe the same facts under the same pairs; the script exits
+with an error unless they predict the same objects, and prints:
 
 * speed-up: naive seconds / shared seconds (wall clock, same process, same facts);
-* block ratio: transformer blocks run per fact, naive / shared (the compute the
-  sharing saves; the unembedding of every candidate position is not shared).
+* block ratio: transformer blocks run per suffix token, naive / shared (the compute
+  the sharing saves; the unembedding of every candidate position is not shared).
 
 Run: ``.venv/bin/python bench/lrp2_grid.py [--language de] [--per-relation 2]``
 """
@@ -23,7 +23,7 @@ import torch
 
 
 def blocks_run(n_layers: int, pairs: list[tuple[int, int]]) -> tuple[int, int]:
-    """Blocks per token run by the naive and by the shared grid (prefix and suffix alike)."""
+    """Blocks per suffix token run by the naive and by the shared grid."""
     naive = len(pairs) * n_layers
     lirps = sorted({i for i, _ in pairs})
     shared = max(lirps) + 1  # the unprojected pass up to the last LIRP layer
@@ -74,6 +74,8 @@ def main() -> None:
     print(f"speed-up {timings[False] / timings[True]:.2f}x")
     print(f"block ratio {naive_blocks / shared_blocks:.2f} ({naive_blocks} / {shared_blocks})")
     print(f"same predictions {same} / {len(facts) * len(pairs)}")
+    if same != len(facts) * len(pairs):
+        raise SystemExit("the shared grid predicted differently from the naive grid")
 
 
 if __name__ == "__main__":

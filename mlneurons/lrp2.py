@@ -237,8 +237,12 @@ def projection_grid_scores(
             "TransformerLens hooks are attached to the model, and the shared grid runs the "
             "plain HF blocks where they would not fire; use probe_projection_grid(reuse=False)"
         )
-    for i, j in pairs:
-        projection(vectors, language, lirp_layer=i, lsrp_layer=j, pivot=pivot)  # validates
+    if vectors.vectors.shape[1] != len(blocks):
+        raise ValueError(
+            f"the language vectors have {vectors.vectors.shape[1]} layers, the model {len(blocks)}"
+        )
+    for i, j in pairs:  # validates the layers, the language and the model
+        projection(vectors, language, lirp_layer=i, lsrp_layer=j, pivot=pivot, model=model)
     device = next(model.parameters()).device
     v_lang, v_pivot = vectors[language], vectors[pivot]
     later = {i: sorted({j for a, j in pairs if a == i}) for i in sorted({i for i, _ in pairs})}

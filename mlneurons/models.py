@@ -346,14 +346,15 @@ class RecordedForward:
 
         ``hidden`` is the residual entering block ``start``; keys and values go into
         ``cache`` (which must hold the earlier blocks' entries the attention reads).
-        Returns the residual after ``stop``, the residuals after the blocks in ``keep``
-        and copies of ``cache`` after the blocks in ``snapshot``.
+        ``cache`` is modified in place. Returns the residual after ``stop``, the residuals
+        after the blocks in ``keep`` and copies of ``cache`` after the blocks in ``snapshot``.
         """
         keep, snapshot = set(keep), set(snapshot)
         kept: dict[int, torch.Tensor] = {}
         copies: dict[int, Any] = {}
         for index in range(start, stop + 1):
             args, kwargs = self.calls[index]
+            _find_cache(index, args, kwargs)  # a replay without the recorded cache would be wrong
             if not args:  # the residual came as a keyword
                 kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
             args = tuple(cache if _is_cache(a) else a for a in args[1:])
@@ -372,6 +373,16 @@ def _is_cache(value: Any) -> bool:
     from transformers.cache_utils import Cache
 
     return isinstance(value, Cache)
+
+
+def _find_cache(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    for value in (*args, *kwargs.values()):
+        if _is_cache(value):
+            return value
+    raise ValueError(
+        f"block {index} was called without a transformers Cache; block replay needs the "
+        "forward to run with use_cache=True on a model that passes its cache to the blocks"
+    )
 
 
 def hf_blocks(model: Any) -> tuple[list[torch.nn.Module], torch.nn.Module]:
@@ -402,13 +413,23 @@ def recording(
     def before(index: int, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         record.calls[index] = (args, kwargs)
 
+    ran: list[Any] = []  # the raw output of the last block that really ran
+
     def after(index: int, module: Any, args: Any, kwargs: Any, output: Any) -> None:
         record.outputs[index] = output[0] if isinstance(output, tuple) else output
         if index in snapshot:
-            cache = next(v for v in (*args, *kwargs.values()) if _is_cache(v))
-            record.caches[index] = copy.deepcopy(cache)
+            record.caches[index] = copy.deepcopy(_find_cache(index, args, kwargs))
 
-    skipped = []
+    def pass_on(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        """A skipped block: its input, shaped like a real block's output (BLOOM returns tuples)."""
+        last = ran[-1] if ran else hidden_states
+        return (hidden_states, *last[1:]) if isinstance(last, tuple) else hidden_states
+
+    def note_output(module: Any, args: Any, output: Any) -> None:
+        ran.append(output)
+        del ran[:-1]
+
+    overridden: list[tuple[torch.nn.Module, Any]] = []
     try:
         for index, block in enumerate(blocks):
             handles.append(
@@ -418,15 +439,16 @@ def recording(
                 block.register_forward_hook(functools.partial(after, index), with_kwargs=True)
             )
             if skip_after is not None and index > skip_after:
-                block.forward = _pass_on
-                skipped.append(block)
+                overridden.append((block, block.__dict__.get("forward")))
+                block.forward = pass_on
+            else:
+                handles.append(block.register_forward_hook(note_output))
         yield record
     finally:
         for handle in handles:
             handle.remove()
-        for block in skipped:
-            del block.forward
-
-
-def _pass_on(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return hidden_states
+        for block, own_forward in overridden:
+            if own_forward is None:
+                del block.forward
+            else:
+                block.forward = own_forward

@@ -61,7 +61,8 @@ def test_gemma_candidate_scores_match_full_forward(gemma):
 
 
 def test_gemma_shared_lrp2_grid_equals_projection_hooks(gemma):
-    """Block replay is exact on Gemma's hybrid cache (sliding and global layers)."""
+    """Block replay matches the hooks on Gemma's hybrid cache (sliding-window and global layer
+    types; these prompts are shorter than the 512-token window)."""
     from mlneurons.facts import FactSet
     from mlneurons.lrp2 import language_vectors, projection, projection_grid_scores
     from mlneurons.probing import candidate_scores

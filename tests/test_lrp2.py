@@ -218,18 +218,16 @@ def test_projection_holds_during_generation(planted_model):
 SENTENCES = ["fr1 fr2 fr5", "fr1 fr2 zh5", "fr1 fr2 en4 en6", "fr1 fr2 ja5 ja3 ja1", "fr1 fr2 de3"]
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
+@pytest.fixture(scope="module", params=["llama", "gpt2", "bloom"])
 def deep_model(request, tmp_path_factory):
     """A 5-block random model whose attention is live (the planted one's is zeroed)."""
-    from tiny import make_gpt2, make_random_llama
+    import tiny
 
     import mlneurons
 
     directory = tmp_path_factory.mktemp(request.param)
-    if request.param == "llama":
-        make_random_llama(directory, n_layers=5)
-    else:
-        make_gpt2(directory, n_layers=5)
+    makers = {"llama": tiny.make_random_llama, "gpt2": tiny.make_gpt2, "bloom": tiny.make_bloom}
+    makers[request.param](directory, n_layers=5)
     return mlneurons.load_model(str(directory), device="cpu")
 
 
@@ -258,6 +256,9 @@ def test_shared_grid_equals_probing_under_projection_hooks(deep_model):
         projection_grid_scores(model, SENTENCES, vectors, "fr", pairs)
     with pytest.raises(ValueError, match="pairs is empty"):
         projection_grid_scores(model, SENTENCES, vectors, "fr", [])
+    shallow = LanguageVectors(["en", "fr"], vectors.vectors[:, :3], [1, 1])
+    with pytest.raises(ValueError, match="vectors have 3 layers, the model 5"):
+        projection_grid_scores(model, SENTENCES, shallow, "fr", [(0, 1)])
 
 
 @torch.inference_mode()
@@ -267,6 +268,8 @@ def test_block_replay_leaves_no_hooks_or_overrides_even_on_error(deep_model):
     model = deep_model
     blocks, _ = hf_blocks(model)
     hooks_before = [(dict(b._forward_pre_hooks), dict(b._forward_hooks)) for b in blocks]
+    own_forward = blocks[4].forward  # an instance-level forward (as accelerate sets) survives
+    blocks[4].forward = own_forward
     ids = torch.tensor([[1, 5, 6, 7]])
     with pytest.raises(RuntimeError, match="boom"), unwrapped(model):
         with recording(blocks, snapshot=[1], skip_after=2) as record:
@@ -275,7 +278,9 @@ def test_block_replay_leaves_no_hooks_or_overrides_even_on_error(deep_model):
     assert sorted(record.calls) == [0, 1, 2, 3, 4] and sorted(record.caches) == [1]
     assert torch.equal(record.outputs[4], record.outputs[2])  # blocks 3, 4 were skipped
     assert [(dict(b._forward_pre_hooks), dict(b._forward_hooks)) for b in blocks] == hooks_before
-    assert not any("forward" in block.__dict__ for block in blocks)
+    assert not any("forward" in block.__dict__ for block in blocks[:4])
+    assert blocks[4].__dict__["forward"] is own_forward
+    del blocks[4].forward
     # a replay from block 1's output with block 1's cache reproduces a full pass
     _, cache = model.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_resid_post"))
     with unwrapped(model), recording(blocks, snapshot=[1]) as record:

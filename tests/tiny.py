@@ -170,3 +170,23 @@ def make_random_llama(directory: Path, *, n_layers: int = 5, seed: int = 0) -> P
     LlamaForCausalLM(config).eval().save_pretrained(directory)
     make_tokenizer(directory)
     return directory
+
+
+def make_bloom(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
+    """Save a tiny random BLOOM (ALiBi positions; its blocks return tuples)."""
+    from transformers import BloomConfig, BloomForCausalLM
+
+    torch.manual_seed(seed)
+    config = BloomConfig(
+        vocab_size=len(vocabulary()),
+        hidden_size=32,
+        n_layer=n_layers,
+        n_head=4,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    config.architectures = ["BloomForCausalLM"]
+    BloomForCausalLM(config).eval().save_pretrained(directory)
+    make_tokenizer(directory)
+    return directory
