@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -127,14 +128,21 @@ def make_planted_llama(
     return directory
 
 
+def _save_random(directory: Path, model_class: type, config: Any, seed: int) -> Path:
+    """Save a randomly initialised ``model_class(config)`` with the tiny tokenizer."""
+    torch.manual_seed(seed)
+    config.architectures = [model_class.__name__]
+    model_class(config).eval().save_pretrained(directory)
+    make_tokenizer(directory)
+    return directory
+
+
 def make_gpt2(directory: Path, *, n_layers: int = 2, seed: int = 0) -> Path:
     """Save a tiny random GPT-2 (plain GELU MLP) with the tiny tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    torch.manual_seed(seed)
-    vocab = vocabulary()
     config = GPT2Config(
-        vocab_size=len(vocab),
+        vocab_size=len(vocabulary()),
         n_positions=256,
         n_embd=32,
         n_layer=n_layers,
@@ -143,17 +151,13 @@ def make_gpt2(directory: Path, *, n_layers: int = 2, seed: int = 0) -> Path:
         bos_token_id=1,
         eos_token_id=2,
     )
-    config.architectures = ["GPT2LMHeadModel"]
-    GPT2LMHeadModel(config).eval().save_pretrained(directory)
-    make_tokenizer(directory)
-    return directory
+    return _save_random(directory, GPT2LMHeadModel, config, seed)
 
 
 def make_random_llama(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
     """Save a tiny random Llama (every attention and MLP weight live) with the tiny tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(vocabulary()),
         hidden_size=32,
@@ -166,17 +170,13 @@ def make_random_llama(directory: Path, *, n_layers: int = 5, seed: int = 0) -> P
         eos_token_id=2,
         pad_token_id=0,
     )
-    config.architectures = ["LlamaForCausalLM"]
-    LlamaForCausalLM(config).eval().save_pretrained(directory)
-    make_tokenizer(directory)
-    return directory
+    return _save_random(directory, LlamaForCausalLM, config, seed)
 
 
 def make_bloom(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
     """Save a tiny random BLOOM (ALiBi positions; its blocks return tuples)."""
     from transformers import BloomConfig, BloomForCausalLM
 
-    torch.manual_seed(seed)
     config = BloomConfig(
         vocab_size=len(vocabulary()),
         hidden_size=32,
@@ -186,7 +186,4 @@ def make_bloom(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
         eos_token_id=2,
         pad_token_id=0,
     )
-    config.architectures = ["BloomForCausalLM"]
-    BloomForCausalLM(config).eval().save_pretrained(directory)
-    make_tokenizer(directory)
-    return directory
+    return _save_random(directory, BloomForCausalLM, config, seed)
