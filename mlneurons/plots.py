@@ -17,15 +17,37 @@ from mlneurons.probing import ProbeResult
 
 def _subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:
     """A new Figure (not registered with pyplot, so no global backend is touched) and its axes."""
-    options.pop("constrained_layout", None)
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.subplots(*grid, **options)
+
+
+def _annotated_image(
+    ax: Any,
+    values: torch.Tensor,
+    texts: list[list[str | None]],
+    white: torch.Tensor,
+    labels: list[str],
+    *,
+    fontsize: int = 7,
+    **imshow: Any,
+) -> Any:
+    """``values`` as a square image labelled on both axes, ``texts[i][j]`` written in each cell
+    (none where None), in white where ``white`` (on dark cells)."""
+    image = ax.imshow(values.numpy(), **imshow)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    for i, row in enumerate(texts):
+        for j, text in enumerate(row):
+            if text is not None:
+                colour = "white" if bool(white[i, j]) else "black"
+                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color=colour)
+    return image
 
 
 def plot_layer_distribution(neurons: LanguageNeurons, *, title: str = "") -> Figure:
     """Language-specific neurons per layer, one line per language (Tang et al., Fig. 2)."""
     counts = neurons.counts_per_layer()
-    fig, ax = _subplots(figsize=(8, 4.5), constrained_layout=True)
+    fig, ax = _subplots(figsize=(8, 4.5))
     for i, lang in enumerate(neurons.languages):
         ax.plot(
             range(neurons.n_layers),
@@ -56,26 +78,11 @@ def plot_heatmap(
     if isinstance(table, dict):
         table = torch.tensor([[table[a][b] for b in labels] for a in labels], dtype=torch.float64)
     values = table.double()
-    fig, ax = _subplots(
-        figsize=(1.2 + 0.6 * len(labels), 0.8 + 0.6 * len(labels)), constrained_layout=True
-    )
-    image = ax.imshow(values.numpy(), cmap=cmap)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
+    fig, ax = _subplots(figsize=(1.2 + 0.6 * len(labels), 0.8 + 0.6 * len(labels)))
     finite = values[torch.isfinite(values)]
     top = float(finite.max()) if len(finite) else 1.0
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            value = float(values[i, j])
-            ax.text(
-                j,
-                i,
-                fmt.format(value),
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="black" if value > 0.6 * top else "white",
-            )
+    texts = [[fmt.format(value) for value in row] for row in values.tolist()]
+    image = _annotated_image(ax, values, texts, ~(values > 0.6 * top), labels, cmap=cmap)
     fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar)
     ax.set_title(title)
     return fig
@@ -97,7 +104,7 @@ def plot_p_at_1(result: ProbeResult, *, title: str = "") -> Figure:
     table = result.p_at_1()
     keys = [*result.relations, "macro"]
     width = 0.8 / len(keys)
-    fig, ax = _subplots(figsize=(1.5 + 0.7 * len(result.languages), 4), constrained_layout=True)
+    fig, ax = _subplots(figsize=(1.5 + 0.7 * len(result.languages), 4))
     for k, key in enumerate(keys):
         xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(result.languages))]
         ax.bar(
@@ -121,26 +128,12 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
         [[float("nan") if v is None else 100 * v for v in row] for row in result.grid[language]]
     )
     labels = [str(layer) for layer in result.layers]
-    fig, ax = _subplots(
-        figsize=(2.5 + 0.6 * len(labels), 1.8 + 0.6 * len(labels)), constrained_layout=True
+    fig, ax = _subplots(figsize=(2.5 + 0.6 * len(labels), 1.8 + 0.6 * len(labels)))
+    top = float(grid.nan_to_num(nan=0.0).max())
+    texts = [[None if v != v else f"{v:.0f}" for v in row] for row in grid.tolist()]  # NaN: none
+    image = _annotated_image(
+        ax, grid, texts, ~(grid > 0.6 * top), labels, fontsize=8, cmap="viridis"
     )
-    image = ax.imshow(grid.numpy(), cmap="viridis")
-    for (i, j), value in zip(
-        torch.cartesian_prod(*[torch.arange(len(labels))] * 2).tolist(), grid.flatten().tolist()
-    ):
-        if value == value:  # not NaN
-            light = value > float(grid.nan_to_num(nan=0.0).max()) * 0.6
-            ax.text(
-                j,
-                i,
-                f"{value:.0f}",
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="black" if light else "white",
-            )
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("LSRP layer")
     ax.set_ylabel("LIRP layer")
     a, b = (result.layers.index(x) for x in result.selected[language])
@@ -169,32 +162,22 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
     bound = max(float(r.abs().max()) for r in ratios) or 1.0
     langs = matrix.languages
     size = 0.55 * len(langs) + 1.5
-    fig, axes = _subplots(
-        1,
-        len(panels),
-        figsize=(size * len(panels) + 1, size),
-        constrained_layout=True,
-        squeeze=False,
-    )
+    fig, axes = _subplots(1, len(panels), figsize=(size * len(panels) + 1, size), squeeze=False)
     for ax, change, ratio, (_, label) in zip(axes[0], changes, ratios, panels):
-        image = ax.imshow(ratio.numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound)
-        ax.set_xticks(range(len(langs)), langs)
-        ax.set_yticks(range(len(langs)), langs)
+        texts = [[f"{c:+.0f}" for c in row] for row in change.tolist()]
+        image = _annotated_image(
+            ax,
+            ratio,
+            texts,
+            ratio.abs() > 0.6 * bound,
+            langs,
+            cmap="RdBu_r",
+            vmin=-bound,
+            vmax=bound,
+        )
         ax.set_xlabel("evaluated language")
         ax.set_ylabel("deactivated language")
         ax.set_title(label, fontsize=10)
-        for i in range(len(langs)):
-            for j in range(len(langs)):
-                strong = abs(float(ratio[i, j])) > 0.6 * bound
-                ax.text(
-                    j,
-                    i,
-                    f"{change[i, j]:+.0f}",
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if strong else "black",
-                )
     fig.colorbar(
         image,
         ax=axes[0].tolist(),
