@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.lape import LanguageNeurons
-from mlneurons.models import fingerprint, is_masked_lm, unembed
+from mlneurons.models import fingerprint, is_masked_lm, log_likelihood_sums, model_device
 from mlneurons.results import read_json, write_json
 
 PPL_FILE = "ppl_matrix.json"
@@ -41,18 +40,18 @@ def sequence_nll(
         raise ValueError("perplexity needs a causal language model booted from Hugging Face")
     if is_masked_lm(model):
         raise ValueError(f"perplexity needs a causal LM; {type(hf).__name__} is a masked LM")
-    device = next(model.parameters()).device
-    tokens = tokens.to(device)
+    tokens = tokens.to(model_device(model))
     hidden = hf.base_model(input_ids=tokens, use_cache=False).last_hidden_state[:, :-1]
-    targets = tokens[:, 1:]
     batch, positions, d_model = hidden.shape
-    flat_hidden, flat_targets = hidden.reshape(-1, d_model), targets.reshape(-1)
-    nll = torch.empty(flat_targets.shape, dtype=torch.float32, device=device)
-    for start in range(0, len(flat_targets), chunk_tokens):
-        part = slice(start, start + chunk_tokens)
-        logits = unembed(model, flat_hidden[part]).float()
-        nll[part] = F.cross_entropy(logits, flat_targets[part], reduction="none")
-    return nll.view(batch, positions).sum(1)
+    owners = torch.arange(batch).repeat_interleave(positions)
+    return -log_likelihood_sums(
+        model,
+        hidden.reshape(-1, d_model),
+        tokens[:, 1:].reshape(-1),
+        owners,
+        batch,
+        rows=chunk_tokens,
+    )
 
 
 def perplexity(

@@ -10,7 +10,6 @@ intervention and hold during generation.
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ from mlneurons.models import (
     hf_blocks,
     hooks_attached,
     is_masked_lm,
+    log_likelihood_sums,
+    model_device,
     recording,
     run_body,
     unwrapped,
@@ -40,9 +41,9 @@ from mlneurons.probing import (
     causal_result,
     facts_with_candidates,
     first_token_log_likelihood,
-    log_likelihood_sums,
     prediction,
     probe,
+    repeated_cache,
     scored_positions,
 )
 from mlneurons.results import read_json, read_tensors, write_json, write_tensors
@@ -117,7 +118,7 @@ def language_vectors(
     n_layers, d_model = int(model.cfg.n_layers), int(model.cfg.d_model)
     tokenizer = model.tokenizer
     bos = corpus.bos_id(tokenizer)
-    device = next(model.parameters()).device
+    device = model_device(model)
     vectors = torch.zeros(len(corpus.languages), n_layers, d_model, dtype=torch.float64)
     counts = []
     state: dict[str, Any] = {}
@@ -243,7 +244,7 @@ def projection_grid_scores(
         )
     for i, j in pairs:  # validates the layers, the language and the model
         projection(vectors, language, lirp_layer=i, lsrp_layer=j, pivot=pivot, model=model)
-    device = next(model.parameters()).device
+    device = model_device(model)
     v_lang, v_pivot = vectors[language], vectors[pivot]
     later = {i: sorted({j for a, j in pairs if a == i}) for i in sorted({i for i, _ in pairs})}
     plan = candidate_batches(model.tokenizer, sentences, batch_size)
@@ -254,11 +255,6 @@ def projection_grid_scores(
 
     def back(hidden: torch.Tensor, j: int) -> torch.Tensor:  # LSRP
         return hidden + (v_lang[j] - v_pivot[j]).to(hidden.device, hidden.dtype)
-
-    def repeated(cache: Any, rows: int) -> Any:
-        cache = copy.deepcopy(cache)
-        cache.batch_repeat_interleave(rows)
-        return cache
 
     index = {(i, j): k for k, (i, j) in enumerate((i, j) for i, js in later.items() for j in js)}
     n = len(plan.first_targets)
@@ -281,7 +277,7 @@ def projection_grid_scores(
             with recording(blocks, skip_after=max(later)) as rows:
                 body(
                     input_ids=suffix.to(device),
-                    past_key_values=repeated(out.past_key_values, size),
+                    past_key_values=repeated_cache(out.past_key_values, size),
                     use_cache=True,
                 )
             for i, js in later.items():
@@ -289,12 +285,12 @@ def projection_grid_scores(
                     into(rows.outputs[i], i),
                     i + 1,
                     js[-1],
-                    repeated(prefix_caches[(i, js[-1])], size),
+                    repeated_cache(prefix_caches[(i, js[-1])], size),
                     keep=js,
                 )
                 for j in js:
                     hidden, _, _ = rows.replay(
-                        back(trunk[j], j), j + 1, last, repeated(prefix_caches[(i, j)], size)
+                        back(trunk[j], j), j + 1, last, repeated_cache(prefix_caches[(i, j)], size)
                     )
                     state, target, row = scored_positions(norm(hidden), suffix, lengths)
                     states.append(state)

@@ -21,7 +21,14 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 
 from mlneurons.facts import FactSet
-from mlneurons.models import fingerprint, is_masked_lm, mlp_neuron_hook, run_body
+from mlneurons.models import (
+    fingerprint,
+    is_masked_lm,
+    mlp_neuron_hook,
+    model_device,
+    pad_right,
+    run_body,
+)
 from mlneurons.probing import common_prefix_length, sentence_ids
 from mlneurons.probing_mlm import mask_activations
 from mlneurons.results import read_json, write_json
@@ -113,18 +120,14 @@ def object_position_activations(
             mlp_neuron_hook(model, layer) for layer in range(n_layers)
         )
     ]
-    device = next(model.parameters()).device
+    device = model_device(model)
     result = {}
     with model.hooks(fwd_hooks=[*hooks, *interventions]):
         for start in tqdm(
             range(0, len(rows), batch_size), desc="fact activations", disable=not progress
         ):
             group = rows[start : start + batch_size]
-            tokens = torch.zeros(len(group), max(map(len, group)), dtype=torch.long)
-            for i, r in enumerate(group):
-                tokens[i, : len(r)] = torch.tensor(
-                    r
-                )  # right padding: causal positions never see it
+            tokens, _ = pad_right(group)  # right padding: causal positions never see it
             state["positions"] = torch.tensor(positions[start : start + batch_size])
             state["out"] = torch.empty(len(group), n_layers, d_mlp)
             run_body(model, tokens.to(device), last_layer=n_layers - 1)

@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from mlneurons.facts import Fact, FactSet
-from mlneurons.models import fingerprint, is_masked_lm, unembed
+from mlneurons.models import (
+    fingerprint,
+    is_masked_lm,
+    log_likelihood_sums,
+    model_device,
+    pad_right,
+    unembed,
+)
 from mlneurons.results import read_json, write_json
 
 PROBE_FILE = "probe.json"
@@ -171,9 +177,7 @@ def candidate_batches(tokenizer: Any, sentences: list[str], batch_size: int) -> 
         lengths = [len(ids[i]) - shared for i in members]  # the first is scored from the prefix
         if max(lengths) == 1:
             continue
-        suffix = torch.zeros(len(members), max(lengths), dtype=torch.long)
-        for k, i in enumerate(members):
-            suffix[k, : lengths[k]] = torch.tensor(ids[i][shared:])
+        suffix, _ = pad_right([ids[i][shared:] for i in members])
         batches.append((members, suffix, lengths))
     return CandidateBatches(ids[0][:shared], [s[shared] for s in ids], batches)
 
@@ -191,31 +195,19 @@ def scored_positions(
     return hidden[rows, cols], suffix[rows, cols + 1], rows
 
 
-UNEMBED_ROWS = 256
-"""States unembedded per matmul: the unembedding streams the whole vocabulary matrix
-(670 MB for Gemma 3) once per call, so a few hundred rows at a time run about twice as
-fast per row as a batch of 32 candidates."""
-
-
-def log_likelihood_sums(
-    model: Any, states: torch.Tensor, targets: torch.Tensor, owners: torch.Tensor, n_owners: int
-) -> torch.Tensor:
-    """Per owner, the summed log-probability of ``targets`` given ``states`` (chunked unembedding)."""
-    totals = torch.zeros(n_owners)
-    for start in range(0, len(states), UNEMBED_ROWS):
-        part = slice(start, start + UNEMBED_ROWS)
-        logits = unembed(model, states[part]).float()
-        nll = F.cross_entropy(logits, targets[part].to(logits.device), reduction="none")
-        totals.index_add_(0, owners[part], -nll.cpu())
-    return totals
-
-
 def first_token_log_likelihood(
     model: Any, hidden: torch.Tensor, targets: list[int]
 ) -> torch.Tensor:
     """``[..., len(targets)]``: log-probability of each target after the prefix's last (normed) state."""
-    logprobs = torch.log_softmax(unembed(model, hidden).float(), -1).cpu()
-    return logprobs[..., targets]
+    logprobs = torch.log_softmax(unembed(model, hidden).float(), -1)
+    return logprobs[..., targets].cpu()
+
+
+def repeated_cache(cache: Any, rows: int) -> Any:
+    """A copy of a one-row key/value cache, repeated for a batch of ``rows``."""
+    cache = copy.deepcopy(cache)
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 @torch.inference_mode()
@@ -228,15 +220,15 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
     """
     hf = model.original_model
     plan = candidate_batches(model.tokenizer, sentences, batch_size)
-    device = next(model.parameters()).device
+    device = model_device(model)
     prefix = hf.base_model(input_ids=torch.tensor([plan.prefix], device=device), use_cache=True)
     scores = first_token_log_likelihood(model, prefix.last_hidden_state[0, -1], plan.first_targets)
     states, targets, owners = [], [], []
     for members, suffix, lengths in plan.batches:
-        cache = copy.deepcopy(prefix.past_key_values)
-        cache.batch_repeat_interleave(len(members))
         hidden = hf.base_model(
-            input_ids=suffix.to(device), past_key_values=cache, use_cache=True
+            input_ids=suffix.to(device),
+            past_key_values=repeated_cache(prefix.past_key_values, len(members)),
+            use_cache=True,
         ).last_hidden_state
         state, target, rows = scored_positions(hidden, suffix, lengths)
         states.append(state)
@@ -338,7 +330,7 @@ __all__ = [
     "common_prefix_length",
     "facts_with_candidates",
     "first_token_log_likelihood",
-    "log_likelihood_sums",
+    "repeated_cache",
     "prediction",
     "scored_positions",
     "probe",

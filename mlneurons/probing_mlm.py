@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mlneurons.facts import Fact, FactSet
-from mlneurons.models import fingerprint, is_masked_lm, mlp_neuron_hook
+from mlneurons.models import fingerprint, is_masked_lm, mlp_neuron_hook, model_device, pad_right
 from mlneurons.probing import ProbeResult, prediction
 
 TYPED_RANKING = "masked: typed ranking (Kassner)"
@@ -97,23 +97,6 @@ def _masked_query(facts: FactSet, fact: Fact, tokenizer: Any, n_masks: int) -> l
     return ids
 
 
-def _pad(
-    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token rows: ``(input_ids, attention_mask)``."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for k, row in enumerate(rows):
-        ids[k, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[k, : len(row)] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _device(model: Any) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -138,7 +121,7 @@ def mask_logits(model: Any, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]
     """
     tokenizer = model.tokenizer
     hf = model.original_model
-    ids, attention = _pad(rows, _pad_id(tokenizer), _device(model))
+    ids, attention = pad_right(rows, _pad_id(tokenizer), model_device(model))
     is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
     head = _mlm_head(hf)
     logits = None
@@ -200,9 +183,9 @@ def typed_scores(
         start = 0
         for batch in _batched(group, batch_size):
             rows = [_masked_query(facts, f, tokenizer, length) for f in batch]
-            logprobs = torch.stack([x.log_softmax(-1) for x in mask_logits(model, rows)]).cpu()
+            logprobs = torch.stack([x.log_softmax(-1) for x in mask_logits(model, rows)])
             index = targets.unsqueeze(0).expand(len(batch), -1, -1)  # [B, length, C_l]
-            picked = logprobs.gather(2, index).mean(1)  # [B, C_l]
+            picked = logprobs.gather(2, index.to(logprobs.device)).mean(1).cpu()  # [B, C_l]
             scores[start : start + len(batch), which] = picked
             start += len(batch)
             if progress is not None:
@@ -417,7 +400,7 @@ def mask_activations(
         rows = [
             _masked_query(facts, f, tokenizer, len(object_ids(tokenizer, f.object))) for f in batch
         ]
-        ids, attention = _pad(rows, _pad_id(tokenizer), _device(model))
+        ids, attention = pad_right(rows, _pad_id(tokenizer), model_device(model))
         is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
         owner = is_mask.nonzero()[:, 0]  # row of every mask position, in order
         counts = is_mask.sum(1).to(torch.float32)

@@ -20,7 +20,14 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from mlneurons.corpus import MultilingualCorpus
-from mlneurons.models import fingerprint, hooks_attached, mlp_neuron_hook, run_body, unwrapped
+from mlneurons.models import (
+    fingerprint,
+    hooks_attached,
+    mlp_neuron_hook,
+    model_device,
+    run_body,
+    unwrapped,
+)
 from mlneurons.results import read_tensors, write_tensors
 
 STATS_FILE = "stats.safetensors"
@@ -278,7 +285,7 @@ def collect_activation_stats(
     n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
     tokenizer = getattr(model, "tokenizer", None)
     first_position = 1 if corpus.bos_id(tokenizer) is not None else 0
-    device = next(model.parameters()).device
+    device = model_device(model)
     stats = ActivationStats.empty(corpus.languages, n_layers, d_mlp, model=fingerprint(model))
     stats.corpus = corpus.to_dict()
     rows_done = {lang: 0 for lang in corpus.languages}
