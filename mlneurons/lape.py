@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from mlneurons.models import fingerprint
+from mlneurons.models import check_same_model, fingerprint
 
 NEURONS_FILE = "neurons.json"
 NEURONS_META_FILE = "neurons_meta.json"
@@ -79,11 +79,7 @@ class LanguageNeurons:
                 f"neurons are for {self.n_layers} layers x {self.d_mlp} neurons, but "
                 f"model {fp['name']!r} has {fp['n_layers']} x {fp['d_mlp']}"
             )
-        if self.model and self.model.get("hash") != fp["hash"]:
-            raise ValueError(
-                f"neurons were selected on model {self.model.get('name')!r} (hash "
-                f"{self.model.get('hash')}), not on {fp['name']!r} (hash {fp['hash']})"
-            )
+        check_same_model(self.model, model, what="this neuron set", verb="selected")
 
     def difference(self, language: str, other: str) -> Int[torch.Tensor, "k 2"]:
         """The neurons of ``language`` that ``other`` does not have."""

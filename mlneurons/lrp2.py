@@ -30,6 +30,7 @@ from mlneurons.models import (
     is_masked_lm,
     log_likelihood_sums,
     model_device,
+    pad_right,
     recording,
     run_body,
     unwrapped,
@@ -118,12 +119,13 @@ def language_vectors(
     n_layers, d_model = int(model.cfg.n_layers), int(model.cfg.d_model)
     tokenizer = model.tokenizer
     bos = corpus.bos_id(tokenizer)
+    head = [] if bos is None else [bos]
     device = model_device(model)
     vectors = torch.zeros(len(corpus.languages), n_layers, d_model, dtype=torch.float64)
     counts = []
     state: dict[str, Any] = {}
     hooks = [
-        (f"blocks.{layer}.hook_out", functools.partial(_pool_hook, layer=layer, state=state))
+        (f"blocks.{layer}.hook_resid_post", functools.partial(_pool_hook, layer=layer, state=state))
         for layer in range(n_layers)
     ]
     with model.hooks(fwd_hooks=hooks):
@@ -132,7 +134,7 @@ def language_vectors(
             sentences = []
             for ids in _sentences(corpus, lang, tokenizer, max_tokens):
                 if len(ids):
-                    sentences.append(ids)
+                    sentences.append(torch.as_tensor(ids).tolist())
                 if len(sentences) == max_sentences:
                     break
             if not sentences:
@@ -140,24 +142,11 @@ def language_vectors(
             for start in tqdm(
                 range(0, len(sentences), batch_size), desc=f"vectors {lang}", disable=not progress
             ):
-                group = sentences[start : start + batch_size]
-                first = 1 if bos is not None else 0
-                width = first + max(len(s) for s in group)
-                tokens = torch.zeros(len(group), width, dtype=torch.long)
-                mask = torch.zeros(len(group), width)
-                for k, ids in enumerate(group):
-                    if bos is not None:
-                        tokens[k, 0] = bos
-                    tokens[k, first : first + len(ids)] = ids
-                    mask[k, first : first + len(ids)] = 1.0
-                attention = (mask > 0) | (torch.arange(width) < first)
-                state["mask"] = mask
-                run_body(
-                    model,
-                    tokens.to(device),
-                    last_layer=n_layers - 1,
-                    attention_mask=attention.long().to(device),
-                )
+                group = [[*head, *ids] for ids in sentences[start : start + batch_size]]
+                tokens, attention = pad_right(group, device=device)
+                state["mask"] = attention.float()
+                state["mask"][:, : len(head)] = 0.0  # BOS is not pooled
+                run_body(model, tokens, attention_mask=attention)
             counts.append(len(sentences))
             vectors[li] /= len(sentences)
     return LanguageVectors(corpus.languages, vectors.float(), counts, fingerprint(model))

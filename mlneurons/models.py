@@ -186,14 +186,16 @@ def fingerprint(model: Any) -> dict[str, Any]:
     return dict(result)
 
 
-def check_same_model(recorded: dict[str, Any] | None, model: Any, *, what: str) -> None:
+def check_same_model(
+    recorded: dict[str, Any] | None, model: Any, *, what: str, verb: str = "computed"
+) -> None:
     """Raise if a saved result was computed on a different model than ``model``."""
     if not recorded:
         return
     current = fingerprint(model)
     if recorded.get("hash") != current["hash"]:
         raise ValueError(
-            f"{what} was computed on model {recorded.get('name')!r} (hash {recorded.get('hash')}), "
+            f"{what} was {verb} on model {recorded.get('name')!r} (hash {recorded.get('hash')}), "
             f"but the model given is {current['name']!r} (hash {current['hash']})"
         )
 
@@ -273,37 +275,19 @@ def is_masked_lm(model: Any) -> bool:
     return hf is not None and "MaskedLM" in type(hf).__name__
 
 
-class _StopForward(Exception):
-    """Raised by a hook after the last layer a pass needs."""
-
-
 def run_body(
-    model: Any,
-    tokens: torch.Tensor,
-    *,
-    last_layer: int,
-    attention_mask: torch.Tensor | None = None,
+    model: Any, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None
 ) -> None:
-    """Run the transformer body for its hooks only, stopping after block ``last_layer``.
+    """Run the transformer body for its hooks only, without the unembedding.
 
-    Statistics never need logits: this skips the unembedding (the 262k-vocabulary
-    matmul dominates a Gemma forward) and every block after ``last_layer``. Hooks
-    attached with ``model.hooks(...)`` fire as in a full forward.
+    Statistics never need logits, and the 262k-vocabulary matmul dominates a Gemma
+    forward. Hooks attached with ``model.hooks(...)`` fire as in a full forward.
     """
     body = getattr(getattr(model, "original_model", None), "base_model", None)
     if body is None:
         raise ValueError("run_body needs a TransformerBridge booted from a Hugging Face model")
-
-    def stop(act: torch.Tensor, *, hook: Any) -> None:
-        raise _StopForward
-
-    stop_hook = f"blocks.{last_layer}.hook_out"
     kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
-    try:
-        with model.hooks(fwd_hooks=[(stop_hook, stop)]):
-            body(input_ids=tokens, use_cache=False, **kwargs)
-    except _StopForward:
-        pass
+    body(input_ids=tokens, use_cache=False, **kwargs)
 
 
 def unembed(model: Any, hidden: torch.Tensor) -> torch.Tensor:

@@ -130,7 +130,7 @@ def object_position_activations(
             tokens, _ = pad_right(group)  # right padding: causal positions never see it
             state["positions"] = torch.tensor(positions[start : start + batch_size])
             state["out"] = torch.empty(len(group), n_layers, d_mlp)
-            run_body(model, tokens.to(device), last_layer=n_layers - 1)
+            run_body(model, tokens.to(device))
             for i, fact in enumerate(chosen[start : start + batch_size]):
                 result[(fact.uuid, fact.lang)] = state["out"][i]
     return result

@@ -15,14 +15,19 @@ def write_json(directory: str | Path, name: str, data: Any) -> Path:
     return path
 
 
-def read_json(path: str | Path, name: str) -> Any:
-    """Read ``path/name``, or ``path`` itself when it is a file."""
+def _locate(path: str | Path, name: str) -> Path:
+    """``path/name``, or ``path`` itself when it is a file; raises when neither exists."""
     path = Path(path)
     if path.is_dir():
         path = path / name
     if not path.exists():
         raise FileNotFoundError(f"no {name} at {str(path)!r}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return path
+
+
+def read_json(path: str | Path, name: str) -> Any:
+    """Read ``path/name``, or ``path`` itself when it is a file."""
+    return json.loads(_locate(path, name).read_text(encoding="utf-8"))
 
 
 def write_tensors(path: str | Path, tensors: dict[str, Any], meta: dict[str, Any]) -> Path:
@@ -45,12 +50,7 @@ def read_tensors(path: str | Path, name: str) -> tuple[dict[str, Any], dict[str,
     """Read ``(tensors, meta)`` from ``path/name``, or ``path`` itself when it is a file."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / name
-    if not path.exists():
-        raise FileNotFoundError(f"no {name} at {str(path)!r}")
-    with safe_open(str(path), "pt") as handle:
+    with safe_open(str(_locate(path, name)), "pt") as handle:
         meta = json.loads((handle.metadata() or {}).get("mlneurons", "{}"))
         tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     return tensors, meta

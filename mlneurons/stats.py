@@ -317,7 +317,7 @@ def collect_activation_stats(
                 seen += len(batch)
                 if seen <= skip:
                     continue
-                run_body(model, batch.to(device), last_layer=n_layers - 1)
+                run_body(model, batch.to(device))
                 if min(state["seen"]) == 0:
                     raise RuntimeError(
                         "the neuron counters did not fire in every layer of this model"
