@@ -396,6 +396,18 @@ class FactSet:
             if fact.lang == lang and (relation is None or fact.relation == relation)
         ]
 
+    def groups(self) -> dict[tuple[str, str], list[Fact]]:
+        """``(lang, relation) -> facts`` in language, then relation order; empty groups left out."""
+        found: dict[tuple[str, str], list[Fact]] = {}
+        for fact in self.facts:
+            found.setdefault((fact.lang, fact.relation), []).append(fact)
+        return {
+            (lang, rel): found[(lang, rel)]
+            for lang in self.languages
+            for rel in self.relations
+            if (lang, rel) in found
+        }
+
     def fill(self, fact: Fact, obj: str | None = None) -> str:
         """Return the fact's template with ``[X]`` -> subject and ``[Y]`` -> ``obj``.
 
@@ -584,6 +596,7 @@ class FactSet:
         """
         root = Path(directory)
         (root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
+        groups = self.groups()
         for lang in self.languages:
             (root / lang).mkdir(exist_ok=True)
             objects: dict[str, dict[str, list[str]]] = {}
@@ -591,7 +604,7 @@ class FactSet:
             for relation in self.relations:
                 if (lang, relation) not in self.templates:
                     continue
-                facts = [f for f in self.facts if f.lang == lang and f.relation == relation]
+                facts = groups.get((lang, relation), [])
                 if not facts:
                     continue
                 template = self.templates[(lang, relation)]

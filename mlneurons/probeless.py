@@ -171,13 +171,6 @@ class FactNeurons:
                 table[a][b] = sum(scores) / len(scores) if scores else None
         return table
 
-    def counts_per_layer(self, language: str) -> torch.Tensor:
-        """How many of the language's fact neurons sit in each layer."""
-        counts = torch.zeros(self.n_layers, dtype=torch.long)
-        for pairs in self.neurons[language].values():
-            counts += torch.bincount(pairs[:, 0], minlength=self.n_layers)
-        return counts
-
     def save(self, directory: str | Path) -> Path:
         data = {
             "languages": self.languages,

@@ -276,12 +276,10 @@ def facts_with_candidates(
 ) -> Iterator[tuple[Fact, list[str]]]:
     """Each fact with its relation's typed candidates, language by language, with a progress bar."""
     with tqdm(total=len(facts), desc=desc, unit="fact", disable=not progress) as bar:
-        for lang in facts.languages:
-            for relation in facts.relations:
-                for fact in facts.facts_for(lang):
-                    if fact.relation == relation:
-                        yield fact, facts.candidates[(lang, relation)]
-                        bar.update()
+        for key, group in facts.groups().items():
+            for fact in group:
+                yield fact, facts.candidates[key]
+                bar.update()
 
 
 def causal_result(model: Any, facts: FactSet, predictions: list[dict[str, Any]]) -> ProbeResult:

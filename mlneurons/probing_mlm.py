@@ -145,11 +145,8 @@ def _batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 def _groups(facts: FactSet) -> Iterable[tuple[str, str, list[Fact]]]:
     """``(lang, relation, facts)`` in the order of :func:`mlneurons.probing.probe`."""
-    for lang in facts.languages:
-        for relation in facts.relations:
-            group = [f for f in facts.facts_for(lang) if f.relation == relation]
-            if group:
-                yield lang, relation, group
+    for (lang, relation), group in facts.groups().items():
+        yield lang, relation, group
 
 
 # ----------------------------------------------------------------------------- typed ranking

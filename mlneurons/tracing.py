@@ -22,8 +22,8 @@ cross-lingual transfer.
 
 Chunks are cut in tokens, but matching is on text: each chunk is decoded
 (``tokenizer.decode(ids, skip_special_tokens=True)``) and an entity is in the chunk
-when its label, casefolded with runs of whitespace collapsed to one space, is a
-substring of the chunk's text normalised the same way. Zhao greps mBERT token strings,
+when its label, casefolded with runs of whitespace collapsed to one space, occurs in
+the chunk's text normalised the same way. Zhao greps mBERT token strings,
 and mBERT splits Chinese and Japanese into single characters, so an entity's tokens
 occur in the text whatever its neighbours. A BPE or SentencePiece tokenizer (Gemma's)
 merges characters across an entity's edges in scripts written without spaces (zh, ja,
@@ -31,8 +31,9 @@ th): in "是東京。" the pieces may be "是東" + "京。", so the ids of "東
 occur, and matching on ids would mark such facts absent, inflating code 2 (absent,
 correct), the cross-lingual-transfer signal. Decoded text has no such dependence on
 segmentation. Like Zhao's grep, a match may overlap another (the object "Chad" is
-found inside the subject "Republic of Chad") and, being a plain substring, may start or
-end inside a word ("Chad" is found in "Chadian", "Iran" in "Tirana"). The decoding must
+found inside the subject "Republic of Chad"). In languages written with spaces a match
+must be a whole word ("Iran" is not found in "Tirana"); in those written without (zh, ja,
+th...) it is a plain substring, as there are no word edges to respect. The decoding must
 give back the text (true of byte-level BPE and SentencePiece; a WordPiece decoder that
 puts spaces between CJK characters would hide multi-character CJK entities). Text lost
 to unknown tokens cannot match. A chunk boundary can split an entity, which is then
@@ -100,8 +101,9 @@ def fact_presence(
     whole tensor of :meth:`MultilingualCorpus.from_token_ids`) is cut into consecutive
     chunks of at most ``chunk_tokens`` tokens, up to the corpus's
     ``tokens_per_language`` budget. Each chunk is decoded to text, and an entity is in
-    it when its casefolded, whitespace-normalised label is a substring of the chunk's
-    casefolded, whitespace-normalised text (see the module docstring: token-id
+    it when its casefolded, whitespace-normalised label occurs in the chunk's
+    casefolded, whitespace-normalised text, as whole words except in languages written
+    without spaces (see the module docstring: token-id
     matching misses entities whose characters a BPE or SentencePiece tokenizer merges
     with their neighbours in scripts without spaces). An entity cut by a chunk
     boundary is in neither chunk.
