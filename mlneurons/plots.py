@@ -21,6 +21,15 @@ def _subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple
     return fig, fig.subplots(*grid, **options)
 
 
+def _on_dark(values: torch.Tensor) -> torch.Tensor:
+    """Cells in the lower 60% of the colour range (dark in viridis), where text goes white."""
+    finite = values[torch.isfinite(values)]
+    if not len(finite):
+        return torch.zeros_like(values, dtype=torch.bool)
+    low, high = float(finite.min()), float(finite.max())
+    return ~(values > low + 0.6 * (high - low))
+
+
 def _annotated_image(
     ax: Any,
     values: torch.Tensor,
@@ -79,10 +88,8 @@ def plot_heatmap(
         table = torch.tensor([[table[a][b] for b in labels] for a in labels], dtype=torch.float64)
     values = table.double()
     fig, ax = _subplots(figsize=(1.2 + 0.6 * len(labels), 0.8 + 0.6 * len(labels)))
-    finite = values[torch.isfinite(values)]
-    top = float(finite.max()) if len(finite) else 1.0
     texts = [[fmt.format(value) for value in row] for row in values.tolist()]
-    image = _annotated_image(ax, values, texts, ~(values > 0.6 * top), labels, cmap=cmap)
+    image = _annotated_image(ax, values, texts, _on_dark(values), labels, cmap=cmap)
     fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar)
     ax.set_title(title)
     return fig
@@ -129,11 +136,8 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
     )
     labels = [str(layer) for layer in result.layers]
     fig, ax = _subplots(figsize=(2.5 + 0.6 * len(labels), 1.8 + 0.6 * len(labels)))
-    top = float(grid.nan_to_num(nan=0.0).max())
     texts = [[None if v != v else f"{v:.0f}" for v in row] for row in grid.tolist()]  # NaN: none
-    image = _annotated_image(
-        ax, grid, texts, ~(grid > 0.6 * top), labels, fontsize=8, cmap="viridis"
-    )
+    image = _annotated_image(ax, grid, texts, _on_dark(grid), labels, fontsize=8, cmap="viridis")
     ax.set_xlabel("LSRP layer")
     ax.set_ylabel("LIRP layer")
     a, b = (result.layers.index(x) for x in result.selected[language])
