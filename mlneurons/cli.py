@@ -22,11 +22,12 @@ class UserError(Exception):
     """A mistake in the command line; printed without a traceback."""
 
 
-def _languages(text: str) -> list[str]:
-    langs = [code.strip() for code in text.split(",") if code.strip()]
-    if not langs:
-        raise argparse.ArgumentTypeError("give at least one language, e.g. en,fr,zh")
-    return langs
+def _codes(text: str) -> list[str]:
+    """A comma-separated list of codes (languages, relations)."""
+    codes = [code.strip() for code in text.split(",") if code.strip()]
+    if not codes:
+        raise argparse.ArgumentTypeError(f"give at least one code, e.g. en,fr,zh; got {text!r}")
+    return codes
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -233,11 +234,11 @@ def _probe_or_load(args: argparse.Namespace, model: Any, facts: Any, out: Path) 
     from mlneurons.plots import plot_heatmap, plot_p_at_1, save_figure
     from mlneurons.probing import ProbeResult, probe
 
-    if getattr(args, "probe", None):
+    if args.probe:
         result = ProbeResult.load(args.probe)
         check_same_model(result.model, model, what=f"{args.probe}/probe.json")
         return result
-    if getattr(args, "method", "typed") == "zhao":
+    if args.method == "zhao":
         from mlneurons.models import is_masked_lm
         from mlneurons.probing_mlm import zhao_match
 
@@ -358,13 +359,13 @@ def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
     parser.add_argument("--facts", default="builtin", help="'builtin' (default) or mlama:DIR")
     parser.add_argument(
         "--languages",
-        type=_languages,
+        type=_codes,
         default=None,
         help="comma-separated languages (default: all of the fact set)",
     )
     parser.add_argument(
         "--relations",
-        type=_languages,
+        type=_codes,
         default=None,
         help="comma-separated relations, e.g. P36,P37 (default: all)",
     )
@@ -378,6 +379,7 @@ def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
         "--batch-size", type=int, default=32, help="sentences per forward (default 32)"
     )
     parser.add_argument("--out", required=True, help="output directory")
+    parser.set_defaults(probe=None, method="typed")  # options only some subcommands have
     if reuse:
         parser.add_argument(
             "--probe",
@@ -404,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(p)
     p.add_argument(
         "--languages",
-        type=_languages,
+        type=_codes,
         default=list(DEFAULT_LANGUAGES),
         help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)})",
     )
@@ -438,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_neuron_options(p)
     p.add_argument(
         "--languages",
-        type=_languages,
+        type=_codes,
         default=None,
         help="languages to deactivate and evaluate (default: those of --neurons)",
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,19 +111,9 @@ class PerplexityMatrix:
         change = self.relative_change()
         return {lang: bool(change[i].argmax() == i) for i, lang in enumerate(self.languages)}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "languages": self.languages,
-            "baseline": self.baseline,
-            "deactivated": self.deactivated,
-            "random_control": self.random_control,
-            "tokens_per_language": self.tokens_per_language,
-            "model": self.model,
-        }
-
     def save(self, directory: str | Path) -> Path:
         """Write ``ppl_matrix.json`` into ``directory``."""
-        return write_json(directory, PPL_FILE, self.to_dict())
+        return write_json(directory, PPL_FILE, asdict(self))
 
     @classmethod
     def load(cls, directory: str | Path) -> PerplexityMatrix:
@@ -138,9 +128,10 @@ def random_control_masks(
     taken = masks.any(0)
     generator = torch.Generator().manual_seed(seed)
     control = torch.zeros_like(masks)
+    free_per_layer = [(~taken[layer]).nonzero().flatten() for layer in range(masks.shape[1])]
     for i in range(len(neurons.languages)):
         for layer, n in enumerate(masks[i].sum(-1).tolist()):
-            free = (~taken[layer]).nonzero().flatten()
+            free = free_per_layer[layer]
             if n > len(free):
                 raise ValueError(
                     f"layer {layer} has only {len(free)} free neurons for a control of {n}"
@@ -188,20 +179,17 @@ def perplexity_matrix(
         raise ValueError(
             f"no neurons for languages {missing}; the neurons have {neurons.languages}"
         )
-    selected = LanguageNeurons(
-        {lang: neurons[lang] for lang in corpus.languages}, neurons.n_layers, neurons.d_mlp
-    )
     languages = corpus.languages
-    deact = selected.masks()
+    chosen = [neurons.languages.index(lang) for lang in languages]
+    deact = neurons.masks()[chosen]
     conditions = [("baseline", None, torch.zeros_like(deact[0]))]
     conditions += [("deactivated", lang, deact[i]) for i, lang in enumerate(languages)]
     if random_control:  # as many neurons per layer, none of them any language's neuron
-        control = random_control_masks(neurons, seed=seed)[
-            [neurons.languages.index(lang) for lang in languages]
-        ]
+        control = random_control_masks(neurons, seed=seed)[chosen]
         conditions += [("random_control", lang, control[i]) for i, lang in enumerate(languages)]
     keep = torch.stack([~mask for _, _, mask in conditions]).float()  # [condition, layer, neuron]
-    layers = sorted({int(x) for x in (keep < 1).any(-1).any(0).nonzero().flatten()})
+    keep_on_device = keep.to(model_device(model))
+    layers = (keep < 1).any(-1).any(0).nonzero().flatten().tolist()
 
     state: dict[str, Any] = {}
     hooks = [
@@ -220,7 +208,7 @@ def perplexity_matrix(
             ):
                 chunk = work[start : start + batch_size]
                 cond = torch.tensor([c for c, _ in chunk])
-                state["keep"] = keep[cond]
+                state["keep"] = keep_on_device[cond.to(keep_on_device.device)]
                 per_row = sequence_nll(model, rows[[r for _, r in chunk]])
                 nll[:, li].index_add_(0, cond, per_row.double().cpu())
     ppl = torch.exp(nll / torch.tensor(counts, dtype=torch.float64))

@@ -62,13 +62,17 @@ class SteeringResult:
         return cls(**read_json(directory, STEERING_FILE))
 
 
+REPETITION_PENALTY = 1.1
+"""Greedy decoding's repetition penalty: without it a 270M model loops on short answers."""
+
+
 def generate_answers(
     model: Any,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 32,
     batch_size: int = 8,
-    repetition_penalty: float = 1.1,
+    repetition_penalty: float = REPETITION_PENALTY,
     progress: bool = True,
 ) -> list[str]:
     """Greedy continuations of ``prompts`` (left-padded batches), first line or paragraph only."""
@@ -149,7 +153,7 @@ def steer(
             "template": template,
             "max_new_tokens": max_new_tokens,
             "greedy": True,
-            "repetition_penalty": 1.1,
+            "repetition_penalty": REPETITION_PENALTY,
             "languages": list(languages or []),
         },
     )
