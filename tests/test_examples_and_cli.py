@@ -134,26 +134,37 @@ def test_deactivate_and_steer_example(planted_dir, planted_model, tmp_path):
         template="{question}",
     )
     assert matrix.diagonal_dominance() == {"fr": True, "zh": True}
-    assert len(steering.samples) == 3
+    # the planted model answers in the current language; activating zh switches it to zh words
+    words = [(s["before"].split(), s["after"].split()) for s in steering.samples]
+    assert len(words) == 3 and all(before and after for before, after in words)
+    assert all(w.startswith("fr") for before, _ in words for w in before)
+    assert all(w.startswith("zh") for _, after in words for w in after)
 
 
 def test_facts_example(planted_dir, tmp_path):
-    from test_probing import _tiny_facts
+    from tiny import tiny_facts
 
     from mlneurons import MultilingualCorpus
 
     example = _load_example("facts_across_languages")
     corpus = MultilingualCorpus({"en": lambda: ["fr1 fr5 en2"], "de": lambda: ["en3 en4 en6"]})
     probed, neurons, traced = example.facts_across_languages(
-        str(planted_dir), _tiny_facts(), corpus, k=3
+        str(planted_dir), tiny_facts(), corpus, k=3
     )
-    assert probed.p_at_1()["en"]["micro"] > 0.6
-    assert neurons.k == 3
+    assert probed.p_at_1()["en"]["micro"] == pytest.approx(2 / 3)  # f1, f3 right; f2 wrong
+    # PROBELESS neurons for exactly the correctly predicted facts, k of them each
+    assert {lang: sorted(by_fact) for lang, by_fact in neurons.neurons.items()} == {
+        "en": ["f1", "f3"],
+        "de": ["f1", "f4"],
+    }
+    assert all(
+        len(pairs) == 3 for by_fact in neurons.neurons.values() for pairs in by_fact.values()
+    )
     assert traced.codes["en"]["f1"] == 3
 
 
 def test_lrp2_example(planted_dir):
-    from test_probing import _tiny_facts
+    from tiny import tiny_facts
 
     from mlneurons import MultilingualCorpus
 
@@ -161,6 +172,13 @@ def test_lrp2_example(planted_dir):
     corpus = MultilingualCorpus(
         {"en": lambda: ["fr1 fr5 en2", "en3 en4"], "de": lambda: ["zh2 ja5"]}
     )
-    result = example.lrp2_transfer(str(planted_dir), _tiny_facts(), corpus, layers=[0, 1], k=3)
-    assert result.languages == ["de"] and result.selected["de"] == [0, 1]
-    assert set(result.test_p_at_1["de"]) == {"before", "after"}
+    result = example.lrp2_transfer(str(planted_dir), tiny_facts(), corpus, layers=[0, 1], k=3)
+    assert result.languages == ["de"] and result.selected["de"] == [0, 1]  # the only pair
+    # "before" is plain probing of the held-out German facts, computed independently here
+    import mlneurons
+    from mlneurons.probing import probe
+
+    _, test = tiny_facts().split(0.5, seed=0)
+    model = mlneurons.load_model(str(planted_dir), device="cpu")
+    plain = probe(model, test.subset(["de"]), progress=False).p_at_1()["de"]["micro"]
+    assert result.test_p_at_1["de"]["before"] == plain

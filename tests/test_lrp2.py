@@ -90,12 +90,12 @@ def test_bad_layers_are_rejected(planted_model):
 
 
 def test_evaluate_lrp2_selects_on_dev_and_reports_on_test(planted_model, tmp_path):
-    from test_probing import _tiny_facts
+    from tiny import tiny_facts
 
     from mlneurons.lrp2 import LRP2Result, evaluate_lrp2
     from mlneurons.probing import probe
 
-    model, facts = planted_model, _tiny_facts()
+    model, facts = planted_model, tiny_facts()
     texts = {"en": [language_text("fr", 8), language_text("en", 8)], "de": [language_text("zh", 8)]}
     vectors = language_vectors(
         model, MultilingualCorpus({k: (lambda v=v: v) for k, v in texts.items()}), progress=False
@@ -127,11 +127,11 @@ def test_evaluate_lrp2_selects_on_dev_and_reports_on_test(planted_model, tmp_pat
 def test_lrp2_cli(planted_dir, tmp_path, capsys):
     import json
 
-    from test_probing import _tiny_facts
+    from tiny import tiny_facts
 
     from mlneurons.cli import main
 
-    _tiny_facts().to_mlama(tmp_path / "mlama")
+    tiny_facts().to_mlama(tmp_path / "mlama")
     args = [
         "lrp2",
         "--model",
@@ -165,28 +165,30 @@ def test_lrp2_cli(planted_dir, tmp_path, capsys):
 
 
 def test_evaluate_lrp2_grid_keeps_every_pair_and_selects_the_dev_best(tmp_path):
-    from test_probing import _tiny_facts
-    from tiny import make_planted_llama
+    from tiny import make_planted_llama, tiny_facts
 
     import mlneurons
     from mlneurons.lrp2 import evaluate_lrp2
 
     model = mlneurons.load_model(str(make_planted_llama(tmp_path, n_layers=3)), device="cpu")
-    torch.manual_seed(1)
+    torch.manual_seed(0)
     vectors = LanguageVectors(
         ["en", "de"],
         3 * torch.randn(2, 3, model.cfg.d_model),
         [1, 1],
         model=mlneurons.fingerprint(model),
     )
-    result = evaluate_lrp2(model, _tiny_facts(), vectors, layers=[0, 1, 2], k=3, progress=False)
+    result = evaluate_lrp2(
+        model, tiny_facts(), vectors, layers=[0, 1, 2], k=3, dev_fraction=0.67, progress=False
+    )
     grid = result.grid["de"]
     pairs = [(a, b) for a in range(3) for b in range(3) if a < b]
+    assert len({grid[a][b] for a, b in pairs}) > 1  # the choice is not a tie
     assert all(grid[a][b] is not None for a, b in pairs)
     assert all(grid[a][b] is None for a in range(3) for b in range(3) if a >= b)
     best = max(grid[a][b] for a, b in pairs)
     first_best = next((a, b) for a, b in pairs if grid[a][b] == best)
-    assert result.selected["de"] == list(first_best)
+    assert result.selected["de"] == list(first_best) != [0, 1]  # not merely the first pair
 
 
 def test_projection_holds_during_generation(planted_model):
@@ -291,7 +293,7 @@ def test_block_replay_leaves_no_hooks_or_overrides_even_on_error(deep_model):
 
 
 def test_probe_projection_grid_reuse_matches_naive(planted_model):
-    from test_probing import _tiny_facts
+    from tiny import tiny_facts
 
     from mlneurons.lrp2 import probe_projection_grid
 
@@ -299,7 +301,7 @@ def test_probe_projection_grid_reuse_matches_naive(planted_model):
     vectors = LanguageVectors(
         ["en", "de"], 3 * torch.randn(2, 2, planted_model.cfg.d_model), [1, 1]
     )
-    facts = _tiny_facts().subset(["de"])
+    facts = tiny_facts().subset(["de"])
     runs = {
         reuse: probe_projection_grid(
             planted_model, facts, vectors, "de", [(0, 1)], reuse=reuse, progress=False

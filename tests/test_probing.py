@@ -1,28 +1,9 @@
 import pytest
 import torch
+from tiny import tiny_facts
 
-from mlneurons.facts import Fact, FactSet
 from mlneurons.probeless import fact_neurons, object_position_activations, probeless_scores
 from mlneurons.probing import ProbeResult, candidate_scores, probe
-
-
-def _tiny_facts() -> FactSet:
-    """The planted model continues in the language of the current token, so after a French
-    subject a French object is ranked first whatever the gold is."""
-    facts = [
-        Fact("f1", "en", "P1", "fr1", "fr5"),  # gold French: correct
-        Fact("f2", "en", "P1", "zh1", "ja5"),  # gold Japanese after a Chinese subject: wrong
-        Fact("f3", "en", "P1", "ja2", "ja5"),  # correct
-        Fact("f1", "de", "P1", "fr1 fr2", "fr5"),  # correct, two-token subject
-        Fact("f2", "de", "P1", "zh2", "ja5"),  # wrong
-        Fact("f4", "de", "P1", "en3", "en4 en6"),  # correct, two-token object
-    ]
-    candidates = {
-        ("en", "P1"): ["fr5", "zh5", "ja5"],
-        ("de", "P1"): ["fr5", "zh5", "ja5", "en4 en6"],
-    }
-    templates = {("en", "P1"): "[X] [Y]", ("de", "P1"): "[X] [Y]"}
-    return FactSet(facts, templates, candidates)
 
 
 def test_candidate_scores_equal_whole_sentence_loglik_differences(planted_model):
@@ -46,7 +27,7 @@ def test_candidate_scores_equal_whole_sentence_loglik_differences(planted_model)
 
 
 def test_probe_planted_facts_and_p_at_1(planted_model, tmp_path):
-    result = probe(planted_model, _tiny_facts(), batch_size=2, progress=False)
+    result = probe(planted_model, tiny_facts(), batch_size=2, progress=False)
     got = {(p["uuid"], p["lang"]): (p["predicted"], p["correct"]) for p in result.predictions}
     assert got[("f1", "en")] == ("fr5", True)
     assert got[("f2", "en")] == ("zh5", False)
@@ -105,7 +86,7 @@ def test_probeless_scores_against_brute_force():
 
 
 def test_object_position_and_fact_neurons(planted_model, tmp_path):
-    facts = _tiny_facts()
+    facts = tiny_facts()
     acts = object_position_activations(planted_model, facts, batch_size=4, progress=False)
     # f1/de: BOS fr1 fr2 | fr5 -> the position of "fr2" (index 2) predicts the object.
     ids = torch.tensor(
@@ -125,6 +106,12 @@ def test_object_position_and_fact_neurons(planted_model, tmp_path):
     }
     result = fact_neurons(planted_model, facts, correct, k=5, batch_size=2, progress=False)
     assert set(result.neurons["en"]) == {"f1", "f3"} and result.neurons["en"]["f1"].shape == (5, 2)
+    # with two facts, PROBELESS's score is |v_f1 - v_f3|: its top 5 as (layer, neuron)
+    gap = (acts[("f1", "en")] - acts[("f3", "en")]).abs()
+    top = gap.flatten().topk(5).indices.tolist()
+    d_mlp = gap.shape[1]
+    expected = {(i // d_mlp, i % d_mlp) for i in top}
+    assert {tuple(p) for p in result.neurons["en"]["f1"].tolist()} == expected
     overlap = result.overlap()
     sets = {lang: {tuple(p) for p in result.neurons[lang]["f1"].tolist()} for lang in ("en", "de")}
     assert overlap["en"]["de"] == pytest.approx(
@@ -143,7 +130,7 @@ def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
 
     from mlneurons.cli import main
 
-    _tiny_facts().to_mlama(tmp_path / "mlama")
+    tiny_facts().to_mlama(tmp_path / "mlama")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "en.txt").write_text("fr1 en2 fr5 en3\nzh1 en2 en3\n")
@@ -201,7 +188,7 @@ def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
 
 
 def test_fact_set_head_keeps_first_uuids_in_every_language():
-    head = _tiny_facts().head(2)
+    head = tiny_facts().head(2)
     assert sorted({(f.uuid, f.lang) for f in head.facts}) == [
         ("f1", "de"),
         ("f1", "en"),
@@ -209,4 +196,4 @@ def test_fact_set_head_keeps_first_uuids_in_every_language():
         ("f2", "en"),
     ]
     with pytest.raises(ValueError, match="at least 1"):
-        _tiny_facts().head(0)
+        tiny_facts().head(0)

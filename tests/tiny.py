@@ -187,3 +187,24 @@ def make_bloom(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
         pad_token_id=0,
     )
     return _save_random(directory, BloomForCausalLM, config, seed)
+
+
+def tiny_facts() -> Any:
+    """The planted model continues in the language of the current token, so after a French
+    subject a French object is ranked first whatever the gold is."""
+    from mlneurons.facts import Fact, FactSet
+
+    facts = [
+        Fact("f1", "en", "P1", "fr1", "fr5"),  # gold French: correct
+        Fact("f2", "en", "P1", "zh1", "ja5"),  # gold Japanese after a Chinese subject: wrong
+        Fact("f3", "en", "P1", "ja2", "ja5"),  # correct
+        Fact("f1", "de", "P1", "fr1 fr2", "fr5"),  # correct, two-token subject
+        Fact("f2", "de", "P1", "zh2", "ja5"),  # wrong
+        Fact("f4", "de", "P1", "en3", "en4 en6"),  # correct, two-token object
+    ]
+    candidates = {
+        ("en", "P1"): ["fr5", "zh5", "ja5"],
+        ("de", "P1"): ["fr5", "zh5", "ja5", "en4 en6"],
+    }
+    templates = {("en", "P1"): "[X] [Y]", ("de", "P1"): "[X] [Y]"}
+    return FactSet(facts, templates, candidates)
