@@ -429,9 +429,10 @@ def evaluate_lrp2(
     dev, test = facts.split(dev_fraction, seed=seed)
     base = probe(model, test.subset([pivot, *languages]), batch_size=batch_size, progress=progress)
     pivot_base = base.for_language(pivot)
+    pivot_correct = pivot_base.correct_map()
     pivot_neurons = (
-        fact_neurons(model, test.subset([pivot]), pivot_base.correct_map(), k=k, progress=progress)
-        if sum(pivot_base.correct_map().values()) >= 2
+        fact_neurons(model, test.subset([pivot]), pivot_correct, k=k, progress=progress)
+        if sum(pivot_correct.values()) >= 2
         else None
     )
     result = LRP2Result(languages, pivot, layers, {}, {}, {}, {}, {}, fingerprint(model))

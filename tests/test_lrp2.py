@@ -1,6 +1,6 @@
 import pytest
 import torch
-from tiny import language_text
+from tiny import bos_ids, language_text
 
 from mlneurons import MultilingualCorpus
 from mlneurons.interventions import intervene
@@ -23,7 +23,7 @@ def test_vectors_equal_independent_mean_from_run_with_cache(planted_model, tmp_p
     for li, lang in enumerate(("en", "fr")):
         pooled = []
         for doc in docs[lang]:  # one unpadded sentence at a time, BOS excluded from the mean
-            ids = torch.tensor([[1, *model.tokenizer(doc, add_special_tokens=False)["input_ids"]]])
+            ids = bos_ids(model, doc)
             _, cache = model.run_with_cache(
                 ids, names_filter=lambda n: n.endswith("hook_resid_post")
             )
@@ -44,9 +44,7 @@ def test_projection_adds_exactly_the_vector_differences(planted_model):
     model = planted_model
     torch.manual_seed(0)
     vectors = LanguageVectors(["en", "fr"], torch.randn(2, 2, model.cfg.d_model), [1, 1])
-    tokens = torch.tensor(
-        [[1, *model.tokenizer(language_text("fr", 6), add_special_tokens=False)["input_ids"]]]
-    )
+    tokens = bos_ids(model, language_text("fr", 6))
     names = lambda n: n.endswith("hook_resid_post") or n.endswith("hook_resid_pre")  # noqa: E731
     _, clean = model.run_with_cache(tokens, names_filter=names)
     with intervene(model, projection(vectors, "fr", lirp_layer=0, lsrp_layer=1)):
@@ -67,9 +65,7 @@ def test_projection_adds_exactly_the_vector_differences(planted_model):
 def test_projecting_english_onto_itself_changes_nothing(planted_model):
     model = planted_model
     vectors = LanguageVectors(["en", "fr"], torch.randn(2, 2, model.cfg.d_model), [1, 1])
-    tokens = torch.tensor(
-        [[1, *model.tokenizer(language_text("en", 6), add_special_tokens=False)["input_ids"]]]
-    )
+    tokens = bos_ids(model, language_text("en", 6))
     with intervene(model, projection(vectors, "en", lirp_layer=0, lsrp_layer=1)):
         hooked = model(tokens)
     torch.testing.assert_close(hooked, model(tokens), rtol=0, atol=0)
@@ -194,9 +190,7 @@ def test_evaluate_lrp2_grid_keeps_every_pair_and_selects_the_dev_best(tmp_path):
 def test_projection_holds_during_generation(planted_model):
     model = planted_model
     vectors = LanguageVectors(["en", "fr"], torch.randn(2, 2, model.cfg.d_model), [1, 1])
-    prompt = torch.tensor(
-        [[1, *model.tokenizer(language_text("fr", 4), add_special_tokens=False)["input_ids"]]]
-    )
+    prompt = bos_ids(model, language_text("fr", 4))
     lirp = vectors["en"][0] - vectors["fr"][0]
     seen = []
 

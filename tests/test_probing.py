@@ -1,6 +1,6 @@
 import pytest
 import torch
-from tiny import tiny_facts
+from tiny import bos_ids, tiny_facts
 
 from mlneurons.probeless import fact_neurons, object_position_activations, probeless_scores
 from mlneurons.probing import ProbeResult, candidate_scores, probe
@@ -89,9 +89,7 @@ def test_object_position_and_fact_neurons(planted_model, tmp_path):
     facts = tiny_facts()
     acts = object_position_activations(planted_model, facts, batch_size=4, progress=False)
     # f1/de: BOS fr1 fr2 | fr5 -> the position of "fr2" (index 2) predicts the object.
-    ids = torch.tensor(
-        [[1, *planted_model.tokenizer("fr1 fr2", add_special_tokens=False)["input_ids"]]]
-    )
+    ids = bos_ids(planted_model, "fr1 fr2")
     _, cache = planted_model.run_with_cache(ids, names_filter=lambda n: n.endswith("mlp.hook_pre"))
     for layer in range(2):  # the tiny Llama's act_fn is SiLU
         expected = torch.nn.functional.silu(cache[f"blocks.{layer}.mlp.hook_pre"][0, 2])

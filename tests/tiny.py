@@ -58,6 +58,11 @@ def make_tokenizer(directory: Path, langs=LANGS):
     return tokenizer
 
 
+def bos_ids(model: Any, text: str) -> torch.Tensor:
+    """``[[BOS, *ids of text]]`` for the tiny tokenizer (BOS id 1)."""
+    return torch.tensor([[1, *model.tokenizer(text, add_special_tokens=False)["input_ids"]]])
+
+
 def language_text(lang: str, n_words: int, seed: int = 0) -> str:
     g = torch.Generator().manual_seed(zlib.crc32(lang.encode()) % 1000 + seed)
     ids = torch.randint(0, WORDS_PER_LANG, (n_words,), generator=g)
