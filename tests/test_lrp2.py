@@ -101,21 +101,15 @@ def test_evaluate_lrp2_selects_on_dev_and_reports_on_test(planted_model, tmp_pat
     assert result.grid["de"][1][0] is None and result.grid["de"][0][1] is not None
     assert result.selected["de"] == [0, 1]
     dev, test = facts.split(0.5, seed=0)
-    before = probe(model, test.subset(["de"]), progress=False).p_at_1()["de"]["micro"]
-    after = probe(
-        model,
-        test.subset(["de"]),
-        progress=False,
-        interventions=projection(vectors, "de", lirp_layer=0, lsrp_layer=1),
-    ).p_at_1()["de"]["micro"]
-    assert result.test_p_at_1["de"] == {"before": before, "after": after}
-    dev_p1 = probe(
-        model,
-        dev.subset(["de"]),
-        progress=False,
-        interventions=projection(vectors, "de", lirp_layer=0, lsrp_layer=1),
-    ).p_at_1()["de"]["micro"]
-    assert result.grid["de"][0][1] == dev_p1
+    hooks = projection(vectors, "de", lirp_layer=0, lsrp_layer=1)
+
+    def micro(part, interventions=()):
+        """German micro P@1, probed independently of evaluate_lrp2's shared grid."""
+        run = probe(model, part.subset(["de"]), interventions=interventions, progress=False)
+        return run.p_at_1()["de"]["micro"]
+
+    assert result.test_p_at_1["de"] == {"before": micro(test), "after": micro(test, hooks)}
+    assert result.grid["de"][0][1] == micro(dev, hooks)
     result.save(tmp_path)
     assert LRP2Result.load(tmp_path) == result
 
