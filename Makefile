@@ -1,16 +1,21 @@
 # Two entry points: `make demo` (set up, then LAPE on the built-in model) and `make test`.
+# Both install the exact versions of requirements.lock (`make lock` regenerates it);
+# `make test-latest` runs the tests against the newest releases in a separate venv.
 PYTHON ?= python3.11
+TORCH := 2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
+LATEST := .venv-latest
 
-$(BIN)/mlneurons: pyproject.toml
+$(BIN)/mlneurons: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install torch==2.13.0
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install torch==$(TORCH)
+	$(BIN)/pip install -r requirements.lock
+	$(BIN)/pip install --no-deps -e .
 	touch $@
 
-.PHONY: setup demo test bench lint
+.PHONY: setup demo test test-latest lock bench lint
 setup: $(BIN)/mlneurons
 
 demo: setup
@@ -18,6 +23,27 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The lock leaves torch out (it is installed first, as torch==$(TORCH)); the CPU build's
+# metadata keeps the CUDA wheels out of the lock.
+$(BIN)/uv:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install uv
+
+lock: $(BIN)/uv
+	echo 'torch==$(TORCH)+cpu' > $(VENV)/torch-constraint.txt
+	$(BIN)/uv pip compile pyproject.toml --extra dev --extra app --upgrade \
+		--python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+		--find-links /opt/wheels -c $(VENV)/torch-constraint.txt --no-emit-package torch \
+		--custom-compile-command 'make lock' -o requirements.lock
+
+test-latest:
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/pip install --upgrade pip
+	$(LATEST)/bin/pip install torch==$(TORCH)
+	$(LATEST)/bin/pip install --upgrade --upgrade-strategy eager -e '.[dev,app]'
+	$(LATEST)/bin/pip list --format=freeze | grep -iE '^(transformers|transformer-lens|babel|tokenizers|datasets)=='
+	$(LATEST)/bin/python -m pytest -q
 
 bench: setup
 	$(BIN)/python bench/stats_throughput.py
