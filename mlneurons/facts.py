@@ -14,12 +14,13 @@ Sources:
   "objects": [...]}}``) at the directory root. Without that file the candidates of a
   (language, relation) are its gold objects, as in mLAMA's typed querying (TyQ).
   :meth:`FactSet.to_mlama` writes the same layout.
-* :meth:`FactSet.builtin` builds a small fact set from the CLDR data shipped by
-  ``babel``: official language (P37), currency (P38), continent (P30) and capital (P36)
-  of a curated list of countries, with hand-written templates in 17 languages. The
-  capitals are CLDR time-zone exemplar cities, used only where the zone's city is the
-  capital. Labels are CLDR's localised names; a fact whose label is missing in a
-  language is left out of that language.
+* :meth:`FactSet.builtin` reads a small fact set frozen as package data in the mLAMA
+  layout (``mlneurons/data/builtin_facts``): official language (P37), currency (P38),
+  continent (P30) and capital (P36) of a curated list of countries, with hand-written
+  templates in 17 languages, labelled with CLDR's localised names. The data was built
+  once by ``scripts/build_builtin_facts.py`` from the CLDR data shipped by ``babel``;
+  its ``provenance.json`` (babel and CLDR versions, date, script) goes into the set's
+  description. Loading does not import babel, so the facts do not change with it.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import functools
 import json
 import random
 import re
-import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +37,9 @@ from typing import Any
 
 OBJECTS_DIR = "TREx_multilingual_objects"
 """Folder of the candidate-object files at the root of an mLAMA directory."""
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_facts"
+"""The built-in fact set in the mLAMA layout, with its ``provenance.json``."""
 
 RELATIONS: dict[str, str] = {
     "P30": "continent",
@@ -53,236 +56,6 @@ BUILTIN_LANGUAGES: tuple[str, ...] = (
 """Languages of the built-in fact set (ISO 639-1), in their default order."""
 
 _SLOT = re.compile(r"\[X\]|\[Y\]")
-_PAREN = re.compile(r"\s*[(（][^()（）]*[)）]\s*$")
-
-# Templates of the built-in set: [Y] comes last where the language allows it. Objects
-# are inserted as CLDR gives them (bare, no article or case ending), so the phrasings
-# avoid slots that need an inflected form (Russian/Polish "страны [X]", "kraju [X]",
-# Turkish "[X] ülkesinin", Korean/Japanese genitive particles).
-_TEMPLATES: dict[str, dict[str, str]] = {
-    "en": {
-        "P30": "[X] is a country in [Y].",
-        "P36": "The capital of [X] is [Y].",
-        "P37": "The official language of [X] is [Y].",
-        "P38": "The currency of [X] is the [Y].",
-    },
-    "de": {
-        "P30": "[X] ist ein Land in [Y].",
-        "P36": "Die Hauptstadt von [X] ist [Y].",
-        "P37": "Die Amtssprache von [X] ist [Y].",
-        "P38": "Die Währung von [X] ist [Y].",
-    },
-    "fr": {
-        "P30": "[X] se trouve en [Y].",
-        "P36": "La capitale de [X] est [Y].",
-        "P37": "La langue officielle de [X] est [Y].",
-        "P38": "La monnaie de [X] est [Y].",
-    },
-    "es": {
-        "P30": "[X] es un país de [Y].",
-        "P36": "La capital de [X] es [Y].",
-        "P37": "El idioma oficial de [X] es el [Y].",
-        "P38": "La moneda de [X] es [Y].",
-    },
-    "pt": {
-        "P30": "[X] é um país da [Y].",
-        "P36": "A capital de [X] é [Y].",
-        "P37": "A língua oficial de [X] é o [Y].",
-        "P38": "A moeda de [X] é [Y].",
-    },
-    "it": {
-        "P30": "[X] si trova in [Y].",
-        "P36": "La capitale di [X] è [Y].",
-        "P37": "La lingua ufficiale di [X] è [Y].",
-        "P38": "La valuta di [X] è [Y].",
-    },
-    "nl": {
-        "P30": "[X] ligt in [Y].",
-        "P36": "De hoofdstad van [X] is [Y].",
-        "P37": "De officiële taal van [X] is het [Y].",
-        "P38": "De munteenheid van [X] is de [Y].",
-    },
-    "ru": {
-        "P30": "Страна [X] находится на континенте [Y].",
-        "P36": "Столица страны [X] — [Y].",
-        "P37": "Официальный язык страны [X] — [Y].",
-        "P38": "Валюта страны [X] — [Y].",
-    },
-    "zh": {
-        "P30": "[X]位于[Y]。",
-        "P36": "[X]的首都是[Y]。",
-        "P37": "[X]的官方语言是[Y]。",
-        "P38": "[X]的货币是[Y]。",
-    },
-    "ja": {
-        "P30": "[X]は[Y]にある国です。",
-        "P36": "[X]の首都は[Y]です。",
-        "P37": "[X]の公用語は[Y]です。",
-        "P38": "[X]の通貨は[Y]です。",
-    },
-    "ar": {
-        "P30": "تقع [X] في [Y].",
-        "P36": "عاصمة [X] هي [Y].",
-        "P37": "اللغة الرسمية في [X] هي [Y].",
-        "P38": "عملة [X] هي [Y].",
-    },
-    "hi": {
-        "P30": "[X] [Y] में स्थित है।",
-        "P36": "[X] की राजधानी [Y] है।",
-        "P37": "[X] की आधिकारिक भाषा [Y] है।",
-        "P38": "[X] की मुद्रा [Y] है।",
-    },
-    "ko": {
-        "P30": "[X]의 소재 대륙은 [Y]입니다.",
-        "P36": "[X]의 수도는 [Y]입니다.",
-        "P37": "[X]의 공용어는 [Y]입니다.",
-        "P38": "[X]의 통화는 [Y]입니다.",
-    },
-    "tr": {
-        "P30": "[X] ülkesinin bulunduğu kıta [Y].",
-        "P36": "[X] ülkesinin başkenti [Y].",
-        "P37": "[X] ülkesinin resmi dili [Y].",
-        "P38": "[X] ülkesinin para birimi [Y].",
-    },
-    "pl": {
-        "P30": "Kraj [X] leży na kontynencie [Y].",
-        "P36": "Stolica kraju [X] to [Y].",
-        "P37": "Język urzędowy kraju [X] to [Y].",
-        "P38": "Waluta kraju [X] to [Y].",
-    },
-    "vi": {
-        "P30": "[X] là một quốc gia thuộc [Y].",
-        "P36": "Thủ đô của [X] là [Y].",
-        "P37": "Ngôn ngữ chính thức của [X] là [Y].",
-        "P38": "Đơn vị tiền tệ của [X] là [Y].",
-    },
-    "id": {
-        "P30": "[X] terletak di [Y].",
-        "P36": "Ibu kota [X] adalah [Y].",
-        "P37": "Bahasa resmi [X] adalah bahasa [Y].",
-        "P38": "Mata uang [X] adalah [Y].",
-    },
-}
-
-# CLDR continent-level regions used for P30.
-_EUROPE, _ASIA, _AFRICA, _N_AMERICA, _S_AMERICA, _OCEANIA = "150", "142", "002", "003", "005", "009"
-
-# Curated countries: (ISO 3166 code, continent, official language, currency, capital
-# time zone). ``None`` leaves the relation out for that country: P37 where there is no
-# single official language (several de jure ones, or none), P38 where the currency is
-# shared by two or changing (Bulgaria joined the euro in 2026, CLDR 47 still says BGN),
-# P30 for transcontinental countries, P36 where no CLDR time zone is named after the
-# capital. Capital zones are CLDR keys (CLDR keeps "Europe/Kiev", "Asia/Katmandu").
-# Central America and the Caribbean count as North America (CLDR region 003).
-_COUNTRIES: tuple[tuple[str, str | None, str | None, str | None, str | None], ...] = (
-    ("FR", _EUROPE, "fr", "EUR", "Europe/Paris"),
-    ("DE", _EUROPE, "de", "EUR", "Europe/Berlin"),
-    ("IT", _EUROPE, "it", "EUR", "Europe/Rome"),
-    ("ES", _EUROPE, "es", "EUR", "Europe/Madrid"),
-    ("PT", _EUROPE, "pt", "EUR", "Europe/Lisbon"),
-    ("NL", _EUROPE, "nl", "EUR", "Europe/Amsterdam"),
-    ("PL", _EUROPE, "pl", "PLN", "Europe/Warsaw"),
-    ("SE", _EUROPE, "sv", "SEK", "Europe/Stockholm"),
-    ("NO", _EUROPE, None, "NOK", "Europe/Oslo"),
-    ("DK", _EUROPE, "da", "DKK", "Europe/Copenhagen"),
-    ("FI", _EUROPE, None, "EUR", "Europe/Helsinki"),
-    ("GR", _EUROPE, "el", "EUR", "Europe/Athens"),
-    ("HU", _EUROPE, "hu", "HUF", "Europe/Budapest"),
-    ("CZ", _EUROPE, "cs", "CZK", "Europe/Prague"),
-    ("AT", _EUROPE, "de", "EUR", "Europe/Vienna"),
-    ("RU", None, "ru", "RUB", "Europe/Moscow"),
-    ("UA", _EUROPE, "uk", "UAH", "Europe/Kiev"),
-    ("RO", _EUROPE, "ro", "RON", "Europe/Bucharest"),
-    ("BG", _EUROPE, "bg", None, "Europe/Sofia"),
-    ("IE", _EUROPE, None, "EUR", "Europe/Dublin"),
-    ("GB", _EUROPE, "en", "GBP", "Europe/London"),
-    ("IS", _EUROPE, "is", "ISK", "Atlantic/Reykjavik"),
-    ("HR", _EUROPE, "hr", "EUR", "Europe/Zagreb"),
-    ("RS", _EUROPE, "sr", "RSD", "Europe/Belgrade"),
-    ("SK", _EUROPE, "sk", "EUR", "Europe/Bratislava"),
-    ("SI", _EUROPE, "sl", "EUR", "Europe/Ljubljana"),
-    ("LT", _EUROPE, "lt", "EUR", "Europe/Vilnius"),
-    ("LV", _EUROPE, "lv", "EUR", "Europe/Riga"),
-    ("EE", _EUROPE, "et", "EUR", "Europe/Tallinn"),
-    ("BE", _EUROPE, None, "EUR", "Europe/Brussels"),
-    ("CH", _EUROPE, None, "CHF", None),
-    ("TR", None, "tr", "TRY", None),
-    ("JP", _ASIA, "ja", "JPY", "Asia/Tokyo"),
-    ("CN", _ASIA, "zh", "CNY", None),
-    ("KR", _ASIA, "ko", "KRW", "Asia/Seoul"),
-    ("KP", _ASIA, "ko", "KPW", "Asia/Pyongyang"),
-    ("VN", _ASIA, "vi", "VND", None),
-    ("TH", _ASIA, "th", "THB", "Asia/Bangkok"),
-    ("ID", _ASIA, "id", "IDR", "Asia/Jakarta"),
-    ("MY", _ASIA, "ms", "MYR", "Asia/Kuala_Lumpur"),
-    ("PH", _ASIA, None, "PHP", "Asia/Manila"),
-    ("IN", _ASIA, None, "INR", None),
-    ("PK", _ASIA, None, "PKR", None),
-    ("BD", _ASIA, "bn", "BDT", "Asia/Dhaka"),
-    ("IR", _ASIA, "fa", "IRR", "Asia/Tehran"),
-    ("IQ", _ASIA, None, "IQD", "Asia/Baghdad"),
-    ("SA", _ASIA, "ar", "SAR", "Asia/Riyadh"),
-    ("AE", _ASIA, "ar", "AED", None),
-    ("IL", _ASIA, "he", "ILS", None),
-    ("JO", _ASIA, "ar", "JOD", "Asia/Amman"),
-    ("SY", _ASIA, "ar", "SYP", "Asia/Damascus"),
-    ("LB", _ASIA, "ar", "LBP", "Asia/Beirut"),
-    ("KW", _ASIA, "ar", "KWD", None),
-    ("QA", _ASIA, "ar", "QAR", None),
-    ("AF", _ASIA, None, "AFN", "Asia/Kabul"),
-    ("KZ", None, None, "KZT", None),
-    ("UZ", _ASIA, "uz", "UZS", "Asia/Tashkent"),
-    ("MN", _ASIA, "mn", "MNT", "Asia/Ulaanbaatar"),
-    ("NP", _ASIA, "ne", "NPR", "Asia/Katmandu"),
-    ("KH", _ASIA, "km", "KHR", "Asia/Phnom_Penh"),
-    ("LA", _ASIA, "lo", "LAK", "Asia/Vientiane"),
-    ("GE", None, "ka", "GEL", "Asia/Tbilisi"),
-    ("AM", None, "hy", "AMD", "Asia/Yerevan"),
-    ("AZ", None, "az", "AZN", "Asia/Baku"),
-    ("EG", _AFRICA, "ar", "EGP", "Africa/Cairo"),
-    ("MA", _AFRICA, None, "MAD", None),
-    ("DZ", _AFRICA, None, "DZD", "Africa/Algiers"),
-    ("TN", _AFRICA, "ar", "TND", "Africa/Tunis"),
-    ("LY", _AFRICA, "ar", "LYD", "Africa/Tripoli"),
-    ("NG", _AFRICA, "en", "NGN", None),
-    ("GH", _AFRICA, "en", "GHS", "Africa/Accra"),
-    ("KE", _AFRICA, None, "KES", "Africa/Nairobi"),
-    ("ET", _AFRICA, "am", "ETB", "Africa/Addis_Ababa"),
-    ("ZA", _AFRICA, None, "ZAR", None),
-    ("SN", _AFRICA, "fr", None, "Africa/Dakar"),
-    ("CI", _AFRICA, "fr", None, None),
-    ("TZ", _AFRICA, None, "TZS", None),
-    ("AO", _AFRICA, "pt", "AOA", "Africa/Luanda"),
-    ("MZ", _AFRICA, "pt", "MZN", "Africa/Maputo"),
-    ("ML", _AFRICA, None, None, "Africa/Bamako"),
-    ("US", _N_AMERICA, "en", "USD", None),
-    ("CA", _N_AMERICA, None, "CAD", None),
-    ("MX", _N_AMERICA, "es", "MXN", "America/Mexico_City"),
-    ("BR", _S_AMERICA, "pt", "BRL", None),
-    ("AR", _S_AMERICA, "es", "ARS", "America/Buenos_Aires"),
-    ("CL", _S_AMERICA, "es", "CLP", "America/Santiago"),
-    ("CO", _S_AMERICA, "es", "COP", "America/Bogota"),
-    ("PE", _S_AMERICA, None, "PEN", "America/Lima"),
-    ("VE", _S_AMERICA, "es", "VES", "America/Caracas"),
-    ("EC", _S_AMERICA, "es", "USD", None),
-    ("BO", _S_AMERICA, None, "BOB", None),
-    ("UY", _S_AMERICA, "es", "UYU", "America/Montevideo"),
-    ("PY", _S_AMERICA, None, "PYG", "America/Asuncion"),
-    ("CU", _N_AMERICA, "es", "CUP", "America/Havana"),
-    ("DO", _N_AMERICA, "es", "DOP", "America/Santo_Domingo"),
-    ("GT", _N_AMERICA, "es", "GTQ", None),
-    ("HN", _N_AMERICA, "es", "HNL", "America/Tegucigalpa"),
-    ("SV", _N_AMERICA, "es", "USD", None),
-    ("NI", _N_AMERICA, "es", "NIO", "America/Managua"),
-    ("CR", _N_AMERICA, "es", "CRC", None),
-    ("JM", _N_AMERICA, "en", "JMD", None),
-    ("AU", _OCEANIA, "en", "AUD", None),
-    ("NZ", _OCEANIA, None, "NZD", None),
-)
-
-# Languages whose CLDR data may omit an exemplar city that keeps the zone id's own
-# (English/Latin) spelling; CLDR's fallback (the id's last part) is right for them.
-_LATIN_SCRIPT = frozenset({"en", "de", "fr", "es", "pt", "it", "nl", "tr", "pl", "vi", "id"})
 
 
 @dataclass(frozen=True)
@@ -498,7 +271,10 @@ class FactSet:
     def builtin(
         cls, languages: Sequence[str] | None = None, relations: Sequence[str] | None = None
     ) -> FactSet:
-        """Return the built-in fact set from CLDR (via ``babel``).
+        """Return the built-in fact set: CLDR labels frozen as package data.
+
+        The description records where the data came from (``babel_version``,
+        ``cldr_version``, ``generated``, ``script``), from its ``provenance.json``.
 
         Args:
             languages: ISO 639-1 codes among :data:`BUILTIN_LANGUAGES`; all when ``None``.
@@ -506,7 +282,6 @@ class FactSet:
 
         Raises:
             ValueError: an unknown language or relation.
-            ImportError: ``babel`` is not installed.
         """
         languages = _choose("language", languages, list(BUILTIN_LANGUAGES))
         relations = _choose("relation", relations, list(RELATIONS))
@@ -773,38 +548,6 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
 
 
-def _clean(label: str | None, *, drop_qualifier: bool = False) -> str | None:
-    """Normalise a CLDR label; ``None`` if it is missing or carries a qualifier."""
-    if not label:
-        return None
-    text = unicodedata.normalize("NFC", label).replace("\u00ad", "")
-    text = " ".join(text.split())
-    if drop_qualifier:
-        text = _PAREN.sub("", text)
-    if not text or any(ch in text for ch in "()（）"):
-        return None
-    return text
-
-
-def _city(locale: Any, lang: str, zone: str) -> str | None:
-    """The localised exemplar city of a CLDR time-zone key, with CLDR's fallback."""
-    city = locale.time_zones.get(zone, {}).get("city")
-    if not city and lang in _LATIN_SCRIPT:
-        city = zone.rsplit("/", 1)[-1].replace("_", " ")
-    return _clean(city, drop_qualifier=True)
-
-
-def _object_label(locale: Any, lang: str, relation: str, obj: str) -> str | None:
-    """The localised label of a built-in object: region, city, language or currency."""
-    if relation == "P30":
-        return _clean(locale.territories.get(obj))
-    if relation == "P36":
-        return _city(locale, lang, obj)
-    if relation == "P37":
-        return _clean(locale.languages.get(obj))
-    return _clean(locale.currencies.get(obj))
-
-
 @functools.cache
 def _builtin_data() -> tuple[
     tuple[Fact, ...],
@@ -812,44 +555,8 @@ def _builtin_data() -> tuple[
     dict[tuple[str, str], list[str]],
     dict[str, Any],
 ]:
-    try:
-        import babel
-        from babel import Locale
-        from babel.core import get_cldr_version
-    except ImportError as exc:  # pragma: no cover - babel is installed with the package
-        raise ImportError("the built-in fact set needs babel: pip install babel") from exc
-
-    facts: list[Fact] = []
-    templates: dict[tuple[str, str], str] = {}
-    candidates: dict[tuple[str, str], list[str]] = {}
-    for lang in BUILTIN_LANGUAGES:
-        locale = Locale.parse(lang)
-        for relation in RELATIONS:
-            column = {"P30": 1, "P37": 2, "P38": 3, "P36": 4}[relation]
-            labels: dict[str, str] = {}
-            rows = []
-            for row in _COUNTRIES:
-                code, obj = row[0], row[column]
-                if obj is None:
-                    continue
-                subject = _clean(locale.territories.get(code))
-                if obj not in labels:
-                    label = _object_label(locale, lang, relation, obj)
-                    if label is not None:
-                        labels[obj] = label
-                if subject is not None and obj in labels:
-                    rows.append(Fact(f"{relation}-{code}", lang, relation, subject, labels[obj]))
-            if len(set(labels.values())) != len(labels):
-                raise RuntimeError(f"two {relation} objects share a label in {lang}: {labels}")
-            if rows:
-                facts.extend(rows)
-                templates[(lang, relation)] = _TEMPLATES[lang][relation]
-                candidates[(lang, relation)] = list(labels.values())
-    description = {
-        "source": "builtin",
-        "data": "CLDR (via babel): territory, language and currency names, time-zone cities",
-        "babel_version": babel.__version__,
-        "cldr_version": get_cldr_version(),
-        "relation_labels": dict(RELATIONS),
-    }
-    return tuple(facts), templates, candidates, description
+    """Read the frozen built-in set once: facts, templates, candidates, description."""
+    full = FactSet.from_mlama(BUILTIN_DIR, languages=BUILTIN_LANGUAGES)
+    provenance = json.loads((BUILTIN_DIR / "provenance.json").read_text(encoding="utf-8"))
+    description = {"source": "builtin", **provenance, "relation_labels": dict(RELATIONS)}
+    return tuple(full.facts), full.templates, full.candidates, description

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
+import importlib.util
 import json
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from mlneurons.facts import BUILTIN_LANGUAGES, OBJECTS_DIR, RELATIONS, Fact, FactSet
+from mlneurons import facts as facts_module
+from mlneurons.facts import BUILTIN_DIR, BUILTIN_LANGUAGES, OBJECTS_DIR, RELATIONS, Fact, FactSet
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SAMPLE = {
     "en": {
@@ -304,3 +311,46 @@ def test_builtin_round_trip(builtin, tmp_path):
     facts = FactSet.builtin(["en", "zh", "ar"])
     back = FactSet.from_mlama(facts.to_mlama(tmp_path / "mlama"), languages=facts.languages)
     assert same(facts, back)
+
+
+def test_builtin_counts(builtin):
+    counts = Counter((f.lang, f.relation) for f in builtin.facts)
+    expected = {"P30": 97, "P36": 76, "P37": 81, "P38": 99}
+    assert counts == {(lang, r): n for lang in BUILTIN_LANGUAGES for r, n in expected.items()}
+
+
+def test_builtin_loads_without_babel(monkeypatch):
+    monkeypatch.setitem(sys.modules, "babel", None)  # import babel now raises ImportError
+    facts_module._builtin_data.cache_clear()
+    facts = FactSet.builtin(["en", "zh"], ["P37"])
+    assert lookup(facts, "zh", "P37", "BR") == "葡萄牙语"
+    assert len(facts.facts_for("en")) == len(facts.facts_for("zh")) == 81
+
+
+def recorded_provenance() -> dict[str, str]:
+    return json.loads((BUILTIN_DIR / "provenance.json").read_text(encoding="utf-8"))
+
+
+def test_builtin_provenance(builtin):
+    recorded = recorded_provenance()
+    # The README's numbers were measured on the data of babel 2.18.0 (CLDR 47).
+    assert (recorded["babel_version"], recorded["cldr_version"]) == ("2.18.0", "47")
+    datetime.date.fromisoformat(recorded["generated"])
+    assert (ROOT / recorded["script"]).is_file()
+    for key, value in recorded.items():
+        assert builtin.description[key] == value
+    assert builtin.head(2).description["babel_version"] == "2.18.0"
+
+
+def test_builtin_data_is_what_the_script_builds(tmp_path):
+    babel = pytest.importorskip("babel")
+    recorded = recorded_provenance()["babel_version"]
+    if babel.__version__ != recorded:
+        pytest.skip(f"babel {babel.__version__} is installed; the data was built with {recorded}")
+    spec = importlib.util.spec_from_file_location(
+        "build_builtin_facts", ROOT / recorded_provenance()["script"]
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    new = script.write(tmp_path / "facts", "2000-01-01")
+    assert script.differences(new, BUILTIN_DIR) == []
