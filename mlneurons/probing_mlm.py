@@ -10,7 +10,8 @@ Face ``*ForMaskedLM``:
   prediction is the best-scoring candidate. :func:`mlneurons.probing.probe` calls it
   for masked LMs.
 * :func:`zhao_match`: Zhao, Yoshinaga & Oba (EACL 2024), no candidates. For m = 1..M
-  (M: the longest tokenized gold object of the (language, relation)) every mask takes
+  (M: the longest tokenized object among all objects of the (language, relation), its
+  candidates, so M does not depend on which facts are probed) every mask takes
   its own greedy top-1 over the whole vocabulary. *Full match*: for some m the
   predicted ids are the gold ids; *partial match*: for some m every gold id is among
   the predicted ids. ``correct`` is the full match; :func:`partial_p_at_1` reads the
@@ -272,9 +273,10 @@ def zhao_match(
 ) -> ProbeResult:
     """Probe a masked LM without candidates: Zhao et al.'s full and partial match.
 
-    For m = 1..M, M the longest tokenized gold object of the (language, relation), the
-    masks are decoded independently (greedy top-1 over the full vocabulary). Bare
-    word-boundary pieces are stripped from gold and predicted ids before matching.
+    For m = 1..M, M the longest tokenized object among all objects (the candidates) of
+    the (language, relation), whichever of its facts are probed, the masks are decoded
+    independently (greedy top-1 over the full vocabulary). Bare word-boundary pieces are
+    stripped from gold and predicted ids before matching.
 
     Returns:
         A :class:`ProbeResult`; ``correct`` is the full match. Each prediction also has
@@ -285,13 +287,15 @@ def zhao_match(
     tokenizer = _check_masked(model)
     predictions = []
     gold_of = {(f.lang, f.relation, f.object): object_ids(tokenizer, f.object) for f in facts.facts}
-    forwards = 0
-    for lang, rel, group in _groups(facts):
-        forwards += len(group) * max(len(gold_of[(lang, rel, f.object)]) for f in group)
+    longest_of = {
+        key: max(len(object_ids(tokenizer, c)) for c in facts.candidates[key])
+        for key in facts.groups()
+    }
+    forwards = sum(len(group) * longest_of[key] for key, group in facts.groups().items())
     with tqdm(total=forwards, desc="probe (Zhao)", unit="query", disable=not progress) as bar:
         for lang, relation, group in _groups(facts):
             golds = [gold_of[(lang, relation, f.object)] for f in group]
-            longest = max(len(g) for g in golds)
+            longest = longest_of[(lang, relation)]
             by_m = []
             for m in range(1, longest + 1):
                 by_m.append(greedy_predictions(model, facts, group, m, batch_size=batch_size))

@@ -173,3 +173,21 @@ def test_select_matches_reference_identify(seed):
     for i, lang in enumerate(langs):
         assert sorted(map(tuple, ours[lang].tolist())) == reference[i], lang
     assert int((ours.masks().sum(0) > 1).sum()) > 0  # some neurons belong to several languages
+
+
+def test_select_threshold_and_bar_are_strict():
+    # 2 languages, 1 layer, 4 neurons; sorted probabilities 0.0, 0.1, 0.2 x4, 0.5, 0.9.
+    probs = torch.tensor([[[0.9, 0.5, 0.2, 0.2]], [[0.1, 0.0, 0.2, 0.2]]])
+    # tau = kthvalue(round(0.875 * 8) = 7) = 0.5, held by neuron 1 itself (entropy 0, the
+    # lowest): only a probability strictly above tau makes a neuron eligible, so neuron 1
+    # is not, and only neuron 0 (0.9) is kept although the budget is 4.
+    # bar = kthvalue(round(0.25 * 8) = 2) = 0.1: language b holds exactly the bar on
+    # neuron 0 and so does not get it.
+    result = lape.select(
+        probs, ["a", "b"], top_rate=1.0, filter_rate=0.875, activation_bar_ratio=0.25
+    )
+    assert result.constants["threshold"] == pytest.approx(0.5)
+    assert result.constants["activation_bar"] == pytest.approx(0.1)
+    assert result.constants["kept"] == 1
+    assert result["a"].tolist() == [[0, 0]]
+    assert result["b"].tolist() == []

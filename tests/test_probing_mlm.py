@@ -333,3 +333,50 @@ def test_mask_logits_head_only_equals_full_forward(bert, monkeypatch):
     assert [x.shape for x in fast] == [(n, len(VOCAB)) for n in [1, 3, 2, 3, 1, 2]]
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_zhao_mask_count_comes_from_all_objects_of_the_relation(bert, monkeypatch):
+    """M is the longest object among all of the (language, relation)'s objects (its
+    candidates), so probing a `head` or a `split` part gives every fact the verdict it
+    has in the whole set, although the longest gold objects may be left out."""
+    o = {w: ID[w] for w in OBJECTS}
+    made = {  # (uuid, lang) -> the predicted ids for m = 1, 2, 3
+        ("u0", "en"): [[o["o1"]], [o["o1"], o["o3"]], [o["o4"], o["o2"], o["o5"]]],  # partial, m=3
+        ("u1", "en"): [[o["o2"]], [o["o2"], o["o1"]], [o["o1"], o["o1"], o["o0"]]],  # partial, m=3
+        ("u2", "en"): [[o["o1"]], [o["o1"], o["o3"]], [o["o3"]] * 3],  # full at m=2
+        ("u3", "en"): [[o["o4"]], [o["o4"], o["o5"]], [o["o4"], o["o5"], o["o1"]]],  # neither
+        ("u0", "fr"): [[o["o0"]], [o["o3"], o["o2"]]],  # partial at m=2
+        ("u2", "fr"): [[o["o3"]], [o["o3"], o["o1"]]],  # partial only (wrong order)
+    }
+    asked = {}
+
+    def fake(model, facts, group, n_masks, *, batch_size=32):
+        for f in group:
+            asked.setdefault((f.uuid, f.lang), []).append(n_masks)
+        return [made[(f.uuid, f.lang)][n_masks - 1] for f in group]
+
+    monkeypatch.setattr(pm, "greedy_predictions", fake)
+
+    def verdicts(facts):
+        asked.clear()
+        result = pm.zhao_match(bert, facts, progress=False)
+        # every fact is asked with m = 1..M, M = 3 in en and 2 in fr (the candidates' longest)
+        assert asked == {k: [1, 2, 3] if k[1] == "en" else [1, 2] for k in asked}
+        return {(p["uuid"], p["lang"]): (p["correct"], p["partial"]) for p in result.predictions}
+
+    whole = verdicts(fact_set())
+    assert whole == {
+        ("u0", "en"): (False, True),
+        ("u1", "en"): (False, True),
+        ("u2", "en"): (True, True),
+        ("u3", "en"): (False, False),
+        ("u0", "fr"): (False, True),
+        ("u2", "fr"): (False, True),
+    }
+    dev, test = fact_set().split(0.5, seed=0)
+    head = fact_set().head(2)
+    assert [f.uuid for f in head.facts] == ["u0", "u1", "u0"]  # no two- or three-token gold
+    assert {f.uuid for f in dev.facts} == {"u0", "u2"}  # no three-token gold
+    for part in (head, dev, test):
+        got = verdicts(part)
+        assert got == {key: whole[key] for key in got}

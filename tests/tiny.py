@@ -159,8 +159,14 @@ def make_gpt2(directory: Path, *, n_layers: int = 2, seed: int = 0) -> Path:
     return _save_random(directory, GPT2LMHeadModel, config, seed)
 
 
-def make_random_llama(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
-    """Save a tiny random Llama (every attention and MLP weight live) with the tiny tokenizer."""
+def make_random_llama(
+    directory: Path, *, n_layers: int = 5, seed: int = 0, initializer_range: float = 0.02
+) -> Path:
+    """Save a tiny random Llama (every attention and MLP weight live) with the tiny tokenizer.
+
+    A larger ``initializer_range`` (e.g. 0.3) gives peaked next-token distributions that
+    depend on the context, where the default gives nearly uniform ones.
+    """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -174,6 +180,7 @@ def make_random_llama(directory: Path, *, n_layers: int = 5, seed: int = 0) -> P
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,
+        initializer_range=initializer_range,
     )
     return _save_random(directory, LlamaForCausalLM, config, seed)
 
