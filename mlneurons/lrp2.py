@@ -19,10 +19,12 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from mlneurons.canary import verify
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.facts import FactSet
 from mlneurons.interventions import Hooks
 from mlneurons.models import (
+    cached_body,
     check_same_model,
     fingerprint,
     hf_blocks,
@@ -37,11 +39,16 @@ from mlneurons.models import (
 )
 from mlneurons.probeless import FactNeurons, fact_neurons
 from mlneurons.probing import (
+    CandidateBatches,
     ProbeResult,
+    batch_scores,
+    canary_sentences,
     candidate_batches,
     causal_result,
+    check_cached_scoring,
     facts_with_candidates,
     first_token_log_likelihood,
+    id_batches,
     prediction,
     probe,
     repeated_cache,
@@ -216,8 +223,24 @@ def projection_grid_scores(
     runs once and each pair resumes from it: blocks up to LIRP layer i are shared by
     every pair, and blocks up to LSRP layer j by every pair with the same i (the key/value
     cache of the shared prefix follows the same tree). Equal to probing with
-    :func:`projection` hooks, up to float rounding.
+    :func:`projection` hooks, up to float rounding (checked once per model:
+    :func:`check_block_replay`).
     """
+    check_block_replay(model)
+    plan = candidate_batches(model.tokenizer, sentences, batch_size)
+    return grid_scores(model, plan, vectors, language, pairs, pivot=pivot)
+
+
+def grid_scores(
+    model: Any,
+    plan: CandidateBatches,
+    vectors: LanguageVectors,
+    language: str,
+    pairs: list[Pair],
+    *,
+    pivot: str = "en",
+) -> dict[Pair, torch.Tensor]:
+    """:func:`projection_grid_scores` of tokenised sentences, the fast path: block replay."""
     blocks, norm = hf_blocks(model)
     last = len(blocks) - 1
     if not pairs:
@@ -236,7 +259,6 @@ def projection_grid_scores(
     device = model_device(model)
     v_lang, v_pivot = vectors[language], vectors[pivot]
     later = {i: sorted({j for a, j in pairs if a == i}) for i in sorted({i for i, _ in pairs})}
-    plan = candidate_batches(model.tokenizer, sentences, batch_size)
     body = model.original_model.base_model
 
     def into(hidden: torch.Tensor, i: int) -> torch.Tensor:  # LIRP
@@ -252,7 +274,7 @@ def projection_grid_scores(
     prefix_caches: dict[Pair, Any] = {}
     with unwrapped(model):
         with recording(blocks, snapshot=later) as prefix:
-            out = body(input_ids=torch.tensor([plan.prefix], device=device), use_cache=True)
+            _, cache = cached_body(body, torch.tensor([plan.prefix], device=device))
         for i, js in later.items():
             _, trunk, caches = prefix.replay(
                 into(prefix.outputs[i], i), i + 1, js[-1], prefix.caches[i], keep=js, snapshot=js
@@ -264,11 +286,7 @@ def projection_grid_scores(
         for members, suffix, lengths in plan.batches:
             size = len(members)
             with recording(blocks, skip_after=max(later)) as rows:
-                body(
-                    input_ids=suffix.to(device),
-                    past_key_values=repeated_cache(out.past_key_values, size),
-                    use_cache=True,
-                )
+                cached_body(body, suffix.to(device), repeated_cache(cache, size))
             for i, js in later.items():
                 _, trunk, _ = rows.replay(
                     into(rows.outputs[i], i),
@@ -294,6 +312,35 @@ def projection_grid_scores(
         )
     scores = scores.view(len(index), n)
     return {pair: scores[k] for pair, k in index.items()}
+
+
+def check_block_replay(model: Any) -> None:
+    """Canary: the shared grid's block replay equals probing under :func:`projection` hooks
+    (once per model), on random language vectors as large as the residual stream."""
+    check_cached_scoring(model)  # the exact path below scores with the cached prefix
+    n_layers, d_model = int(model.cfg.n_layers), int(model.cfg.d_model)
+    if n_layers < 2:
+        return  # no (LIRP, LSRP) pair exists
+    ids = canary_sentences(model)
+    plan = id_batches(ids, batch_size=2)
+    generator = torch.Generator().manual_seed(0)
+    scale = model.original_model.get_input_embeddings().weight.detach().float().norm(dim=-1)
+    vectors = LanguageVectors(
+        ["en", "xx"],
+        torch.randn(2, n_layers, d_model, generator=generator) * scale.mean().item() / d_model**0.5,
+        [1, 1],
+        fingerprint(model),
+    )
+    pair = (n_layers // 3, n_layers - 1)
+
+    def compare() -> tuple[torch.Tensor, torch.Tensor]:
+        fast = grid_scores(model, plan, vectors, "xx", [pair])[pair]
+        hooks = projection(vectors, "xx", lirp_layer=pair[0], lsrp_layer=pair[1])
+        with model.hooks(fwd_hooks=hooks):
+            exact = batch_scores(model, plan)
+        return fast, exact
+
+    verify(model, "LRP2 block replay", compare, rtol=1e-4, atol=1e-3)
 
 
 def probe_projection_grid(

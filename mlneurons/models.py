@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -20,6 +21,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from mlneurons.errors import UserError, check_device, did_you_mean
+from mlneurons.provenance import provenance
 
 BUILTIN_MODELS = ("gemma-3-270m",)
 """Models that ship inside registry packages and load without network."""
@@ -72,21 +76,27 @@ def resolve_model_path(name_or_path: str) -> str:
 
     Built-in names become their cached directory; local directories stay as they
     are (and are loaded offline); anything else is taken as a hub name.
+
+    Raises:
+        UserError: a directory without ``config.json``, a path that does not exist, or
+            a name close to a built-in one (``gemma-3-270``), before any download.
     """
     if name_or_path in BUILTIN_MODELS:
         return str(_builtin_gemma_dir())
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
-            raise ValueError(
+            raise UserError(
                 f"model directory {str(path)!r} has no config.json; pass a Hugging Face "
                 f"model directory, a hub name, or one of the built-in models {list(BUILTIN_MODELS)}"
             )
         return str(path)
-    if name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
-        raise ValueError(
-            f"unknown model {name_or_path!r}: no such directory; pass a Hugging Face model "
-            f"directory, a hub name (org/name), or a built-in model {list(BUILTIN_MODELS)}"
+    hint = did_you_mean(name_or_path, BUILTIN_MODELS)
+    if hint or name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1:
+        raise UserError(
+            f"unknown model {name_or_path!r}: no such built-in model or directory;{hint} "
+            f"built-in: {', '.join(BUILTIN_MODELS)}; a local Hugging Face directory or a hub "
+            "name (org/name) also work, hub names need network"
         )
     return name_or_path
 
@@ -129,61 +139,149 @@ def load_model(
         device: torch device; defaults to CUDA when available, else CPU.
         dtype: parameter dtype; defaults to float32.
 
+    Raises:
+        UserError: a device this machine does not have (checked first), an unknown
+            model name (see :func:`resolve_model_path`), or a hub name that cannot be
+            fetched.
+
     Returns:
         A ``transformer_lens.model_bridge.TransformerBridge`` in eval mode, with
         ``model.mlneurons_name`` set to ``name_or_path``.
     """
+    device = check_device(device)
     path = resolve_model_path(name_or_path)
-    with _offline(Path(path).exists()):
+    local = Path(path).exists()
+    with _offline(local):
         from transformer_lens.model_bridge import TransformerBridge
 
-        model = TransformerBridge.boot_transformers(
-            path,
-            device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
-            dtype=dtype or torch.float32,
-        )
+        try:
+            model = TransformerBridge.boot_transformers(
+                path, device=device, dtype=dtype or torch.float32
+            )
+        except OSError as exc:
+            if local:
+                raise
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise UserError(
+                f"cannot load {name_or_path!r} from the Hugging Face hub ({first}); hub names "
+                f"need network; built-in: {', '.join(BUILTIN_MODELS)}"
+            ) from exc
     model.eval()
     model.mlneurons_name = name_or_path
+    model._mlneurons_loaded = (
+        _weights_state(model),
+        _checkpoint_identity(model, name_or_path, path),
+    )
+    honour_cache_keyword()
     return model
+
+
+_VOLATILE_CONFIG = (
+    "_name_or_path",
+    "_commit_hash",
+    "transformers_version",
+    "_attn_implementation",
+    "_attn_implementation_autoset",
+    "dtype",
+    "torch_dtype",
+)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def checkpoint_hash(directory: str | Path) -> str:
+    """sha256 over the weight files of a local checkpoint directory (names and contents).
+
+    Computed once per file version: the digest is kept in the user cache, keyed by the
+    files' paths, sizes and modification times.
+    """
+    files = sorted(
+        f for f in Path(directory).resolve().iterdir() if f.name.endswith(WEIGHT_SUFFIXES)
+    )
+    key = json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    store = cache_dir() / "checkpoint-hashes.json"
+    known = json.loads(store.read_text()) if store.exists() else {}
+    if key not in known:
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.name.encode())
+            with f.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(block)
+        known[key] = digest.hexdigest()
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(store)
+    return known[key]
+
+
+def _weights_state(model: Any) -> tuple[int, int]:
+    """Changes whenever a parameter is edited in place (its version counter) or replaced
+    by another tensor object; moving the model to another device changes neither."""
+    params = list(model.parameters())
+    return sum(p._version for p in params), hash(tuple(id(p) for p in params))
+
+
+def _values_hash(model: Any) -> str:
+    """sha256 over every parameter's values (as float32): the identity of edited weights."""
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _checkpoint_identity(model: Any, name_or_path: str, path: str) -> str:
+    """What the weights were loaded from, independent of dtype: a local checkpoint's file
+    hash, a hub snapshot's commit, else the parameter values."""
+    if Path(path).is_dir():
+        return "files:" + checkpoint_hash(path)
+    commit = getattr(getattr(model.original_model, "config", None), "_commit_hash", None)
+    if commit:
+        return f"hub:{name_or_path}@{commit}"
+    return "values:" + _values_hash(model)
 
 
 def fingerprint(model: Any) -> dict[str, Any]:
     """A model fingerprint recorded in every saved result.
 
+    ``hash`` is a sha256 over the HF config and the identity of the checkpoint the weights
+    came from (its files' hash, or a hub commit), so it does not change with the dtype the
+    model was loaded in. Weights edited in place since loading are hashed by value instead
+    (``edited`` is then True). ``dtype`` says what the model computed in, and
+    ``provenance`` the library versions and lock file hash of this process.
+
     Returns:
-        ``{"name", "n_layers", "d_mlp", "d_model", "hash"}`` where ``hash`` is a sha256
-        over the HF config and the first 64 values of every parameter.
+        ``{"name", "n_layers", "d_mlp", "d_model", "hash", "dtype", "edited", "provenance"}``.
     """
+    state = _weights_state(model)
     cached = getattr(model, "_mlneurons_fingerprint", None)
-    if cached is not None:
-        return dict(cached)
+    if cached is not None and cached[0] == state:
+        return copy.deepcopy(cached[1])
+    loaded = getattr(model, "_mlneurons_loaded", None)  # (weights state, identity) at load
+    edited = loaded is not None and loaded[0] != state
+    identity = loaded[1] if loaded is not None and not edited else "values:" + _values_hash(model)
     digest = hashlib.sha256()
     hf_config = getattr(getattr(model, "original_model", None), "config", None)
     if hf_config is not None:
         config = hf_config.to_dict()
-        for volatile in (
-            "_name_or_path",
-            "transformers_version",
-            "_attn_implementation",
-            "_attn_implementation_autoset",
-            "dtype",
-            "torch_dtype",
-        ):
+        for volatile in _VOLATILE_CONFIG:
             config.pop(volatile, None)
         digest.update(json.dumps(config, sort_keys=True, default=str).encode())
-    for name, param in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        sample = param.detach().flatten()[:64].to("cpu", torch.float32)
-        digest.update(sample.numpy().tobytes())
+    digest.update(identity.encode())
+    dtype = next(model.parameters()).dtype
     result = {
         "name": getattr(model, "mlneurons_name", None) or str(model.cfg.model_name),
         "n_layers": int(model.cfg.n_layers),
         "d_mlp": int(model.cfg.d_mlp),
         "d_model": int(model.cfg.d_model),
         "hash": digest.hexdigest()[:16],
+        "dtype": str(dtype).removeprefix("torch."),
+        "edited": edited,
+        "provenance": provenance(),
     }
-    model._mlneurons_fingerprint = result
-    return dict(result)
+    model._mlneurons_fingerprint = (state, result)
+    return copy.deepcopy(result)
 
 
 def check_same_model(
@@ -241,6 +339,32 @@ def hooks_attached(model: Any) -> bool:
     return any(point.fwd_hooks for point in model.hook_dict.values())
 
 
+def honour_cache_keyword() -> None:
+    """Make the bridge's attention read the key/value cache under its new keyword ``cache``.
+
+    transformers 5.24 renamed the ``past_key_values`` argument of decoder layers and
+    attention modules to ``cache``; the TransformerLens 4.3 attention bridges that
+    re-implement attention still read only ``past_key_values`` (or ``layer_past``), so a
+    cached forward through the bridge silently attended to the new tokens alone. This
+    patches ``AttentionBridge._update_kv_cache`` once per process to take either name.
+    The canary of cached scoring (:mod:`mlneurons.canary`) checks the result.
+    """
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    update = AttentionBridge._update_kv_cache
+    if getattr(update, "_mlneurons_cache_keyword", False):
+        return
+
+    @functools.wraps(update)
+    def update_kv_cache(self: Any, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> Any:
+        if kwargs.get("past_key_values") is None and kwargs.get("cache") is not None:
+            kwargs["past_key_values"] = kwargs["cache"]
+        return update(self, k, v, **kwargs)
+
+    update_kv_cache._mlneurons_cache_keyword = True  # type: ignore[attr-defined]
+    AttentionBridge._update_kv_cache = update_kv_cache
+
+
 @contextmanager
 def unwrapped(model: Any) -> Iterator[None]:
     """Run the plain Hugging Face modules inside the bridge, without its wrappers.
@@ -288,6 +412,23 @@ def run_body(
         raise ValueError("run_body needs a TransformerBridge booted from a Hugging Face model")
     kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
     body(input_ids=tokens, use_cache=False, **kwargs)
+
+
+def cached_body(
+    body: torch.nn.Module, input_ids: torch.Tensor, cache: Any = None
+) -> tuple[torch.Tensor, Any]:
+    """Run an HF body with a key/value cache: ``(last_hidden_state, cache after the run)``.
+
+    The cache goes in under the keyword this transformers release takes (``cache`` from
+    5.24 on, ``past_key_values`` before), so no deprecated keyword is ever passed.
+    """
+    keyword = (
+        "cache" if "cache" in inspect.signature(body.forward).parameters else "past_key_values"
+    )
+    kwargs = {} if cache is None else {keyword: cache}
+    out = body(input_ids=input_ids, use_cache=True, **kwargs)
+    returned = out.get("cache") if "cache" in out else out.get("past_key_values")
+    return out.last_hidden_state, returned
 
 
 def unembed(model: Any, hidden: torch.Tensor) -> torch.Tensor:

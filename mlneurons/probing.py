@@ -20,9 +20,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from mlneurons.canary import canary_ids, verify
 from mlneurons.facts import Fact, FactSet
 from mlneurons.models import (
+    cached_body,
     fingerprint,
+    honour_cache_keyword,
     is_masked_lm,
     log_likelihood_sums,
     model_device,
@@ -163,7 +166,11 @@ class CandidateBatches:
 
 def candidate_batches(tokenizer: Any, sentences: list[str], batch_size: int) -> CandidateBatches:
     """Tokenise candidate sentences and batch their suffixes after the shared prefix."""
-    ids = [sentence_ids(tokenizer, s) for s in sentences]
+    return id_batches([sentence_ids(tokenizer, s) for s in sentences], batch_size)
+
+
+def id_batches(ids: list[list[int]], batch_size: int) -> CandidateBatches:
+    """Batch token-id sentences' suffixes after the prefix they all share."""
     shared = common_prefix_length(ids)
     if shared == 0:
         raise ValueError(
@@ -216,20 +223,23 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
 
     The shared prefix runs once; its key/value cache is copied for each batch of
     candidates, and only the positions after it are unembedded. Differences between
-    these scores equal differences between whole-sentence log-likelihoods.
+    these scores equal differences between whole-sentence log-likelihoods (checked once
+    per model against full forward passes: :func:`check_cached_scoring`).
     """
-    hf = model.original_model
-    plan = candidate_batches(model.tokenizer, sentences, batch_size)
+    check_cached_scoring(model)
+    return batch_scores(model, candidate_batches(model.tokenizer, sentences, batch_size))
+
+
+@torch.inference_mode()
+def batch_scores(model: Any, plan: CandidateBatches) -> torch.Tensor:
+    """:func:`candidate_scores` of tokenised sentences, the fast path: shared prefix cached."""
+    body = model.original_model.base_model
     device = model_device(model)
-    prefix = hf.base_model(input_ids=torch.tensor([plan.prefix], device=device), use_cache=True)
-    scores = first_token_log_likelihood(model, prefix.last_hidden_state[0, -1], plan.first_targets)
+    prefix, cache = cached_body(body, torch.tensor([plan.prefix], device=device))
+    scores = first_token_log_likelihood(model, prefix[0, -1], plan.first_targets)
     states, targets, owners = [], [], []
     for members, suffix, lengths in plan.batches:
-        hidden = hf.base_model(
-            input_ids=suffix.to(device),
-            past_key_values=repeated_cache(prefix.past_key_values, len(members)),
-            use_cache=True,
-        ).last_hidden_state
+        hidden, _ = cached_body(body, suffix.to(device), repeated_cache(cache, len(members)))
         state, target, rows = scored_positions(hidden, suffix, lengths)
         states.append(state)
         targets.append(target)
@@ -239,6 +249,39 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
             model, torch.cat(states), torch.cat(targets), torch.cat(owners), len(scores)
         )
     return scores
+
+
+@torch.inference_mode()
+def full_forward_scores(model: Any, ids: list[list[int]], start: int) -> torch.Tensor:
+    """The exact path: each sentence's log-likelihood from token ``start`` on, from one whole
+    forward pass per sentence without any cache."""
+    body = model.original_model.base_model
+    device = model_device(model)
+    scores = []
+    for row in ids:
+        hidden = body(input_ids=torch.tensor([row], device=device), use_cache=False)
+        states = hidden.last_hidden_state[0, start - 1 : -1]
+        target = torch.tensor(row[start:])
+        scores.append(log_likelihood_sums(model, states, target, torch.zeros_like(target), 1))
+    return torch.cat(scores)
+
+
+def canary_sentences(model: Any) -> list[list[int]]:
+    """Three token-id sentences sharing a 5-token prefix, with suffixes of 1, 3 and 4 tokens."""
+    prefix = canary_ids(model, 5)
+    return [prefix + canary_ids(model, n + 1, offset=n)[1:] for n in (1, 3, 4)]
+
+
+def check_cached_scoring(model: Any) -> None:
+    """Canary: shared-prefix cached scoring equals full forward passes (once per model)."""
+    honour_cache_keyword()
+
+    def compare() -> tuple[torch.Tensor, torch.Tensor]:
+        ids = canary_sentences(model)
+        plan = id_batches(ids, batch_size=2)  # two batches, one of them padded
+        return batch_scores(model, plan), full_forward_scores(model, ids, len(plan.prefix))
+
+    verify(model, "shared-prefix cached candidate scoring", compare, rtol=1e-4, atol=1e-3)
 
 
 def probe(
@@ -323,7 +366,11 @@ __all__ = [
     "ProbeResult",
     "CandidateBatches",
     "candidate_batches",
+    "batch_scores",
     "candidate_scores",
+    "check_cached_scoring",
+    "full_forward_scores",
+    "id_batches",
     "causal_result",
     "common_prefix_length",
     "facts_with_candidates",

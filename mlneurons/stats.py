@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
+from mlneurons.canary import canary_ids, verify
 from mlneurons.corpus import MultilingualCorpus
 from mlneurons.models import (
     fingerprint,
@@ -209,26 +210,35 @@ def _count_hook(
     _accumulate(act, state, layer, to_activation(act))
 
 
+def _act_fn_modules(model: Any) -> list[torch.nn.Module] | None:
+    """Each layer's own act_fn module, or None when the MLPs do not call one module each
+    (e.g. processed weights in compatibility mode)."""
+    n_layers = int(model.cfg.n_layers)
+    sites = [mlp_neuron_hook(model, layer)[1] for layer in range(n_layers)]
+    modules = [m for m in sites if isinstance(m, torch.nn.Module)]
+    if (
+        len(modules) == n_layers
+        and len({id(m) for m in modules}) == n_layers
+        and not getattr(model, "compatibility_mode", False)
+    ):
+        return modules
+    return None
+
+
 @contextmanager
-def _counting(model: Any, state: dict[str, Any]) -> Iterator[None]:
+def _counting(model: Any, state: dict[str, Any], *, exact: bool = False) -> Iterator[None]:
     """Attach the counters of every layer; always detach them.
 
-    For gated MLPs the act_fn output is read from the MLP's own ``act_fn`` module (its
-    sign is that of ``hook_pre``), which spares recomputing it, and the bridge's wrappers
-    are bypassed unless a TransformerLens hook is attached; a model whose MLPs do not
-    call that module (e.g. processed weights) uses ``mlp.hook_pre`` instead.
+    The fast path reads the act_fn output from each gated MLP's own ``act_fn`` module
+    (its sign is that of ``hook_pre``), which spares recomputing it, and bypasses the
+    bridge's wrappers unless a TransformerLens hook is attached. The exact path
+    (``exact=True``, and models whose MLPs do not call one such module) counts with
+    TransformerLens hooks on ``mlp.hook_pre``/``hook_post`` through the bridge.
     """
-    n_layers = int(model.cfg.n_layers)
-    sites = [mlp_neuron_hook(model, layer) for layer in range(n_layers)]
-    act_modules = [to_act for _, to_act in sites if isinstance(to_act, torch.nn.Module)]
-    own_modules = (
-        len(act_modules) == n_layers
-        and len({id(m) for m in act_modules}) == n_layers
-        and not getattr(model, "compatibility_mode", False)
-    )
+    act_modules = None if exact else _act_fn_modules(model)
     handles = []
     try:
-        if own_modules:
+        if act_modules is not None:
             for layer, module in enumerate(act_modules):
 
                 def read_output(module: Any, args: Any, output: Any, layer: int = layer) -> None:
@@ -245,13 +255,39 @@ def _counting(model: Any, state: dict[str, Any]) -> Iterator[None]:
                     name,
                     functools.partial(_count_hook, layer=layer, to_activation=to_act, state=state),
                 )
-                for layer, (name, to_act) in enumerate(sites)
+                for layer, (name, to_act) in enumerate(
+                    mlp_neuron_hook(model, layer) for layer in range(int(model.cfg.n_layers))
+                )
             ]
             with model.hooks(fwd_hooks=hooks):
                 yield
     finally:
         for handle in handles:
             handle.remove()
+
+
+def check_statistics_pass(model: Any) -> None:
+    """Canary: the fast statistics pass counts exactly what bridge hooks count (once per model)."""
+    if _act_fn_modules(model) is None:
+        return  # statistics use the exact path already
+    n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
+    device = model_device(model)
+    row = torch.tensor([canary_ids(model, 8)], device=device)
+    first = 1 if getattr(model.tokenizer, "bos_token_id", None) is not None else 0
+
+    def count(exact: bool) -> torch.Tensor:
+        state: dict[str, Any] = {
+            "first_position": first,
+            "seen": [0] * n_layers,
+            "fires": torch.zeros(n_layers, d_mlp, dtype=torch.int64, device=device),
+            "sums": torch.zeros(n_layers, d_mlp, dtype=torch.float64, device=device),
+        }
+        with _counting(model, state, exact=exact):
+            run_body(model, row)
+        return torch.cat([state["fires"].flatten().double(), state["sums"].flatten()])
+
+    mode = "bridge with act_fn hooks" if hooks_attached(model) else "unwrapped HF modules"
+    verify(model, f"statistics pass ({mode})", lambda: (count(False), count(True)))
 
 
 def collect_activation_stats(
@@ -293,6 +329,7 @@ def collect_activation_stats(
     if checkpoint is not None and checkpoint.exists():
         stats, rows_done = _resume(checkpoint, stats, corpus, batch_size)
 
+    check_statistics_pass(model)
     state: dict[str, Any] = {"first_position": first_position, "seen": [0] * n_layers}
     content = corpus.content_length(tokenizer)
     with torch.inference_mode(), _counting(model, state):
@@ -378,4 +415,4 @@ def _resume(
     return saved, {lang: int(meta["rows_done"].get(lang, 0)) for lang in corpus.languages}
 
 
-__all__ = ["ActivationStats", "collect_activation_stats", "STATS_FILE"]
+__all__ = ["ActivationStats", "check_statistics_pass", "collect_activation_stats", "STATS_FILE"]
