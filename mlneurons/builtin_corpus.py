@@ -29,7 +29,10 @@ import functools
 import importlib.util
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
+
+from mlneurons.errors import UserError, did_you_mean
 
 _PACKAGE = "dataset_build"
 
@@ -74,6 +77,8 @@ LANGUAGES: dict[str, str] = {
     "zh": "zho",
 }
 """ISO 639-1 code -> ISO 639-3 directory name in ``dataset_build/data``."""
+
+_ISO3 = {long: short for short, long in LANGUAGES.items()}
 
 _LATIN = frozenset({"Latin"})
 _CYRILLIC = frozenset({"Cyrillic"})
@@ -147,20 +152,34 @@ _WORD = re.compile(r"[^\W\d_]{2,}")
 _SENTENCE_END = re.compile(r"(?<=[.!?।؟])(?<!\b\w\.)\s+|(?<=[。！？])")
 
 
-def normalize_language(code: str) -> str:
-    """Return the ISO 639-1 code for an ISO 639-1 or ISO 639-3 code (case-insensitive).
+def normalize_language(code: str, available: Iterable[str] | None = None) -> str:
+    """The one language-code normaliser of mlneurons (corpus, facts, language identification).
+
+    The code is stripped and lower-cased, and an ISO 639-3 code of :data:`LANGUAGES`
+    becomes its ISO 639-1 code (``" FR "`` and ``"fra"`` give ``"fr"``). Region
+    subtags are never dropped silently (``zh-TW`` is not ``zh``): they are suggested.
+
+    Args:
+        code: the code as the user gave it.
+        available: the valid codes (default: those of the built-in corpus); the one
+            matching is returned as spelt there.
 
     Raises:
-        ValueError: the code names no language of the built-in corpus.
+        UserError: the code is not among ``available``; the message lists them.
     """
-    key = code.strip().lower()
-    if key in LANGUAGES:
-        return key
-    for short, long in LANGUAGES.items():
-        if key == long:
-            return short
-    available = ", ".join(f"{short} ({long})" for short, long in sorted(LANGUAGES.items()))
-    raise ValueError(f"Unknown language code {code!r}; available: {available}")
+    choices = list(LANGUAGES) if available is None else [str(c) for c in available]
+    by_key = {choice.strip().lower(): choice for choice in choices}
+    key = str(code).strip().lower().replace("_", "-")
+    key = key if key in by_key else _ISO3.get(key, key)
+    if key in by_key:
+        return by_key[key]
+    primary = key.split("-")[0]
+    hint = f" did you mean {by_key[primary]!r}?" if primary in by_key else did_you_mean(key, by_key)
+    if available is None:
+        listed = ", ".join(f"{short} ({long})" for short, long in sorted(LANGUAGES.items()))
+    else:
+        listed = ", ".join(sorted(choices))
+    raise UserError(f"unknown language {code!r};{hint} available: {listed}")
 
 
 def available_languages() -> list[str]:

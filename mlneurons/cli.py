@@ -1,7 +1,9 @@
 """Command line: ``mlneurons lape ...``.
 
-User mistakes (unknown language, missing file, bad option) print one line and
-exit with status 2; they never show a traceback.
+User mistakes (a value out of range, an unknown language or model, a missing file)
+are caught before any long computation: one line naming the value and the valid
+choices, exit status 2, no traceback. Every other exception is a bug or a failure
+of the environment: it keeps its traceback (exit status 1).
 """
 
 from __future__ import annotations
@@ -10,16 +12,105 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from mlneurons.errors import UserError
 
 DEFAULT_TOKENS_PER_LANGUAGE = 12_288
 """Default LAPE budget: about 5 minutes for 9 languages on 2 CPU cores with the built-in model."""
 
 
-class UserError(Exception):
-    """A mistake in the command line; printed without a traceback."""
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+@contextmanager
+def _user_input() -> Iterator[None]:
+    """Report errors of reading what the user named (files, languages) as user mistakes.
+
+    Only around reading and checking inputs, never around a computation: an error
+    inside a forward pass is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except (ValueError, KeyError, FileNotFoundError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        raise UserError(str(message)) from exc
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not an integer >= {minimum}; valid: {minimum}, {minimum + 1}, ..."
+            )
+        return value
+
+    return parse
+
+
+_positive = _at_least(1)
+
+
+def _rate(text: str) -> float:
+    """An argparse type: a fraction in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate in (0, 1], e.g. 0.01")
+    return value
+
+
+def _layers(text: str) -> list[int]:
+    """An argparse type: comma-separated layer numbers, e.g. ``3,6,9``."""
+    layers = []
+    for part in text.split(","):
+        if not part.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} in {text!r} is not a layer number; valid: comma-separated "
+                "integers >= 0, e.g. 3,6,9"
+            )
+        layers.append(int(part))
+    return layers
+
+
+def _device(text: str) -> str:
+    """An argparse type: a torch device this machine has."""
+    from mlneurons.errors import check_device
+
+    try:
+        return check_device(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _model(text: str) -> str:
+    """An argparse type: a built-in model, a local directory or a hub name (checked cheaply)."""
+    from mlneurons.models import BUILTIN_MODELS, resolve_model_path
+
+    if text not in BUILTIN_MODELS:  # resolving a built-in name would load it
+        try:
+            resolve_model_path(text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _codes(text: str) -> list[str]:
@@ -33,43 +124,65 @@ def _codes(text: str) -> list[str]:
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
+        type=_model,
         default="gemma-3-270m",
         help="built-in 'gemma-3-270m' (default), a local HF directory, or a hub name",
     )
     parser.add_argument(
-        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+        "--device",
+        type=_device,
+        default=None,
+        help="torch device (default: cuda if available, else cpu)",
     )
 
 
 def cmd_lape(args: argparse.Namespace) -> Path:
-    """Find LAPE language-specific neurons and write statistics, neurons, summary and plots."""
+    """Find LAPE language-specific neurons and write statistics, neurons, summary and plots.
+
+    With ``--stats FILE`` the saved statistics are re-used: no model, no forward pass.
+    """
     from mlneurons import lape
-    from mlneurons.corpus import MultilingualCorpus
-    from mlneurons.models import load_model
+    from mlneurons.builtin_corpus import normalize_language
+    from mlneurons.corpus import DEFAULT_LANGUAGES, MultilingualCorpus
     from mlneurons.plots import plot_layer_distribution, plot_overlap, save_figure
-    from mlneurons.stats import collect_activation_stats
+    from mlneurons.stats import STATS_FILE, ActivationStats, collect_activation_stats
 
     start = time.time()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.corpus == "builtin":
-        corpus = MultilingualCorpus.builtin(
-            args.languages, seq_len=args.seq_len, tokens_per_language=args.tokens_per_language
-        )
+    if args.stats:
+        with _user_input():
+            stats = ActivationStats.load(args.stats)
+            if args.languages:
+                stats = stats.select(
+                    _unique([normalize_language(code, stats.languages) for code in args.languages])
+                )
+        if len(stats.languages) < 2:
+            raise UserError(f"LAPE compares languages: give at least two, got {stats.languages}")
+        out.mkdir(parents=True, exist_ok=True)
+        source = Path(args.stats)
+        source = source if source.suffix == ".safetensors" else source / STATS_FILE
+        if source.resolve() != (out / STATS_FILE).resolve():
+            stats.save(out / STATS_FILE)
     else:
-        corpus = MultilingualCorpus.from_files(
-            args.corpus, seq_len=args.seq_len, tokens_per_language=args.tokens_per_language
-        ).subset(args.languages)
-    if len(corpus.languages) < 2:
-        raise UserError(f"LAPE compares languages: give at least two, got {corpus.languages}")
-    print(f"loading model {args.model} ...", file=sys.stderr)
-    model = load_model(args.model, device=args.device)
-    checkpoint = out / "stats.checkpoint.safetensors"
-    stats = collect_activation_stats(
-        model, corpus, batch_size=args.batch_size, checkpoint=checkpoint
-    )
-    stats.save(out / "stats.safetensors")
-    checkpoint.unlink(missing_ok=True)
+        from mlneurons.models import load_model
+
+        languages = args.languages or list(DEFAULT_LANGUAGES)
+        options = dict(seq_len=args.seq_len, tokens_per_language=args.tokens_per_language)
+        if args.corpus == "builtin":
+            corpus = MultilingualCorpus.builtin(languages, **options)
+        else:
+            corpus = MultilingualCorpus.from_files(args.corpus, **options).subset(languages)
+        if len(corpus.languages) < 2:
+            raise UserError(f"LAPE compares languages: give at least two, got {corpus.languages}")
+        print(f"loading model {args.model} ...", file=sys.stderr)
+        model = load_model(args.model, device=args.device)
+        out.mkdir(parents=True, exist_ok=True)
+        checkpoint = out / "stats.checkpoint.safetensors"
+        stats = collect_activation_stats(
+            model, corpus, batch_size=args.batch_size, checkpoint=checkpoint
+        )
+        stats.save(out / STATS_FILE)
+        checkpoint.unlink(missing_ok=True)
     neurons = lape.select(
         stats.activation_probs,
         stats.languages,
@@ -92,6 +205,8 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         },
         "wall_time_s": round(time.time() - start, 1),
     }
+    if args.stats:
+        summary["stats"] = str(args.stats)
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     name = stats.model.get("name", "")
     save_figure(
@@ -108,16 +223,35 @@ def cmd_lape(args: argparse.Namespace) -> Path:
     return out
 
 
-def _load_neurons_and_model(args: argparse.Namespace) -> tuple[Any, Any]:
+def _unique(values: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def _load_neurons(args: argparse.Namespace) -> Any:
     from mlneurons.lape import LanguageNeurons
+
+    with _user_input():
+        return LanguageNeurons.load(args.neurons)
+
+
+def _load_model_for(args: argparse.Namespace, neurons: Any) -> Any:
+    """The model of ``--model`` (default: the one the neurons were selected on), checked."""
     from mlneurons.models import check_same_model, load_model
 
-    neurons = LanguageNeurons.load(args.neurons)
     name = args.model or neurons.model.get("name") or "gemma-3-270m"
     print(f"loading model {name} ...", file=sys.stderr)
     model = load_model(name, device=args.device)
-    check_same_model(neurons.model, model, what=f"neurons in {args.neurons}")
-    return neurons, model
+    with _user_input():
+        check_same_model(neurons.model, model, what=f"neurons in {args.neurons}")
+        neurons.check_fits(model)
+    return model
+
+
+def _languages_of(neurons: Any, codes: Sequence[str]) -> list[str]:
+    """``codes`` normalised to the languages of ``neurons`` (unknown ones raise)."""
+    from mlneurons.builtin_corpus import normalize_language
+
+    return _unique([normalize_language(code, neurons.languages) for code in codes])
 
 
 def cmd_ablate(args: argparse.Namespace) -> Path:
@@ -126,14 +260,15 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     from mlneurons.evaluation import perplexity_matrix
     from mlneurons.plots import plot_perplexity_matrix, save_figure
 
-    neurons, model = _load_neurons_and_model(args)
-    languages = args.languages or neurons.languages
+    neurons = _load_neurons(args)
+    languages = _languages_of(neurons, args.languages) if args.languages else neurons.languages
     corpus = MultilingualCorpus.builtin(
         languages,
         split="heldout",
         seq_len=args.seq_len,
         tokens_per_language=args.tokens_per_language,
     )
+    model = _load_model_for(args, neurons)
     matrix = perplexity_matrix(
         model,
         neurons,
@@ -163,23 +298,31 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     from mlneurons.stats import ActivationStats
     from mlneurons.steering import steer
 
-    neurons, model = _load_neurons_and_model(args)
+    neurons = _load_neurons(args)
+    source, target = _languages_of(neurons, [args.source]) + _languages_of(neurons, [args.target])
+    questions = load_questions(source)
+    if args.n_questions > len(questions):
+        raise UserError(
+            f"--n-questions {args.n_questions}: there are {len(questions)} questions in "
+            f"{source!r}; valid: 1..{len(questions)}"
+        )
     stats_path = Path(args.stats) if args.stats else Path(args.neurons) / "stats.safetensors"
-    stats = ActivationStats.load(stats_path)
-    check_same_model(stats.model, model, what=str(stats_path))
-    for lang in (args.source, args.target):
-        neurons[lang]  # unknown languages raise, naming the available ones
-    values = stats.mean_activation(args.target) * args.scale
-    intervention = activate(neurons[args.target], values, model=model)
+    with _user_input():
+        stats = ActivationStats.load(stats_path)
+        stats.index(target)
+    model = _load_model_for(args, neurons)
+    with _user_input():
+        check_same_model(stats.model, model, what=str(stats_path))
+    values = stats.mean_activation(target) * args.scale
+    intervention = activate(neurons[target], values, model=model)
     if args.deactivate_source:  # neurons shared with the target stay activated
-        source_only = neurons.difference(args.source, args.target)
+        source_only = neurons.difference(source, target)
         intervention = intervention + deactivate(source_only, model=model)
-    questions = load_questions(args.source)[: args.n_questions]
     result = steer(
         model,
-        questions,
-        source=args.source,
-        target=args.target,
+        questions[: args.n_questions],
+        source=source,
+        target=target,
         intervention=intervention,
         languages=neurons.languages,
         max_new_tokens=args.max_new_tokens,
@@ -191,8 +334,8 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     result.save(out)
     print(
-        f"answers in {args.target}: {result.accuracy_before:.0%} before, "
-        f"{result.accuracy_after:.0%} after; in {args.source}: "
+        f"answers in {target}: {result.accuracy_before:.0%} before, "
+        f"{result.accuracy_after:.0%} after; in {source}: "
         f"{result.source_rate('before'):.0%} before, {result.source_rate('after'):.0%} after"
     )
     print(f"wrote {out}/steering.json")
@@ -203,41 +346,51 @@ def _load_facts(args: argparse.Namespace) -> Any:
     """The fact set of ``--facts`` (``builtin`` or ``mlama:DIR``), restricted as asked."""
     from mlneurons.facts import FactSet
 
-    if args.facts == "builtin":
-        facts = FactSet.builtin(languages=args.languages, relations=args.relations)
-    elif args.facts.startswith("mlama:"):
-        facts = FactSet.from_mlama(
-            args.facts[len("mlama:") :], languages=args.languages, relations=args.relations
-        )
-    else:
+    if args.facts != "builtin" and not args.facts.startswith("mlama:"):
         raise UserError(f"--facts must be 'builtin' or 'mlama:DIR', got {args.facts!r}")
-    if args.max_facts_per_relation is not None and args.max_facts_per_relation < 1:
+    directory = args.facts[len("mlama:") :]
+    with _user_input(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*no candidate objects")  # checked below
+        if args.facts == "builtin":
+            facts = FactSet.builtin(languages=args.languages, relations=args.relations)
+        else:
+            facts = FactSet.from_mlama(
+                directory, languages=args.languages, relations=args.relations
+            )
+    gold = facts.description.get("gold_candidates") or []
+    if gold and args.candidates != "gold":
+        listed = ", ".join(gold[:6]) + (f" and {len(gold) - 6} more" if len(gold) > 6 else "")
         raise UserError(
-            f"--max-facts-per-relation must be at least 1, got {args.max_facts_per_relation}"
+            f"mLAMA directory {directory!r} has no candidate objects "
+            f"(TREx_multilingual_objects/{{lang}}.json) for {listed}; add them, or pass "
+            "--candidates gold to rank each relation's gold objects only (mLAMA TyQ)"
         )
     return facts.head(args.max_facts_per_relation) if args.max_facts_per_relation else facts
 
 
 def _facts_model_probe(args: argparse.Namespace) -> tuple[Any, Any, Path, Any]:
     """The fact set, the model, the output directory and the probing result of a fact command."""
-    from mlneurons.models import load_model
+    from mlneurons.models import check_same_model, load_model
+    from mlneurons.probing import ProbeResult
 
     facts = _load_facts(args)
+    if args.probe:  # read before the model loads
+        with _user_input():
+            saved = ProbeResult.load(args.probe)
     model = load_model(args.model, device=args.device)
     out = Path(args.out)
-    return facts, model, out, _probe_or_load(args, model, facts, out)
-
-
-def _probe_or_load(args: argparse.Namespace, model: Any, facts: Any, out: Path) -> Any:
-    """Probe the facts, or read ``probe.json`` from ``--probe DIR`` when given."""
-    from mlneurons.models import check_same_model
-    from mlneurons.plots import plot_heatmap, plot_p_at_1, save_figure
-    from mlneurons.probing import ProbeResult, probe
-
     if args.probe:
-        result = ProbeResult.load(args.probe)
-        check_same_model(result.model, model, what=f"{args.probe}/probe.json")
-        return result
+        with _user_input():
+            check_same_model(saved.model, model, what=f"{args.probe}/probe.json")
+        return facts, model, out, saved
+    return facts, model, out, _probe(args, model, facts, out)
+
+
+def _probe(args: argparse.Namespace, model: Any, facts: Any, out: Path) -> Any:
+    """Probe the facts and write ``probe.json`` with its plots."""
+    from mlneurons.plots import plot_heatmap, plot_p_at_1, save_figure
+    from mlneurons.probing import probe
+
     if args.method == "zhao":
         from mlneurons.models import is_masked_lm
         from mlneurons.probing_mlm import zhao_match
@@ -299,12 +452,12 @@ def cmd_trace(args: argparse.Namespace) -> Path:
     from mlneurons.plots import save_figure
     from mlneurons.tracing import plot_tracing, trace
 
+    if args.corpus != "builtin":  # checked before probing
+        corpus = MultilingualCorpus.from_files(args.corpus)
     facts, model, out, result = _facts_model_probe(args)
     if args.corpus == "builtin":  # languages without built-in text get code -1
         with_text = [lang for lang in facts.languages if lang in available_languages()]
         corpus = MultilingualCorpus.builtin(with_text, split="all")
-    else:
-        corpus = MultilingualCorpus.from_files(args.corpus)
     traced = trace(
         facts, corpus, model.tokenizer, result.correct_map(), chunk_tokens=args.chunk_tokens
     )
@@ -319,14 +472,19 @@ def cmd_trace(args: argparse.Namespace) -> Path:
 
 def cmd_lrp2(args: argparse.Namespace) -> Path:
     """LRP2: language vectors, per-language (LIRP, LSRP) chosen on dev facts, test P@1 and Trans."""
+    from mlneurons.builtin_corpus import normalize_language
     from mlneurons.corpus import MultilingualCorpus, available_languages
     from mlneurons.lrp2 import evaluate_lrp2, language_vectors
     from mlneurons.models import load_model
     from mlneurons.plots import plot_lrp2_grid, save_figure
 
     facts = _load_facts(args)
-    if args.pivot not in facts.languages:
-        raise UserError(f"pivot {args.pivot!r} is not among the fact languages {facts.languages}")
+    try:
+        pivot = normalize_language(args.pivot, facts.languages)
+    except UserError:
+        raise UserError(
+            f"--pivot {args.pivot!r} is not among the fact languages {facts.languages}"
+        ) from None
     no_text = [lang for lang in facts.languages if lang not in available_languages()]
     if no_text:
         raise UserError(
@@ -334,13 +492,20 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
             f"{available_languages()}"
         )
     model = load_model(args.model, device=args.device)
+    n_layers = int(model.cfg.n_layers)
+    if args.layers and (
+        len(set(args.layers)) < 2 or not all(0 <= layer < n_layers for layer in args.layers)
+    ):
+        raise UserError(
+            f"--layers {','.join(map(str, args.layers))}: give at least two layers in "
+            f"0..{n_layers - 1} (this model has {n_layers})"
+        )
     out = Path(args.out)
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")
     vectors = language_vectors(model, corpus, max_sentences=args.sentences)
     vectors.save(out)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
     result = evaluate_lrp2(
-        model, facts, vectors, pivot=args.pivot, layers=layers, k=args.k, batch_size=args.batch_size
+        model, facts, vectors, pivot=pivot, layers=args.layers, k=args.k, batch_size=args.batch_size
     )
     result.save(out)
     for lang in result.languages:
@@ -358,6 +523,14 @@ def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
     _add_model_options(parser)
     parser.add_argument("--facts", default="builtin", help="'builtin' (default) or mlama:DIR")
     parser.add_argument(
+        "--candidates",
+        choices=["files", "gold"],
+        default="files",
+        help="mlama:DIR only: 'files' (default) needs TREx_multilingual_objects/{lang}.json for "
+        "every language and relation; 'gold' ranks the gold objects of a relation where the "
+        "file is missing (mLAMA TyQ, an easier task)",
+    )
+    parser.add_argument(
         "--languages",
         type=_codes,
         default=None,
@@ -371,12 +544,12 @@ def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
     )
     parser.add_argument(
         "--max-facts-per-relation",
-        type=int,
+        type=_positive,
         default=None,
         help="probe only the first N facts (by uuid) of each relation",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=32, help="sentences per forward (default 32)"
+        "--batch-size", type=_positive, default=32, help="sentences per forward (default 32)"
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.set_defaults(probe=None, method="typed")  # options only some subcommands have
@@ -397,7 +570,7 @@ def _add_neuron_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from mlneurons.corpus import DEFAULT_LANGUAGES
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mlneurons", description="Neuron-level study of multilingual language models."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -407,8 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--languages",
         type=_codes,
-        default=list(DEFAULT_LANGUAGES),
-        help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)})",
+        default=None,
+        help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)}; with --stats, "
+        "the languages of the statistics)",
     )
     p.add_argument(
         "--corpus",
@@ -417,21 +591,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tokens-per-language",
-        type=int,
+        type=_positive,
         default=DEFAULT_TOKENS_PER_LANGUAGE,
         help=f"token budget per language (default {DEFAULT_TOKENS_PER_LANGUAGE})",
     )
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per packed row (default 256)")
-    p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
-    p.add_argument("--top-rate", type=float, default=0.01, help="LAPE top_rate (default 0.01)")
     p.add_argument(
-        "--filter-rate", type=float, default=0.95, help="LAPE filter_rate (default 0.95)"
+        "--seq-len", type=_at_least(2), default=256, help="tokens per packed row (default 256)"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, default=8, help="rows per forward pass (default 8)"
+    )
+    p.add_argument("--top-rate", type=_rate, default=0.01, help="LAPE top_rate (default 0.01)")
+    p.add_argument(
+        "--filter-rate", type=_rate, default=0.95, help="LAPE filter_rate (default 0.95)"
     )
     p.add_argument(
         "--activation-bar-ratio",
-        type=float,
+        type=_rate,
         default=0.95,
         help="LAPE activation_bar_ratio (default 0.95)",
+    )
+    p.add_argument(
+        "--stats",
+        default=None,
+        help="re-select from statistics saved by an earlier run (stats.safetensors or its "
+        "directory) with the constants given: no model, no forward pass",
     )
     p.add_argument("--out", default="runs/lape", help="output directory (default runs/lape)")
     p.set_defaults(run=cmd_lape)
@@ -446,12 +630,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tokens-per-language",
-        type=int,
+        type=_positive,
         default=1024,
         help="held-out tokens per evaluated language (default 1024)",
     )
-    p.add_argument("--seq-len", type=int, default=256, help="tokens per row (default 256)")
-    p.add_argument("--batch-size", type=int, default=8, help="rows per forward pass (default 8)")
+    p.add_argument("--seq-len", type=_at_least(2), default=256, help="tokens per row (default 256)")
+    p.add_argument(
+        "--batch-size", type=_positive, default=8, help="rows per forward pass (default 8)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
     p.add_argument("--no-random-control", action="store_true", help="skip the random controls")
     p.add_argument("--out", required=True, help="output directory")
@@ -477,9 +663,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also deactivate the source language's neurons",
     )
-    p.add_argument("--n-questions", type=int, default=24, help="questions to ask (default 24)")
-    p.add_argument("--max-new-tokens", type=int, default=32, help="answer length (default 32)")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per batch (default 8)")
+    p.add_argument(
+        "--n-questions", type=_positive, default=24, help="questions to ask (default 24)"
+    )
+    p.add_argument(
+        "--max-new-tokens", type=_positive, default=32, help="answer length (default 32)"
+    )
+    p.add_argument("--batch-size", type=_positive, default=8, help="prompts per batch (default 8)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(run=cmd_steer)
 
@@ -496,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("fact-neurons", help="PROBELESS fact neurons and their language overlap")
     _add_fact_options(p, reuse=True)
-    p.add_argument("--k", type=int, default=50, help="neurons per fact (default 50)")
+    p.add_argument("--k", type=_positive, default=50, help="neurons per fact (default 50)")
     p.set_defaults(run=cmd_fact_neurons)
 
     p = sub.add_parser("trace", help="knowledge tracing: fact presence in text x correctness")
@@ -505,7 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus", default="builtin", help="'builtin' (default) or a folder of {lang}.txt"
     )
     p.add_argument(
-        "--chunk-tokens", type=int, default=512, help="co-occurrence window (default 512)"
+        "--chunk-tokens", type=_positive, default=512, help="co-occurrence window (default 512)"
     )
     p.set_defaults(run=cmd_trace)
 
@@ -514,35 +704,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pivot", default="en", help="language projected into (default en)")
     p.add_argument(
         "--layers",
+        type=_layers,
         default=None,
         help="comma-separated candidate layers of the grid (default: every third block)",
     )
     p.add_argument(
         "--sentences",
-        type=int,
+        type=_positive,
         default=200,
         help="built-in sentences per language for the language vectors (default 200)",
     )
-    p.add_argument("--k", type=int, default=50, help="PROBELESS neurons per fact (default 50)")
+    p.add_argument(
+        "--k", type=_positive, default=50, help="PROBELESS neurons per fact (default 50)"
+    )
     p.set_defaults(run=cmd_lrp2)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (2 for a user mistake)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a bad option (2), already printed
+        return int(exc.code or 0)
     run: Callable[[argparse.Namespace], object] = args.run
     try:
         run(args)
-    except (UserError, ValueError, FileNotFoundError, KeyError) as exc:
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+    except UserError as exc:
+        message = " ".join(str(exc).split())
         print(f"mlneurons {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"mlneurons {args.command}: interrupted; run the same command again to resume",
-            file=sys.stderr,
-        )
+        resumes = args.command == "lape" and not args.stats  # only lape keeps a checkpoint
+        advice = "; run the same command again to resume" if resumes else ""
+        print(f"mlneurons {args.command}: interrupted{advice}", file=sys.stderr)
         return 130
     return 0
 

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Int
 
 from mlneurons.builtin_corpus import available_languages, builtin_paragraphs, normalize_language
+from mlneurons.errors import UserError
 
 DEFAULT_LANGUAGES = ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi")
 """The languages of ``mlneurons lape`` when none are given."""
@@ -53,13 +54,11 @@ class MultilingualCorpus:
 
     def __post_init__(self) -> None:
         if not self.sources:
-            raise ValueError("a MultilingualCorpus needs at least one language")
+            raise UserError("a MultilingualCorpus needs at least one language")
         if self.seq_len < 2:
-            raise ValueError(f"seq_len must be at least 2, got {self.seq_len}")
+            raise UserError(f"seq_len must be at least 2, got {self.seq_len}")
         if self.tokens_per_language is not None and self.tokens_per_language < 1:
-            raise ValueError(
-                f"tokens_per_language must be positive, got {self.tokens_per_language}"
-            )
+            raise UserError(f"tokens_per_language must be positive, got {self.tokens_per_language}")
 
     @property
     def languages(self) -> list[str]:
@@ -86,9 +85,9 @@ class MultilingualCorpus:
             **options: ``seq_len``, ``tokens_per_language``, ``add_bos``.
         """
         if split not in ("train", "heldout", "all"):
-            raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
+            raise UserError(f"split must be 'train', 'heldout' or 'all', got {split!r}")
         if not 0 < heldout_fraction < 1:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
+            raise UserError(f"heldout_fraction must be in (0, 1), got {heldout_fraction}")
         codes = [normalize_language(code) for code in languages]
 
         def paragraphs(code: str) -> TextSource:
@@ -118,14 +117,14 @@ class MultilingualCorpus:
         if not isinstance(files, Mapping):
             folder = Path(files)
             if not folder.is_dir():
-                raise ValueError(f"corpus folder {str(folder)!r} does not exist")
+                raise UserError(f"corpus folder {str(folder)!r} does not exist")
             files = {
                 (p.stem if p.is_file() else p.name): p
                 for p in sorted(folder.iterdir())
                 if (p.is_file() and p.suffix == ".txt") or p.is_dir()
             }
             if not files:
-                raise ValueError(
+                raise UserError(
                     f"corpus folder {str(folder)!r} has no {{lang}}.txt files or folders"
                 )
         sources: dict[str, Source] = {}
@@ -141,13 +140,11 @@ class MultilingualCorpus:
                 elif item.is_file():
                     paths.append(item)
                 else:
-                    raise ValueError(
+                    raise UserError(
                         f"corpus file {str(item)!r} for language {lang!r} does not exist"
                     )
             if not paths:
-                raise ValueError(
-                    f"no .txt files for language {lang!r} in {[str(s) for s in specs]}"
-                )
+                raise UserError(f"no .txt files for language {lang!r} in {[str(s) for s in specs]}")
             sources[lang] = _read_lines(paths)
             versions[lang] = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
         description = {"source": "files", "files": versions}
@@ -177,12 +174,12 @@ class MultilingualCorpus:
             parts = dict(dataset)
         else:
             if language_column is None:
-                raise ValueError(
+                raise UserError(
                     "a single Dataset needs language_column=...; or pass a DatasetDict "
                     "keyed by language"
                 )
             if language_column not in dataset.column_names:
-                raise ValueError(
+                raise UserError(
                     f"language_column {language_column!r} is not a column; "
                     f"columns are {dataset.column_names}"
                 )
@@ -195,13 +192,13 @@ class MultilingualCorpus:
             wanted = list(languages)
             missing = [lang for lang in wanted if lang not in parts]
             if missing:
-                raise ValueError(
+                raise UserError(
                     f"languages {missing} are not in the dataset; it has {sorted(parts)}"
                 )
             parts = {lang: parts[lang] for lang in wanted}
         for lang, part in parts.items():
             if text_column not in part.column_names:
-                raise ValueError(
+                raise UserError(
                     f"text_column {text_column!r} is not a column of language {lang!r}; "
                     f"columns are {part.column_names}"
                 )
@@ -231,7 +228,7 @@ class MultilingualCorpus:
         for lang, ids in token_ids.items():
             ids = torch.as_tensor(ids)
             if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
-                raise ValueError(
+                raise UserError(
                     f"token ids of {lang!r} must be a 1-D integer tensor, got "
                     f"{tuple(ids.shape)} {ids.dtype}"
                 )
@@ -244,11 +241,16 @@ class MultilingualCorpus:
     # ---- iteration ----------------------------------------------------------------
 
     def subset(self, languages: Iterable[str]) -> MultilingualCorpus:
-        """The same corpus restricted to ``languages`` (unknown ones raise)."""
-        wanted = list(languages)
-        missing = [lang for lang in wanted if lang not in self.sources]
+        """The same corpus restricted to ``languages``, normalised as everywhere (``"FR"`` is
+        ``"fr"``); unknown ones raise :class:`~mlneurons.errors.UserError`."""
+        wanted, missing = [], []
+        for lang in languages:
+            try:
+                wanted.append(normalize_language(lang, self.languages))
+            except UserError:
+                missing.append(lang)
         if missing:
-            raise ValueError(f"unknown languages {missing}; this corpus has {self.languages}")
+            raise UserError(f"unknown languages {missing}; this corpus has {self.languages}")
         return MultilingualCorpus(
             {lang: self.sources[lang] for lang in wanted},
             seq_len=self.seq_len,
@@ -270,13 +272,13 @@ class MultilingualCorpus:
     def token_stream(self, language: str, tokenizer: Any) -> Iterator[Int[torch.Tensor, " n"]]:
         """The language's token ids, in pieces, in a fixed order."""
         if language not in self.sources:
-            raise ValueError(f"unknown language {language!r}; this corpus has {self.languages}")
+            raise UserError(f"unknown language {language!r}; this corpus has {self.languages}")
         source = self.sources[language]
         if isinstance(source, torch.Tensor):
             yield source
             return
         if tokenizer is None:
-            raise ValueError(f"language {language!r} is text and needs a tokenizer")
+            raise UserError(f"language {language!r} is text and needs a tokenizer")
         for document in source():
             document = document.strip()
             if document:
@@ -294,14 +296,14 @@ class MultilingualCorpus:
             ValueError: the language has fewer tokens than one row.
         """
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
         content = self.content_length(tokenizer)
         bos = self.bos_id(tokenizer)
         budget_rows = (
             None if self.tokens_per_language is None else self.tokens_per_language // content
         )
         if budget_rows == 0:
-            raise ValueError(
+            raise UserError(
                 f"tokens_per_language={self.tokens_per_language} is less than one row of "
                 f"{content} language tokens (seq_len={self.seq_len})"
             )
@@ -324,7 +326,7 @@ class MultilingualCorpus:
         if batch:
             yield torch.stack(batch)
         if made == 0:
-            raise ValueError(
+            raise UserError(
                 f"language {language!r} has fewer than one row of tokens "
                 f"({buffer.numel()} < {content}); give it more text or lower seq_len"
             )

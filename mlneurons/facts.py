@@ -304,6 +304,9 @@ class FactSet:
             languages: language folders to read; all (sorted) when ``None``.
             relations: relations to read; all that have a template when ``None``.
 
+        A (language, relation) without a candidate file ranks its gold objects only:
+        that warns, and ``description["gold_candidates"]`` lists them (``"en/P36"``).
+
         Raises:
             FileNotFoundError: a missing directory or ``templates.jsonl``.
             ValueError: a malformed file or line (named with its line number), a template
@@ -328,6 +331,7 @@ class FactSet:
         facts: list[Fact] = []
         templates: dict[tuple[str, str], str] = {}
         candidates: dict[tuple[str, str], list[str]] = {}
+        gold_only: list[str] = []  # (lang/relation) without a candidate file
         for lang, rels in per_language.items():
             chosen = {r: v for r, v in rels.items() if relations is None or r in relations}
             if not any(lang_facts for _, lang_facts in chosen.values()):
@@ -352,12 +356,22 @@ class FactSet:
                                 f"{fact.uuid!r} ({lang}, {relation}) is not among the "
                                 f"{len(allowed)} candidate objects of {relation}"
                             )
+                else:
+                    gold_only.append(f"{lang}/{relation}")
+        if gold_only:
+            warnings.warn(
+                f"{root}: no candidate objects ({OBJECTS_DIR}/{{lang}}.json) for "
+                f"{', '.join(gold_only)}; they are ranked among their gold objects only "
+                "(mLAMA TyQ), an easier task than the candidate files' typed objects",
+                stacklevel=2,
+            )
         description = {
             "source": "mlama",
             "directory": str(root),
             "languages": list(languages),
             "relations": list(dict.fromkeys(f.relation for f in facts)),
             "candidates": f"{OBJECTS_DIR}/{{lang}}.json where present, else gold objects",
+            "gold_candidates": gold_only,
         }
         return cls(facts, templates, candidates, description)
 
@@ -444,6 +458,16 @@ def _choose(kind: str, asked: Sequence[str] | None, available: Sequence[str]) ->
         return list(available)
     if isinstance(asked, str):
         asked = [asked]
+    if kind == "language":  # the one normaliser of mlneurons: " FR " and "fra" are "fr"
+        from mlneurons.builtin_corpus import normalize_language
+
+        normal = []
+        for value in asked:
+            try:
+                normal.append(normalize_language(value, available))
+            except ValueError:
+                normal.append(value)  # _check_choice names it with the valid ones
+        asked = normal
     chosen = _unique(asked)
     if not chosen:
         raise ValueError(f"no {kind}s given; available: {', '.join(available)}")

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
+from mlneurons.errors import UserError
 from mlneurons.lape import LanguageNeurons, as_pairs
 from mlneurons.models import fingerprint
 
@@ -29,7 +30,13 @@ Hooks = list[tuple[str, Any]]
 
 
 def _check_fits(pairs: Int[torch.Tensor, "k 2"], model: Any, neurons: Any) -> None:
-    """Raise if ``pairs`` (or the LanguageNeurons they came from) belong to another model."""
+    """Raise if ``pairs`` (or the LanguageNeurons they came from) do not fit ``model``.
+
+    Negative indices are refused even without a model.
+    """
+    if len(pairs) and pairs.min() < 0:
+        layer, neuron = pairs[(pairs < 0).any(1)][0].tolist()
+        raise UserError(f"neuron indices must be >= 0, got (layer {layer}, neuron {neuron})")
     if model is None:
         return
     if isinstance(neurons, LanguageNeurons):
@@ -37,10 +44,11 @@ def _check_fits(pairs: Int[torch.Tensor, "k 2"], model: Any, neurons: Any) -> No
     fp = fingerprint(model)
     if len(pairs):
         layer, neuron = pairs.max(0).values.tolist()
-        if layer >= fp["n_layers"] or neuron >= fp["d_mlp"] or pairs.min() < 0:
-            raise ValueError(
+        if layer >= fp["n_layers"] or neuron >= fp["d_mlp"]:
+            raise UserError(
                 f"neuron indices up to (layer {layer}, neuron {neuron}) do not fit model "
-                f"{fp['name']!r} with {fp['n_layers']} layers of {fp['d_mlp']} neurons"
+                f"{fp['name']!r} with {fp['n_layers']} layers of {fp['d_mlp']} neurons "
+                f"(valid: layer 0..{fp['n_layers'] - 1}, neuron 0..{fp['d_mlp'] - 1})"
             )
 
 
@@ -117,7 +125,7 @@ def activate(
     elif values.dim() == 2 and tuple(values.shape) == (fp["n_layers"], fp["d_mlp"]):
         per_neuron = values[pairs[:, 0], pairs[:, 1]]
     else:
-        raise ValueError(
+        raise UserError(
             f"values must be a scalar, {len(pairs)} values (one per neuron) or a "
             f"[{fp['n_layers']}, {fp['d_mlp']}] grid; got shape {tuple(values.shape)}"
         )
@@ -151,8 +159,33 @@ def intervene(model: Any, *interventions: Hooks) -> Iterator[Any]:
             model.generate(...)
     """
     hooks: Hooks = [pair for intervention in interventions for pair in intervention]
+    check_intervention(model, hooks)
     with model.hooks(fwd_hooks=hooks):
         yield model
 
 
-__all__ = ["Hooks", "activate", "deactivate", "intervene"]
+def check_intervention(model: Any, hooks: Hooks) -> None:
+    """Raise before any forward pass if a hook point or a neuron index does not fit ``model``.
+
+    Catches what ``deactivate(neurons)`` without ``model=`` could not check when built;
+    :func:`intervene` calls it.
+
+    Raises:
+        UserError: naming the hook point or neuron and the valid range.
+    """
+    d_mlp = int(model.cfg.d_mlp)
+    for name, fn in hooks:
+        if name not in model.hook_dict:
+            raise UserError(
+                f"hook point {name!r} does not exist in this model of {model.cfg.n_layers} layers"
+            )
+        index = getattr(fn, "keywords", {}).get("index")
+        if name.endswith("mlp.hook_post") and index is not None and len(index):
+            if int(index.max()) >= d_mlp:
+                raise UserError(
+                    f"neuron {int(index.max())} in {name} does not fit this model's "
+                    f"{d_mlp} neurons per layer (valid: 0..{d_mlp - 1})"
+                )
+
+
+__all__ = ["Hooks", "activate", "check_intervention", "deactivate", "intervene"]

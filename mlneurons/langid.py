@@ -22,6 +22,9 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+from mlneurons.builtin_corpus import normalize_language
+from mlneurons.errors import UserError
+
 UNKNOWN = "unknown"
 """What :func:`identify` returns for empty or undecidable text."""
 
@@ -34,7 +37,7 @@ def identify(text: str, *, languages: Sequence[str] | None = None) -> str:
 
     Args:
         text: the text, of any length; a sentence or more is best.
-        languages: ISO 639-1 codes of the candidate languages; ``None`` allows every
+        languages: codes of the candidate languages; ``None`` allows every
             language of :func:`supported_languages`.
 
     Returns:
@@ -42,7 +45,7 @@ def identify(text: str, *, languages: Sequence[str] | None = None) -> str:
         text has no letters or looks like no language (numbers, markup, junk).
 
     Raises:
-        ValueError: ``languages`` is empty or holds an unsupported code.
+        UserError: ``languages`` is empty or holds an unsupported code.
     """
     return _identify(_identifier(_candidates(languages)), text)
 
@@ -52,13 +55,13 @@ def identify_many(texts: Sequence[str], *, languages: Sequence[str] | None = Non
 
     Args:
         texts: the texts.
-        languages: ISO 639-1 codes of the candidate languages; ``None`` for all.
+        languages: codes of the candidate languages; ``None`` for all.
 
     Returns:
         One ISO 639-1 code or ``"unknown"`` per text, in order.
 
     Raises:
-        ValueError: ``languages`` is empty or holds an unsupported code.
+        UserError: ``languages`` is empty or holds an unsupported code.
     """
     identifier = _identifier(_candidates(languages))
     return [_identify(identifier, text) for text in texts]
@@ -73,20 +76,22 @@ def load_questions(language: str) -> list[str]:
     """Short open questions in a language, for prompting a model.
 
     Args:
-        language: an ISO 639-1 code of :func:`question_languages` (case-insensitive).
+        language: a code of :func:`question_languages`, normalised as everywhere
+            (``" FR "`` and ``"fra"`` give ``"fr"``).
 
     Returns:
         A new list of questions, in a fixed order.
 
     Raises:
-        ValueError: there are no questions in that language.
+        UserError: there are no questions in that language.
     """
     questions = _questions()
-    key = language.strip().lower()
-    if key not in questions:
-        raise ValueError(
-            f"No questions for language {language!r}; available: {', '.join(sorted(questions))}"
-        )
+    try:
+        key = normalize_language(language, questions)
+    except UserError:
+        raise UserError(
+            f"no questions for language {language!r}; available: {', '.join(sorted(questions))}"
+        ) from None
     return list(questions[key])
 
 
@@ -120,16 +125,20 @@ def _candidates(languages: Sequence[str] | None) -> frozenset[str] | None:
         return None
     if isinstance(languages, str):
         raise TypeError(f"languages must be a sequence of codes, not the string {languages!r}")
-    codes = frozenset(code.strip().lower() for code in languages)
-    if not codes:
-        raise ValueError("languages must name at least one language")
-    unknown = sorted(codes - _two_letter_labels())
+    if not languages:
+        raise UserError("languages must name at least one language")
+    supported, codes, unknown = _two_letter_labels(), set(), set()
+    for code in languages:
+        try:
+            codes.add(normalize_language(code, supported))
+        except UserError:
+            unknown.add(str(code).strip().lower())
     if unknown:
-        raise ValueError(
-            f"Unsupported language code(s) {', '.join(map(repr, unknown))}; "
+        raise UserError(
+            f"unsupported language code(s) {', '.join(map(repr, sorted(unknown)))}; "
             f"supported (ISO 639-1): {', '.join(supported_languages())}"
         )
-    return codes
+    return frozenset(codes)
 
 
 @functools.cache

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
+from mlneurons.builtin_corpus import normalize_language
+from mlneurons.errors import UserError
 from mlneurons.models import check_same_model, fingerprint
 
 NEURONS_FILE = "neurons.json"
@@ -56,7 +58,7 @@ class LanguageNeurons:
             )
             if bad.any():
                 layer, neuron = pairs[bad][0].tolist()
-                raise ValueError(
+                raise UserError(
                     f"neuron (layer {layer}, index {neuron}) of {lang!r} does not fit a model "
                     f"with {self.n_layers} layers of {self.d_mlp} neurons"
                 )
@@ -67,15 +69,19 @@ class LanguageNeurons:
         return list(self.neurons)
 
     def __getitem__(self, language: str) -> Int[torch.Tensor, "k 2"]:
-        if language not in self.neurons:
-            raise KeyError(f"unknown language {language!r}; these neurons have {self.languages}")
-        return self.neurons[language]
+        """The (layer, neuron) pairs of ``language`` (normalised: ``"FR"`` is ``"fr"``)."""
+        try:
+            return self.neurons[normalize_language(language, self.languages)]
+        except UserError:
+            raise UserError(
+                f"unknown language {language!r}; these neurons have {self.languages}"
+            ) from None
 
     def check_fits(self, model: Any) -> None:
         """Raise if these neurons were selected on another model (shape or fingerprint)."""
         fp = fingerprint(model)
         if (self.n_layers, self.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
-            raise ValueError(
+            raise UserError(
                 f"neurons are for {self.n_layers} layers x {self.d_mlp} neurons, but "
                 f"model {fp['name']!r} has {fp['n_layers']} x {fp['d_mlp']}"
             )
@@ -179,22 +185,22 @@ class LanguageNeurons:
         if not isinstance(data, (list, tuple)) or not all(
             isinstance(x, (list, tuple)) for x in data
         ):
-            raise ValueError(
+            raise UserError(
                 f"{str(path)!r} is not a LAPE mask: expected a list over languages of lists over layers"
             )
         if len(data) != len(languages):
-            raise ValueError(
+            raise UserError(
                 f"{str(path)!r} holds {len(data)} languages but {len(languages)} names were given: "
                 f"{list(languages)}"
             )
         n_layers = len(data[0])
         if any(len(layers) != n_layers for layers in data):
-            raise ValueError(f"{str(path)!r}: languages have different numbers of layers")
+            raise UserError(f"{str(path)!r}: languages have different numbers of layers")
         fp: dict[str, Any] = {}
         if model is not None:
             fp = fingerprint(model)
             if n_layers != fp["n_layers"]:
-                raise ValueError(
+                raise UserError(
                     f"mask {str(path)!r} has {n_layers} layers but the model has {fp['n_layers']}"
                 )
             d_mlp = fp["d_mlp"]
@@ -259,24 +265,24 @@ def select(
     """
     probs = torch.as_tensor(activation_probs).double()
     if probs.dim() != 3:
-        raise ValueError(
+        raise UserError(
             f"activation_probs must be [language, layer, neuron], got shape {tuple(probs.shape)}"
         )
     if probs.shape[0] != len(languages):
-        raise ValueError(
+        raise UserError(
             f"activation_probs has {probs.shape[0]} languages but {len(languages)} names were given"
         )
     if probs.shape[0] < 2:
-        raise ValueError("LAPE needs at least two languages")
+        raise UserError("LAPE needs at least two languages")
     for name, value in (
         ("top_rate", top_rate),
         ("filter_rate", filter_rate),
         ("activation_bar_ratio", activation_bar_ratio),
     ):
         if not 0 < value <= 1:
-            raise ValueError(f"{name} must be in (0, 1], got {value}")
+            raise UserError(f"{name} must be in (0, 1], got {value}")
     if torch.isnan(probs).any() or (probs < 0).any() or (probs > 1).any():
-        raise ValueError("activation_probs must be probabilities in [0, 1] without NaN")
+        raise UserError("activation_probs must be probabilities in [0, 1] without NaN")
     _, n_layers, d_mlp = probs.shape
     entropy = lape_entropy(probs)
     flat = probs.flatten()
@@ -309,21 +315,21 @@ def as_pairs(neurons: LanguageNeurons | Iterable[Any] | torch.Tensor) -> Int[tor
     """
     if isinstance(neurons, LanguageNeurons):
         if len(neurons.languages) != 1:
-            raise ValueError(
+            raise UserError(
                 f"pick one language of {neurons.languages}, e.g. neurons[{neurons.languages[0]!r}]"
             )
         return neurons[neurons.languages[0]]
     tensor = torch.as_tensor(neurons if isinstance(neurons, torch.Tensor) else list(neurons))
     if tensor.dtype == torch.bool:
         if tensor.dim() != 2:
-            raise ValueError(
+            raise UserError(
                 f"a neuron mask must be [layer, neuron], got shape {tuple(tensor.shape)}"
             )
         return tensor.nonzero()
     if tensor.numel() == 0:
         return torch.empty(0, 2, dtype=torch.long)
     if tensor.dim() != 2 or tensor.shape[1] != 2:
-        raise ValueError(f"neurons must be (layer, neuron) pairs, got shape {tuple(tensor.shape)}")
+        raise UserError(f"neurons must be (layer, neuron) pairs, got shape {tuple(tensor.shape)}")
     return tensor.long()
 
 

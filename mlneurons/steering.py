@@ -16,8 +16,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mlneurons.interventions import Hooks, intervene
-from mlneurons.langid import identify_many
+from mlneurons.builtin_corpus import normalize_language
+from mlneurons.errors import UserError
+from mlneurons.interventions import Hooks, check_intervention, intervene
+from mlneurons.langid import identify_many, supported_languages
 from mlneurons.models import fingerprint
 from mlneurons.results import read_json, write_json
 
@@ -75,12 +77,27 @@ def generate_answers(
     repetition_penalty: float = REPETITION_PENALTY,
     progress: bool = True,
 ) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches), first line or paragraph only."""
+    """Greedy continuations of ``prompts`` (left-padded batches), first line or paragraph only.
+
+    Raises:
+        UserError: ``batch_size`` or ``max_new_tokens`` below 1, or batches of several
+            prompts with a tokenizer that has no pad token.
+    """
+    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
+        if value < 1:
+            raise UserError(f"{name} must be at least 1, got {value}")
     answers: list[str] = []
     tokenizer = model.tokenizer
+    if tokenizer.pad_token_id is None and batch_size > 1 and len(prompts) > 1:
+        raise UserError(
+            f"the tokenizer of {fingerprint(model)['name']!r} has no pad token, which batches of "
+            f"{batch_size} prompts need; use batch size 1 (--batch-size 1) or set "
+            "tokenizer.pad_token"
+        )
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         batch = list(prompts[start : start + batch_size])
-        inputs = tokenizer(batch, padding=True, padding_side="left", return_tensors="pt")
+        padding = len(batch) > 1
+        inputs = tokenizer(batch, padding=padding, padding_side="left", return_tensors="pt")
         width = inputs["input_ids"].shape[1]
         out = model.generate(
             inputs["input_ids"],
@@ -126,9 +143,16 @@ def steer(
             :mod:`mlneurons.langid`, restricted to ``languages``).
     """
     if not questions:
-        raise ValueError(f"no questions given for source language {source!r}")
+        raise UserError(f"no questions given for source language {source!r}")
     if "{question}" not in template:
-        raise ValueError(f"template {template!r} has no {{question}} slot")
+        raise UserError(f"template {template!r} has no {{question}} slot")
+    check_intervention(model, intervention)
+    if identify is None:  # unknown codes raise now, not after generating
+        supported = supported_languages()
+        if languages is not None:
+            identify_many([], languages=languages)
+            languages = [normalize_language(code, supported) for code in languages]
+        source, target = (normalize_language(c, languages or supported) for c in (source, target))
     prompts = [template.format(question=q.strip()) for q in questions]
     options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     with torch.inference_mode():

@@ -70,7 +70,7 @@ def test_normalize_language_round_trip() -> None:
 
 
 def test_unknown_language_message() -> None:
-    with pytest.raises(ValueError, match="Unknown language code 'xx'") as info:
+    with pytest.raises(ValueError, match="unknown language 'xx'") as info:
         bc.normalize_language("xx")
     assert "fr (fra)" in str(info.value)
     assert "zh (zho)" in str(info.value)

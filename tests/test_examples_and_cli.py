@@ -97,7 +97,7 @@ def test_cli_lape_writes_everything(planted_dir, text_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["lape", "--languages", "en,xx"], "unknown language code 'xx'"),
+        (["lape", "--languages", "en,xx"], "unknown language 'xx'"),
         (["lape", "--model", "/no/such/dir"], "unknown model"),
         (["lape", "--languages", "en"], "at least two"),
     ],
