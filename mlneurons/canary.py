@@ -15,11 +15,8 @@ from typing import Any
 
 import torch
 
+from mlneurons.errors import FastPathMismatch
 from mlneurons.provenance import describe_versions
-
-
-class FastPathMismatch(RuntimeError):
-    """A fast path gave other numbers than the exact path it re-implements."""
 
 
 def verify(

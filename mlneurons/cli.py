@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mlneurons.errors import UserError
+from mlneurons.errors import FastPathMismatch, UserError
 
 DEFAULT_TOKENS_PER_LANGUAGE = 12_288
 """Default LAPE budget: about 5 minutes for 9 languages on 2 CPU cores with the built-in model."""
@@ -735,6 +735,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"mlneurons {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except FastPathMismatch as exc:  # not the user's mistake: the installed libraries'
+        print(f"mlneurons {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         resumes = args.command == "lape" and not args.stats  # only lape keeps a checkpoint
         advice = "; run the same command again to resume" if resumes else ""

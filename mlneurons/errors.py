@@ -12,6 +12,11 @@ from collections.abc import Iterable
 from typing import Any
 
 
+class FastPathMismatch(RuntimeError):
+    """A fast path gave other numbers than the exact path it re-implements (a canary,
+    :mod:`mlneurons.canary`): not the user's mistake, but the installed libraries'."""
+
+
 class UserError(ValueError):
     """A mistake in what the user gave: a value, a file, a combination of options.
 
@@ -48,4 +53,4 @@ def check_device(device: Any) -> str:
     return str(device)
 
 
-__all__ = ["UserError", "check_device", "did_you_mean"]
+__all__ = ["FastPathMismatch", "UserError", "check_device", "did_you_mean"]

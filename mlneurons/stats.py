@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.canary import canary_ids, verify
 from mlneurons.corpus import MultilingualCorpus
+from mlneurons.errors import UserError
 from mlneurons.models import (
     fingerprint,
     hooks_attached,
@@ -399,16 +400,16 @@ def _resume(
 ) -> tuple[ActivationStats, dict[str, int]]:
     saved, meta = ActivationStats._load(path)
     if "rows_done" not in meta:
-        raise ValueError(
+        raise UserError(
             f"{str(path)!r} holds finished statistics, not a checkpoint; pick another path"
         )
     if meta.get("batch_size") != batch_size:
-        raise ValueError(
+        raise UserError(
             f"checkpoint {str(path)!r} was written with batch_size={meta.get('batch_size')}; "
             f"resume with that batch size, not {batch_size}"
         )
     if saved.model.get("hash") != fresh.model.get("hash") or meta.get("corpus_key") != corpus.key():
-        raise ValueError(
+        raise UserError(
             f"checkpoint {str(path)!r} belongs to another model or corpus "
             f"(model {saved.model.get('name')!r}, corpus {saved.corpus}); delete it or pick another path"
         )

@@ -17,10 +17,11 @@ import torch
 from tqdm.auto import tqdm
 
 from mlneurons.builtin_corpus import normalize_language
+from mlneurons.canary import canary_ids, verify
 from mlneurons.errors import UserError
 from mlneurons.interventions import Hooks, check_intervention, intervene
 from mlneurons.langid import identify_many, supported_languages
-from mlneurons.models import fingerprint
+from mlneurons.models import fingerprint, honour_cache_keyword, model_device
 from mlneurons.results import read_json, write_json
 
 STEERING_FILE = "steering.json"
@@ -68,6 +69,38 @@ REPETITION_PENALTY = 1.1
 """Greedy decoding's repetition penalty: without it a 270M model loops on short answers."""
 
 
+def check_cached_generation(model: Any) -> None:
+    """Canary: batched, left-padded greedy generation with the key/value cache gives the
+    tokens of one prompt at a time without any cache (once per model)."""
+    honour_cache_keyword()
+    pad = getattr(model.tokenizer, "pad_token_id", None)
+    if pad is None:
+        return  # one prompt at a time only (generate_answers refuses batches)
+    prompts = [canary_ids(model, 4), canary_ids(model, 7, offset=1)]
+    options = {
+        "max_new_tokens": 3,
+        "do_sample": False,
+        "stop_at_eos": False,
+        "verbose": False,
+        "return_type": "tokens",
+        "repetition_penalty": REPETITION_PENALTY,
+    }
+
+    def compare() -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(p) for p in prompts)
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+        mask = (torch.arange(width) >= torch.tensor([[width - len(p)] for p in prompts])).long()
+        device = model_device(model)
+        out = model.generate(ids.to(device), attention_mask=mask.to(device), **options)
+        alone = [
+            model.generate(torch.tensor([p], device=device), use_past_kv_cache=False, **options)
+            for p in prompts
+        ]
+        return out[:, width:], torch.cat([a[:, len(p) :] for a, p in zip(alone, prompts)])
+
+    verify(model, "cached batched generation", compare, rtol=0.0, atol=0.0)
+
+
 def generate_answers(
     model: Any,
     prompts: Sequence[str],
@@ -94,6 +127,7 @@ def generate_answers(
             f"{batch_size} prompts need; use batch size 1 (--batch-size 1) or set "
             "tokenizer.pad_token"
         )
+    check_cached_generation(model)
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
         batch = list(prompts[start : start + batch_size])
         padding = len(batch) > 1
