@@ -41,7 +41,8 @@ test-latest:
 	$(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/pip install --upgrade pip
 	$(LATEST)/bin/pip install torch==$(TORCH)
-	$(LATEST)/bin/pip install --upgrade --upgrade-strategy eager -e '.[dev,app]'
+	echo 'torch==$(TORCH)' > $(LATEST)/torch-constraint.txt
+	$(LATEST)/bin/pip install --upgrade --upgrade-strategy eager -c $(LATEST)/torch-constraint.txt -e '.[dev,app]'
 	$(LATEST)/bin/pip list --format=freeze | grep -iE '^(transformers|transformer-lens|babel|tokenizers|datasets)=='
 	$(LATEST)/bin/python -m pytest -q
 

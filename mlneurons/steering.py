@@ -78,7 +78,7 @@ def check_cached_generation(model: Any) -> None:
         return  # one prompt at a time only (generate_answers refuses batches)
     prompts = [canary_ids(model, 4), canary_ids(model, 7, offset=1)]
     options = {
-        "max_new_tokens": 3,
+        "max_new_tokens": 2,
         "do_sample": False,
         "stop_at_eos": False,
         "verbose": False,
