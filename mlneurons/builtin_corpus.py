@@ -26,15 +26,22 @@ sentences with no word of two letters or more, such as ``(a * b)``, are never ju
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import json
 import re
 import unicodedata
+import warnings
 from collections.abc import Iterable
+from importlib import metadata
 from pathlib import Path
 
 from mlneurons.errors import UserError, did_you_mean
 
 _PACKAGE = "dataset_build"
+FROZEN_HASHES = Path(__file__).parent / "data" / "builtin_corpus_sha256.json"
+"""sha256 of each language's cleaned text as mlneurons was measured on it, and the
+``dataset_build`` version it came from (written by ``scripts/freeze_builtin_corpus.py``)."""
 
 LANGUAGES: dict[str, str] = {
     "ar": "ara",
@@ -313,3 +320,39 @@ def _cached_paragraphs(code: str) -> tuple[str, ...]:
 def builtin_paragraphs(language: str) -> list[str]:
     """Cleaned paragraphs of the built-in text for ``language`` (ISO 639-1 or 639-3)."""
     return list(_cached_paragraphs(normalize_language(language)))
+
+
+def text_sha256(language: str) -> str:
+    """sha256 (16 hex digits) of the cleaned built-in text of ``language``."""
+    text = "\n".join(_cached_paragraphs(normalize_language(language)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def dataset_build_version() -> str | None:
+    """The installed ``dataset_build`` version (None when unknown)."""
+    try:
+        return metadata.version("dataset-build")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=64)
+def checked_text_sha256(language: str) -> str:
+    """:func:`text_sha256`, with a one-line warning when it differs from the frozen hash.
+
+    The text comes from the installed ``dataset_build`` and is cleaned at run time, so a
+    new release of either can change it; results then record another hash and differ
+    from the README's figures, which the warning says once per language.
+    """
+    code = normalize_language(language)
+    digest = text_sha256(code)
+    frozen = json.loads(FROZEN_HASHES.read_text(encoding="utf-8"))
+    expected = frozen["sha256"].get(code)
+    if expected is not None and digest != expected:
+        warnings.warn(
+            f"the built-in {code!r} text (dataset_build {dataset_build_version()}) differs from "
+            f"the text mlneurons was measured on (dataset_build {frozen['dataset_build']}, "
+            f"sha256 {expected}); results will differ from earlier runs",
+            stacklevel=2,
+        )
+    return digest

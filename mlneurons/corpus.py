@@ -18,7 +18,13 @@ from typing import Any
 import torch
 from jaxtyping import Int
 
-from mlneurons.builtin_corpus import available_languages, builtin_paragraphs, normalize_language
+from mlneurons.builtin_corpus import (
+    available_languages,
+    builtin_paragraphs,
+    checked_text_sha256,
+    dataset_build_version,
+    normalize_language,
+)
 from mlneurons.errors import UserError
 
 DEFAULT_LANGUAGES = ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi")
@@ -100,7 +106,13 @@ class MultilingualCorpus:
 
             return read
 
-        description = {"source": "builtin", "split": split, "heldout_fraction": heldout_fraction}
+        description = {
+            "source": "builtin",
+            "split": split,
+            "heldout_fraction": heldout_fraction,
+            "dataset_build": dataset_build_version(),
+            "text_sha256": {code: checked_text_sha256(code) for code in codes},
+        }
         return cls({code: paragraphs(code) for code in codes}, description=description, **options)
 
     @classmethod

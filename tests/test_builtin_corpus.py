@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from mlneurons import builtin_corpus as bc
+from mlneurons.corpus import MultilingualCorpus
 
 TESTED = ["en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi"]
 
@@ -222,3 +223,39 @@ def test_builtin_paragraphs_cached_copy() -> None:
     again = bc.builtin_paragraphs("FRA")
     assert again and again == bc.builtin_paragraphs("fr")
     assert bc._cached_paragraphs.cache_info().hits >= 2
+
+
+def test_builtin_text_matches_its_frozen_hash_and_is_recorded():
+    import json
+
+    from mlneurons import builtin_corpus
+
+    corpus = MultilingualCorpus.builtin(["en", "ja"])
+    recorded = corpus.to_dict()
+    frozen = json.loads(builtin_corpus.FROZEN_HASHES.read_text())
+    assert recorded["dataset_build"] == builtin_corpus.dataset_build_version()
+    assert recorded["text_sha256"] == {lang: frozen["sha256"][lang] for lang in ("en", "ja")}
+
+
+def test_changed_builtin_text_warns_and_changes_the_corpus_key(tmp_path, monkeypatch):
+    import json
+
+    from mlneurons import builtin_corpus
+
+    before = MultilingualCorpus.builtin(["de"]).key()
+    frozen = json.loads(builtin_corpus.FROZEN_HASHES.read_text())
+    frozen["sha256"]["de"] = "0" * 16
+    path = tmp_path / "hashes.json"
+    path.write_text(json.dumps(frozen))
+    monkeypatch.setattr(builtin_corpus, "FROZEN_HASHES", path)
+    builtin_corpus.checked_text_sha256.cache_clear()
+    with pytest.warns(UserWarning, match=r"built-in 'de' text .* differs .* sha256 0000000000000000"):
+        MultilingualCorpus.builtin(["de"])
+    builtin_corpus.checked_text_sha256.cache_clear()
+    original = builtin_corpus.clean_text
+    monkeypatch.setattr(builtin_corpus, "clean_text", lambda text, lang: original(text, lang)[1:])
+    builtin_corpus._cached_paragraphs.cache_clear()
+    with pytest.warns(UserWarning):
+        assert MultilingualCorpus.builtin(["de"]).key() != before
+    builtin_corpus._cached_paragraphs.cache_clear()
+    builtin_corpus.checked_text_sha256.cache_clear()
