@@ -1,4 +1,4 @@
-"""Command line: ``mlneurons lape ...``.
+"""Command line: ``mlneurons lape ...``, ``mlneurons report``, ``mlneurons app``.
 
 User mistakes (a value out of range, an unknown language or model, a missing file)
 are caught before any long computation: one line naming the value and the valid
@@ -65,6 +65,14 @@ def _at_least(minimum: int) -> Callable[[str], int]:
 
 
 _positive = _at_least(1)
+
+
+def _port(text: str) -> int:
+    """An argparse type: a TCP port number."""
+    value = _positive(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; valid: 1..65535")
+    return value
 
 
 def _rate(text: str) -> float:
@@ -519,6 +527,52 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
     return out
 
 
+def cmd_report(args: argparse.Namespace) -> Path:
+    """Run every method on the built-in defaults into one directory with ``index.html``."""
+    from mlneurons.report import run_report
+
+    return run_report(args.out, full=args.full, model=args.model, device=args.device)
+
+
+APP_SCRIPT = Path(__file__).resolve().parents[1] / "apps" / "app.py"
+"""The Streamlit app of a source checkout."""
+
+
+def cmd_app(args: argparse.Namespace) -> Path:
+    """Start the Streamlit app on a run directory (until Ctrl-C)."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise UserError("the app needs streamlit: pip install 'mlneurons[app]'")
+    run = Path(args.run_dir)
+    if not run.is_dir():
+        raise UserError(
+            f"--run {args.run_dir!r} is not a directory; write one with `mlneurons report --out "
+            f"{args.run_dir}` (or `make demo`), or name any directory written by mlneurons"
+        )
+    if not APP_SCRIPT.is_file():
+        raise UserError(
+            f"the app script {APP_SCRIPT} is missing: `mlneurons app` needs a source checkout "
+            "of mlneurons (its apps/ folder)"
+        )
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
+        "--server.headless", "true", "--server.port", str(args.port),
+        "--browser.gatherUsageStats", "false", "--", "--run", str(run),
+    ]  # fmt: skip
+    if args.model:
+        command += ["--model", args.model]
+    print(f"app on http://localhost:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    try:
+        code = subprocess.run(command).returncode
+    except KeyboardInterrupt:
+        code = 0
+    if code:
+        raise SystemExit(code)
+    return run
+
+
 def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
     _add_model_options(parser)
     parser.add_argument("--facts", default="builtin", help="'builtin' (default) or mlama:DIR")
@@ -718,6 +772,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--k", type=_positive, default=50, help="PROBELESS neurons per fact (default 50)"
     )
     p.set_defaults(run=cmd_lrp2)
+
+    p = sub.add_parser(
+        "report", help="every method on the built-in defaults: one directory and index.html"
+    )
+    _add_model_options(p)
+    p.add_argument(
+        "--full", action="store_true", help="the README's paper-scale budgets (about an hour)"
+    )
+    p.add_argument("--out", default="runs/report", help="run directory (default runs/report)")
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("app", help="open the Streamlit app on a run directory")
+    p.add_argument(
+        "--run",
+        dest="run_dir",
+        metavar="DIR",
+        default="runs/report",
+        help="directory written by mlneurons (default runs/report)",
+    )
+    p.add_argument(
+        "--model",
+        type=_model,
+        default=None,
+        help="model of the live views (default: the one the run was computed on)",
+    )
+    p.add_argument("--port", type=_port, default=8501, help="local port (default 8501)")
+    p.set_defaults(run=cmd_app)
     return parser
 
 
@@ -739,7 +820,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlneurons {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        resumes = args.command == "lape" and not args.stats  # only lape keeps a checkpoint
+        # lape keeps a checkpoint; the report skips its finished steps
+        resumes = args.command == "report" or (args.command == "lape" and not args.stats)
         advice = "; run the same command again to resume" if resumes else ""
         print(f"mlneurons {args.command}: interrupted{advice}", file=sys.stderr)
         return 130

@@ -1,0 +1,538 @@
+"""The one-command report: every method on the built-in defaults, in one run directory.
+
+``mlneurons report`` runs lape, ablate, steer, probe, fact-neurons, trace and lrp2
+through the CLI's own command functions, all writing into one flat directory (their
+file names do not collide; ablate and steer read the neurons there, fact-neurons and
+trace the probing result there). ``report.json`` records each step's exact command
+line, its budget, wall time and status; a step whose outputs exist and whose command
+is unchanged is skipped when the report runs again, so an interrupted report resumes
+(LAPE also resumes inside its statistics pass from its checkpoint). ``index.html`` is
+self-contained: plots as data URIs, inline CSS, no scripts and no external requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import shlex
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "gemma-3-270m"
+REPORT_FILE = "report.json"
+INDEX_FILE = "index.html"
+LAPE_CHECKPOINT = "stats.checkpoint.safetensors"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One CLI command of the report.
+
+    Attributes:
+        name: the subcommand.
+        outputs: files it writes into the run directory (all must exist for a skip).
+        reuse: the option through which it reads an earlier step's output in the run
+            directory (``--neurons`` or ``--probe``), if any.
+        needs: steps whose outputs it reads; it runs again when one of them did.
+    """
+
+    name: str
+    outputs: tuple[str, ...]
+    reuse: str | None = None
+    needs: tuple[str, ...] = ()
+
+
+STEPS: tuple[Step, ...] = (
+    Step(
+        "lape",
+        (
+            "stats.safetensors",
+            "neurons.json",
+            "summary.json",
+            "neurons_per_layer.png",
+            "overlap.png",
+        ),
+    ),
+    Step("ablate", ("ppl_matrix.json", "ppl_matrix.png"), "--neurons", ("lape",)),
+    Step("steer", ("steering.json",), "--neurons", ("lape",)),
+    Step("probe", ("probe.json", "p_at_1.png", "jaccard.png")),
+    Step("fact-neurons", ("fact_neurons.json", "fact_neuron_overlap.png"), "--probe", ("probe",)),
+    Step("trace", ("trace.json", "trace.png"), "--probe", ("probe",)),
+    Step("lrp2", ("lrp2.json", "language_vectors.safetensors")),
+)
+
+_FACTS = "--languages en,es,de,zh,ja --max-facts-per-relation 3"
+_FULL_FACTS = "--languages en,fr,es,de,zh,ja,ru,ar,hi --max-facts-per-relation 10"
+BUDGETS: dict[str, dict[str, str]] = {
+    "default": {
+        "lape": "--languages en,es,de,zh,ja --tokens-per-language 8192",
+        "ablate": "--tokens-per-language 512",
+        "steer": "--source es --target zh --deactivate-source --n-questions 16",
+        "probe": _FACTS,
+        "fact-neurons": _FACTS,
+        "trace": _FACTS,
+        "lrp2": "--languages en,de,zh --max-facts-per-relation 4 --layers 3,9,15 --sentences 100",
+    },
+    "full": {  # the README's measured commands (about an hour on 2 CPU cores)
+        "lape": "",
+        "ablate": "",
+        "steer": "--source es --target zh --deactivate-source",
+        "probe": _FULL_FACTS,
+        "fact-neurons": _FULL_FACTS,
+        "trace": _FULL_FACTS,
+        "lrp2": "--languages en,de,fr,zh --max-facts-per-relation 6",
+    },
+}
+"""Per budget, each step's options beyond the run directory, model and device."""
+
+
+def step_argv(step: Step, budget: str, out: Path, *, model: str, device: str | None) -> list[str]:
+    """The argument list of ``mlneurons <step> <budget> ...`` writing into ``out``."""
+    argv = [step.name, *shlex.split(budget)]
+    if step.reuse:
+        argv += [step.reuse, str(out)]
+    if model != DEFAULT_MODEL:
+        argv += ["--model", model]
+    if device:
+        argv += ["--device", device]
+    return [*argv, "--out", str(out)]
+
+
+def command_line(argv: list[str]) -> str:
+    """The shell command of an argument list: ``mlneurons lape --out runs/report``."""
+    return shlex.join(["mlneurons", *argv])
+
+
+def app_command(out: Path, model: str = DEFAULT_MODEL) -> str:
+    """The command that opens the app on a run directory."""
+    extra = ["--model", model] if model != DEFAULT_MODEL else []
+    return shlex.join(["mlneurons", "app", "--run", str(out), *extra])
+
+
+@contextmanager
+def _one_model() -> Iterator[None]:
+    """Load each model once for all steps: the commands call ``models.load_model``."""
+    from mlneurons import models
+
+    load = models.load_model
+    loaded: dict[tuple[str, str, Any], Any] = {}
+
+    def load_once(name_or_path: str = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None):
+        key = (name_or_path, str(device), dtype)
+        if key not in loaded:
+            loaded[key] = load(name_or_path, device=device, dtype=dtype)
+        return loaded[key]
+
+    models.load_model = load_once
+    try:
+        yield
+    finally:
+        models.load_model = load
+
+
+def _read_record(out: Path) -> dict[str, Any]:
+    path = out / REPORT_FILE
+    record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    record.setdefault("steps", {})
+    return record
+
+
+def _write_record(out: Path, record: dict[str, Any]) -> None:
+    tmp = out / (REPORT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, ensure_ascii=False, indent=1), encoding="utf-8")
+    tmp.replace(out / REPORT_FILE)
+
+
+def _finished(step: Step, entry: dict[str, Any], argv: list[str], out: Path) -> bool:
+    return (
+        entry.get("argv") == argv
+        and entry.get("status") == "done"
+        and all((out / name).exists() for name in step.outputs)
+    )
+
+
+def run_report(
+    out: str | Path,
+    *,
+    full: bool = False,
+    model: str = DEFAULT_MODEL,
+    device: str | None = None,
+) -> Path:
+    """Run every step not finished yet, then write ``report.json`` and ``index.html``.
+
+    Args:
+        out: the run directory (created; a report there already is resumed).
+        full: the paper-scale budgets of the README instead of the 15-minute ones.
+        model: the model of every step (built-in Gemma 3 270M by default).
+        device: torch device (default: cuda if available, else cpu).
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        UserError: a step's options do not fit (e.g. a language the model's run lacks).
+    """
+    from mlneurons.cli import build_parser
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "full" if full else "default"
+    budgets = BUDGETS[name]
+    record = _read_record(out)
+    record.update(budget=name, model_name=model, device=device)
+    plans = {s.name: step_argv(s, budgets[s.name], out, model=model, device=device) for s in STEPS}
+    parser = build_parser()
+    for argv in plans.values():  # a bad option fails here, before any model loads
+        parser.parse_args(argv)
+    print(f"report budget '{name}'" + (" (about 15 minutes on 2 CPU cores)" if not full else ""))
+    for step in STEPS:
+        print(f"  {step.name:13s} {budgets[step.name] or '(the command defaults)'}")
+    started, rerun = time.time(), set()
+    with _one_model():
+        for step in STEPS:
+            argv, entry = plans[step.name], record["steps"].get(step.name, {})
+            if _finished(step, entry, argv, out) and not rerun & set(step.needs):
+                print(f"[{step.name}] done already ({entry['wall_time_s']} s), skipped")
+                continue
+            if step.name == "lape" and entry.get("argv") != argv:  # another budget's checkpoint
+                (out / LAPE_CHECKPOINT).unlink(missing_ok=True)
+            rerun.add(step.name)
+            entry = {
+                "command": command_line(argv),
+                "argv": argv,
+                "budget": budgets[step.name],
+                "status": "running",
+                "wall_time_s": None,
+            }
+            record["steps"][step.name] = entry
+            _write_record(out, record)
+            print(f"[{step.name}] {entry['command']}", flush=True)
+            start = time.time()
+            try:
+                args = parser.parse_args(argv)
+                args.run(args)
+            except BaseException as exc:
+                interrupted = isinstance(exc, KeyboardInterrupt)
+                entry["status"] = "interrupted" if interrupted else "failed"
+                entry["error"] = f"{type(exc).__name__}: {exc}"
+                entry["wall_time_s"] = round(time.time() - start, 1)
+                _write_record(out, record)
+                write_index(out, record)
+                raise
+            entry.update(status="done", wall_time_s=round(time.time() - start, 1))
+            _write_record(out, record)
+            write_index(out, record)
+    record["this_run_s"] = round(time.time() - started, 1)
+    record["wall_time_s"] = round(
+        sum(s.get("wall_time_s") or 0 for s in record["steps"].values()), 1
+    )
+    _write_record(out, record)
+    index = write_index(out, record)
+    print(
+        f"wrote {out}/: {REPORT_FILE} {INDEX_FILE} and every step's files "
+        f"(steps {record['wall_time_s']} s in all, this run {record['this_run_s']} s)"
+    )
+    print(f"open the app on it: {app_command(out, model)}")
+    return index
+
+
+# ---- index.html --------------------------------------------------------------------
+
+_CSS = """
+body{font:15px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
+text-align:right;vertical-align:top}th{background:#f3f3f3}td.l,th.l{text-align:left}
+code,pre{background:#f6f6f6;font-size:.9em}pre{padding:.5em;white-space:pre-wrap}
+img{max-width:100%;border:1px solid #eee;margin:.4em 0}.bad{color:#b00}.muted{color:#777}
+"""
+
+
+def _json(out: Path, name: str) -> Any:
+    path = out / name
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
+def _num(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
+    """An HTML table; the first ``left`` columns are left-aligned; cells are escaped."""
+
+    def cells(tag: str, values: list[Any]) -> str:
+        return "".join(
+            f"<{tag}{' class=l' if i < left else ''}>{_e(v)}</{tag}>" for i, v in enumerate(values)
+        )
+
+    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
+    return f"<table><tr>{cells('th', header)}</tr>{body}</table>"
+
+
+def _images(out: Path, names: list[str]) -> str:
+    parts = []
+    for name in names:
+        path = out / name
+        if path.exists():
+            data = base64.b64encode(path.read_bytes()).decode("ascii")
+            parts.append(
+                f'<img alt="{_e(name)}" title="{_e(name)}" src="data:image/png;base64,{data}">'
+            )
+    return "".join(parts)
+
+
+def _lape(out: Path) -> str:
+    summary = _json(out, "summary.json")
+    if not summary:
+        return ""
+    counts = summary["neurons_per_language"]
+    tokens = summary["tokens_per_language"]
+    rows = [[lang, tokens.get(lang, "–"), n] for lang, n in counts.items()]
+    total = sum(counts.values())
+    return (
+        f"<p>{total} language-specific neurons (languages may share one); LAPE constants "
+        f"{_e(summary.get('constants'))}.</p>"
+        + _table(["language", "tokens", "neurons"], rows)
+        + _images(out, ["neurons_per_layer.png", "overlap.png"])
+    )
+
+
+def _ablate(out: Path) -> str:
+    matrix = _json(out, "ppl_matrix.json")
+    if not matrix:
+        return ""
+    base, off, control = matrix["baseline"], matrix["deactivated"], matrix.get("random_control")
+    rows = []
+    for lang in matrix["languages"]:
+        own = off[lang][lang]
+        rand = control[lang][lang] if control else None
+        worst = max(off[lang], key=lambda other: off[lang][other] / base[other])
+        rows.append(
+            [
+                lang,
+                _num(base[lang], 1),
+                _num(own, 1),
+                f"{100 * (own / base[lang] - 1):+.0f}%",
+                "–" if rand is None else f"{100 * (rand / base[lang] - 1):+.0f}%",
+                worst,
+            ]
+        )
+    header = [
+        "language",
+        "baseline ppl",
+        "own neurons off",
+        "change",
+        "random control change",
+        "hit hardest",
+    ]
+    return (
+        "<p>Perplexity on held-out text; the diagonal: each language with its own neurons "
+        "deactivated.</p>" + _table(header, rows) + _images(out, ["ppl_matrix.png"])
+    )
+
+
+def _steer(out: Path) -> str:
+    steering = _json(out, "steering.json")
+    if not steering:
+        return ""
+    source, target, samples = steering["source"], steering["target"], steering["samples"]
+
+    def share(key: str, lang: str) -> str:
+        return _pct(sum(s[key] == lang for s in samples) / max(len(samples), 1))
+
+    rows = [
+        [
+            f"answers in {target} (target)",
+            _pct(steering["accuracy_before"]),
+            _pct(steering["accuracy_after"]),
+        ],
+        [
+            f"answers in {source} (source)",
+            share("lang_before", source),
+            share("lang_after", source),
+        ],
+    ]
+    shown = [
+        [s["prompt"], f"{s['before']} [{s['lang_before']}]", f"{s['after']} [{s['lang_after']}]"]
+        for s in samples[:4]
+    ]
+    return (
+        f"<p>{len(samples)} questions in {_e(source)}, steered towards {_e(target)}.</p>"
+        + _table(["", "before", "after"], rows)
+        + _table(["prompt", "answer before [language]", "answer after [language]"], shown, left=3)
+    )
+
+
+def _probe(out: Path) -> str:
+    result = _json(out, "probe.json")
+    if not result:
+        return ""
+    relations, table = result["relations"], result["p_at_1"]
+    rows = [
+        [lang, *(_pct(table[lang].get(r)) for r in relations), _pct(table[lang]["macro"])]
+        for lang in result["languages"]
+    ]
+    pivot = result["languages"][0]
+    jaccard = result.get("jaccard", {}).get(pivot, {})
+    shared = ", ".join(f"{lang} {_num(v)}" for lang, v in jaccard.items() if lang != pivot)
+    return (
+        f"<p>{len(result['predictions'])} predictions (facts x languages). P@1:</p>"
+        + _table(["language", *relations, "macro"], rows)
+        + f"<p>Jaccard of correctly predicted facts with {_e(pivot)}: {_e(shared) or '–'}</p>"
+        + _images(out, ["p_at_1.png", "jaccard.png"])
+    )
+
+
+def _fact_neurons(out: Path) -> str:
+    result = _json(out, "fact_neurons.json")
+    if not result:
+        return ""
+    pivot = result["languages"][0]
+    overlap = result["overlap"].get(pivot, {})
+    rows = [
+        [lang, _num(v), len(result["neurons"].get(lang, {}))]
+        for lang, v in overlap.items()
+        if lang != pivot
+    ]
+    return (
+        f"<p>PROBELESS top-{_e(result['k'])} neurons of each correctly predicted fact; mean "
+        f"Jaccard with {_e(pivot)} over the facts both get right.</p>"
+        + _table(["language", f"overlap with {pivot}", "correct facts"], rows)
+        + _images(out, ["fact_neuron_overlap.png"])
+    )
+
+
+def _trace(out: Path) -> str:
+    from mlneurons.tracing import CODES
+
+    result = _json(out, "trace.json")
+    if not result:
+        return ""
+    rows = []
+    for lang in result["languages"]:
+        codes = list(result["codes"].get(lang, {}).values())
+        rows.append([lang, *(codes.count(code) for code in CODES)])
+    return (
+        "<p>Facts per tracing code (Zhao et al.): is the fact in the language's text, and is "
+        "it predicted correctly?</p>"
+        + _table(["language", *CODES.values()], rows)
+        + _images(out, ["trace.png"])
+    )
+
+
+def _lrp2(out: Path) -> str:
+    result = _json(out, "lrp2.json")
+    if not result:
+        return ""
+    rows = []
+    for lang in result["languages"]:
+        p1, trans = result["test_p_at_1"][lang], result["trans"][lang]
+        overlap = result["neuron_overlap"][lang]
+        rows.append(
+            [
+                lang,
+                tuple(result["selected"][lang]),
+                f"{_pct(p1['before'])} → {_pct(p1['after'])}",
+                f"{_num(trans['before'])} → {_num(trans['after'])}",
+                f"{_num(overlap['before'])} → {_num(overlap['after'])}",
+            ]
+        )
+    header = [
+        "language",
+        "selected (LIRP, LSRP)",
+        "test P@1",
+        "Trans",
+        f"fact-neuron overlap with {result['pivot']}",
+    ]
+    grids = [f"lrp2_grid_{lang}.png" for lang in result["languages"]]
+    return (
+        f"<p>Projection into {_e(result['pivot'])}: layer pair chosen on dev facts among "
+        f"{_e(result['layers'])}, reported on test facts (before → after).</p>"
+        + _table(header, rows)
+        + _images(out, grids)
+    )
+
+
+def _fingerprint(record: dict[str, Any], out: Path) -> str:
+    model = None
+    for name in ("summary.json", "probe.json", "lrp2.json", "steering.json", "ppl_matrix.json"):
+        model = (_json(out, name) or {}).get("model")
+        if model:
+            break
+    if not model:
+        return "<p class=muted>no result yet</p>"
+    prov = model.get("provenance") or {}
+    rows = [
+        [k, model.get(k)]
+        for k in ("name", "n_layers", "d_mlp", "d_model", "hash", "dtype", "edited")
+    ]
+    rows += [[lib, v] for lib, v in (prov.get("versions") or {}).items()]
+    rows.append(["requirements.lock sha256", prov.get("lock_hash")])
+    return _table(["", ""], rows, left=2)
+
+
+SECTIONS = (
+    ("lape", "Language-specific neurons (LAPE, Tang et al. 2024)", _lape),
+    ("ablate", "Deactivation: perplexity", _ablate),
+    ("steer", "Steering the output language", _steer),
+    ("probe", "Factual probing: P@1 and Jaccard", _probe),
+    ("fact-neurons", "PROBELESS fact neurons", _fact_neurons),
+    ("trace", "Knowledge tracing", _trace),
+    ("lrp2", "LRP2 projection (Xu et al. 2023)", _lrp2),
+)
+
+
+def write_index(out: str | Path, record: dict[str, Any] | None = None) -> Path:
+    """Write the self-contained ``index.html`` of a run directory and return its path."""
+    out = Path(out)
+    record = record if record is not None else _read_record(out)
+    steps = record.get("steps", {})
+    rows = [
+        [name, s.get("status"), _num(s.get("wall_time_s"), 1), s.get("command")]
+        for name, s in steps.items()
+    ]
+    total = sum(s.get("wall_time_s") or 0 for s in steps.values())
+    body = [
+        f"<h1>mlneurons report: {_e(record.get('model_name', ''))}</h1>",
+        f"<p>Budget <b>{_e(record.get('budget'))}</b>; steps took {total:.0f} s in all; written "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Open the interactive app on this run: "
+        f"<code>{_e(app_command(out, record.get('model_name') or DEFAULT_MODEL))}</code></p>",
+        "<h2>Steps</h2>",
+        _table(["step", "status", "wall s", "command that reproduces it"], rows, left=2),
+    ]
+    for name, title, section in SECTIONS:
+        status = steps.get(name, {}).get("status", "not run")
+        content = section(out) if status == "done" else ""
+        note = (
+            ""
+            if status == "done"
+            else f"<p class=bad>{_e(status)}: {_e(steps.get(name, {}).get('error', ''))}</p>"
+        )
+        command = steps.get(name, {}).get("command")
+        cmd = f"<pre>{_e(command)}</pre>" if command else ""
+        body.append(f"<h2>{_e(title)}</h2>{cmd}{note}{content}")
+    body += ["<h2>Model and versions</h2>", _fingerprint(record, out)]
+    page = (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>mlneurons report</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+    path = out / INDEX_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+__all__ = ["BUDGETS", "STEPS", "Step", "app_command", "run_report", "step_argv", "write_index"]

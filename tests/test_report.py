@@ -1,0 +1,174 @@
+"""`mlneurons report` and `mlneurons app`, on the tiny planted model with tiny budgets."""
+
+import html
+import json
+import subprocess
+import sys
+
+import pytest
+from tiny import tiny_facts
+
+from mlneurons import cli, report
+from mlneurons.cli import main as cli_main
+from mlneurons.facts import FactSet
+
+FACTS = "--languages en,de --batch-size 64"
+TINY = {
+    "lape": "--languages en,fr,zh --tokens-per-language 256 --seq-len 64 --top-rate 0.1",
+    "ablate": "--tokens-per-language 64 --seq-len 32",
+    "steer": "--source fr --target zh --n-questions 2 --max-new-tokens 3",
+    "probe": FACTS,
+    "fact-neurons": FACTS + " --k 3",
+    "trace": FACTS,
+    "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
+}
+COMMANDS = {
+    "lape": "cmd_lape",
+    "ablate": "cmd_ablate",
+    "steer": "cmd_steer",
+    "probe": "cmd_probe",
+    "fact-neurons": "cmd_fact_neurons",
+    "trace": "cmd_trace",
+    "lrp2": "cmd_lrp2",
+}
+
+
+@pytest.fixture()
+def tiny_budget(monkeypatch):
+    """Tiny budgets, and the tiny fact set (whose words the tiny tokenizer knows) as built-in."""
+    monkeypatch.setitem(report.BUDGETS, "default", TINY)
+    monkeypatch.setattr(
+        FactSet,
+        "builtin",
+        classmethod(lambda cls, languages=None, relations=None: tiny_facts().subset(languages)),
+    )
+
+
+def _count_calls(monkeypatch) -> tuple[list[str], set[str]]:
+    """Wrap the step commands: each call is recorded; steps put into the returned set are
+    interrupted (as by Ctrl-C) instead of run."""
+    calls, interrupt = [], set()
+    for step, name in COMMANDS.items():
+        original = getattr(cli, name)
+
+        def wrapper(args, step=step, original=original):
+            calls.append(step)
+            if step in interrupt:
+                raise KeyboardInterrupt
+            return original(args)
+
+        monkeypatch.setattr(cli, name, wrapper)
+    return calls, interrupt
+
+
+def test_report_writes_everything_and_resumes(
+    planted_dir, tiny_budget, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    argv = ["report", "--model", str(planted_dir), "--out", str(out)]
+
+    calls, interrupt = _count_calls(monkeypatch)
+    interrupt.add("trace")
+    assert cli_main(argv) == 130  # interrupted in the middle
+    assert "run the same command again to resume" in capsys.readouterr().err
+    record = json.loads((out / "report.json").read_text())
+    assert record["steps"]["trace"]["status"] == "interrupted" and "lrp2" not in record["steps"]
+    assert calls == ["lape", "ablate", "steer", "probe", "fact-neurons", "trace"]
+
+    calls.clear()
+    interrupt.clear()
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert calls == ["trace", "lrp2"]  # the finished steps are skipped
+    for budget in TINY.values():  # every budget is printed
+        assert budget in printed
+    assert printed.rstrip().endswith(f"mlneurons app --run {out} --model {planted_dir}")
+
+    for step in report.STEPS:
+        for name in step.outputs:
+            assert (out / name).exists(), name
+    record = json.loads((out / "report.json").read_text())
+    assert list(record["steps"]) == list(COMMANDS)
+    for step, entry in record["steps"].items():
+        assert entry["status"] == "done" and entry["wall_time_s"] >= 0
+        assert entry["command"].startswith(f"mlneurons {step} {TINY[step]}")
+        assert entry["command"].endswith(f"--model {planted_dir} --out {out}")
+    assert f"--neurons {out}" in record["steps"]["steer"]["command"]
+    assert f"--probe {out}" in record["steps"]["trace"]["command"]
+
+    page = (out / "index.html").read_text()
+    for external in ("http://", "https://", 'src="//', "<script", "<link"):
+        assert external not in page
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert len(pngs) == 8 and page.count('src="data:image/png;base64,') == len(pngs)
+    for entry in record["steps"].values():
+        assert html.escape(entry["command"]) in page
+    assert record["steps"]["lape"]["command"].split()[1] == "lape"
+    model = json.loads((out / "summary.json").read_text())["model"]
+    assert model["hash"] in page and "transformer-lens" in page
+
+    calls.clear()
+    assert cli_main(argv) == 0  # all done: nothing runs
+    assert calls == []
+    (out / "probe.json").unlink()  # probing again makes its users run again
+    assert cli_main(argv) == 0
+    assert calls == ["probe", "fact-neurons", "trace"]
+    monkeypatch.setitem(TINY, "ablate", "--tokens-per-language 32 --seq-len 32")
+    calls.clear()
+    assert cli_main(argv) == 0  # another budget runs again
+    assert calls == ["ablate"]
+
+
+def test_report_step_user_error_is_recorded(planted_dir, monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(report.BUDGETS, "default", {**TINY, "lape": "--languages en,xx"})
+    out = tmp_path / "run"
+    assert cli_main(["report", "--model", str(planted_dir), "--out", str(out)]) == 2
+    assert "unknown language 'xx'" in capsys.readouterr().err
+    assert json.loads((out / "report.json").read_text())["steps"]["lape"]["status"] == "failed"
+    assert "failed" in (out / "index.html").read_text()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["report", "--model", "/no/such/dir"], "unknown model"),
+        (["report", "--device", "nosuchdevice"], "device"),
+        (["report", "--full", "yes"], "unrecognized arguments"),
+        (["app", "--run", "/no/such/run"], "is not a directory"),
+        (["app", "--port", "70000"], "not a port"),
+        (["app", "--port", "0"], "not an integer >= 1"),
+    ],
+)
+def test_bad_options_exit_2(argv, message, capsys):
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_app_runs_streamlit_on_the_run(monkeypatch, tmp_path, capsys):
+    script = tmp_path / "app.py"
+    script.write_text("")
+    monkeypatch.setattr(cli, "APP_SCRIPT", script)
+    seen = []
+    monkeypatch.setattr(
+        subprocess,
+        "run",
+        lambda command: seen.append(command) or subprocess.CompletedProcess(command, 0),
+    )
+    assert cli_main(["app", "--run", str(tmp_path), "--port", "8600"]) == 0
+    assert seen == [
+        [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
+         "--server.port", "8600", "--browser.gatherUsageStats", "false", "--", "--run",
+         str(tmp_path)]
+    ]  # fmt: skip
+
+
+def test_app_user_errors(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "APP_SCRIPT", tmp_path / "missing.py")
+    assert cli_main(["app", "--run", str(tmp_path)]) == 2
+    assert "app script" in capsys.readouterr().err
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert cli_main(["app", "--run", str(tmp_path)]) == 2
+    assert "pip install 'mlneurons[app]'" in capsys.readouterr().err
