@@ -1,0 +1,621 @@
+"""What every page of the mlneurons app shares: the run, the model, live forwards, exports.
+
+Saved results load with ``st.cache_data`` (keyed by path and modification time) and never
+need a model. The model loads only for live views, once per process
+(``st.cache_resource(max_entries=1)``); every hooked forward holds :data:`LOCK`, because the
+model is shared by all sessions and one session's hooks must never fire in another's pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import json
+import shlex
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+LOCK = threading.Lock()
+"""Held around every forward pass with hooks (the model is shared across sessions)."""
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+# file -> the command that writes it
+PRODUCERS = {
+    "neurons.json": "mlneurons lape --out {run}",
+    "stats.safetensors": "mlneurons lape --out {run}",
+    "ppl_matrix.json": "mlneurons ablate --neurons {run} --out {run}",
+    "steering.json": "mlneurons steer --neurons {run} --source fr --target zh --out {run}",
+    "probe.json": "mlneurons probe --out {run}",
+    "fact_neurons.json": "mlneurons fact-neurons --probe {run} --out {run}",
+    "trace.json": "mlneurons trace --probe {run} --out {run}",
+    "lrp2.json": "mlneurons lrp2 --out {run}",
+    "language_vectors.safetensors": "mlneurons lrp2 --out {run}",
+}
+
+
+# ---- the run --------------------------------------------------------------------------
+
+
+def cli_args() -> argparse.Namespace:
+    """``--run DIR`` and ``--model NAME`` given after ``--`` to ``streamlit run``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--run", default="")
+    parser.add_argument("--model", default="")
+    return parser.parse_known_args(sys.argv[1:])[0]
+
+
+def run_dir() -> Path | None:
+    """The run directory of this session (sidebar, ``?run=`` or ``--run``), if it exists."""
+    text = str(st.session_state.get("run") or "").strip()
+    path = Path(text).expanduser() if text else None
+    return path if path is not None and path.is_dir() else None
+
+
+def has(run: Path | None, *names: str) -> bool:
+    return run is not None and all((run / name).exists() for name in names)
+
+
+def require(run: Path | None, *names: str) -> bool:
+    """True when the run holds every file; otherwise say which command writes the first missing."""
+    for name in names:
+        if not has(run, name):
+            where = str(run) if run is not None else "DIR"
+            st.info(f"This run has no `{name}`. Produce it with:")
+            st.code(
+                PRODUCERS[name].format(run=shlex.quote(where))
+                + f"\n# or everything at once:\nmlneurons report --out {shlex.quote(where)}",
+                language="bash",
+            )
+            return False
+    return True
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _json(path: str, mtime: float) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read(run: Path, name: str) -> Any:
+    """A JSON file of the run, or None when it is absent."""
+    path = run / name
+    return _json(str(path), _mtime(path)) if path.exists() else None
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _stats(path: str, mtime: float) -> Any:
+    from mlneurons.stats import ActivationStats
+
+    return ActivationStats.load(path)
+
+
+def stats(run: Path) -> Any:
+    """The run's ActivationStats, or None."""
+    path = run / "stats.safetensors"
+    return _stats(str(path), _mtime(path)) if path.exists() else None
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _select(path: str, mtime: float, top_rate: float, filter_rate: float, bar: float) -> Any:
+    from mlneurons import lape
+
+    data = _stats(path, mtime)
+    return lape.select(
+        data.activation_probs,
+        data.languages,
+        top_rate=top_rate,
+        filter_rate=filter_rate,
+        activation_bar_ratio=bar,
+        model=data.model,
+    )
+
+
+def selection(run: Path, top_rate: float, filter_rate: float, bar: float = 0.95) -> Any:
+    """LAPE neurons re-selected from ``stats.safetensors`` (no forward pass)."""
+    path = run / "stats.safetensors"
+    return _select(str(path), _mtime(path), top_rate, filter_rate, bar)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _neurons(path: str, mtime: float) -> Any:
+    from mlneurons.lape import LanguageNeurons
+
+    return LanguageNeurons.load(path)
+
+
+def saved_neurons(run: Path) -> Any:
+    """The run's ``neurons.json`` as LanguageNeurons, or None."""
+    path = run / "neurons.json"
+    return _neurons(str(path), _mtime(path)) if path.exists() else None
+
+
+def recorded_model(run: Path | None) -> dict[str, Any]:
+    """The model fingerprint recorded by any result of the run."""
+    if run is None:
+        return {}
+    for name in ("summary.json", "neurons_meta.json", "probe.json", "ppl_matrix.json"):
+        data = read(run, name) if has(run, name) else None
+        if data and data.get("model"):
+            return data["model"]
+    data = stats(run)
+    return data.model if data is not None else {}
+
+
+def model_name(run: Path | None) -> str:
+    """The sidebar's model, else the one the run recorded, else the built-in Gemma."""
+    chosen = str(st.session_state.get("model") or "").strip()
+    return chosen or recorded_model(run).get("name") or DEFAULT_MODEL
+
+
+# ---- the model --------------------------------------------------------------------------
+
+_LOADED: set[str] = set()
+
+
+@st.cache_resource(max_entries=1, show_spinner=False)
+def _load_model(name: str) -> Any:
+    import mlneurons
+
+    return mlneurons.load_model(name)
+
+
+def live() -> bool:
+    return bool(st.session_state.get("live", True))
+
+
+def get_model(run: Path | None) -> Any:
+    """The model for live views, loaded once per process with progress; None if off or failed."""
+    if not live():
+        st.caption("Live views are off (sidebar): nothing here needs a model.")
+        return None
+    name = model_name(run)
+    if name in _LOADED:
+        return _load_model(name)
+    with st.status(f"Loading model {name} (once per process)...", expanded=True) as status:
+        try:
+            model = _load_model(name)
+            status.update(label=f"Model {name} loaded", state="complete", expanded=False)
+        except Exception as exc:  # shown, never raised: the saved views stay usable
+            status.update(label=f"Could not load model {name}", state="error")
+            st.error(f"Could not load model {name!r}: {one_line(exc)}")
+            return None
+    _LOADED.clear()  # max_entries=1: loading this model dropped any other
+    _LOADED.add(name)
+    recorded = recorded_model(run)
+    if recorded.get("hash"):
+        from mlneurons.models import fingerprint
+
+        if fingerprint(model)["hash"] != recorded["hash"]:
+            st.warning(
+                f"Model {name!r} is not the model this run was computed on "
+                f"({recorded.get('name')!r}, hash {recorded['hash']}): live views may not match."
+            )
+    return model
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+@contextmanager
+def shown_errors(what: str) -> Iterator[None]:
+    """Show an exception of a live view as an error box instead of a broken page."""
+    try:
+        yield
+    except Exception as exc:
+        st.error(f"{what} failed: {one_line(exc)}")
+
+
+# ---- tokens and live forwards -----------------------------------------------------------
+
+
+def display_tokens(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], list[list[int]]]:
+    """Readable token strings, with byte-fallback pieces merged into whole characters.
+
+    Returns the strings and, for each, the positions of ``ids`` it covers.
+    """
+    pieces: list[str] = []
+    groups: list[list[int]] = []
+    previous, start = "", 0
+    for i in range(len(ids)):
+        text = tokenizer.decode(list(ids[: i + 1]))
+        if text.endswith("\ufffd") and i + 1 < len(ids):
+            continue  # an incomplete UTF-8 character: wait for its other bytes
+        piece = (
+            text[len(previous) :]
+            if text.startswith(previous)
+            else tokenizer.decode(list(ids[start : i + 1]))
+        )
+        pieces.append(piece)
+        groups.append(list(range(start, i + 1)))
+        previous, start = text, i + 1
+    return pieces, groups
+
+
+def encode(tokenizer: Any, text: str, max_tokens: int = 256) -> list[int]:
+    """Token ids of ``text``, BOS first when the tokenizer has one."""
+    from mlneurons.probing import sentence_ids
+
+    return sentence_ids(tokenizer, text)[:max_tokens]
+
+
+def _bos_count(tokenizer: Any, ids: Sequence[int]) -> int:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return 1 if bos is not None and ids and ids[0] == bos else 0
+
+
+def _gather(act: Any, *, hook: Any, layer: int, index: Any, to_act: Any, store: dict) -> None:
+    store[layer] = to_act(act[..., index.to(act.device)]).float().cpu()
+
+
+def neuron_activations(
+    model: Any, texts: Sequence[str], pairs: Sequence[tuple[int, int]], max_tokens: int = 256
+) -> list[tuple[list[str], np.ndarray]]:
+    """Per text: display tokens and ``[tokens, neurons]`` activations of ``pairs``.
+
+    One batched forward (right-padded) holding :data:`LOCK`; activations of byte pieces
+    merged into one character are their maximum.
+    """
+    import torch
+
+    from mlneurons.models import mlp_neuron_hook, model_device, pad_right, run_body
+
+    tokenizer = model.tokenizer
+    rows = [encode(tokenizer, text, max_tokens) for text in texts]
+    pairs = [tuple(map(int, p)) for p in pairs]
+    layers = sorted({layer for layer, _ in pairs})
+    store: dict[int, Any] = {}
+    hooks = []
+    for layer in layers:
+        name, to_act = mlp_neuron_hook(model, layer)
+        index = torch.tensor([n for lay, n in pairs if lay == layer])
+        hooks.append(
+            (
+                name,
+                functools.partial(_gather, layer=layer, index=index, to_act=to_act, store=store),
+            )
+        )
+    ids, mask = pad_right(rows, pad_id=tokenizer.pad_token_id or 0)
+    with LOCK, torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        device = model_device(model)
+        run_body(model, ids.to(device), attention_mask=mask.to(device))
+    columns = {layer: 0 for layer in layers}
+    acts = torch.zeros(len(rows), ids.shape[1], len(pairs))
+    for k, (layer, _) in enumerate(pairs):
+        acts[:, :, k] = store[layer][:, :, columns[layer]]
+        columns[layer] += 1
+    result = []
+    for row, values in zip(rows, acts):
+        skip = _bos_count(tokenizer, row)
+        strings, groups = display_tokens(tokenizer, row[skip:])
+        merged = np.stack(
+            [values[[skip + g for g in group]].max(0).values.numpy() for group in groups]
+        )
+        result.append((strings, merged.reshape(len(strings), len(pairs))))
+    return result
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def activations(
+    name: str, texts: tuple[str, ...], pairs: tuple[tuple[int, int], ...], _model: Any
+) -> list[tuple[list[str], np.ndarray]]:
+    """:func:`neuron_activations`, cached by model name, texts and neurons."""
+    return neuron_activations(_model, texts, pairs)
+
+
+def token_losses(
+    model: Any, text: str, hooks: list, max_tokens: int = 256
+) -> tuple[list[str], np.ndarray]:
+    """Display tokens of ``text`` (BOS dropped) and each one's next-token loss under ``hooks``.
+
+    The first token has no prediction (loss 0); merged byte pieces add their losses.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from mlneurons.models import model_device, unembed
+
+    tokenizer = model.tokenizer
+    row = encode(tokenizer, text, max_tokens)
+    ids = torch.tensor([row], device=model_device(model))
+    with LOCK, torch.inference_mode(), model.hooks(fwd_hooks=list(hooks)):
+        hidden = model.original_model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        logits = unembed(model, hidden[0, :-1]).float()
+    loss = torch.cat([torch.zeros(1), F.cross_entropy(logits, ids[0, 1:], reduction="none").cpu()])
+    skip = _bos_count(tokenizer, row)
+    strings, groups = display_tokens(tokenizer, row[skip:])
+    return strings, np.array([float(loss[[skip + g for g in group]].sum()) for group in groups])
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def loss_change(
+    name: str, text: str, off: tuple[tuple[int, int], ...], _model: Any
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Display tokens of ``text`` with their losses without and with ``off`` deactivated."""
+    from mlneurons.interventions import deactivate
+
+    tokens, base = token_losses(_model, text, [])
+    _, changed = token_losses(_model, text, deactivate(list(off), model=_model) if off else [])
+    return tokens, base, changed
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def candidate_scores(name: str, sentences: tuple[str, ...], _model: Any) -> np.ndarray:
+    """Log-likelihood of each candidate sentence (mlneurons.probing), cached."""
+    from mlneurons.probing import candidate_scores as scores
+
+    with LOCK:  # no hooks of ours, but another session's must not be attached meanwhile
+        return scores(_model, list(sentences)).numpy()
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _vectors(path: str, mtime: float) -> Any:
+    from mlneurons.lrp2 import LanguageVectors
+
+    return LanguageVectors.load(path)
+
+
+def language_vectors(run: Path) -> Any:
+    """The run's LRP2 language vectors, or None."""
+    path = run / "language_vectors.safetensors"
+    return _vectors(str(path), _mtime(path)) if path.exists() else None
+
+
+def next_token_table(model: Any, text: str, hooks: list, k: int = 10) -> list[dict[str, Any]]:
+    """The ``k`` most likely next tokens after ``text`` under ``hooks``."""
+    import torch
+
+    from mlneurons.models import model_device, unembed
+
+    row = encode(model.tokenizer, text)
+    ids = torch.tensor([row], device=model_device(model))
+    with LOCK, torch.inference_mode(), model.hooks(fwd_hooks=list(hooks)):
+        hidden = model.original_model.base_model(input_ids=ids, use_cache=False).last_hidden_state
+        probs = torch.softmax(unembed(model, hidden[0, -1]).float(), -1).cpu()
+    top = probs.topk(k)
+    return [
+        {"token": model.tokenizer.decode([int(i)]), "probability": round(float(p), 4)}
+        for p, i in zip(top.values, top.indices)
+    ]
+
+
+def logit_effects(model: Any, layer: int, neuron: int, k: int = 10) -> tuple[list, list]:
+    """Tokens the neuron promotes and suppresses most: its W_out row times W_U (no forward).
+
+    Special and unused tokens (``<...>``) and lone byte pieces are left out.
+    """
+    import re
+
+    import torch
+
+    with torch.inference_mode():
+        w_out = model.blocks[layer].mlp.out.weight[:, neuron]  # [d_model]
+        scores = (model.original_model.get_output_embeddings().weight @ w_out).float().cpu()
+    decode = model.tokenizer.decode
+
+    def rows(values: Any, idx: Any) -> list[dict[str, Any]]:
+        found = []
+        for value, i in zip(values.tolist(), idx.tolist()):
+            token = decode([i])
+            if token.strip() and "\ufffd" not in token and not re.fullmatch(r"<[^<>]*>", token):
+                found.append({"token": token, "logit": round(value, 3)})
+        return found[:k]
+
+    top, bottom = scores.topk(20 * k), scores.topk(20 * k, largest=False)
+    return rows(top.values, top.indices), rows(bottom.values, bottom.indices)
+
+
+def identify(text: str, languages: Sequence[str]) -> tuple[str, float]:
+    """Language of ``text`` among ``languages`` (mlneurons.langid) and the identifier's confidence."""
+    from mlneurons.langid import identify as identify_language
+
+    try:
+        code = identify_language(text, languages=list(languages))
+    except Exception:
+        code = identify_language(text)
+    if code == "unknown":
+        return code, 0.0
+    import copy
+
+    identifier = copy.copy(_confidence_model())  # set_languages must not touch the shared one
+    identifier.set_languages(sorted(set(languages) | {code}))
+    return code, float(dict(identifier.rank(text)).get(code, 0.0))
+
+
+@functools.cache
+def _confidence_model() -> Any:
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+# ---- circuitsvis ---------------------------------------------------------------------
+
+
+def _parts(html: Any) -> tuple[str, str]:
+    """The element id and the render call of a circuitsvis view (its local, offline source)."""
+    src = html.local_src
+    script = src.index("<script")
+    head, body = src[:script], src[src.index(">", script) + 1 : src.rindex("</script>")]
+    call = body[body.rindex("CircuitsVis.render(") :]
+    return head.split('id="')[1].split('"')[0], call
+
+
+def iframe(
+    views: Sequence[tuple[str, Any]],
+    *,
+    columns: int = 1,
+    wide: Sequence[tuple[str, Any]] = (),
+    height: int = 300,
+) -> None:
+    """Show circuitsvis views in ONE iframe that inlines the bundled script once (offline).
+
+    ``views`` are ``(title, RenderedHTML)`` laid out in ``columns`` side by side; ``wide``
+    views follow at full width.
+    """
+    every = [*views, *wide]
+    if not every:
+        return
+    first = every[0][1].local_src
+    script_start = first.index(">", first.index("<script")) + 1
+    bundle = first[script_start : first.rindex("CircuitsVis.render(")]
+    cells, calls = [], []
+    for k, (title, view) in enumerate(every):
+        element, call = _parts(view)
+        span = " style='grid-column:1/-1'" if k >= len(views) else ""
+        label = f"<div class='t'>{title}</div>" if title else ""
+        cells.append(f"<div{span} dir='auto'>{label}<div id='{element}'></div></div>")
+        calls.append(call)
+    style = (
+        "<style>body{font-family:sans-serif;margin:0}"
+        f".g{{display:grid;grid-template-columns:repeat({columns},minmax(0,1fr));gap:0 16px}}"
+        ".t{font-weight:600;font-size:14px;margin-top:6px}</style>"
+    )
+    doc = (
+        f"<html><head><meta charset='utf-8'>{style}</head><body><div class='g'>{''.join(cells)}"
+        f"</div><script type='module'>{bundle}\n{chr(10).join(calls)}</script></body></html>"
+    )
+    st.iframe(doc, height=height)
+
+
+# ---- exports and state ------------------------------------------------------------------
+
+
+def download_json(label: str, data: Any, file_name: str, key: str) -> None:
+    st.download_button(
+        label,
+        lambda: json.dumps(data, ensure_ascii=False, indent=1),
+        file_name=file_name,
+        mime="application/json",
+        key=key,
+        on_click="ignore",
+    )
+
+
+def download_csv(label: str, frame: Any, file_name: str, key: str) -> None:
+    st.download_button(
+        label,
+        lambda: frame.to_csv(),
+        file_name=file_name,
+        mime="text/csv",
+        key=key,
+        on_click="ignore",
+    )
+
+
+def download_png(label: str, make_figure: Any, file_name: str, key: str) -> None:
+    """A PNG made only when clicked (``make_figure`` returns a matplotlib Figure)."""
+
+    def png() -> bytes:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figure = make_figure()
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=150, bbox_inches="tight")
+        plt.close(figure)
+        return buffer.getvalue()
+
+    st.download_button(
+        label, png, file_name=file_name, mime="image/png", key=key, on_click="ignore"
+    )
+
+
+def reproduce(run: Path, command: str, reconstructed: str) -> None:
+    """Show the CLI command that reproduces a result: from ``report.json`` when it names one."""
+    recorded = _report_command(run, command)
+    with st.expander(f"Reproduce: `mlneurons {command}`"):
+        if recorded:
+            st.caption("As recorded in report.json:")
+            st.code(recorded, language="bash")
+        else:
+            st.caption("Reconstructed from the result's settings (no report.json step for it):")
+            st.code(reconstructed, language="bash")
+
+
+def _report_command(run: Path, command: str) -> str | None:
+    report = read(run, "report.json") if has(run, "report.json") else None
+    if not report:
+        return None
+    steps = report.get("steps", report) if isinstance(report, dict) else report
+    entries = steps.values() if isinstance(steps, dict) else steps
+    for entry in entries:
+        if not isinstance(entry, dict) or "command" not in entry:
+            continue
+        text = entry["command"]
+        text = shlex.join(map(str, text)) if isinstance(text, list) else str(text)
+        words = text.split()
+        if command in words[:3] or entry.get("name") == command or entry.get("step") == command:
+            return text
+    return None
+
+
+def model_option(run: Path, name: str | None = None) -> str:
+    """``--model NAME`` for a reconstructed command (the built-in default is left out)."""
+    name = name or recorded_model(run).get("name") or DEFAULT_MODEL
+    return "" if name == DEFAULT_MODEL else f" --model {shlex.quote(name)}"
+
+
+def fact_options(settings: dict[str, Any]) -> str:
+    """The fact-set options of a reconstructed fact command, from a result's ``facts`` settings."""
+    facts = settings.get("facts") or {}
+    parts = []
+    if facts.get("source") == "mlama":
+        parts.append(f"--facts mlama:{shlex.quote(str(facts.get('directory')))}")
+    if facts.get("languages"):
+        parts.append("--languages " + ",".join(facts["languages"]))
+    if facts.get("relations") and facts.get("source") != "mlama":
+        parts.append("--relations " + ",".join(facts["relations"]))
+    if facts.get("facts_per_relation"):
+        parts.append(f"--max-facts-per-relation {facts['facts_per_relation']}")
+    return " ".join(parts)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def fact_set(facts: dict[str, Any]) -> Any:
+    """Rebuild the fact set a result describes (built-in or mLAMA), or None."""
+    from mlneurons.facts import FactSet
+
+    languages, relations = facts.get("languages"), facts.get("relations")
+    if facts.get("source") == "builtin":
+        return FactSet.builtin(languages=languages, relations=relations)
+    if facts.get("source") == "mlama" and Path(str(facts.get("directory"))).is_dir():
+        return FactSet.from_mlama(facts["directory"], languages=languages, relations=relations)
+    return None
+
+
+def parallel_sentences(languages: Sequence[str]) -> dict[str, list[str]]:
+    """The built-in steering questions, parallel across languages (empty where there are none)."""
+    from mlneurons.langid import load_questions, question_languages
+
+    have = set(question_languages())
+    return {lang: load_questions(lang) if lang in have else [] for lang in languages}
+
+
+@st.cache_data(show_spinner=False)
+def heldout_text(language: str, n_chars: int = 400) -> str:
+    """The start of the built-in held-out text of a language ('' when there is none)."""
+    from mlneurons.corpus import MultilingualCorpus, available_languages
+
+    if language not in available_languages():
+        return ""
+    paragraphs = MultilingualCorpus.builtin([language], split="heldout").sources[language]()
+    return " ".join(paragraphs)[:n_chars]
+
+
+def neuron_label(pair: Sequence[int]) -> str:
+    return f"L{int(pair[0])} N{int(pair[1])}"

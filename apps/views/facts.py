@@ -1,0 +1,208 @@
+"""Facts: which facts the model knows in which language, tracing codes, PROBELESS fact neurons."""
+
+from __future__ import annotations
+
+import shlex
+
+import common
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+run = common.run_dir()
+st.title("Facts across languages")
+if not common.require(run, "probe.json"):
+    st.stop()
+probe = common.read(run, "probe.json")
+trace = common.read(run, "trace.json") if common.has(run, "trace.json") else None
+fact_neurons = (
+    common.read(run, "fact_neurons.json") if common.has(run, "fact_neurons.json") else None
+)
+languages = probe["languages"]
+settings = probe.get("settings", {})
+quoted = shlex.quote(str(run))
+options = common.fact_options(settings)
+model_option = common.model_option(run, probe.get("model", {}).get("name"))
+
+from mlneurons.tracing import CODES  # noqa: E402
+
+# ---- summary ---------------------------------------------------------------------------
+left, middle, right = st.columns(3)
+p_at_1 = pd.DataFrame(probe["p_at_1"]).T
+left.markdown("**P@1** per language")
+left.dataframe(p_at_1.style.format("{:.0%}"))
+middle.markdown("**Shared correct facts** (Jaccard)")
+middle.dataframe(
+    pd.DataFrame(probe["jaccard"])
+    .loc[languages, languages]
+    .style.format("{:.2f}")
+    .background_gradient(cmap="Greens", vmin=0, vmax=1)
+)
+if fact_neurons:
+    right.markdown(f"**PROBELESS neuron overlap** (top-{fact_neurons['k']}, mean Jaccard)")
+    overlap = pd.DataFrame(fact_neurons["overlap"]).astype(float)
+    right.dataframe(overlap.style.format("{:.2f}", na_rep="-").background_gradient(cmap="Purples"))
+elif trace is None:
+    with right:
+        common.require(run, "fact_neurons.json")
+
+# ---- the grid: facts x languages -------------------------------------------------------
+rows: dict[tuple[str, str], dict[str, str]] = {}
+codes: dict[tuple[str, str], dict[str, int]] = {}
+for p in probe["predictions"]:
+    key = (p["relation"], p["uuid"])
+    row = rows.setdefault(key, {"relation": p["relation"], "uuid": p["uuid"], "gold": p["gold"]})
+    code = trace["codes"].get(p["lang"], {}).get(p["uuid"]) if trace else None
+    codes.setdefault(key, {})[p["lang"]] = code if code is not None else 2 * bool(p["correct"]) + 1
+    row[p["lang"]] = ("✓" if p["correct"] else "✗") + (f" {code}" if code is not None else "")
+grid = pd.DataFrame(list(rows.values()))
+colours = {-1: "#eeeeee", 0: "#f4b6b6", 1: "#f8d9a8", 2: "#cdeccd", 3: "#86d586"}
+
+
+def paint(column: pd.Series) -> list[str]:
+    if column.name not in languages:
+        return [""] * len(column)
+    return [
+        f"background-color: {colours.get(codes[key].get(column.name), '')}"
+        for key in zip(grid["relation"], grid["uuid"])
+    ]
+
+
+st.header("Facts x languages")
+legend = "; ".join(f"{code} {name}" for code, name in CODES.items())
+st.caption(
+    "✓ correct / ✗ wrong"
+    + (f", then the tracing code ({legend})" if trace else " (no trace.json: no tracing codes)")
+    + ". Gold object in the first language."
+)
+st.dataframe(grid.style.apply(paint), hide_index=True, height=min(400, 38 + 35 * len(grid)))
+a, b, c = st.columns(3)
+with a:
+    common.download_csv("Grid (CSV)", grid, "facts_grid.csv", key="dl_grid")
+with b:
+    common.download_json(
+        "Predictions (JSON)", probe["predictions"], "predictions.json", key="dl_pred"
+    )
+if trace:
+    with c:
+        from mlneurons.tracing import TracingResult, plot_tracing
+
+        common.download_png(
+            "Tracing (PNG)",
+            lambda: plot_tracing(TracingResult(**trace)),
+            "trace.png",
+            key="dl_trace_png",
+        )
+common.reproduce(run, "probe", f"mlneurons probe{model_option} {options} --out {quoted}")
+if trace:
+    common.reproduce(
+        run,
+        "trace",
+        f"mlneurons trace{model_option} {options} --probe {quoted} --chunk-tokens "
+        f"{trace.get('settings', {}).get('chunk_tokens', 512)} --out {quoted}",
+    )
+if fact_neurons:
+    common.reproduce(
+        run,
+        "fact-neurons",
+        f"mlneurons fact-neurons{model_option} {options} --probe {quoted} --k {fact_neurons['k']} "
+        f"--out {quoted}",
+    )
+
+# ---- one fact ------------------------------------------------------------------------
+labels = {f"{r['uuid']}  ({r['relation']}: {r['gold']})": r["uuid"] for r in rows.values()}
+chosen = st.selectbox("Fact", list(labels), key="fact", bind="query-params")
+uuid = labels[chosen]
+st.header(f"Fact {uuid}")
+facts = None
+with common.shown_errors("Reading the fact set"):
+    facts = common.fact_set(settings.get("facts", {}))
+by_language = {p["lang"]: p for p in probe["predictions"] if p["uuid"] == uuid}
+found = {}
+if facts is not None:
+    found = {f.lang: f for f in facts.facts if f.uuid == uuid and f.lang in by_language}
+detail = pd.DataFrame(
+    [
+        {
+            "language": lang,
+            "prompt": facts.fill(found[lang]) if lang in found else "",
+            "gold": p["gold"],
+            "predicted": p["predicted"],
+            "correct": p["correct"],
+            "code": codes[(p["relation"], uuid)].get(lang) if trace else None,
+            "rule": (trace.get("categories", {}).get(lang, {}).get(uuid, "") if trace else ""),
+        }
+        for lang, p in by_language.items()
+    ]
+)
+st.dataframe(detail, hide_index=True)
+
+fact_sets: dict[str, list] = {}
+if fact_neurons:
+    fact_sets = {lang: per[uuid] for lang, per in fact_neurons["neurons"].items() if uuid in per}
+    if fact_sets:
+        left, right = st.columns(2)
+        left.markdown(f"**PROBELESS neurons** (top-{fact_neurons['k']}, best first)")
+        left.dataframe(
+            pd.DataFrame(
+                {lang: [common.neuron_label(p) for p in pairs] for lang, pairs in fact_sets.items()}
+            ),
+            height=250,
+        )
+        sets = {lang: {tuple(p) for p in pairs} for lang, pairs in fact_sets.items()}
+        jaccard = pd.DataFrame(
+            {a: {b: len(sets[a] & sets[b]) / len(sets[a] | sets[b]) for b in sets} for a in sets}
+        )
+        right.markdown("**Their overlap across languages** (Jaccard)")
+        right.dataframe(jaccard.style.format("{:.2f}").background_gradient(cmap="Purples"))
+    else:
+        st.caption("No PROBELESS neurons for this fact: it is wrong in every language probed.")
+
+st.subheader("Live: candidate scores and fact neurons over the prompt")
+if facts is None:
+    st.info(
+        "Live views need the fact set, which this run cannot rebuild "
+        f"(facts: {settings.get('facts', {}).get('source', 'unknown')})."
+    )
+else:
+    model = common.get_model(run)
+    if model is not None and found:
+        with common.shown_errors("Candidate scoring"):
+            name = common.model_name(run)
+            columns = st.columns(len(found))
+            for column, (lang, fact) in zip(columns, found.items()):
+                candidates = facts.candidates[(lang, fact.relation)]
+                sentences = tuple(facts.fill(fact, c) for c in candidates)
+                scores = common.candidate_scores(name, sentences, _model=model)
+                probs = np.exp(scores - scores.max())
+                table = pd.DataFrame({"candidate": candidates, "share": probs / probs.sum()})
+                table = table.sort_values("share", ascending=False).head(8)
+                table["candidate"] = [
+                    f"{c} (gold)" if c == fact.object else c for c in table["candidate"]
+                ]
+                column.markdown(f"**{lang}**: {len(candidates)} candidates")
+                column.dataframe(table.style.format({"share": "{:.1%}"}), hide_index=True)
+        if fact_sets:
+            with common.shown_errors("The fact-neuron view"):
+                from circuitsvis.tokens import colored_tokens
+
+                union = tuple(sorted({tuple(p) for pairs in fact_sets.values() for p in pairs}))
+                prompts = {lang: facts.fill(fact) for lang, fact in found.items()}
+                results = common.activations(
+                    common.model_name(run), tuple(prompts.values()), union, _model=model
+                )
+                values = [acts.mean(1) for _, acts in results]
+                high = max(1e-6, *(float(v.max()) for v in values))
+                low = min(0.0, *(float(v.min()) for v in values))
+                st.caption(
+                    f"Mean activation of the {len(union)} PROBELESS neurons of this fact (all "
+                    f"languages together) over each prompt; one colour scale, {low:.2f} to {high:.2f}."
+                )
+                common.iframe(
+                    [
+                        (lang, colored_tokens(tokens, v.tolist(), low, high))
+                        for lang, (tokens, _), v in zip(prompts, results, values)
+                    ],
+                    columns=min(4, len(prompts)),
+                    height=60 + 60 * (len(prompts) // 5 + 1),
+                )

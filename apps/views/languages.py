@@ -1,0 +1,298 @@
+"""Languages: LAPE neurons per layer and language, live re-selection, language columns, neuron card."""
+
+from __future__ import annotations
+
+import shlex
+
+import common
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+run = common.run_dir()
+st.title("Languages: LAPE neurons")
+if not (common.has(run, "stats.safetensors") or common.require(run, "neurons.json")):
+    st.stop()
+
+stats = common.stats(run)
+saved = common.saved_neurons(run)
+constants = dict(saved.constants) if saved is not None else {}
+summary = common.read(run, "summary.json") or {}
+
+# ---- selection: saved, or re-selected live from the statistics (no forward pass) ----------
+if stats is not None:
+    saved_top, saved_filter = constants.get("top_rate", 0.01), constants.get("filter_rate", 0.95)
+    left, right = st.columns(2)
+    top_rate = left.slider(
+        "top_rate: share of all neurons kept (lowest LAPE entropy)",
+        0.001,
+        max(0.1, saved_top),
+        value=saved_top,
+        step=0.001,
+        format="%.3f",
+        key="top_rate",
+        bind="query-params",
+    )
+    filter_rate = right.slider(
+        "filter_rate: a kept neuron must fire above this quantile in some language",
+        0.5,
+        0.999,
+        value=saved_filter,
+        step=0.001,
+        format="%.3f",
+        key="filter_rate",
+        bind="query-params",
+    )
+    bar = constants.get("activation_bar_ratio", 0.95)
+    neurons = common.selection(run, top_rate, filter_rate, bar)
+    reselected = (top_rate, filter_rate) != (saved_top, saved_filter) or saved is None
+else:
+    st.caption("No stats.safetensors in this run: the saved selection, without re-selection.")
+    neurons, reselected = saved, False
+
+languages = neurons.languages
+counts = neurons.counts()
+per_layer = neurons.counts_per_layer()
+overlap = neurons.overlap()
+table = pd.DataFrame({"neurons": counts})
+if stats is not None:
+    table["tokens counted"] = dict(zip(stats.languages, stats.token_counts.tolist()))
+st.caption(
+    f"{neurons.n_layers} layers x {neurons.d_mlp} neurons; kept {neurons.constants.get('kept')}, "
+    f"tau {neurons.constants.get('threshold', float('nan')):.4f}"
+    + (" (re-selected from the statistics)" if reselected else " (as saved)")
+)
+left, middle, right = st.columns([1.2, 2, 2])
+left.dataframe(table)
+layers = pd.DataFrame(per_layer.T.numpy(), columns=languages)
+layers.index.name = "layer"
+middle.markdown("**Neurons per layer**")
+middle.line_chart(layers, height=260)
+right.markdown("**Shared neurons** (diagonal: each language's count)")
+right.dataframe(
+    pd.DataFrame(overlap.numpy(), index=languages, columns=languages).style.background_gradient(
+        cmap="Blues"
+    )
+)
+
+pairs_table = pd.DataFrame(
+    [(lang, *pair) for lang in languages for pair in neurons[lang].tolist()],
+    columns=["language", "layer", "neuron"],
+)
+cols = st.columns(4)
+with cols[0]:
+    common.download_csv("Neurons (CSV)", pairs_table, "neurons.csv", key="dl_neurons_csv")
+with cols[1]:
+    common.download_json(
+        "Neurons (JSON)",
+        {lang: neurons[lang].tolist() for lang in languages},
+        "neurons.json",
+        key="dl_neurons_json",
+    )
+with cols[2]:
+    from mlneurons.plots import plot_layer_distribution, plot_overlap
+
+    common.download_png(
+        "Per layer (PNG)",
+        lambda: plot_layer_distribution(neurons, title="LAPE neurons per layer"),
+        "neurons_per_layer.png",
+        key="dl_layers_png",
+    )
+with cols[3]:
+    common.download_png(
+        "Overlap (PNG)",
+        lambda: plot_overlap(neurons, title="Shared LAPE neurons"),
+        "overlap.png",
+        key="dl_overlap_png",
+    )
+
+corpus = summary.get("corpus") or (stats.corpus if stats is not None else {})
+if reselected:
+    command = (
+        f"mlneurons lape --stats {shlex.quote(str(run))} --top-rate {top_rate:g} "
+        f"--filter-rate {filter_rate:g} --out {shlex.quote(str(run))}-top{top_rate:g}"
+    )
+else:
+    command = (
+        f"mlneurons lape{common.model_option(run)} --languages {','.join(languages)}"
+        + (
+            f" --tokens-per-language {corpus['tokens_per_language']}"
+            if corpus.get("tokens_per_language")
+            else ""
+        )
+        + (f" --seq-len {corpus['seq_len']}" if corpus.get("seq_len", 256) != 256 else "")
+        + f" --top-rate {constants.get('top_rate', 0.01):g} --filter-rate "
+        f"{constants.get('filter_rate', 0.95):g} --out {shlex.quote(str(run))}"
+    )
+common.reproduce(run, "lape", command)
+
+# ---- language columns: live activations over parallel sentences ---------------------------
+st.header("Language columns")
+left, middle, right = st.columns(3)
+language = left.selectbox(
+    "Neurons of", languages, key="lang", bind="query-params", help="whose LAPE neuron set to show"
+)
+pairs = [tuple(p) for p in neurons[language].tolist()]
+labels = [common.neuron_label(p) for p in pairs]
+colour = middle.radio(
+    "Colour by", ["the whole set (mean)", "one neuron"], key="colour", horizontal=True
+)
+source = right.radio(
+    "Sentences", ["built-in parallel questions", "my own text"], key="source", horizontal=True
+)
+questions = common.parallel_sentences(languages)
+if source == "my own text":
+    typed = st.text_area(
+        "One sentence per line; each line is a column",
+        value="\n".join(q[0] for q in questions.values() if q),
+        key="text",
+    )
+    columns = {f"line {i + 1}": line for i, line in enumerate(typed.splitlines()) if line.strip()}
+else:
+    with_questions = [lang for lang in languages if questions[lang]]
+    index = st.slider(
+        "Question",
+        1,
+        30,
+        value=1,
+        key="q",
+        bind="query-params",
+        help="the same question in every language",
+    )
+    columns = {lang: questions[lang][index - 1] for lang in with_questions}
+    missing = [lang for lang in languages if not questions[lang]]
+    if missing:
+        st.caption(f"No built-in questions in {', '.join(missing)}; type your own text for them.")
+neuron = None
+if pairs:
+    neuron = st.selectbox(
+        "Neuron (for 'one neuron' and the card below)",
+        labels,
+        key="neuron",
+        help="the neurons of the chosen language, by layer",
+    )
+
+model = common.get_model(run) if pairs and columns else None
+if not pairs:
+    st.info(f"{language} has no neurons at these rates; raise top_rate or lower filter_rate.")
+elif model is not None:
+    with common.shown_errors("The live neuron view"):
+        name = common.model_name(run)
+        with st.spinner("Running the model..."):
+            results = common.activations(name, tuple(columns.values()), tuple(pairs), _model=model)
+        k = labels.index(neuron)
+        values = [
+            acts.mean(1) if colour.startswith("the whole") else acts[:, k] for _, acts in results
+        ]
+        low = min(0.0, *(float(v.min()) for v in values))
+        high = max(1e-6, *(float(v.max()) for v in values))
+        from circuitsvis.activations import text_neuron_activations
+        from circuitsvis.tokens import colored_tokens
+
+        views = [
+            (title, colored_tokens(tokens, value.tolist(), min_value=low, max_value=high))
+            for title, (tokens, _), value in zip(columns, results, values)
+        ]
+        detail = text_neuron_activations(
+            [tokens for tokens, _ in results],
+            [acts[:, None, :] for _, acts in results],
+            first_dimension_name="Set",
+            first_dimension_labels=[f"{language} neurons"],
+            second_dimension_name="Neuron",
+            second_dimension_labels=labels,
+        )
+        what = "mean of the set" if colour.startswith("the whole") else neuron
+        st.caption(
+            f"Activation of {language}'s {len(pairs)} neurons ({what}); one colour scale for all "
+            f"columns, {low:.2f} to {high:.2f}. Below: each neuron over every column's text."
+        )
+        common.iframe(
+            views,
+            columns=min(len(views), 4),
+            wide=[("Per neuron", detail)],
+            height=90 + 70 * (len(views) // 5 + 1) + 90 + 60 * len(views),
+        )
+        frame = pd.DataFrame(
+            [
+                {"column": title, "position": i, "token": token, "value": float(v)}
+                for title, (tokens, _), value in zip(columns, results, values)
+                for i, (token, v) in enumerate(zip(tokens, value))
+            ]
+        )
+        common.download_csv("Token values (CSV)", frame, "language_columns.csv", key="dl_columns")
+
+# ---- neuron card -----------------------------------------------------------------------
+per_language: dict = {}
+if neuron is not None:
+    layer, index = pairs[labels.index(neuron)]
+    st.header(f"Neuron card: layer {layer}, neuron {index}")
+    owners = [lang for lang in languages if (layer, index) in map(tuple, neurons[lang].tolist())]
+    st.caption(f"In the LAPE sets of: {', '.join(owners)}")
+    left, right = st.columns(2)
+    if stats is not None:
+        card = pd.DataFrame(
+            {
+                "firing probability": stats.activation_probs[:, layer, index].numpy(),
+                "mean activation": stats.mean_activations[:, layer, index].numpy(),
+            },
+            index=stats.languages,
+        )
+        left.markdown("**Firing probability per language** (from the statistics)")
+        left.bar_chart(card["firing probability"], height=220)
+        left.dataframe(card.style.format("{:.4f}"))
+        common.download_csv("Card (CSV)", card, f"neuron_L{layer}_N{index}.csv", key="dl_card")
+    if model is not None:
+        with common.shown_errors("The neuron card"), right:
+            n_sentences = 10
+            texts = [q for lang in languages for q in questions[lang][:n_sentences]]
+            owners_of = [lang for lang in languages for _ in questions[lang][:n_sentences]]
+            order = [labels.index(neuron)] + [i for i in range(len(pairs)) if labels[i] != neuron]
+            ordered = tuple(pairs[i] for i in order)
+            sample = common.activations(common.model_name(run), tuple(texts), ordered, _model=model)
+            per_language = {}
+            for lang, (tokens, acts) in zip(owners_of, sample):
+                words, values = per_language.setdefault(lang, ([], []))
+                words.extend(tokens)
+                values.append(acts)
+            first = np.concatenate([np.concatenate(v)[:, 0] for _, v in per_language.values()])
+            edges = np.histogram_bin_edges(first, bins=24)
+            histogram = pd.DataFrame(
+                {
+                    lang: np.histogram(np.concatenate(v)[:, 0], bins=edges)[0]
+                    / max(1, len(np.concatenate(v)))
+                    for lang, (_, v) in per_language.items()
+                },
+                index=np.round((edges[:-1] + edges[1:]) / 2, 3),
+            )
+            histogram.index.name = "activation"
+            st.markdown(
+                f"**Activation histogram**: share of tokens, {n_sentences} built-in questions "
+                "per language"
+            )
+            st.line_chart(histogram, height=220)
+            promoted, suppressed = common.logit_effects(model, layer, index)
+            a, b = st.columns(2)
+            a.markdown("**Promotes** (W_out . W_U)")
+            a.dataframe(pd.DataFrame(promoted), hide_index=True)
+            b.markdown("**Suppresses**")
+            b.dataframe(pd.DataFrame(suppressed), hide_index=True)
+        if per_language:
+            from circuitsvis.topk_tokens import topk_tokens
+
+            st.markdown(
+                "**Top-activating tokens** per language (first column: this neuron; then the "
+                f"rest of {language}'s set)"
+            )
+            view = topk_tokens(
+                [words for words, _ in per_language.values()],
+                [
+                    np.concatenate(v)[None, :, :].astype(np.float32)
+                    for _, v in per_language.values()
+                ],
+                max_k=8,
+                first_dimension_name="Set",
+                first_dimension_labels=[f"{language} neurons"],
+                third_dimension_name="Neuron",
+                sample_labels=list(per_language),
+            )
+            common.iframe([("", view)], height=520)

@@ -1,0 +1,137 @@
+"""LRP2: the (LIRP, LSRP) grid per language, P@1 and Trans before and after, live projection."""
+
+from __future__ import annotations
+
+import shlex
+
+import common
+import pandas as pd
+import streamlit as st
+
+run = common.run_dir()
+st.title("LRP2: language representation projection")
+if not common.require(run, "lrp2.json"):
+    st.stop()
+data = common.read(run, "lrp2.json")
+from mlneurons.lrp2 import LRP2Result, projection  # noqa: E402
+from mlneurons.plots import plot_lrp2_grid  # noqa: E402
+
+result = LRP2Result(**data)
+quoted = shlex.quote(str(run))
+
+summary = pd.DataFrame(
+    {
+        lang: {
+            "LIRP layer": result.selected[lang][0],
+            "LSRP layer": result.selected[lang][1],
+            "P@1 before": result.test_p_at_1[lang]["before"],
+            "P@1 after": result.test_p_at_1[lang]["after"],
+            "Trans before": result.trans[lang]["before"],
+            "Trans after": result.trans[lang]["after"],
+            "neuron overlap before": result.neuron_overlap[lang]["before"],
+            "neuron overlap after": result.neuron_overlap[lang]["after"],
+        }
+        for lang in result.languages
+    }
+).T
+st.caption(
+    f"Pivot {result.pivot}; layers chosen on dev facts, P@1 and Trans (Jaccard of correct facts "
+    f"with {result.pivot}) on held-out test facts, before and after the projection."
+)
+st.dataframe(summary.style.format("{:.2f}", na_rep="-", subset=summary.columns[2:]))
+a, b = st.columns(2)
+with a:
+    common.download_csv("Summary (CSV)", summary, "lrp2_summary.csv", key="dl_lrp2_csv")
+with b:
+    common.download_json("lrp2.json", data, "lrp2.json", key="dl_lrp2_json")
+probe = common.read(run, "probe.json") if common.has(run, "probe.json") else None
+options = common.fact_options(probe.get("settings", {})) if probe else ""
+common.reproduce(
+    run,
+    "lrp2",
+    f"mlneurons lrp2{common.model_option(run, result.model.get('name'))} {options} --pivot "
+    f"{result.pivot} --layers {','.join(map(str, result.layers))} --out {quoted}",
+)
+
+language = st.selectbox("Language", result.languages, key="lrp2_lang", bind="query-params")
+st.header(f"Grid: {language} -> {result.pivot} -> {language}")
+layers = [str(layer) for layer in result.layers]
+grid = pd.DataFrame(result.grid[language], index=layers, columns=layers).astype(float) * 100
+grid.index.name, grid.columns.name = "LIRP layer", "LSRP layer"
+lirp, lsrp = (str(x) for x in result.selected[language])
+
+
+def box(frame: pd.DataFrame) -> pd.DataFrame:
+    styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
+    styles.loc[lirp, lsrp] = "border: 3px solid red; font-weight: bold"
+    return styles
+
+
+left, right = st.columns([2, 1])
+left.dataframe(
+    grid.style.format("{:.0f}", na_rep="")
+    .background_gradient(cmap="viridis", axis=None)
+    .apply(box, axis=None)
+)
+right.caption(f"Dev P@1 in % per (LIRP, LSRP) pair; the chosen pair ({lirp}, {lsrp}) is boxed.")
+with right:
+    common.download_png(
+        "Grid (PNG)",
+        lambda: plot_lrp2_grid(result, language),
+        f"lrp2_grid_{language}.png",
+        key="dl_grid_png",
+    )
+
+# ---- live projection ---------------------------------------------------------------------
+st.header("Projection on a prompt")
+if not common.require(run, "language_vectors.safetensors"):
+    st.stop()
+vectors = common.language_vectors(run)
+facts = common.fact_set(probe["settings"].get("facts", {})) if probe else None
+default = ""
+if facts is not None and language in facts.languages:
+    fact = facts.facts_for(language)[0]
+    default = (
+        facts.templates[(language, fact.relation)]
+        .split("[Y]")[0]
+        .replace("[X]", fact.subject)
+        .rstrip()
+    )
+elif common.parallel_sentences([language])[language]:
+    default = common.parallel_sentences([language])[language][0]
+prompt = st.text_input(
+    "Prompt (the next token is predicted)", value=default, key=f"lrp2_prompt_{language}"
+)
+a, b = st.columns(2)
+n_layers = vectors.vectors.shape[1]
+first = a.selectbox("LIRP layer", range(n_layers), index=int(lirp), key=f"lirp_{language}")
+second = b.selectbox("LSRP layer", range(n_layers), index=int(lsrp), key=f"lsrp_{language}")
+model = common.get_model(run) if prompt.strip() else None
+if model is not None:
+    with common.shown_errors("The projection"):
+        hooks = projection(
+            vectors, language, lirp_layer=first, lsrp_layer=second, pivot=result.pivot, model=model
+        )
+        without = common.next_token_table(model, prompt, [])
+        with_projection = common.next_token_table(model, prompt, hooks)
+        left, right = st.columns(2)
+        left.markdown("**Next token without**")
+        left.dataframe(
+            pd.DataFrame(without).style.format({"probability": "{:.1%}"}), hide_index=True
+        )
+        right.markdown(f"**With LIRP at {first}, LSRP at {second}**")
+        right.dataframe(
+            pd.DataFrame(with_projection).style.format({"probability": "{:.1%}"}), hide_index=True
+        )
+        common.download_json(
+            "Next tokens (JSON)",
+            {
+                "prompt": prompt,
+                "lirp": first,
+                "lsrp": second,
+                "without": without,
+                "with": with_projection,
+            },
+            "projection.json",
+            key="dl_projection",
+        )
