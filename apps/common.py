@@ -413,7 +413,8 @@ def logit_effects(model: Any, layer: int, neuron: int, k: int = 10) -> tuple[lis
                 found.append({"token": token, "logit": round(value, 3)})
         return found[:k]
 
-    top, bottom = scores.topk(20 * k), scores.topk(20 * k, largest=False)
+    n = min(20 * k, len(scores))
+    top, bottom = scores.topk(n), scores.topk(n, largest=False)
     return rows(top.values, top.indices), rows(bottom.values, bottom.indices)
 
 

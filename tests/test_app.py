@@ -1,0 +1,210 @@
+"""The Streamlit app (apps/app.py), page by page, on a run of the tiny planted model (AppTest)."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+pytest.importorskip("circuitsvis")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+from tiny import LANGS, PLANTED, language_text, tiny_facts  # noqa: E402
+
+from mlneurons.cli import main as cli_main  # noqa: E402
+
+APP = Path(__file__).resolve().parent.parent / "apps" / "app.py"
+
+
+def make_run(planted_dir: Path, root: Path, *, everything: bool = True) -> Path:
+    """A run directory of the planted model written by the CLI with tiny budgets.
+
+    The facts are the tiny fact set in the mLAMA layout, so the app can rebuild them.
+    """
+    corpus = root / "corpus"
+    corpus.mkdir()
+    for lang in LANGS:
+        (corpus / f"{lang}.txt").write_text(language_text(lang, 600) + "\n")
+    out, model = root / "run", ["--model", str(planted_dir)]
+    facts = ["--facts", f"mlama:{tiny_facts().to_mlama(root / 'mlama')}"]
+    steps = [
+        ["lape", *model, "--corpus", str(corpus), "--languages", ",".join(LANGS)]
+        + ["--tokens-per-language", "500", "--seq-len", "64", "--top-rate", "0.1"],
+    ]
+    if everything:
+        steps += [
+            ["ablate", "--neurons", str(out), "--tokens-per-language", "64", "--seq-len", "32"],
+            ["steer", "--neurons", str(out), "--source", "fr", "--target", "zh"]
+            + ["--n-questions", "2", "--max-new-tokens", "3"],
+            ["probe", *model, *facts],
+            ["fact-neurons", *model, *facts, "--probe", str(out), "--k", "3"],
+            ["trace", *model, *facts, "--probe", str(out)],
+            ["lrp2", *model, *facts, "--layers", "0,1", "--sentences", "4", "--k", "2"],
+        ]
+    for argv in steps:
+        assert cli_main([*argv, "--out", str(out)]) == 0, argv[0]
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_run(planted_dir, tmp_path_factory):
+    return make_run(planted_dir, tmp_path_factory.mktemp("apprun"))
+
+
+def open_app(run, page=None, **params) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=180)
+    at.query_params.update(run=str(run), **params)
+    at.run()
+    if page:
+        at.switch_page(f"views/{page}.py").run()
+    return at
+
+
+def clean(at: AppTest) -> AppTest:
+    """No exception reached the page and no error box is shown."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def iframes(at: AppTest) -> list[str]:
+    return [element.proto.srcdoc for element in at.get("iframe")]
+
+
+def views(doc: str, name: str) -> list[dict]:
+    """The props of every circuitsvis ``name`` view rendered in an iframe document."""
+    calls = re.findall(rf"CircuitsVis\.{name},\s*(\{{.*?\}})\s*\)", doc, flags=re.S)
+    return [json.loads(call) for call in calls]
+
+
+def captions(at: AppTest) -> str:
+    return "\n".join(e.value for e in at.caption)
+
+
+def test_opens_on_languages_with_a_rendered_offline_view(tiny_run):
+    at = clean(open_app(tiny_run))
+    assert at.title[0].value.startswith("Languages")
+    docs = iframes(at)
+    assert docs, "no circuitsvis view without a click"
+    first = docs[0]
+    assert views(first, "ColoredTokens") and views(first, "TextNeuronActivations")
+    assert first.count("CircuitsVis.render(") == 5  # four columns and one detail, one script
+    assert "unpkg.com" not in first and "https://" not in first.split("<script")[0]
+
+
+def test_sliders_reselect_from_the_statistics_without_a_model(tiny_run):
+    at = clean(open_app(tiny_run, live="false"))
+    assert not iframes(at)
+    assert "(as saved)" in captions(at)
+    before = at.dataframe[0].value["neurons"].sum()
+    at.slider(key="top_rate").set_value(0.02).run()
+    clean(at)
+    assert "(re-selected from the statistics)" in captions(at)
+    assert at.dataframe[0].value["neurons"].sum() < before
+    assert any("--stats" in c.value and "--top-rate 0.02" in c.value for c in at.code)
+
+
+def test_language_columns_share_one_colour_scale(tiny_run):
+    at = open_app(tiny_run)
+    at.selectbox(key="lang").set_value("fr")
+    at.radio(key="source").set_value("my own text").run()
+    at.text_area(key="text").set_value("fr1 fr2 fr3\nen1 en2 en3").run()
+    clean(at)
+    columns = views(iframes(at)[0], "ColoredTokens")
+    assert [c["tokens"] for c in columns] == [["fr1", " fr2", " fr3"], ["en1", " en2", " en3"]]
+    french, english = columns
+    assert min(french["values"]) > 0.1 and max(abs(v) for v in english["values"]) < 1e-6
+    assert french["maxValue"] == english["maxValue"] == pytest.approx(max(french["values"]))
+
+
+def test_neuron_card(tiny_run):
+    at = open_app(tiny_run)
+    at.selectbox(key="lang").set_value("fr").run()
+    clean(at)
+    layer, neuron = PLANTED["fr"][0]
+    assert f"layer {layer}, neuron {neuron}" in at.header[1].value
+    card = next(d.value for d in at.dataframe if "firing probability" in d.value.columns)
+    assert card.loc["fr", "firing probability"] == pytest.approx(1.0)
+    assert card.loc["en", "firing probability"] == 0
+    docs = iframes(at)
+    assert len(docs) == 2 and views(docs[1], "TopkTokens")
+    promoted = next(d.value for d in at.dataframe if list(d.value.columns) == ["token", "logit"])
+    assert promoted["token"].str.strip().str.startswith("fr").all()  # writes into the fr output
+
+
+def test_interventions_steer_and_loss_change(tiny_run):
+    at = open_app(tiny_run, "interventions")
+    clean(at)
+    assert at.dataframe, "the saved perplexity matrix and steering samples"
+    at.text_area(key="prompt").set_value("fr1 fr2 fr3")
+    at.selectbox(key="steer").set_value("zh")
+    at.button[0].click().run()
+    clean(at)
+    without, with_ = (t.value.split() for t in at.text[:2])
+    assert without and all(w.startswith("fr") for w in without)
+    assert with_ and all(w.startswith("zh") for w in with_)
+    at.selectbox(key="ppl_row").set_value("en")
+    at.selectbox(key="ppl_col").set_value("en").run()
+    at.text_area(key="ppl_text_en").set_value("en1 en2 en3 en4 en5").run()
+    clean(at)
+    before, after = map(float, re.search(r"mean loss ([\d.]+) -> ([\d.]+)", captions(at)).groups())
+    assert after > before + 1  # both planted English neurons write the English predictions
+    assert views(iframes(at)[-1], "ColoredTokens")
+
+
+def test_facts_page(tiny_run):
+    at = clean(open_app(tiny_run, "facts"))
+    grid = at.dataframe[3].value
+    assert set(grid["uuid"]) == {"f1", "f2", "f3", "f4"} and {"en", "de"} <= set(grid.columns)
+    assert grid.set_index("uuid").loc["f1", "en"] == "✓ 2"  # correct, absent from the text
+    facts = at.selectbox(key="fact")
+    facts.set_value(next(o for o in facts.options if o.startswith("f2"))).run()
+    clean(at)
+    assert at.header[-1].value == "Fact f2"
+    assert "No PROBELESS neurons" in captions(at)  # wrong in both languages
+    at.selectbox(key="fact").set_value(at.selectbox(key="fact").options[0]).run()
+    clean(at)
+    scores = [d.value for d in at.dataframe if "candidate" in d.value.columns]
+    assert len(scores) == 2 and all(s["share"].sum() == pytest.approx(1) for s in scores)
+    assert views(iframes(at)[-1], "ColoredTokens")
+
+
+def test_lrp2_page(tiny_run):
+    at = clean(open_app(tiny_run, "lrp2"))
+    assert at.header[0].value.startswith("Grid: de")
+    tables = [d.value for d in at.dataframe if "probability" in d.value.columns]
+    assert len(tables) == 2 and all(len(t) == 10 for t in tables)
+    at.selectbox(key="lirp_de").set_value(1).run()  # LIRP after LSRP: refused, shown
+    assert at.error and "LSRP must come after LIRP" in at.error[0].value
+    assert not at.exception
+
+
+def test_missing_results_name_their_command_and_the_first_page_follows(tiny_run, tmp_path):
+    shutil.copy(tiny_run / "probe.json", tmp_path / "probe.json")
+    at = clean(open_app(tmp_path))
+    assert at.title[0].value.startswith("Facts")  # the only result there
+    for page, command in (
+        ("languages", "mlneurons lape"),
+        ("interventions", "mlneurons lape"),
+        ("lrp2", "mlneurons lrp2"),
+    ):
+        at.switch_page(f"views/{page}.py").run()
+        clean(at)
+        assert any(command in c.value for c in at.code), page
+
+
+def test_model_errors_are_shown_not_raised(tiny_run):
+    at = open_app(tiny_run, model="no-such-model-xyz")
+    assert not at.exception
+    assert any("Could not load model 'no-such-model-xyz'" in e.value for e in at.error)
+    assert at.dataframe  # the saved results still show
+
+
+def test_reproduce_uses_the_report_command(tiny_run, tmp_path):
+    for name in ("stats.safetensors", "neurons.json", "neurons_meta.json", "summary.json"):
+        shutil.copy(tiny_run / name, tmp_path / name)
+    command = "mlneurons lape --languages en,fr,zh,ja --out somewhere"
+    (tmp_path / "report.json").write_text(json.dumps({"steps": {"lape": {"command": command}}}))
+    at = clean(open_app(tmp_path, live="false"))
+    assert any(c.value == command for c in at.code)
