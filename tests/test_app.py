@@ -1,6 +1,7 @@
 """The Streamlit app (apps/app.py), page by page, on a run of the tiny planted model (AppTest)."""
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +16,8 @@ from tiny import LANGS, PLANTED, language_text, tiny_facts  # noqa: E402
 from mlneurons.cli import main as cli_main  # noqa: E402
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "app.py"
+# the app runs torch on one thread; the tests that follow this module should not
+os.environ.setdefault("MLNEURONS_APP_THREADS", str(__import__("torch").get_num_threads()))
 
 
 def make_run(planted_dir: Path, root: Path, *, everything: bool = True) -> Path:

@@ -27,7 +27,7 @@ model_option = common.model_option(run, probe.get("model", {}).get("name"))
 from mlneurons.tracing import CODES  # noqa: E402
 
 # ---- summary ---------------------------------------------------------------------------
-left, middle, right = st.columns(3)
+left, middle, right = st.columns([3, 2, 2])
 p_at_1 = pd.DataFrame(probe["p_at_1"]).T
 left.markdown("**P@1** per language")
 left.dataframe(p_at_1.style.format("{:.0%}"))
@@ -192,8 +192,8 @@ else:
                     common.model_name(run), tuple(prompts.values()), union, _model=model
                 )
                 values = [acts.mean(1) for _, acts in results]
-                high = max(1e-6, *(float(v.max()) for v in values))
-                low = min(0.0, *(float(v.min()) for v in values))
+                high = common.colour_bound(values)
+                low = -high
                 st.caption(
                     f"Mean activation of the {len(union)} PROBELESS neurons of this fact (all "
                     f"languages together) over each prompt; one colour scale, {low:.2f} to {high:.2f}."

@@ -36,11 +36,17 @@ with st.form("generate"):
     deactivated = a.multiselect(
         "Deactivate the neurons of", languages, key="deactivate", bind="query-params"
     )
-    target = b.selectbox("Steer to", ["(none)", *languages], key="steer", bind="query-params")
+    target = b.selectbox(
+        "Steer to",
+        ["(none)", *languages],
+        index=len(languages),  # the last language: the first question is in another one
+        key="steer",
+        bind="query-params",
+    )
     modes = ["mean activation x scale", "constant = scale"]
-    mode = c.radio("Steering value", modes, key="mode", disabled=stats is None)
+    mode = c.radio("Steering value", modes, key="mode", disabled=stats is None, bind="query-params")
     scale = d.number_input("Scale", value=1.0, step=0.5, key="scale", bind="query-params")
-    new_tokens = st.slider("New tokens", 4, 64, 24, key="new_tokens")
+    new_tokens = st.slider("New tokens", 4, 64, 24, key="new_tokens", bind="query-params")
     submitted = st.form_submit_button("Generate", type="primary")
 if stats is None:
     mode = modes[1]
@@ -202,7 +208,7 @@ if model is not None:
         )
         common.iframe(
             [("", colored_tokens(tokens, delta.tolist(), -bound, bound, "blue", "red"))],
-            height=60 + 26 * (len("".join(tokens)) // 120 + 1),
+            height=40 + 26 * (len("".join(tokens)) // 140 + 1),
         )
         frame = pd.DataFrame({"token": tokens, "loss": base, "loss with": changed, "change": delta})
         common.download_csv("Token losses (CSV)", frame, "token_losses.csv", key="dl_losses")

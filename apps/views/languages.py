@@ -135,10 +135,18 @@ language = left.selectbox(
 pairs = [tuple(p) for p in neurons[language].tolist()]
 labels = [common.neuron_label(p) for p in pairs]
 colour = middle.radio(
-    "Colour by", ["the whole set (mean)", "one neuron"], key="colour", horizontal=True
+    "Colour by",
+    ["the whole set (mean)", "one neuron"],
+    key="colour",
+    horizontal=True,
+    bind="query-params",
 )
 source = right.radio(
-    "Sentences", ["built-in parallel questions", "my own text"], key="source", horizontal=True
+    "Sentences",
+    ["built-in parallel questions", "my own text"],
+    key="source",
+    horizontal=True,
+    bind="query-params",
 )
 questions = common.parallel_sentences(languages)
 if source == "my own text":
@@ -146,6 +154,7 @@ if source == "my own text":
         "One sentence per line; each line is a column",
         value="\n".join(q[0] for q in questions.values() if q),
         key="text",
+        bind="query-params",
     )
     columns = {f"line {i + 1}": line for i, line in enumerate(typed.splitlines()) if line.strip()}
 else:
@@ -169,6 +178,7 @@ if pairs:
         "Neuron (for 'one neuron' and the card below)",
         labels,
         key="neuron",
+        bind="query-params",
         help="the neurons of the chosen language, by layer",
     )
 
@@ -184,8 +194,8 @@ elif model is not None:
         values = [
             acts.mean(1) if colour.startswith("the whole") else acts[:, k] for _, acts in results
         ]
-        low = min(0.0, *(float(v.min()) for v in values))
-        high = max(1e-6, *(float(v.max()) for v in values))
+        high = common.colour_bound(values)
+        low = -high
         from circuitsvis.activations import text_neuron_activations
         from circuitsvis.tokens import colored_tokens
 
@@ -204,7 +214,8 @@ elif model is not None:
         what = "mean of the set" if colour.startswith("the whole") else neuron
         st.caption(
             f"Activation of {language}'s {len(pairs)} neurons ({what}); one colour scale for all "
-            f"columns, {low:.2f} to {high:.2f}. Below: each neuron over every column's text."
+            f"columns, blue up to {high:.2f}, red down to {low:.2f}. Below: each neuron over "
+            "every column's text."
         )
         common.iframe(
             views,
@@ -270,7 +281,9 @@ if neuron is not None:
                 "per language"
             )
             st.line_chart(histogram, height=220)
-            promoted, suppressed = common.logit_effects(model, layer, index)
+            promoted, suppressed = common.logit_effects(
+                common.model_name(run), layer, index, _model=model
+            )
             a, b = st.columns(2)
             a.markdown("**Promotes** (W_out . W_U)")
             a.dataframe(pd.DataFrame(promoted), hide_index=True)
@@ -295,4 +308,4 @@ if neuron is not None:
                 third_dimension_name="Neuron",
                 sample_labels=list(per_language),
             )
-            common.iframe([("", view)], height=520)
+            common.iframe([("", view)], height=640)

@@ -38,7 +38,11 @@ st.caption(
     f"Pivot {result.pivot}; layers chosen on dev facts, P@1 and Trans (Jaccard of correct facts "
     f"with {result.pivot}) on held-out test facts, before and after the projection."
 )
-st.dataframe(summary.style.format("{:.2f}", na_rep="-", subset=summary.columns[2:]))
+st.dataframe(
+    summary.style.format("{:.2f}", na_rep="-", subset=summary.columns[2:]).format(
+        "{:.0f}", subset=summary.columns[:2]
+    )
+)
 a, b = st.columns(2)
 with a:
     common.download_csv("Summary (CSV)", summary, "lrp2_summary.csv", key="dl_lrp2_csv")
@@ -70,7 +74,8 @@ def box(frame: pd.DataFrame) -> pd.DataFrame:
 left, right = st.columns([2, 1])
 left.dataframe(
     grid.style.format("{:.0f}", na_rep="")
-    .background_gradient(cmap="viridis", axis=None)
+    .background_gradient(cmap="Greens", axis=None, vmin=0, vmax=100)
+    .highlight_null(color="white")
     .apply(box, axis=None)
 )
 right.caption(f"Dev P@1 in % per (LIRP, LSRP) pair; the chosen pair ({lirp}, {lsrp}) is boxed.")
