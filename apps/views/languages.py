@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import common
 import numpy as np
@@ -107,6 +108,8 @@ with cols[3]:
     )
 
 corpus = summary.get("corpus") or (stats.corpus if stats is not None else {})
+files = [Path(f[0]) for paths in (corpus.get("files") or {}).values() for f in paths]
+folder = f" --corpus {shlex.quote(str(files[0].parent))}" if files else ""
 if reselected:
     command = (
         f"mlneurons lape --stats {shlex.quote(str(run))} --top-rate {top_rate:g} "
@@ -114,7 +117,7 @@ if reselected:
     )
 else:
     command = (
-        f"mlneurons lape{common.model_option(run)} --languages {','.join(languages)}"
+        f"mlneurons lape{common.model_option(run)}{folder} --languages {','.join(languages)}"
         + (
             f" --tokens-per-language {corpus['tokens_per_language']}"
             if corpus.get("tokens_per_language")
@@ -172,7 +175,8 @@ else:
     missing = [lang for lang in languages if not questions[lang]]
     if missing:
         st.caption(f"No built-in questions in {', '.join(missing)}; type your own text for them.")
-neuron = None
+MAX_SHOWN = 256  # neurons per circuitsvis view: all their values travel in the page
+neuron, shown = None, []
 if pairs:
     neuron = st.selectbox(
         "Neuron (for 'one neuron' and the card below)",
@@ -181,6 +185,9 @@ if pairs:
         bind="query-params",
         help="the neurons of the chosen language, by layer",
     )
+    shown = list(range(min(len(pairs), MAX_SHOWN)))
+    if labels.index(neuron) not in shown:
+        shown = [labels.index(neuron), *shown[:-1]]
 
 model = common.get_model(run) if pairs and columns else None
 if not pairs:
@@ -205,17 +212,18 @@ elif model is not None:
         ]
         detail = text_neuron_activations(
             [tokens for tokens, _ in results],
-            [acts[:, None, :] for _, acts in results],
+            [acts[:, None, shown] for _, acts in results],
             first_dimension_name="Set",
             first_dimension_labels=[f"{language} neurons"],
             second_dimension_name="Neuron",
-            second_dimension_labels=labels,
+            second_dimension_labels=[labels[i] for i in shown],
         )
         what = "mean of the set" if colour.startswith("the whole") else neuron
         st.caption(
             f"Activation of {language}'s {len(pairs)} neurons ({what}); one colour scale for all "
             f"columns, blue up to {high:.2f}, red down to {low:.2f}. Below: each neuron over "
-            "every column's text."
+            "every column's text"
+            + (f" (the first {len(shown)})." if len(shown) < len(pairs) else ".")
         )
         common.iframe(
             views,
@@ -257,14 +265,15 @@ if neuron is not None:
             n_sentences = 10
             texts = [q for lang in languages for q in questions[lang][:n_sentences]]
             owners_of = [lang for lang in languages for _ in questions[lang][:n_sentences]]
-            order = [labels.index(neuron)] + [i for i in range(len(pairs)) if labels[i] != neuron]
-            ordered = tuple(pairs[i] for i in order)
-            sample = common.activations(common.model_name(run), tuple(texts), ordered, _model=model)
+            chosen = tuple(pairs[i] for i in shown)  # the same for every neuron of the set
+            sample = common.activations(common.model_name(run), tuple(texts), chosen, _model=model)
+            mine = shown.index(labels.index(neuron))
+            order = [mine] + [i for i in range(len(shown)) if i != mine]  # this neuron first
             per_language = {}
             for lang, (tokens, acts) in zip(owners_of, sample):
                 words, values = per_language.setdefault(lang, ([], []))
                 words.extend(tokens)
-                values.append(acts)
+                values.append(acts[:, order])
             first = np.concatenate([np.concatenate(v)[:, 0] for _, v in per_language.values()])
             edges = np.histogram_bin_edges(first, bins=24)
             histogram = pd.DataFrame(
