@@ -56,7 +56,9 @@ pages = [
 page = st.navigation(pages)
 
 with st.sidebar:
-    if run is None:
+    if run is None and str(st.session_state.get("run") or "").strip():
+        st.error(f"{st.session_state['run']!r} is not a directory.")
+    elif run is None:
         st.warning("No run directory: give one above or start with `mlneurons app --run DIR`.")
     else:
         fingerprint = common.recorded_model(run)

@@ -211,3 +211,10 @@ def test_reproduce_uses_the_report_command(tiny_run, tmp_path):
     (tmp_path / "report.json").write_text(json.dumps({"steps": {"lape": {"command": command}}}))
     at = clean(open_app(tmp_path, live="false"))
     assert any(c.value == command for c in at.code)
+
+
+def test_a_run_that_is_not_a_directory_is_named(tmp_path):
+    at = open_app(tmp_path / "nowhere", live="false")
+    assert not at.exception
+    assert "is not a directory" in at.error[0].value
+    assert any("mlneurons lape" in c.value for c in at.code)

@@ -18,9 +18,10 @@ CHROMIUM = "/usr/bin/chromium"
 APP = Path(__file__).resolve().parent.parent / "apps" / "app.py"
 LOCAL = ("http://127.0.0.1", "ws://127.0.0.1", "about:", "data:", "blob:")
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason=f"no {CHROMIUM}: apt-get install -y chromium"
-)
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no {CHROMIUM}: apt-get install -y chromium", allow_module_level=True)
+pytest.importorskip("streamlit", reason="pip install -e '.[app]'")
+sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (dev extra)")
 
 
 def free_port() -> int:
@@ -32,7 +33,6 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(planted_dir, tmp_path_factory):
     """The app on a LAPE run of the planted model, served on a free local port."""
-    pytest.importorskip("streamlit")
     from test_app import make_run
 
     run = make_run(planted_dir, tmp_path_factory.mktemp("browser"), everything=False)
@@ -68,9 +68,8 @@ def app_url(planted_dir, tmp_path_factory):
 
 
 def test_app_renders_a_circuitsvis_view_offline(app_url, tmp_path):
-    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     requests: list[str] = []
-    with playwright.sync_playwright() as p:
+    with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
             args=[

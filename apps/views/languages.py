@@ -257,7 +257,7 @@ if neuron is not None:
             index=stats.languages,
         )
         left.markdown("**Firing probability per language** (from the statistics)")
-        left.bar_chart(card["firing probability"], height=220)
+        left.bar_chart(card["firing probability"], horizontal=True, sort=False, height=200)
         left.dataframe(card.style.format("{:.4f}"))
         common.download_csv("Card (CSV)", card, f"neuron_L{layer}_N{index}.csv", key="dl_card")
     if model is not None:
