@@ -33,7 +33,7 @@ summary = pd.DataFrame(
         }
         for lang in result.languages
     }
-).T
+).T.astype(float)
 st.caption(
     f"Pivot {result.pivot}; layers chosen on dev facts, P@1 and Trans (Jaccard of correct facts "
     f"with {result.pivot}) on held-out test facts, before and after the projection."
@@ -65,20 +65,28 @@ grid.index.name, grid.columns.name = "LIRP layer", "LSRP layer"
 lirp, lsrp = (str(x) for x in result.selected[language])
 
 
-def box(frame: pd.DataFrame) -> pd.DataFrame:
+def colours(frame: pd.DataFrame) -> pd.DataFrame:
+    """Greens by dev P@1 (blank where LIRP is not below LSRP); the chosen pair in bold."""
+    from matplotlib import colormaps
+
+    greens = colormaps["Greens"]
     styles = pd.DataFrame("", index=frame.index, columns=frame.columns)
-    styles.loc[lirp, lsrp] = "border: 3px solid red; font-weight: bold"
+    for row in grid.index:
+        for column in grid.columns:
+            value = grid.loc[row, column]
+            if not pd.isna(value):
+                r, g, b, _ = (int(255 * c) for c in greens(0.1 + 0.8 * value / 100))
+                text = "white" if value > 60 else "black"
+                styles.loc[row, column] = f"background-color: rgb({r},{g},{b}); color: {text}"
+    styles.loc[lirp, lsrp] += "; font-weight: bold"
     return styles
 
 
+cells = grid.map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
+cells.loc[lirp, lsrp] = "★ " + cells.loc[lirp, lsrp]
 left, right = st.columns([2, 1])
-left.dataframe(
-    grid.style.format("{:.0f}", na_rep="")
-    .background_gradient(cmap="Greens", axis=None, vmin=0, vmax=100)
-    .highlight_null(color="white")
-    .apply(box, axis=None)
-)
-right.caption(f"Dev P@1 in % per (LIRP, LSRP) pair; the chosen pair ({lirp}, {lsrp}) is boxed.")
+left.dataframe(cells.style.apply(colours, axis=None))
+right.caption(f"Dev P@1 in % per (LIRP, LSRP) pair; the chosen pair ({lirp}, {lsrp}) is starred.")
 with right:
     common.download_png(
         "Grid (PNG)",
