@@ -1,5 +1,6 @@
-# Two entry points: `make demo` (set up, then LAPE on the built-in model) and `make test`.
-# Both install the exact versions of requirements.lock (`make lock` regenerates it);
+# Entry points: `make demo` (set up, then the report: every method on the built-in model into
+# runs/report with index.html), `make app` (the Streamlit app on that report) and `make test`.
+# All three install the exact versions of requirements.lock (`make lock` regenerates it);
 # `make test-latest` runs the tests against the newest releases in a separate venv.
 PYTHON ?= python3.11
 TORCH := 2.13.0
@@ -15,11 +16,14 @@ $(BIN)/mlneurons: pyproject.toml requirements.lock
 	$(BIN)/pip install --no-deps -e .
 	touch $@
 
-.PHONY: setup demo test test-latest lock bench lint
+.PHONY: setup demo app test test-latest lock bench lint
 setup: $(BIN)/mlneurons
 
 demo: setup
-	$(BIN)/mlneurons lape --out runs/lape
+	$(BIN)/mlneurons report --out runs/report
+
+app: setup
+	$(BIN)/mlneurons app --run runs/report
 
 test: setup
 	$(BIN)/python -m pytest -q

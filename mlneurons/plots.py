@@ -84,12 +84,17 @@ def plot_heatmap(
     cmap: str = "viridis",
 ) -> Figure:
     """A language x language matrix with its values written in the cells."""
-    if isinstance(table, dict):
-        table = torch.tensor([[table[a][b] for b in labels] for a in labels], dtype=torch.float64)
+    if isinstance(table, dict):  # None (e.g. no shared facts) is drawn empty, marked "–"
+        rows = [[table[a][b] for b in labels] for a in labels]
+        nan = float("nan")
+        table = torch.tensor(
+            [[nan if v is None else v for v in row] for row in rows], dtype=torch.float64
+        )
     values = table.double()
     fig, ax = _subplots(figsize=(1.2 + 0.6 * len(labels), 0.8 + 0.6 * len(labels)))
-    texts = [[fmt.format(value) for value in row] for row in values.tolist()]
-    image = _annotated_image(ax, values, texts, _on_dark(values), labels, cmap=cmap)
+    texts = [["–" if v != v else fmt.format(v) for v in row] for row in values.tolist()]
+    white = _on_dark(values) & ~values.isnan()
+    image = _annotated_image(ax, values, texts, white, labels, cmap=cmap)
     fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar)
     ax.set_title(title)
     return fig
@@ -151,7 +156,7 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
+    fig.savefig(path, dpi=130, bbox_inches="tight")  # long titles of small heatmaps stay whole
     return path
 
 

@@ -67,17 +67,17 @@ STEPS: tuple[Step, ...] = (
     Step("lrp2", ("lrp2.json", "language_vectors.safetensors")),
 )
 
-_FACTS = "--languages en,es,de,zh,ja --max-facts-per-relation 3"
+_FACTS = "--languages en,es,de,zh,ja --max-facts-per-relation 5"
 _FULL_FACTS = "--languages en,fr,es,de,zh,ja,ru,ar,hi --max-facts-per-relation 10"
 BUDGETS: dict[str, dict[str, str]] = {
     "default": {
         "lape": "--languages en,es,de,zh,ja --tokens-per-language 8192",
         "ablate": "--tokens-per-language 512",
-        "steer": "--source es --target zh --deactivate-source --n-questions 16",
+        "steer": "--source es --target zh --deactivate-source",
         "probe": _FACTS,
         "fact-neurons": _FACTS,
         "trace": _FACTS,
-        "lrp2": "--languages en,de,zh --max-facts-per-relation 4 --layers 3,9,15 --sentences 100",
+        "lrp2": "--languages en,de,zh --max-facts-per-relation 6 --layers 3,9,15 --sentences 100",
     },
     "full": {  # the README's measured commands (about an hour on 2 CPU cores)
         "lape": "",
@@ -213,7 +213,7 @@ def run_report(
             record["steps"][step.name] = entry
             _write_record(out, record)
             print(f"[{step.name}] {entry['command']}", flush=True)
-            start = time.time()
+            start, cpu = time.time(), time.process_time()
             try:
                 args = parser.parse_args(argv)
                 args.run(args)
@@ -225,7 +225,11 @@ def run_report(
                 _write_record(out, record)
                 write_index(out, record)
                 raise
-            entry.update(status="done", wall_time_s=round(time.time() - start, 1))
+            entry.update(
+                status="done",
+                wall_time_s=round(time.time() - start, 1),
+                cpu_time_s=round(time.process_time() - cpu, 1),
+            )
             _write_record(out, record)
             write_index(out, record)
     record["this_run_s"] = round(time.time() - started, 1)
@@ -250,7 +254,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;
 text-align:right;vertical-align:top}th{background:#f3f3f3}td.l,th.l{text-align:left}
 code,pre{background:#f6f6f6;font-size:.9em}pre{padding:.5em;white-space:pre-wrap}
-img{max-width:100%;border:1px solid #eee;margin:.4em 0}.bad{color:#b00}.muted{color:#777}
+th{white-space:nowrap}table.steps td:last-child{font-family:monospace;font-size:.85em}
+img{max-width:100%;max-height:420px;border:1px solid #eee;margin:.4em 0}.bad{color:#b00}.muted{color:#777}
 """
 
 
@@ -271,16 +276,18 @@ def _num(value: float | None, digits: int = 2) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
-    """An HTML table; the first ``left`` columns are left-aligned; cells are escaped."""
+def _table(
+    header: list[str], rows: list[list[Any]], left: tuple[int, ...] = (0,), cls: str = ""
+) -> str:
+    """An HTML table with escaped cells; the columns in ``left`` are left-aligned."""
 
     def cells(tag: str, values: list[Any]) -> str:
         return "".join(
-            f"<{tag}{' class=l' if i < left else ''}>{_e(v)}</{tag}>" for i, v in enumerate(values)
+            f"<{tag}{' class=l' if i in left else ''}>{_e(v)}</{tag}>" for i, v in enumerate(values)
         )
 
     body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
-    return f"<table><tr>{cells('th', header)}</tr>{body}</table>"
+    return f"<table class='{cls}'><tr>{cells('th', header)}</tr>{body}</table>"
 
 
 def _images(out: Path, names: list[str]) -> str:
@@ -303,9 +310,10 @@ def _lape(out: Path) -> str:
     tokens = summary["tokens_per_language"]
     rows = [[lang, tokens.get(lang, "–"), n] for lang, n in counts.items()]
     total = sum(counts.values())
+    constants = ", ".join(f"{k} {v:.4g}" for k, v in (summary.get("constants") or {}).items())
     return (
-        f"<p>{total} language-specific neurons (languages may share one); LAPE constants "
-        f"{_e(summary.get('constants'))}.</p>"
+        f"<p>{total} language-specific neurons (a neuron may belong to several languages); "
+        f"LAPE constants: {_e(constants)}.</p>"
         + _table(["language", "tokens", "neurons"], rows)
         + _images(out, ["neurons_per_layer.png", "overlap.png"])
     )
@@ -373,7 +381,9 @@ def _steer(out: Path) -> str:
     return (
         f"<p>{len(samples)} questions in {_e(source)}, steered towards {_e(target)}.</p>"
         + _table(["", "before", "after"], rows)
-        + _table(["prompt", "answer before [language]", "answer after [language]"], shown, left=3)
+        + _table(
+            ["prompt", "answer before [language]", "answer after [language]"], shown, left=(0, 1, 2)
+        )
     )
 
 
@@ -482,7 +492,7 @@ def _fingerprint(record: dict[str, Any], out: Path) -> str:
     ]
     rows += [[lib, v] for lib, v in (prov.get("versions") or {}).items()]
     rows.append(["requirements.lock sha256", prov.get("lock_hash")])
-    return _table(["", ""], rows, left=2)
+    return _table(["field", "value"], rows, left=(0, 1))
 
 
 SECTIONS = (
@@ -502,7 +512,13 @@ def write_index(out: str | Path, record: dict[str, Any] | None = None) -> Path:
     record = record if record is not None else _read_record(out)
     steps = record.get("steps", {})
     rows = [
-        [name, s.get("status"), _num(s.get("wall_time_s"), 1), s.get("command")]
+        [
+            name,
+            s.get("status"),
+            _num(s.get("wall_time_s"), 1),
+            _num(s.get("cpu_time_s"), 1),
+            s.get("command"),
+        ]
         for name, s in steps.items()
     ]
     total = sum(s.get("wall_time_s") or 0 for s in steps.values())
@@ -512,17 +528,23 @@ def write_index(out: str | Path, record: dict[str, Any] | None = None) -> Path:
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Open the interactive app on this run: "
         f"<code>{_e(app_command(out, record.get('model_name') or DEFAULT_MODEL))}</code></p>",
         "<h2>Steps</h2>",
-        _table(["step", "status", "wall s", "command that reproduces it"], rows, left=2),
+        _table(
+            ["step", "status", "wall (s)", "CPU (s)", "command that reproduces it"],
+            rows,
+            left=(0, 1, 4),
+            cls="steps",
+        ),
     ]
     for name, title, section in SECTIONS:
-        status = steps.get(name, {}).get("status", "not run")
+        step = steps.get(name, {})
+        status, error = step.get("status", "not run"), step.get("error")
         content = section(out) if status == "done" else ""
         note = (
             ""
             if status == "done"
-            else f"<p class=bad>{_e(status)}: {_e(steps.get(name, {}).get('error', ''))}</p>"
+            else f"<p class=bad>{_e(status)}{_e(f': {error}' * bool(error))}</p>"
         )
-        command = steps.get(name, {}).get("command")
+        command = step.get("command")
         cmd = f"<pre>{_e(command)}</pre>" if command else ""
         body.append(f"<h2>{_e(title)}</h2>{cmd}{note}{content}")
     body += ["<h2>Model and versions</h2>", _fingerprint(record, out)]

@@ -172,3 +172,14 @@ def test_app_user_errors(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert cli_main(["app", "--run", str(tmp_path)]) == 2
     assert "pip install 'mlneurons[app]'" in capsys.readouterr().err
+
+
+def test_heatmap_of_languages_without_shared_facts(tmp_path):
+    """fact-neurons' overlap is None for two languages without a shared correct fact (the
+    default report's Japanese once had one correct fact): the plot marks the cell "–"."""
+    from mlneurons.plots import plot_heatmap, save_figure
+
+    table = {"en": {"en": 1.0, "ja": None}, "ja": {"en": None, "ja": None}}
+    figure = plot_heatmap(table, ["en", "ja"], title="overlap", colorbar="Jaccard")
+    assert [t.get_text() for t in figure.axes[0].texts] == ["1.00", "–", "–", "–"]
+    assert save_figure(figure, tmp_path / "overlap.png").stat().st_size > 1000
