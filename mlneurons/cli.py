@@ -558,12 +558,13 @@ def cmd_app(args: argparse.Namespace) -> Path:
         )
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
-        "--server.headless", "true", "--server.port", str(args.port),
+        "--server.headless", "true", "--server.address", "127.0.0.1",
+        "--server.port", str(args.port),
         "--browser.gatherUsageStats", "false", "--", "--run", str(run),
     ]  # fmt: skip
     if args.model:
         command += ["--model", args.model]
-    print(f"app on http://localhost:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    print(f"app on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
     try:
         code = subprocess.run(command).returncode
     except KeyboardInterrupt:

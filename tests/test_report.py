@@ -158,7 +158,7 @@ def test_app_runs_streamlit_on_the_run(monkeypatch, tmp_path, capsys):
     assert cli_main(["app", "--run", str(tmp_path), "--port", "8600"]) == 0
     assert seen == [
         [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
-         "--server.port", "8600", "--browser.gatherUsageStats", "false", "--", "--run",
+         "--server.address", "127.0.0.1", "--server.port", "8600", "--browser.gatherUsageStats", "false", "--", "--run",
          str(tmp_path)]
     ]  # fmt: skip
 
