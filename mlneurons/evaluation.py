@@ -90,6 +90,7 @@ class PerplexityMatrix:
             many random neurons from the same layers deactivated.
         tokens_per_language: predicted tokens per evaluated language.
         model: fingerprint of the model.
+        seed: seed of the random control (:func:`random_control_masks`).
     """
 
     languages: list[str]
@@ -98,6 +99,7 @@ class PerplexityMatrix:
     random_control: dict[str, dict[str, float]]
     tokens_per_language: int
     model: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
 
     def relative_change(self, which: str = "deactivated") -> Float[torch.Tensor, "row column"]:
         """(ppl - baseline) / baseline, rows = deactivated language, columns = evaluated."""
@@ -223,6 +225,7 @@ def perplexity_matrix(
         random_control=table["random_control"],
         tokens_per_language=min(counts),
         model=fp,
+        seed=seed,
     )
 
 

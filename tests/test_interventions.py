@@ -250,7 +250,9 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
         "random_control",
         "tokens_per_language",
         "model",
+        "seed",
     }
+    assert ppl["seed"] == 0
     assert ppl["languages"] == ["en", "fr"] and set(ppl["deactivated"]["en"]) == {"en", "fr"}
     assert ppl["tokens_per_language"] == 98 and (tmp_path / "a" / "ppl_matrix.png").exists()
 

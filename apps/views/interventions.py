@@ -193,8 +193,8 @@ if model is not None:
     with common.shown_errors("The per-token loss view"):
         if kind == "deactivated":
             off = tuple(map(tuple, neurons[row].tolist()))
-        else:  # the CLI's random control (seed 0): as many neurons per layer, none a language's
-            mask = random_control_masks(neurons)[neurons.languages.index(row)]
+        else:  # the run's random control: as many neurons per layer, none a language's
+            mask = random_control_masks(neurons, seed=matrix.seed)[neurons.languages.index(row)]
             off = tuple(map(tuple, mask.nonzero().tolist()))
         tokens, base, changed = common.loss_change(common.model_name(run), text, off, _model=model)
         delta = changed - base
