@@ -172,8 +172,6 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         if source.resolve() != (out / STATS_FILE).resolve():
             stats.save(out / STATS_FILE)
     else:
-        from mlneurons.models import load_model
-
         languages = args.languages or list(DEFAULT_LANGUAGES)
         options = dict(seq_len=args.seq_len, tokens_per_language=args.tokens_per_language)
         if args.corpus == "builtin":
@@ -182,8 +180,7 @@ def cmd_lape(args: argparse.Namespace) -> Path:
             corpus = MultilingualCorpus.from_files(args.corpus, **options).subset(languages)
         if len(corpus.languages) < 2:
             raise UserError(f"LAPE compares languages: give at least two, got {corpus.languages}")
-        print(f"loading model {args.model} ...", file=sys.stderr)
-        model = load_model(args.model, device=args.device)
+        model = _command_model(args)
         out.mkdir(parents=True, exist_ok=True)
         checkpoint = out / "stats.checkpoint.safetensors"
         stats = collect_activation_stats(
@@ -242,13 +239,31 @@ def _load_neurons(args: argparse.Namespace) -> Any:
         return LanguageNeurons.load(args.neurons)
 
 
-def _load_model_for(args: argparse.Namespace, neurons: Any) -> Any:
-    """The model of ``--model`` (default: the one the neurons were selected on), checked."""
-    from mlneurons.models import check_same_model, load_model
+def _command_model(args: argparse.Namespace, name: str | None = None) -> Any:
+    """The model a command runs on (``--model`` unless ``name`` is given).
 
-    name = args.model or neurons.model.get("name") or "gemma-3-270m"
+    ``args.loaded_models`` (set by ``mlneurons report``) is a cache shared by the steps of
+    one report, so the model loads once for all of them.
+    """
+    from mlneurons.models import load_model
+
+    name = name or args.model
+    cache = getattr(args, "loaded_models", None)
+    key = (name, str(args.device))
+    if cache is not None and key in cache:
+        return cache[key]
     print(f"loading model {name} ...", file=sys.stderr)
     model = load_model(name, device=args.device)
+    if cache is not None:
+        cache[key] = model
+    return model
+
+
+def _load_model_for(args: argparse.Namespace, neurons: Any) -> Any:
+    """The model of ``--model`` (default: the one the neurons were selected on), checked."""
+    from mlneurons.models import check_same_model
+
+    model = _command_model(args, args.model or neurons.model.get("name") or "gemma-3-270m")
     with _user_input():
         check_same_model(neurons.model, model, what=f"neurons in {args.neurons}")
         neurons.check_fits(model)
@@ -378,14 +393,14 @@ def _load_facts(args: argparse.Namespace) -> Any:
 
 def _facts_model_probe(args: argparse.Namespace) -> tuple[Any, Any, Path, Any]:
     """The fact set, the model, the output directory and the probing result of a fact command."""
-    from mlneurons.models import check_same_model, load_model
+    from mlneurons.models import check_same_model
     from mlneurons.probing import ProbeResult
 
     facts = _load_facts(args)
     if args.probe:  # read before the model loads
         with _user_input():
             saved = ProbeResult.load(args.probe)
-    model = load_model(args.model, device=args.device)
+    model = _command_model(args)
     out = Path(args.out)
     if args.probe:
         with _user_input():
@@ -483,7 +498,6 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
     from mlneurons.builtin_corpus import normalize_language
     from mlneurons.corpus import MultilingualCorpus, available_languages
     from mlneurons.lrp2 import evaluate_lrp2, language_vectors
-    from mlneurons.models import load_model
     from mlneurons.plots import plot_lrp2_grid, save_figure
 
     facts = _load_facts(args)
@@ -499,7 +513,7 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
             f"no built-in text for the language vectors of {no_text}; choose --languages among "
             f"{available_languages()}"
         )
-    model = load_model(args.model, device=args.device)
+    model = _command_model(args)
     n_layers = int(model.cfg.n_layers)
     if args.layers and (
         len(set(args.layers)) < 2 or not all(0 <= layer < n_layers for layer in args.layers)

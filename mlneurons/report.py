@@ -17,8 +17,6 @@ import html
 import json
 import shlex
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,27 +113,6 @@ def app_command(out: Path, model: str = DEFAULT_MODEL) -> str:
     return shlex.join(["mlneurons", "app", "--run", str(out), *extra])
 
 
-@contextmanager
-def _one_model() -> Iterator[None]:
-    """Load each model once for all steps: the commands call ``models.load_model``."""
-    from mlneurons import models
-
-    load = models.load_model
-    loaded: dict[tuple[str, str, Any], Any] = {}
-
-    def load_once(name_or_path: str = DEFAULT_MODEL, *, device: Any = None, dtype: Any = None):
-        key = (name_or_path, str(device), dtype)
-        if key not in loaded:
-            loaded[key] = load(name_or_path, device=device, dtype=dtype)
-        return loaded[key]
-
-    models.load_model = load_once
-    try:
-        yield
-    finally:
-        models.load_model = load
-
-
 def _read_record(out: Path) -> dict[str, Any]:
     path = out / REPORT_FILE
     record = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
@@ -194,44 +171,45 @@ def run_report(
     for step in STEPS:
         print(f"  {step.name:13s} {budgets[step.name] or '(the command defaults)'}")
     started, rerun = time.time(), set()
-    with _one_model():
-        for step in STEPS:
-            argv, entry = plans[step.name], record["steps"].get(step.name, {})
-            if _finished(step, entry, argv, out) and not rerun & set(step.needs):
-                print(f"[{step.name}] done already ({entry['wall_time_s']} s), skipped")
-                continue
-            if step.name == "lape" and entry.get("argv") != argv:  # another budget's checkpoint
-                (out / LAPE_CHECKPOINT).unlink(missing_ok=True)
-            rerun.add(step.name)
-            entry = {
-                "command": command_line(argv),
-                "argv": argv,
-                "budget": budgets[step.name],
-                "status": "running",
-                "wall_time_s": None,
-            }
-            record["steps"][step.name] = entry
-            _write_record(out, record)
-            print(f"[{step.name}] {entry['command']}", flush=True)
-            start, cpu = time.time(), time.process_time()
-            try:
-                args = parser.parse_args(argv)
-                args.run(args)
-            except BaseException as exc:
-                interrupted = isinstance(exc, KeyboardInterrupt)
-                entry["status"] = "interrupted" if interrupted else "failed"
-                entry["error"] = f"{type(exc).__name__}: {exc}"
-                entry["wall_time_s"] = round(time.time() - start, 1)
-                _write_record(out, record)
-                write_index(out, record)
-                raise
-            entry.update(
-                status="done",
-                wall_time_s=round(time.time() - start, 1),
-                cpu_time_s=round(time.process_time() - cpu, 1),
-            )
+    loaded_models: dict[Any, Any] = {}  # the steps share one loaded model
+    for step in STEPS:
+        argv, entry = plans[step.name], record["steps"].get(step.name, {})
+        if _finished(step, entry, argv, out) and not rerun & set(step.needs):
+            print(f"[{step.name}] done already ({entry['wall_time_s']} s), skipped")
+            continue
+        if step.name == "lape" and entry.get("argv") != argv:  # another budget's checkpoint
+            (out / LAPE_CHECKPOINT).unlink(missing_ok=True)
+        rerun.add(step.name)
+        entry = {
+            "command": command_line(argv),
+            "argv": argv,
+            "budget": budgets[step.name],
+            "status": "running",
+            "wall_time_s": None,
+        }
+        record["steps"][step.name] = entry
+        _write_record(out, record)
+        print(f"[{step.name}] {entry['command']}", flush=True)
+        start, cpu = time.time(), time.process_time()
+        try:
+            args = parser.parse_args(argv)
+            args.loaded_models = loaded_models
+            args.run(args)
+        except BaseException as exc:
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            entry["status"] = "interrupted" if interrupted else "failed"
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+            entry["wall_time_s"] = round(time.time() - start, 1)
             _write_record(out, record)
             write_index(out, record)
+            raise
+        entry.update(
+            status="done",
+            wall_time_s=round(time.time() - start, 1),
+            cpu_time_s=round(time.process_time() - cpu, 1),
+        )
+        _write_record(out, record)
+        write_index(out, record)
     record["this_run_s"] = round(time.time() - started, 1)
     record["wall_time_s"] = round(
         sum(s.get("wall_time_s") or 0 for s in record["steps"].values()), 1

@@ -183,3 +183,16 @@ def test_heatmap_of_languages_without_shared_facts(tmp_path):
     figure = plot_heatmap(table, ["en", "ja"], title="overlap", colorbar="Jaccard")
     assert [t.get_text() for t in figure.axes[0].texts] == ["1.00", "–", "–", "–"]
     assert save_figure(figure, tmp_path / "overlap.png").stat().st_size > 1000
+
+
+def test_report_loads_the_model_once(planted_dir, tiny_budget, tmp_path, monkeypatch):
+    import mlneurons.models
+
+    loads = []
+    original = mlneurons.models.load_model
+    monkeypatch.setattr(
+        mlneurons.models, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k)
+    )
+    out = tmp_path / "run"
+    assert cli_main(["report", "--model", str(planted_dir), "--out", str(out)]) == 0
+    assert loads == [(str(planted_dir),)]  # seven steps, one model
