@@ -97,7 +97,7 @@ def read(run: Path, name: str) -> Any:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _stats(path: str, mtime: float) -> Any:
-    from mlneurons.stats import ActivationStats
+    from mlneurons.stats.activation import ActivationStats
 
     return ActivationStats.load(path)
 
@@ -110,7 +110,7 @@ def stats(run: Path) -> Any:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _select(path: str, mtime: float, top_rate: float, filter_rate: float, bar: float) -> Any:
-    from mlneurons import lape
+    from mlneurons.methods import lape
 
     data = _stats(path, mtime)
     return lape.select(
@@ -131,7 +131,7 @@ def selection(run: Path, top_rate: float, filter_rate: float, bar: float = 0.95)
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _neurons(path: str, mtime: float) -> Any:
-    from mlneurons.lape import LanguageNeurons
+    from mlneurons.methods.lape import LanguageNeurons
 
     return LanguageNeurons.load(path)
 
@@ -202,7 +202,7 @@ def get_model(run: Path | None) -> Any:
     _LOADED.add(name)
     recorded = recorded_model(run)
     if recorded.get("hash"):
-        from mlneurons.models import fingerprint
+        from mlneurons.models.fingerprint import fingerprint
 
         if fingerprint(model)["hash"] != recorded["hash"]:
             st.warning(
@@ -253,7 +253,7 @@ def display_tokens(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], list[
 
 def encode(tokenizer: Any, text: str, max_tokens: int = 256) -> list[int]:
     """Token ids of ``text``, BOS first when the tokenizer has one."""
-    from mlneurons.probing import sentence_ids
+    from mlneurons.methods.probing.causal import sentence_ids
 
     return sentence_ids(tokenizer, text)[:max_tokens]
 
@@ -277,7 +277,8 @@ def neuron_activations(
     """
     import torch
 
-    from mlneurons.models import mlp_neuron_hook, model_device, pad_right, run_body
+    from mlneurons.models.forward import model_device, pad_right, run_body
+    from mlneurons.models.hooks import mlp_neuron_hook
 
     tokenizer = model.tokenizer
     rows = [encode(tokenizer, text, max_tokens) for text in texts]
@@ -332,7 +333,7 @@ def token_losses(
     import torch
     import torch.nn.functional as F
 
-    from mlneurons.models import model_device, unembed
+    from mlneurons.models.forward import model_device, unembed
 
     tokenizer = model.tokenizer
     row = encode(tokenizer, text, max_tokens)
@@ -351,7 +352,7 @@ def loss_change(
     name: str, text: str, off: tuple[tuple[int, int], ...], _model: Any
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Display tokens of ``text`` with their losses without and with ``off`` deactivated."""
-    from mlneurons.interventions import deactivate
+    from mlneurons.methods.interventions import deactivate
 
     tokens, base = token_losses(_model, text, [])
     _, changed = token_losses(_model, text, deactivate(list(off), model=_model) if off else [])
@@ -360,8 +361,8 @@ def loss_change(
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def candidate_scores(name: str, sentences: tuple[str, ...], _model: Any) -> np.ndarray:
-    """Log-likelihood of each candidate sentence (mlneurons.probing), cached."""
-    from mlneurons.probing import candidate_scores as scores
+    """Log-likelihood of each candidate sentence (mlneurons.methods.probing), cached."""
+    from mlneurons.methods.probing.causal import candidate_scores as scores
 
     with LOCK:  # no hooks of ours, but another session's must not be attached meanwhile
         return scores(_model, list(sentences)).numpy()
@@ -369,7 +370,7 @@ def candidate_scores(name: str, sentences: tuple[str, ...], _model: Any) -> np.n
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _vectors(path: str, mtime: float) -> Any:
-    from mlneurons.lrp2 import LanguageVectors
+    from mlneurons.methods.lrp2 import LanguageVectors
 
     return LanguageVectors.load(path)
 
@@ -384,7 +385,7 @@ def next_token_table(model: Any, text: str, hooks: list, k: int = 10) -> list[di
     """The ``k`` most likely next tokens after ``text`` under ``hooks``."""
     import torch
 
-    from mlneurons.models import model_device, unembed
+    from mlneurons.models.forward import model_device, unembed
 
     row = encode(model.tokenizer, text)
     ids = torch.tensor([row], device=model_device(model))
@@ -429,8 +430,8 @@ def logit_effects(
 
 
 def identify(text: str, languages: Sequence[str]) -> tuple[str, float]:
-    """Language of ``text`` among ``languages`` (mlneurons.langid) and the identifier's confidence."""
-    from mlneurons.langid import identify as identify_language
+    """Language of ``text`` among ``languages`` (mlneurons.evaluation.langid) and the identifier's confidence."""
+    from mlneurons.evaluation.langid import identify as identify_language
 
     try:
         code = identify_language(text, languages=list(languages))
@@ -599,7 +600,7 @@ def fact_options(settings: dict[str, Any]) -> str:
 @st.cache_data(show_spinner=False, max_entries=8)
 def fact_set(facts: dict[str, Any]) -> Any:
     """Rebuild the fact set a result describes (built-in or mLAMA), or None."""
-    from mlneurons.facts import FactSet
+    from mlneurons.data.facts import FactSet
 
     languages, relations = facts.get("languages"), facts.get("relations")
     if facts.get("source") == "builtin":
@@ -611,7 +612,7 @@ def fact_set(facts: dict[str, Any]) -> Any:
 
 def parallel_sentences(languages: Sequence[str]) -> dict[str, list[str]]:
     """The built-in steering questions, parallel across languages (empty where there are none)."""
-    from mlneurons.langid import load_questions, question_languages
+    from mlneurons.evaluation.langid import load_questions, question_languages
 
     have = set(question_languages())
     return {lang: load_questions(lang) if lang in have else [] for lang in languages}
@@ -620,7 +621,7 @@ def parallel_sentences(languages: Sequence[str]) -> dict[str, list[str]]:
 @st.cache_data(show_spinner=False)
 def heldout_text(language: str, n_chars: int = 400) -> str:
     """The start of the built-in held-out text of a language ('' when there is none)."""
-    from mlneurons.corpus import MultilingualCorpus, available_languages
+    from mlneurons.data.corpus import MultilingualCorpus, available_languages
 
     if language not in available_languages():
         return ""

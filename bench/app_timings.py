@@ -46,8 +46,8 @@ def prompts(run: Path, n: int, tokens: int = 64) -> list[str]:
     """``n`` different prompts of ``tokens`` tokens of built-in English held-out text."""
     from transformers import AutoTokenizer
 
-    from mlneurons.corpus import MultilingualCorpus
-    from mlneurons.models import resolve_model_path
+    from mlneurons.data.corpus import MultilingualCorpus
+    from mlneurons.models.loading import resolve_model_path
 
     meta = json.loads((run / "neurons_meta.json").read_text())
     name = meta.get("model", {}).get("name") or "gemma-3-270m"

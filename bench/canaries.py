@@ -15,8 +15,10 @@ import time
 import torch
 
 import mlneurons
-from mlneurons import lrp2, probing, stats, steering
-from mlneurons.models import run_body
+from mlneurons.methods import lrp2, steering
+from mlneurons.methods.probing import causal as probing
+from mlneurons.stats import activation as stats
+from mlneurons.models.forward import run_body
 
 DEFAULT_RUN_S = {"lape": 184.0, "probe": 654.0, "lrp2": 992.0, "steer": 56.0}
 CANARIES = {

@@ -44,8 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import mlneurons
-    from mlneurons.facts import FactSet
-    from mlneurons.lrp2 import language_vectors, probe_projection_grid
+    from mlneurons.data.facts import FactSet
+    from mlneurons.methods.lrp2 import language_vectors, probe_projection_grid
 
     torch.set_grad_enabled(False)
     model = mlneurons.load_model("gemma-3-270m", device="cpu")

@@ -31,7 +31,7 @@ def throughput(rows: int, repeats: int, batch_size: int) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     import mlneurons
-    from mlneurons.models import resolve_model_path
+    from mlneurons.models.loading import resolve_model_path
 
     torch.set_grad_enabled(False)
     model = mlneurons.load_model("gemma-3-270m", device="cpu")

@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import mlneurons
-    from mlneurons.models import UNEMBED_ROWS, log_likelihood_sums
+    from mlneurons.models.forward import UNEMBED_ROWS, log_likelihood_sums
 
     torch.set_grad_enabled(False)
     model = mlneurons.load_model("gemma-3-270m", device="cpu")

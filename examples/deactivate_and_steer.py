@@ -13,10 +13,10 @@ from pathlib import Path
 
 import mlneurons
 from mlneurons import ActivationStats, LanguageNeurons, MultilingualCorpus
-from mlneurons.evaluation import PerplexityMatrix, perplexity_matrix
-from mlneurons.interventions import activate, deactivate
-from mlneurons.langid import load_questions
-from mlneurons.steering import SteeringResult, steer
+from mlneurons.evaluation.langid import load_questions
+from mlneurons.evaluation.perplexity import PerplexityMatrix, perplexity_matrix
+from mlneurons.methods.interventions import activate, deactivate
+from mlneurons.methods.steering import SteeringResult, steer
 
 
 def ablation_and_steering(

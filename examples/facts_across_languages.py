@@ -12,10 +12,11 @@ import argparse
 
 import mlneurons
 from mlneurons import MultilingualCorpus
-from mlneurons.facts import FactSet
-from mlneurons.probeless import FactNeurons, fact_neurons
-from mlneurons.probing import ProbeResult, probe
-from mlneurons.tracing import TracingResult, trace
+from mlneurons.data.facts import FactSet
+from mlneurons.methods.probeless import FactNeurons, fact_neurons
+from mlneurons.methods.probing import probe
+from mlneurons.methods.probing.result import ProbeResult
+from mlneurons.methods.tracing import TracingResult, trace
 
 
 def facts_across_languages(

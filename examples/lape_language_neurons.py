@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlneurons
 from mlneurons import LanguageNeurons, MultilingualCorpus
-from mlneurons.plots import plot_layer_distribution, save_figure
+from mlneurons.interfaces.plots import plot_layer_distribution, save_figure
 
 
 def find_language_neurons(

@@ -12,8 +12,8 @@ import argparse
 
 import mlneurons
 from mlneurons import MultilingualCorpus
-from mlneurons.facts import FactSet
-from mlneurons.lrp2 import LRP2Result, evaluate_lrp2, language_vectors
+from mlneurons.data.facts import FactSet
+from mlneurons.methods.lrp2 import LRP2Result, evaluate_lrp2, language_vectors
 
 
 def lrp2_transfer(

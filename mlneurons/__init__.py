@@ -6,27 +6,103 @@ Quick start::
     model = mlneurons.load_model("gemma-3-270m")
     corpus = mlneurons.MultilingualCorpus.builtin(["en", "fr", "zh"], tokens_per_language=8192)
     stats = mlneurons.collect_activation_stats(model, corpus)
-    neurons = mlneurons.lape.select(stats.activation_probs, stats.languages)
+    neurons = mlneurons.lape.select(stats)
+
+Every public name is importable from here; the module that defines it is imported on
+first use, so ``import mlneurons`` (and ``mlneurons --help``) does not import torch.
+The layers, bottom up: ``data`` and ``models``, then ``stats``, then ``methods`` and
+``evaluation``, then ``interfaces`` (see the README's architecture section).
 """
 
-from mlneurons import lape
-from mlneurons.corpus import DEFAULT_LANGUAGES, MultilingualCorpus
-from mlneurons.interventions import activate, deactivate, intervene
-from mlneurons.lape import LanguageNeurons
-from mlneurons.models import fingerprint, load_model
-from mlneurons.stats import ActivationStats, collect_activation_stats
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_LANGUAGES",
-    "ActivationStats",
-    "LanguageNeurons",
-    "MultilingualCorpus",
-    "activate",
-    "deactivate",
-    "intervene",
-    "collect_activation_stats",
-    "fingerprint",
-    "lape",
-    "load_model",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "mlneurons.errors": ("UserError", "FastPathMismatch"),
+    "mlneurons.config": (
+        "LapeConfig",
+        "ProbeConfig",
+        "FactNeuronsConfig",
+        "SteerConfig",
+        "AblateConfig",
+        "TraceConfig",
+        "Lrp2Config",
+    ),
+    "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
+    "mlneurons.data.facts": ("Fact", "FactSet"),
+    "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
+    "mlneurons.models.fingerprint": ("fingerprint",),
+    "mlneurons.models.hooks": ("mlp_neuron_hook",),
+    "mlneurons.stats.collector": ("Collector", "HookStats", "Labelled", "collect"),
+    "mlneurons.stats.activation": ("ActivationStats", "collect_activation_stats"),
+    "mlneurons.methods.lape": ("LanguageNeurons",),
+    "mlneurons.methods.interventions": ("activate", "deactivate", "intervene"),
+    "mlneurons.methods.steering": ("SteeringResult", "steer"),
+    "mlneurons.methods.probing": ("probe",),
+    "mlneurons.methods.probing.result": ("ProbeResult",),
+    "mlneurons.methods.probing.masked": ("zhao_match", "partial_p_at_1"),
+    "mlneurons.methods.probeless": ("FactNeurons", "fact_neurons"),
+    "mlneurons.methods.tracing": ("TracingResult", "trace"),
+    "mlneurons.methods.lrp2": (
+        "LRP2Result",
+        "LanguageVectors",
+        "evaluate_lrp2",
+        "language_vectors",
+        "projection",
+    ),
+    "mlneurons.evaluation.perplexity": ("PerplexityMatrix", "perplexity", "perplexity_matrix"),
+    "mlneurons.evaluation.langid": ("identify",),
+}
+_MODULES = {"lape": "mlneurons.methods.lape", "plots": "mlneurons.interfaces.plots"}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted([*_WHERE, *_MODULES])
+
+
+def __getattr__(name: str) -> Any:
+    """Import the defining module of a public name on first use (PEP 562)."""
+    if name in _MODULES:
+        value: Any = importlib.import_module(_MODULES[name])
+    elif name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+    else:
+        raise AttributeError(f"module 'mlneurons' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:  # static checkers and IDEs see the real names
+    from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
+    from mlneurons.data.facts import Fact, FactSet
+    from mlneurons.errors import FastPathMismatch, UserError
+    from mlneurons.evaluation.langid import identify
+    from mlneurons.evaluation.perplexity import PerplexityMatrix, perplexity, perplexity_matrix
+    from mlneurons.interfaces import plots
+    from mlneurons.methods import lape
+    from mlneurons.methods.interventions import activate, deactivate, intervene
+    from mlneurons.methods.lape import LanguageNeurons
+    from mlneurons.methods.lrp2 import (
+        LanguageVectors,
+        LRP2Result,
+        evaluate_lrp2,
+        language_vectors,
+        projection,
+    )
+    from mlneurons.methods.probeless import FactNeurons, fact_neurons
+    from mlneurons.methods.probing import probe
+    from mlneurons.methods.probing.masked import partial_p_at_1, zhao_match
+    from mlneurons.methods.probing.result import ProbeResult
+    from mlneurons.methods.steering import SteeringResult, steer
+    from mlneurons.methods.tracing import TracingResult, trace
+    from mlneurons.models.fingerprint import fingerprint
+    from mlneurons.models.hooks import mlp_neuron_hook
+    from mlneurons.models.loading import BUILTIN_MODELS, load_model
+    from mlneurons.stats.activation import ActivationStats, collect_activation_stats

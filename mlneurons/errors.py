@@ -14,7 +14,7 @@ from typing import Any
 
 class FastPathMismatch(RuntimeError):
     """A fast path gave other numbers than the exact path it re-implements (a canary,
-    :mod:`mlneurons.canary`): not the user's mistake, but the installed libraries'."""
+    :mod:`mlneurons.models.canary`): not the user's mistake, but the installed libraries'."""
 
 
 class UserError(ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from mlneurons.builtin_corpus import (
+from mlneurons.data.builtin_text import (
     FROZEN_HASHES,
     available_languages,
     dataset_build_version,

@@ -13,7 +13,7 @@ pytest.importorskip("circuitsvis")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 from tiny import LANGS, PLANTED, language_text, tiny_facts  # noqa: E402
 
-from mlneurons.cli import main as cli_main  # noqa: E402
+from mlneurons.interfaces.cli import main as cli_main
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "app.py"
 # the app runs torch on one thread; the tests that follow this module should not

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from mlneurons import builtin_corpus as bc
-from mlneurons.corpus import MultilingualCorpus
+from mlneurons.data import builtin_text as bc
+from mlneurons.data.corpus import MultilingualCorpus
 
 TESTED = ["en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi"]
 
@@ -228,7 +228,7 @@ def test_builtin_paragraphs_cached_copy() -> None:
 def test_builtin_text_matches_its_frozen_hash_and_is_recorded():
     import json
 
-    from mlneurons import builtin_corpus
+    from mlneurons.data import builtin_text as builtin_corpus
 
     corpus = MultilingualCorpus.builtin(["en", "ja"])
     recorded = corpus.to_dict()
@@ -240,7 +240,7 @@ def test_builtin_text_matches_its_frozen_hash_and_is_recorded():
 def test_changed_builtin_text_warns_and_changes_the_corpus_key(tmp_path, monkeypatch):
     import json
 
-    from mlneurons import builtin_corpus
+    from mlneurons.data import builtin_text as builtin_corpus
 
     before = MultilingualCorpus.builtin(["de"]).key()
     frozen = json.loads(builtin_corpus.FROZEN_HASHES.read_text())

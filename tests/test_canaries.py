@@ -6,8 +6,12 @@ import torch
 from tiny import make_bloom, make_gpt2, make_random_llama, tiny_facts
 
 import mlneurons
-from mlneurons import MultilingualCorpus, lrp2, models, probing, stats, steering
-from mlneurons.canary import FastPathMismatch, verify
+from mlneurons import MultilingualCorpus
+from mlneurons.methods import lrp2, steering
+from mlneurons.methods.probing import causal as probing
+from mlneurons.models import fingerprint as models
+from mlneurons.stats import activation as stats
+from mlneurons.models.canary import FastPathMismatch, verify
 from mlneurons.provenance import versions
 
 MAKERS = {"llama": make_random_llama, "gpt2": make_gpt2, "bloom": make_bloom}

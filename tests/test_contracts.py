@@ -9,11 +9,11 @@ import torch
 
 import mlneurons
 from mlneurons import LanguageNeurons
-from mlneurons.evaluation import PerplexityMatrix, _masked_post
-from mlneurons.interventions import activate
-from mlneurons.lrp2 import LanguageVectors, evaluate_lrp2
-from mlneurons.probeless import FactNeurons
-from mlneurons.stats import ActivationStats
+from mlneurons.evaluation.perplexity import PerplexityMatrix, _masked_post
+from mlneurons.methods.interventions import activate
+from mlneurons.methods.lrp2 import LanguageVectors, evaluate_lrp2
+from mlneurons.methods.probeless import FactNeurons
+from mlneurons.stats.activation import ActivationStats
 
 
 def test_activate_checks_the_neurons_model(planted_model):
@@ -108,7 +108,7 @@ def test_lrp2_default_layers_are_every_third_block(monkeypatch):
 
     from tiny import tiny_facts
 
-    import mlneurons.lrp2 as lrp2
+    import mlneurons.methods.lrp2 as lrp2
 
     class Probed(Exception):
         pass
@@ -124,7 +124,7 @@ def test_lrp2_default_layers_are_every_third_block(monkeypatch):
 
 
 def test_projection_names_the_vectors_of_another_model(planted_model):
-    from mlneurons.lrp2 import projection
+    from mlneurons.methods.lrp2 import projection
 
     d_model = planted_model.cfg.d_model
     vectors = LanguageVectors(
@@ -135,7 +135,7 @@ def test_projection_names_the_vectors_of_another_model(planted_model):
 
 
 def test_statistics_that_never_fire_are_refused(planted_model, monkeypatch):
-    import mlneurons.stats as stats
+    import mlneurons.stats.activation as stats
     from mlneurons import MultilingualCorpus
 
     monkeypatch.setattr(stats, "check_statistics_pass", lambda model: None)
@@ -153,14 +153,14 @@ def test_shape_messages_name_the_shape_given():
             torch.zeros(2, 1, 2, dtype=torch.float64),
             torch.zeros(3, dtype=torch.int64),
         )
-    from mlneurons.lape import as_pairs
+    from mlneurons.methods.lape import as_pairs
 
     with pytest.raises(ValueError, match=r"\[layer, neuron\], got shape \(1, 2, 3\)"):
         as_pairs(torch.zeros(1, 2, 3, dtype=torch.bool))
 
 
 def test_probe_result_save_load_keeps_the_model(tmp_path):
-    from mlneurons.probing import ProbeResult
+    from mlneurons.methods.probing.result import ProbeResult
 
     prediction = {"uuid": "u", "lang": "en", "relation": "P1", "gold": "a", "predicted": "a"}
     result = ProbeResult(["en"], ["P1"], [dict(prediction, correct=True)], {"name": "m"}, {"k": 1})
@@ -172,7 +172,7 @@ def test_probe_result_save_load_keeps_the_model(tmp_path):
 def test_sentence_ids_start_with_one_bos(tmp_path):
     from tiny import make_tokenizer
 
-    from mlneurons.probing import sentence_ids
+    from mlneurons.methods.probing.causal import sentence_ids
 
     plain = make_tokenizer(tmp_path)  # adds no special tokens of its own
     words = plain("en1 en2", add_special_tokens=False)["input_ids"]
@@ -184,7 +184,7 @@ def test_sentence_ids_start_with_one_bos(tmp_path):
 def test_fact_neurons_defaults_and_overlap_without_shared_facts(planted_model):
     from tiny import tiny_facts
 
-    from mlneurons.probeless import fact_neurons
+    from mlneurons.methods.probeless import fact_neurons
 
     correct = {("f1", "en"): True, ("f3", "en"): True}
     result = fact_neurons(planted_model, tiny_facts(), correct, progress=False)
@@ -204,7 +204,7 @@ def test_fact_neurons_defaults_and_overlap_without_shared_facts(planted_model):
 
 
 def test_fast_statistics_need_one_act_fn_module_per_layer(planted_model, monkeypatch):
-    import mlneurons.stats as stats
+    import mlneurons.stats.activation as stats
 
     own = stats._act_fn_modules(planted_model)
     assert len(own) == 2 and own[0] is not own[1]

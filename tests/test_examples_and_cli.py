@@ -8,7 +8,7 @@ import pytest
 from tiny import LANGS, PLANTED, language_text
 
 from mlneurons import ActivationStats, LanguageNeurons
-from mlneurons.cli import main as cli_main
+from mlneurons.interfaces.cli import main as cli_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -176,7 +176,7 @@ def test_lrp2_example(planted_dir):
     assert result.languages == ["de"] and result.selected["de"] == [0, 1]  # the only pair
     # "before" is plain probing of the held-out German facts, computed independently here
     import mlneurons
-    from mlneurons.probing import probe
+    from mlneurons.methods.probing import probe
 
     _, test = tiny_facts().split(0.5, seed=0)
     model = mlneurons.load_model(str(planted_dir), device="cpu")

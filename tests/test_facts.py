@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from mlneurons import facts as facts_module
-from mlneurons.facts import BUILTIN_DIR, BUILTIN_LANGUAGES, OBJECTS_DIR, RELATIONS, Fact, FactSet
+from mlneurons.data import facts as facts_module
+from mlneurons.data.facts import (
+    BUILTIN_DIR,
+    BUILTIN_LANGUAGES,
+    OBJECTS_DIR,
+    RELATIONS,
+    Fact,
+    FactSet,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import mlneurons
-from mlneurons import MultilingualCorpus, lape
-from mlneurons.interventions import deactivate, intervene
+from mlneurons import MultilingualCorpus
+from mlneurons.methods import lape
+from mlneurons.methods.interventions import deactivate, intervene
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def test_gemma_lape_small_budget(gemma, tmp_path):
 
 def test_gemma_candidate_scores_match_full_forward(gemma):
     """The shared-prefix KV-cache reuse is exact on Gemma's hybrid sliding-window cache."""
-    from mlneurons.probing import candidate_scores
+    from mlneurons.methods.probing.causal import candidate_scores
 
     sentences = [
         "The capital of France is Paris.",
@@ -63,9 +64,9 @@ def test_gemma_candidate_scores_match_full_forward(gemma):
 def test_gemma_shared_lrp2_grid_equals_projection_hooks(gemma):
     """Block replay matches the hooks on Gemma's hybrid cache (sliding-window and global layer
     types; these prompts are shorter than the 512-token window)."""
-    from mlneurons.facts import FactSet
-    from mlneurons.lrp2 import language_vectors, projection, projection_grid_scores
-    from mlneurons.probing import candidate_scores
+    from mlneurons.data.facts import FactSet
+    from mlneurons.methods.lrp2 import language_vectors, projection, projection_grid_scores
+    from mlneurons.methods.probing.causal import candidate_scores
 
     corpus = MultilingualCorpus.builtin(["en", "de"])
     vectors = language_vectors(gemma, corpus, max_sentences=8, max_tokens=32, progress=False)

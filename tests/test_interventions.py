@@ -6,8 +6,13 @@ from tiny import LANGS, PLANTED, language_text
 
 import mlneurons
 from mlneurons import LanguageNeurons, MultilingualCorpus
-from mlneurons.evaluation import perplexity, perplexity_matrix, random_control_masks, sequence_nll
-from mlneurons.interventions import activate, deactivate, intervene
+from mlneurons.evaluation.perplexity import (
+    perplexity,
+    perplexity_matrix,
+    random_control_masks,
+    sequence_nll,
+)
+from mlneurons.methods.interventions import activate, deactivate, intervene
 
 
 def _tokens(model, lang="fr", n=20):
@@ -177,7 +182,7 @@ def test_random_control_same_layers_no_language_neurons():
 
 
 def test_steering_switches_the_output_language(planted_model):
-    from mlneurons.steering import steer
+    from mlneurons.methods.steering import steer
 
     model = planted_model
     questions = [language_text("fr", 6, seed=s) for s in range(5)]
@@ -209,7 +214,7 @@ def test_steering_switches_the_output_language(planted_model):
 def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tmp_path, capsys):
     import json
 
-    from mlneurons.cli import main
+    from mlneurons.interfaces.cli import main
 
     stats = mlneurons.collect_activation_stats(
         planted_model,

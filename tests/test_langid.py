@@ -6,7 +6,7 @@ from importlib import resources
 
 import pytest
 
-from mlneurons import langid
+from mlneurons.evaluation import langid
 
 LANGUAGES = ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi")
 
@@ -161,7 +161,7 @@ def test_load_questions_unknown_language():
 
 def test_identifier_is_imported_lazily():
     code = (
-        "import sys, mlneurons, mlneurons.langid as m\n"
+        "import sys, mlneurons, mlneurons.evaluation.langid as m\n"
         "assert 'py3langid' not in sys.modules\n"
         "m.load_questions('en')\n"
         "assert 'py3langid' not in sys.modules\n"

@@ -5,7 +5,8 @@ import torch
 from tiny import LANGS, PLANTED, language_text
 
 import mlneurons
-from mlneurons import LanguageNeurons, MultilingualCorpus, lape
+from mlneurons import LanguageNeurons, MultilingualCorpus
+from mlneurons.methods import lape
 
 
 def test_entropy_hand_computed():

@@ -3,9 +3,9 @@ import torch
 from tiny import bos_ids, language_text
 
 from mlneurons import MultilingualCorpus
-from mlneurons.interventions import intervene
-from mlneurons.lrp2 import LanguageVectors, language_vectors, projection
-from mlneurons.models import hooks_attached
+from mlneurons.methods.interventions import intervene
+from mlneurons.methods.lrp2 import LanguageVectors, language_vectors, projection
+from mlneurons.models.hooks import hooks_attached
 
 
 def _corpus():
@@ -88,8 +88,8 @@ def test_bad_layers_are_rejected(planted_model):
 def test_evaluate_lrp2_selects_on_dev_and_reports_on_test(planted_model, tmp_path):
     from tiny import tiny_facts
 
-    from mlneurons.lrp2 import LRP2Result, evaluate_lrp2
-    from mlneurons.probing import probe
+    from mlneurons.methods.lrp2 import LRP2Result, evaluate_lrp2
+    from mlneurons.methods.probing import probe
 
     model, facts = planted_model, tiny_facts()
     texts = {"en": [language_text("fr", 8), language_text("en", 8)], "de": [language_text("zh", 8)]}
@@ -119,7 +119,7 @@ def test_lrp2_cli(planted_dir, tmp_path, capsys):
 
     from tiny import tiny_facts
 
-    from mlneurons.cli import main
+    from mlneurons.interfaces.cli import main
 
     tiny_facts().to_mlama(tmp_path / "mlama")
     args = [
@@ -158,7 +158,7 @@ def test_evaluate_lrp2_grid_keeps_every_pair_and_selects_the_dev_best(tmp_path):
     from tiny import make_planted_llama, tiny_facts
 
     import mlneurons
-    from mlneurons.lrp2 import evaluate_lrp2
+    from mlneurons.methods.lrp2 import evaluate_lrp2
 
     model = mlneurons.load_model(str(make_planted_llama(tmp_path, n_layers=3)), device="cpu")
     torch.manual_seed(0)
@@ -222,8 +222,8 @@ def deep_model(request, tmp_path_factory):
 
 
 def test_shared_grid_equals_probing_under_projection_hooks(deep_model):
-    from mlneurons.lrp2 import projection_grid_scores
-    from mlneurons.probing import candidate_scores
+    from mlneurons.methods.lrp2 import projection_grid_scores
+    from mlneurons.methods.probing.causal import candidate_scores
 
     model = deep_model
     torch.manual_seed(1)
@@ -253,7 +253,8 @@ def test_shared_grid_equals_probing_under_projection_hooks(deep_model):
 
 @torch.inference_mode()
 def test_block_replay_leaves_no_hooks_or_overrides_even_on_error(deep_model):
-    from mlneurons.models import hf_blocks, recording, unwrapped
+    from mlneurons.models.hooks import unwrapped
+    from mlneurons.models.replay import hf_blocks, recording
 
     model = deep_model
     blocks, _ = hf_blocks(model)
@@ -283,7 +284,7 @@ def test_block_replay_leaves_no_hooks_or_overrides_even_on_error(deep_model):
 def test_probe_projection_grid_reuse_matches_naive(planted_model):
     from tiny import tiny_facts
 
-    from mlneurons.lrp2 import probe_projection_grid
+    from mlneurons.methods.lrp2 import probe_projection_grid
 
     torch.manual_seed(2)
     vectors = LanguageVectors(

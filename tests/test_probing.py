@@ -2,8 +2,10 @@ import pytest
 import torch
 from tiny import bos_ids, tiny_facts
 
-from mlneurons.probeless import fact_neurons, object_position_activations, probeless_scores
-from mlneurons.probing import ProbeResult, candidate_scores, probe
+from mlneurons.methods.probeless import fact_neurons, object_position_activations, probeless_scores
+from mlneurons.methods.probing import probe
+from mlneurons.methods.probing.causal import candidate_scores
+from mlneurons.methods.probing.result import ProbeResult
 
 
 def test_candidate_scores_equal_whole_sentence_loglik_differences(planted_model):
@@ -117,7 +119,7 @@ def test_object_position_and_fact_neurons(planted_model, tmp_path):
     )
     assert overlap["en"]["en"] == 1.0
     result.save(tmp_path)
-    from mlneurons.probeless import FactNeurons
+    from mlneurons.methods.probeless import FactNeurons
 
     back = FactNeurons.load(tmp_path)
     assert back.overlap() == overlap
@@ -126,7 +128,7 @@ def test_object_position_and_fact_neurons(planted_model, tmp_path):
 def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
     import json
 
-    from mlneurons.cli import main
+    from mlneurons.interfaces.cli import main
 
     tiny_facts().to_mlama(tmp_path / "mlama")
     corpus = tmp_path / "corpus"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import mlneurons.probing_mlm as pm
-from mlneurons.facts import Fact, FactSet
-from mlneurons.models import mlp_neuron_hook
-from mlneurons.probing import ProbeResult, probe
+import mlneurons.methods.probing.masked as pm
+from mlneurons.data.facts import Fact, FactSet
+from mlneurons.methods.probing import probe
+from mlneurons.methods.probing.result import ProbeResult
+from mlneurons.models.hooks import mlp_neuron_hook
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["lives", "in", "habite", "à", ".", "\u2581"] + [f"s{i}" for i in range(4)]

@@ -8,9 +8,9 @@ import sys
 import pytest
 from tiny import tiny_facts
 
-from mlneurons import cli, report
-from mlneurons.cli import main as cli_main
-from mlneurons.facts import FactSet
+from mlneurons.interfaces import cli, report
+from mlneurons.data.facts import FactSet
+from mlneurons.interfaces.cli import main as cli_main
 
 FACTS = "--languages en,de --batch-size 64"
 TINY = {
@@ -177,7 +177,7 @@ def test_app_user_errors(monkeypatch, tmp_path, capsys):
 def test_heatmap_of_languages_without_shared_facts(tmp_path):
     """fact-neurons' overlap is None for two languages without a shared correct fact (the
     default report's Japanese once had one correct fact): the plot marks the cell "–"."""
-    from mlneurons.plots import plot_heatmap, save_figure
+    from mlneurons.interfaces.plots import plot_heatmap, save_figure
 
     table = {"en": {"en": 1.0, "ja": None}, "ja": {"en": None, "ja": None}}
     figure = plot_heatmap(table, ["en", "ja"], title="overlap", colorbar="Jaccard")
@@ -186,12 +186,12 @@ def test_heatmap_of_languages_without_shared_facts(tmp_path):
 
 
 def test_report_loads_the_model_once(planted_dir, tiny_budget, tmp_path, monkeypatch):
-    import mlneurons.models
+    import mlneurons.models.loading
 
     loads = []
-    original = mlneurons.models.load_model
+    original = mlneurons.models.loading.load_model
     monkeypatch.setattr(
-        mlneurons.models, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k)
+        mlneurons.models.loading, "load_model", lambda *a, **k: loads.append(a) or original(*a, **k)
     )
     out = tmp_path / "run"
     assert cli_main(["report", "--model", str(planted_dir), "--out", str(out)]) == 0

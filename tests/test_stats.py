@@ -4,7 +4,7 @@ from tiny import LANGS, language_text
 
 import mlneurons
 from mlneurons import ActivationStats, MultilingualCorpus
-from mlneurons.models import mlp_neuron_hook
+from mlneurons.models.hooks import mlp_neuron_hook
 
 
 def _token_corpus(model, n_words=700, **options):
@@ -187,7 +187,7 @@ def test_datasets_source(planted_model):
 def test_unwrapped_fast_path_equals_hooked_bridge_path(planted_model):
     """Without TransformerLens hooks the collector runs the plain HF modules; with any hook
     attached it runs through the bridge. Both give identical statistics."""
-    from mlneurons.models import hooks_attached
+    from mlneurons.models.hooks import hooks_attached
 
     corpus, _ = _token_corpus(planted_model, seq_len=32)
     fast = mlneurons.collect_activation_stats(planted_model, corpus, batch_size=3, progress=False)

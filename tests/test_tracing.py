@@ -6,9 +6,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from mlneurons.corpus import MultilingualCorpus
-from mlneurons.facts import Fact, FactSet
-from mlneurons.tracing import (
+from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.data.facts import Fact, FactSet
+from mlneurons.methods.tracing import (
     CATEGORIES,
     CODES,
     NAMING_RELATIONS,
@@ -416,9 +416,9 @@ def test_byte_level_bpe_tokenizer():
 def test_whole_words_in_spaced_languages_substrings_in_unspaced(tmp_path):
     from tiny import make_tokenizer
 
-    from mlneurons.corpus import MultilingualCorpus
-    from mlneurons.facts import Fact, FactSet
-    from mlneurons.tracing import fact_presence
+    from mlneurons.data.corpus import MultilingualCorpus
+    from mlneurons.data.facts import Fact, FactSet
+    from mlneurons.methods.tracing import fact_presence
 
     tokenizer = make_tokenizer(tmp_path)
     facts = FactSet(

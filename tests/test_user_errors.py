@@ -15,20 +15,21 @@ import torch
 from tiny import LANGS, PLANTED, language_text, tiny_facts
 
 import mlneurons
-import mlneurons.langid
-import mlneurons.lrp2
-import mlneurons.models
-import mlneurons.stats
-import mlneurons.steering
-from mlneurons import lape
-from mlneurons.cli import main as cli_main
-from mlneurons.corpus import MultilingualCorpus
+import mlneurons.evaluation.langid
+import mlneurons.methods.lrp2
+import mlneurons.methods.steering
+import mlneurons.models.hooks
+import mlneurons.models.loading
+import mlneurons.stats.activation
+from mlneurons.methods import lape
+from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.data.facts import OBJECTS_DIR, FactSet
 from mlneurons.errors import UserError
-from mlneurons.facts import OBJECTS_DIR, FactSet
-from mlneurons.interventions import activate, deactivate, intervene
-from mlneurons.lape import LanguageNeurons
-from mlneurons.models import load_model
-from mlneurons.stats import ActivationStats
+from mlneurons.interfaces.cli import main as cli_main
+from mlneurons.methods.interventions import activate, deactivate, intervene
+from mlneurons.methods.lape import LanguageNeurons
+from mlneurons.models.loading import load_model
+from mlneurons.stats.activation import ActivationStats
 
 
 def _fail(*args, **kwargs):
@@ -38,9 +39,9 @@ def _fail(*args, **kwargs):
 @pytest.fixture()
 def no_computation(monkeypatch):
     """Make loading a model, de-quantising the built-in one and the statistics pass fail."""
-    monkeypatch.setattr(mlneurons.models, "load_model", _fail)
-    monkeypatch.setattr(mlneurons.models, "_builtin_gemma_dir", _fail)
-    monkeypatch.setattr(mlneurons.stats, "collect_activation_stats", _fail)
+    monkeypatch.setattr(mlneurons.models.loading, "load_model", _fail)
+    monkeypatch.setattr(mlneurons.models.loading, "_builtin_gemma_dir", _fail)
+    monkeypatch.setattr(mlneurons.stats.activation, "collect_activation_stats", _fail)
 
 
 def run(argv, capsys):
@@ -125,15 +126,15 @@ def test_cuda_device_without_cuda(monkeypatch, tmp_path, capsys, no_computation)
 
 def test_library_checks_device_before_loading(monkeypatch, no_computation):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(mlneurons.models, "resolve_model_path", _fail)
+    monkeypatch.setattr(mlneurons.models.loading, "resolve_model_path", _fail)
     with pytest.raises(UserError, match=r"device 'cuda' is not available here; valid: cpu"):
         load_model("gemma-3-270m", device="cuda")
 
 
 def test_misspelt_builtin_name_in_the_library(no_computation):
     with pytest.raises(UserError, match=r"did you mean 'gemma-3-270m'\? .*hub names need network"):
-        mlneurons.models.resolve_model_path("gemma-3-270")
-    assert mlneurons.models.resolve_model_path("org/model") == "org/model"  # a hub name
+        mlneurons.models.loading.resolve_model_path("gemma-3-270")
+    assert mlneurons.models.loading.resolve_model_path("org/model") == "org/model"  # a hub name
 
 
 # --- checked after reading files, before the model -----------------------------------
@@ -153,8 +154,8 @@ def test_one_language_normaliser(tmp_path):
     facts = FactSet.from_mlama(tiny_facts().to_mlama(tmp_path / "m"), languages=["DE", "eng"])
     assert facts.languages == ["de", "en"]
     assert tiny_facts().subset(languages=["EN"]).languages == ["en"]
-    assert mlneurons.langid.load_questions("FRA") == mlneurons.langid.load_questions("fr")
-    assert mlneurons.langid.identify("fr1 fr2", languages=["FR", "ENG"]) in ("fr", "en")
+    assert mlneurons.evaluation.langid.load_questions("FRA") == mlneurons.evaluation.langid.load_questions("fr")
+    assert mlneurons.evaluation.langid.identify("fr1 fr2", languages=["FR", "ENG"]) in ("fr", "en")
     neurons = LanguageNeurons({"fr": torch.tensor([[0, 1]])}, 2, 32)
     assert neurons["FR"].tolist() == [[0, 1]]
     with pytest.raises(UserError, match=r"unknown language 'de'; these neurons have \['fr'\]"):
@@ -170,7 +171,7 @@ def _text_files(tmp_path):
 
 
 def test_mlama_without_candidate_files(mlama_without_candidates, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(mlneurons.models, "load_model", _fail)
+    monkeypatch.setattr(mlneurons.models.loading, "load_model", _fail)
     facts = f"mlama:{mlama_without_candidates}"
     code, err = run(["probe", "--facts", facts, "--out", str(tmp_path / "o")], capsys)
     one_line_error(code, err, "no candidate objects", "de/P1, en/P1", "--candidates gold")
@@ -205,7 +206,7 @@ def test_inputs_checked_before_the_model(mlama, neurons_dir, tmp_path, capsys, n
 def test_lrp2_layers_checked_before_the_language_vectors(
     planted_dir, mlama, tmp_path, capsys, monkeypatch
 ):
-    monkeypatch.setattr(mlneurons.lrp2, "language_vectors", _fail)
+    monkeypatch.setattr(mlneurons.methods.lrp2, "language_vectors", _fail)
     argv = ["lrp2", "--model", str(planted_dir), "--facts", mlama, "--layers", "0,5"]
     code, err = run([*argv, "--out", str(tmp_path / "o")], capsys)
     one_line_error(code, err, "--layers 0,5", "at least two layers in 0..1", after_loading=True)
@@ -220,7 +221,7 @@ def test_too_many_questions(neurons_dir, tmp_path, capsys, no_computation):
 
 
 def test_neurons_that_do_not_fit_the_model(planted_dir, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(mlneurons.steering, "steer", _fail)
+    monkeypatch.setattr(mlneurons.methods.steering, "steer", _fail)
     LanguageNeurons({"fr": torch.tensor([[2, 1]]), "zh": torch.tensor([[0, 1]])}, 3, 32).save(
         tmp_path / "n"
     )
@@ -244,11 +245,11 @@ def test_interventions_checked_when_built(planted_model):
     with pytest.raises(UserError, match=r"neuron 40 .*valid: 0\.\.31"):
         with intervene(planted_model, deactivate([(1, 40)])):
             pass
-    assert not mlneurons.models.hooks_attached(planted_model)
+    assert not mlneurons.models.hooks.hooks_attached(planted_model)
 
 
 def test_steer_needs_a_pad_token_for_batches(planted_model, monkeypatch):
-    from mlneurons.steering import steer
+    from mlneurons.methods.steering import steer
 
     monkeypatch.setattr(planted_model, "generate", _fail)
     options = dict(source="fr", target="zh", intervention=[], identify=lambda t: ["fr"] * len(t))
@@ -315,13 +316,13 @@ def test_internal_bug_keeps_its_traceback(planted_dir, tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        import mlneurons.stats
+        import mlneurons.stats.activation
 
         def broken(*args, **kwargs):
             raise KeyError("a bug inside a hook")
 
-        mlneurons.stats._accumulate = broken
-        from mlneurons.cli import main
+        mlneurons.stats.activation._accumulate = broken
+        from mlneurons.interfaces.cli import main
         sys.exit(main(sys.argv[1:]))
         """
     )
@@ -342,7 +343,7 @@ def test_interrupt_advice_only_where_the_command_resumes(
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mlneurons.models, "load_model", interrupt)
+    monkeypatch.setattr(mlneurons.models.loading, "load_model", interrupt)
     argv = [command, "--languages", "en,fr", "--out", str(tmp_path)]
     if command == "probe":
         monkeypatch.setattr(FactSet, "builtin", lambda **kw: tiny_facts())

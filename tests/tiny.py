@@ -204,7 +204,7 @@ def make_bloom(directory: Path, *, n_layers: int = 5, seed: int = 0) -> Path:
 def tiny_facts() -> Any:
     """The planted model continues in the language of the current token, so after a French
     subject a French object is ranked first whatever the gold is."""
-    from mlneurons.facts import Fact, FactSet
+    from mlneurons.data.facts import Fact, FactSet
 
     facts = [
         Fact("f1", "en", "P1", "fr1", "fr5"),  # gold French: correct

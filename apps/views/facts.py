@@ -24,7 +24,7 @@ quoted = shlex.quote(str(run))
 options = common.fact_options(settings)
 model_option = common.model_option(run, probe.get("model", {}).get("name"))
 
-from mlneurons.tracing import CODES  # noqa: E402
+from mlneurons.methods.tracing import CODES  # noqa: E402
 
 # ---- summary ---------------------------------------------------------------------------
 left, middle, right = st.columns([3, 2, 2])
@@ -85,7 +85,7 @@ with b:
     )
 if trace:
     with c:
-        from mlneurons.tracing import TracingResult, plot_tracing
+        from mlneurons.methods.tracing import TracingResult, plot_tracing
 
         common.download_png(
             "Tracing (PNG)",

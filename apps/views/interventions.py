@@ -24,7 +24,7 @@ quoted = shlex.quote(str(run))
 
 # ---- generate with and without ---------------------------------------------------------
 st.header("Outputs with and without")
-from mlneurons.steering import PROMPT_TEMPLATE  # noqa: E402
+from mlneurons.methods.steering import PROMPT_TEMPLATE  # noqa: E402
 
 questions = common.parallel_sentences(languages)
 first = next((q[0] for q in questions.values() if q), "Why is the sky blue?")
@@ -56,8 +56,8 @@ if submitted:
     model = common.get_model(run)
     if model is not None:
         with common.shown_errors("Generation"):
-            from mlneurons.interventions import activate, deactivate, intervene
-            from mlneurons.steering import generate_answers
+            from mlneurons.methods.interventions import activate, deactivate, intervene
+            from mlneurons.methods.steering import generate_answers
 
             hooks: list = []
             steered = {tuple(p) for p in neurons[target].tolist()} if target != "(none)" else set()
@@ -128,7 +128,7 @@ if common.has(run, "steering.json"):
 st.header("Perplexity matrix")
 if not common.require(run, "ppl_matrix.json"):
     st.stop()
-from mlneurons.evaluation import PerplexityMatrix, random_control_masks  # noqa: E402
+from mlneurons.evaluation.perplexity import PerplexityMatrix, random_control_masks  # noqa: E402
 
 matrix = PerplexityMatrix(**common.read(run, "ppl_matrix.json"))
 kinds = ["deactivated"] + (["random_control"] if matrix.random_control else [])
@@ -167,7 +167,7 @@ with b:
         "Matrix (JSON)", common.read(run, "ppl_matrix.json"), "ppl_matrix.json", key="dl_ppl_json"
     )
 with c:
-    from mlneurons.plots import plot_perplexity_matrix
+    from mlneurons.interfaces.plots import plot_perplexity_matrix
 
     common.download_png(
         "Matrix (PNG)", lambda: plot_perplexity_matrix(matrix), "ppl_matrix.png", key="dl_ppl_png"

@@ -91,7 +91,7 @@ with cols[1]:
         key="dl_neurons_json",
     )
 with cols[2]:
-    from mlneurons.plots import plot_layer_distribution, plot_overlap
+    from mlneurons.interfaces.plots import plot_layer_distribution, plot_overlap
 
     common.download_png(
         "Per layer (PNG)",

@@ -13,8 +13,8 @@ st.title("LRP2: language representation projection")
 if not common.require(run, "lrp2.json"):
     st.stop()
 data = common.read(run, "lrp2.json")
-from mlneurons.lrp2 import LRP2Result, projection  # noqa: E402
-from mlneurons.plots import plot_lrp2_grid  # noqa: E402
+from mlneurons.interfaces.plots import plot_lrp2_grid  # noqa: E402
+from mlneurons.methods.lrp2 import LRP2Result, projection  # noqa: E402
 
 result = LRP2Result(**data)
 quoted = shlex.quote(str(run))

@@ -155,7 +155,7 @@ def run_report(
     Raises:
         UserError: a step's options do not fit (e.g. a language the model's run lacks).
     """
-    from mlneurons.cli import build_parser
+    from mlneurons.interfaces.cli import build_parser
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -405,7 +405,7 @@ def _fact_neurons(out: Path) -> str:
 
 
 def _trace(out: Path) -> str:
-    from mlneurons.tracing import CODES
+    from mlneurons.methods.tracing import CODES
 
     result = _json(out, "trace.json")
     if not result:

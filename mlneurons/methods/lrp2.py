@@ -19,28 +19,12 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from mlneurons.canary import verify
-from mlneurons.corpus import MultilingualCorpus
-from mlneurons.facts import FactSet
-from mlneurons.interventions import Hooks
-from mlneurons.models import (
-    cached_body,
-    check_same_model,
-    fingerprint,
-    hf_blocks,
-    hooks_attached,
-    is_masked_lm,
-    log_likelihood_sums,
-    model_device,
-    pad_right,
-    recording,
-    run_body,
-    unwrapped,
-)
-from mlneurons.probeless import FactNeurons, fact_neurons
-from mlneurons.probing import (
+from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.data.facts import FactSet
+from mlneurons.methods.interventions import Hooks
+from mlneurons.methods.probeless import FactNeurons, fact_neurons
+from mlneurons.methods.probing.causal import (
     CandidateBatches,
-    ProbeResult,
     batch_scores,
     canary_sentences,
     candidate_batches,
@@ -49,11 +33,22 @@ from mlneurons.probing import (
     facts_with_candidates,
     first_token_log_likelihood,
     id_batches,
-    prediction,
-    probe,
     repeated_cache,
     scored_positions,
 )
+from mlneurons.methods.probing import probe
+from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.models.canary import verify
+from mlneurons.models.fingerprint import check_same_model, fingerprint
+from mlneurons.models.forward import (
+    cached_body,
+    log_likelihood_sums,
+    model_device,
+    pad_right,
+    run_body,
+)
+from mlneurons.models.hooks import hooks_attached, is_masked_lm, unwrapped
+from mlneurons.models.replay import hf_blocks, recording
 from mlneurons.results import read_json, read_tensors, write_json, write_tensors
 
 VECTORS_FILE = "language_vectors.safetensors"
@@ -217,7 +212,7 @@ def projection_grid_scores(
     pivot: str = "en",
     batch_size: int = 32,
 ) -> dict[Pair, torch.Tensor]:
-    """:func:`~mlneurons.probing.candidate_scores` under every (LIRP, LSRP) pair at once.
+    """:func:`~mlneurons.methods.probing.causal.candidate_scores` under every (LIRP, LSRP) pair at once.
 
     The naive grid re-runs the whole model for every pair. Here the unprojected pass
     runs once and each pair resumes from it: blocks up to LIRP layer i are shared by

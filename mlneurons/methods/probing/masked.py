@@ -7,7 +7,7 @@ Face ``*ForMaskedLM``:
   every (language, relation), with M the longest tokenized candidate, the template is
   filled with the subject and l = 1..M mask tokens; a candidate of l tokens is scored
   by the mean over its tokens of the log-softmax at its own mask positions, and the
-  prediction is the best-scoring candidate. :func:`mlneurons.probing.probe` calls it
+  prediction is the best-scoring candidate. :func:`mlneurons.methods.probing.probe` calls it
   for masked LMs.
 * :func:`zhao_match`: Zhao, Yoshinaga & Oba (EACL 2024), no candidates. For m = 1..M
   (M: the longest tokenized object among all objects of the (language, relation), its
@@ -36,9 +36,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mlneurons.facts import Fact, FactSet
-from mlneurons.models import fingerprint, is_masked_lm, mlp_neuron_hook, model_device, pad_right
-from mlneurons.probing import ProbeResult, prediction
+from mlneurons.data.facts import Fact, FactSet
+from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.models.fingerprint import fingerprint
+from mlneurons.models.forward import model_device, pad_right
+from mlneurons.models.hooks import is_masked_lm, mlp_neuron_hook
 
 TYPED_RANKING = "masked: typed ranking (Kassner)"
 """``settings["method"]`` of :func:`probe_masked` results."""
@@ -145,7 +147,7 @@ def _batched(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 def _groups(facts: FactSet) -> Iterable[tuple[str, str, list[Fact]]]:
-    """``(lang, relation, facts)`` in the order of :func:`mlneurons.probing.probe`."""
+    """``(lang, relation, facts)`` in the order of :func:`mlneurons.methods.probing.probe`."""
     for (lang, relation), group in facts.groups().items():
         yield lang, relation, group
 
@@ -327,7 +329,7 @@ def zhao_match(
             "method": ZHAO_MATCH,
             "correct": "full match: for some m in 1..M the m greedy mask ids equal the gold ids",
             "partial": "partial match: for some m every gold id is among the m greedy ids; "
-            "see mlneurons.probing_mlm.partial_p_at_1",
+            "see mlneurons.methods.probing.masked.partial_p_at_1",
             "facts": facts.description,
         },
     )

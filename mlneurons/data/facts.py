@@ -38,7 +38,7 @@ from typing import Any
 OBJECTS_DIR = "TREx_multilingual_objects"
 """Folder of the candidate-object files at the root of an mLAMA directory."""
 
-BUILTIN_DIR = Path(__file__).resolve().parent / "data" / "builtin_facts"
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_facts"
 """The built-in fact set in the mLAMA layout, with its ``provenance.json``."""
 
 RELATIONS: dict[str, str] = {
@@ -459,7 +459,7 @@ def _choose(kind: str, asked: Sequence[str] | None, available: Sequence[str]) ->
     if isinstance(asked, str):
         asked = [asked]
     if kind == "language":  # the one normaliser of mlneurons: " FR " and "fra" are "fr"
-        from mlneurons.builtin_corpus import normalize_language
+        from mlneurons.data.builtin_text import normalize_language
 
         normal = []
         for value in asked:

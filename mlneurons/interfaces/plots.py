@@ -9,10 +9,10 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mlneurons.evaluation import PerplexityMatrix
-from mlneurons.lape import LanguageNeurons
-from mlneurons.lrp2 import LRP2Result
-from mlneurons.probing import ProbeResult
+from mlneurons.evaluation.perplexity import PerplexityMatrix
+from mlneurons.methods.lape import LanguageNeurons
+from mlneurons.methods.lrp2 import LRP2Result
+from mlneurons.methods.probing.result import ProbeResult
 
 
 def _subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:

@@ -1,131 +1,28 @@
-"""Factual probing across languages: P@1, and cross-lingual sharing as Jaccard.
-
-Causal LMs rank a relation's typed candidates by the log-likelihood of the whole
-filled-in sentence (LRP2's BLOOM setup, with the full candidate pool). The tokens
-that all candidates of a fact share (the sentence up to the object, usually) are
-run once and their key/value cache is reused for every candidate; their
-log-likelihood is the same for all candidates, so only the rest is scored.
-Masked LMs use mLAMA's typed ranking (:mod:`mlneurons.probing_mlm`).
-"""
+"""Factual probing of causal LMs: whole-sentence log-likelihood over typed candidates (mLAMA, Zhao et al.), scored with a shared-prefix key/value cache."""
 
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from mlneurons.canary import canary_ids, verify
-from mlneurons.facts import Fact, FactSet
-from mlneurons.models import (
+from mlneurons.data.facts import Fact, FactSet
+from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.models.canary import canary_ids, verify
+from mlneurons.models.fingerprint import fingerprint
+from mlneurons.models.forward import (
     cached_body,
-    fingerprint,
     honour_cache_keyword,
-    is_masked_lm,
     log_likelihood_sums,
     model_device,
     pad_right,
     unembed,
 )
-from mlneurons.results import read_json, write_json
-
-PROBE_FILE = "probe.json"
-
-
-@dataclass
-class ProbeResult:
-    """Per-fact predictions with P@1 and Jaccard views.
-
-    Attributes:
-        languages: probed languages, in order.
-        relations: probed relations, in order.
-        predictions: ``{"uuid", "lang", "relation", "gold", "predicted", "correct"}`` per fact.
-        model: fingerprint of the model.
-        settings: how the facts were probed.
-    """
-
-    languages: list[str]
-    relations: list[str]
-    predictions: list[dict[str, Any]]
-    model: dict[str, Any] = field(default_factory=dict)
-    settings: dict[str, Any] = field(default_factory=dict)
-
-    def p_at_1(self) -> dict[str, dict[str, float]]:
-        """P@1 per language and relation, with ``macro`` (mean over relations) and ``micro``."""
-        hits: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
-        for p in self.predictions:
-            hits[p["lang"]][p["relation"]].append(bool(p["correct"]))
-        table: dict[str, dict[str, float]] = {}
-        for lang in self.languages:
-            per = {rel: sum(v) / len(v) for rel, v in hits[lang].items() if v}
-            flat = [x for v in hits[lang].values() for x in v]
-            table[lang] = {rel: per[rel] for rel in self.relations if rel in per}
-            table[lang]["macro"] = sum(per.values()) / len(per) if per else 0.0
-            table[lang]["micro"] = sum(flat) / len(flat) if flat else 0.0
-        return table
-
-    def for_language(self, language: str) -> ProbeResult:
-        """The predictions of one language only."""
-        predictions = [p for p in self.predictions if p["lang"] == language]
-        return ProbeResult([language], self.relations, predictions, self.model, self.settings)
-
-    def correct_map(self) -> dict[tuple[str, str], bool]:
-        """``(uuid, lang) -> correct``, the input of knowledge tracing."""
-        return {(p["uuid"], p["lang"]): bool(p["correct"]) for p in self.predictions}
-
-    def jaccard(self) -> dict[str, dict[str, float]]:
-        """Jaccard of correctly predicted facts between languages (Zhao et al.; LRP2's Trans).
-
-        Per relation only the uuids both languages have count; the correct sets are
-        united over relations, and the score is ``|A ∩ B| / |A ∪ B|`` (0 when both are empty).
-        """
-        have: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        right: dict[str, set[tuple[str, str]]] = defaultdict(set)
-        for p in self.predictions:
-            key = (p["relation"], p["uuid"])
-            have[p["lang"]].add(key)
-            if p["correct"]:
-                right[p["lang"]].add(key)
-        table: dict[str, dict[str, float]] = {}
-        for a in self.languages:
-            table[a] = {}
-            for b in self.languages:
-                shared = have[a] & have[b]
-                ra, rb = right[a] & shared, right[b] & shared
-                union = ra | rb
-                table[a][b] = len(ra & rb) / len(union) if union else 0.0
-        return table
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "languages": self.languages,
-            "relations": self.relations,
-            "p_at_1": self.p_at_1(),
-            "predictions": self.predictions,
-            "jaccard": self.jaccard(),
-            "model": self.model,
-            "settings": self.settings,
-        }
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``probe.json`` into ``directory``."""
-        return write_json(directory, PROBE_FILE, self.to_dict())
-
-    @classmethod
-    def load(cls, directory: str | Path) -> ProbeResult:
-        data = read_json(directory, PROBE_FILE)
-        return cls(
-            data["languages"],
-            data["relations"],
-            data["predictions"],
-            data.get("model", {}),
-            data.get("settings", {}),
-        )
+from mlneurons.models.hooks import is_masked_lm
 
 
 def sentence_ids(tokenizer: Any, text: str) -> list[int]:
@@ -284,29 +181,15 @@ def check_cached_scoring(model: Any) -> None:
     verify(model, "shared-prefix cached candidate scoring", compare, rtol=1e-4, atol=1e-3)
 
 
-def probe(
+def probe_causal(
     model: Any,
     facts: FactSet,
     *,
-    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
     batch_size: int = 32,
     progress: bool = True,
 ) -> ProbeResult:
-    """Probe every fact of ``facts``: rank its typed candidates, P@1 = gold ranked first.
-
-    Args:
-        model: a causal or masked-LM TransformerBridge.
-        facts: facts, templates and candidates (e.g. ``FactSet.builtin()``).
-        interventions: hooks active while probing (e.g. an LRP2 projection).
-        batch_size: candidate sentences per forward pass.
-    """
-    if interventions:
-        with model.hooks(fwd_hooks=list(interventions)):
-            return probe(model, facts, batch_size=batch_size, progress=progress)
-    if is_masked_lm(model):
-        from mlneurons.probing_mlm import probe_masked
-
-        return probe_masked(model, facts, batch_size=batch_size, progress=progress)
+    """Probe every fact with a causal LM: rank its typed candidates by whole-sentence
+    log-likelihood; P@1 = gold ranked first. :func:`mlneurons.probe` dispatches here."""
     predictions = [
         _predict(model, facts, fact, candidates, batch_size)
         for fact, candidates in facts_with_candidates(facts, progress=progress)
@@ -346,38 +229,3 @@ def _predict(
         model, [facts.fill(fact, c) for c in candidates], batch_size=batch_size
     )
     return prediction(fact, candidates[int(scores.argmax())])
-
-
-def prediction(fact: Fact, predicted: str, **extra: Any) -> dict[str, Any]:
-    """One row of ``ProbeResult.predictions``."""
-    return {
-        "uuid": fact.uuid,
-        "lang": fact.lang,
-        "relation": fact.relation,
-        "gold": fact.object,
-        "predicted": predicted,
-        "correct": predicted == fact.object,
-        **extra,
-    }
-
-
-__all__ = [
-    "PROBE_FILE",
-    "ProbeResult",
-    "CandidateBatches",
-    "candidate_batches",
-    "batch_scores",
-    "candidate_scores",
-    "check_cached_scoring",
-    "full_forward_scores",
-    "id_batches",
-    "causal_result",
-    "common_prefix_length",
-    "facts_with_candidates",
-    "first_token_log_likelihood",
-    "repeated_cache",
-    "prediction",
-    "scored_positions",
-    "probe",
-    "sentence_ids",
-]

@@ -20,17 +20,12 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from mlneurons.facts import FactSet
-from mlneurons.models import (
-    fingerprint,
-    is_masked_lm,
-    mlp_neuron_hook,
-    model_device,
-    pad_right,
-    run_body,
-)
-from mlneurons.probing import common_prefix_length, sentence_ids
-from mlneurons.probing_mlm import mask_activations
+from mlneurons.data.facts import FactSet
+from mlneurons.methods.probing.causal import common_prefix_length, sentence_ids
+from mlneurons.methods.probing.masked import mask_activations
+from mlneurons.models.fingerprint import fingerprint
+from mlneurons.models.forward import model_device, pad_right, run_body
+from mlneurons.models.hooks import is_masked_lm, mlp_neuron_hook
 from mlneurons.results import read_json, write_json
 
 FACT_NEURONS_FILE = "fact_neurons.json"

@@ -22,8 +22,8 @@ import torch
 from jaxtyping import Float, Int
 
 from mlneurons.errors import UserError
-from mlneurons.lape import LanguageNeurons, as_pairs
-from mlneurons.models import fingerprint
+from mlneurons.methods.lape import LanguageNeurons, as_pairs
+from mlneurons.models.fingerprint import fingerprint
 
 Hooks = list[tuple[str, Any]]
 """A list of ``(hook_name, fn)`` pairs: what every intervention is."""

@@ -18,9 +18,11 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
-from mlneurons.corpus import MultilingualCorpus
-from mlneurons.lape import LanguageNeurons
-from mlneurons.models import fingerprint, is_masked_lm, log_likelihood_sums, model_device
+from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.methods.lape import LanguageNeurons
+from mlneurons.models.fingerprint import fingerprint
+from mlneurons.models.forward import log_likelihood_sums, model_device
+from mlneurons.models.hooks import is_masked_lm
 from mlneurons.results import read_json, write_json
 
 PPL_FILE = "ppl_matrix.json"

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from mlneurons.builtin_corpus import normalize_language
-from mlneurons.canary import canary_ids, verify
+from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
-from mlneurons.interventions import Hooks, check_intervention, intervene
-from mlneurons.langid import identify_many, supported_languages
-from mlneurons.models import fingerprint, honour_cache_keyword, model_device
+from mlneurons.evaluation.langid import identify_many, supported_languages
+from mlneurons.methods.interventions import Hooks, check_intervention, intervene
+from mlneurons.models.canary import canary_ids, verify
+from mlneurons.models.fingerprint import fingerprint
+from mlneurons.models.forward import honour_cache_keyword, model_device
 from mlneurons.results import read_json, write_json
 
 STEERING_FILE = "steering.json"
@@ -174,7 +175,7 @@ def steer(
         languages: candidate languages of the language identifier (default: all it knows).
         template: prompt format with a ``{question}`` slot.
         identify: maps answers to language codes (default: the offline identifier of
-            :mod:`mlneurons.langid`, restricted to ``languages``).
+            :mod:`mlneurons.evaluation.langid`, restricted to ``languages``).
     """
     if not questions:
         raise UserError(f"no questions given for source language {source!r}")

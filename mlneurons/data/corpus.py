@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from jaxtyping import Int
 
-from mlneurons.builtin_corpus import (
+from mlneurons.data.builtin_text import (
     available_languages,
     builtin_paragraphs,
     checked_text_sha256,

@@ -19,17 +19,12 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from mlneurons.canary import canary_ids, verify
-from mlneurons.corpus import MultilingualCorpus
+from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.errors import UserError
-from mlneurons.models import (
-    fingerprint,
-    hooks_attached,
-    mlp_neuron_hook,
-    model_device,
-    run_body,
-    unwrapped,
-)
+from mlneurons.models.canary import canary_ids, verify
+from mlneurons.models.fingerprint import fingerprint
+from mlneurons.models.forward import model_device, run_body
+from mlneurons.models.hooks import hooks_attached, mlp_neuron_hook, unwrapped
 from mlneurons.results import read_tensors, write_tensors
 
 STATS_FILE = "stats.safetensors"

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
-from mlneurons.builtin_corpus import normalize_language
+from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
-from mlneurons.models import check_same_model, fingerprint
+from mlneurons.models.fingerprint import check_same_model, fingerprint
 
 NEURONS_FILE = "neurons.json"
 NEURONS_META_FILE = "neurons_meta.json"

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from mlneurons.builtin_corpus import normalize_language
+from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
 
 UNKNOWN = "unknown"

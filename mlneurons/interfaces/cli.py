@@ -111,7 +111,7 @@ def _device(text: str) -> str:
 
 def _model(text: str) -> str:
     """An argparse type: a built-in model, a local directory or a hub name (checked cheaply)."""
-    from mlneurons.models import BUILTIN_MODELS, resolve_model_path
+    from mlneurons.models.loading import BUILTIN_MODELS, resolve_model_path
 
     if text not in BUILTIN_MODELS:  # resolving a built-in name would load it
         try:
@@ -149,11 +149,11 @@ def cmd_lape(args: argparse.Namespace) -> Path:
 
     With ``--stats FILE`` the saved statistics are re-used: no model, no forward pass.
     """
-    from mlneurons import lape
-    from mlneurons.builtin_corpus import normalize_language
-    from mlneurons.corpus import DEFAULT_LANGUAGES, MultilingualCorpus
-    from mlneurons.plots import plot_layer_distribution, plot_overlap, save_figure
-    from mlneurons.stats import STATS_FILE, ActivationStats, collect_activation_stats
+    from mlneurons.methods import lape
+    from mlneurons.data.builtin_text import normalize_language
+    from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus
+    from mlneurons.interfaces.plots import plot_layer_distribution, plot_overlap, save_figure
+    from mlneurons.stats.activation import STATS_FILE, ActivationStats, collect_activation_stats
 
     start = time.time()
     out = Path(args.out)
@@ -233,7 +233,7 @@ def _unique(values: Sequence[str]) -> list[str]:
 
 
 def _load_neurons(args: argparse.Namespace) -> Any:
-    from mlneurons.lape import LanguageNeurons
+    from mlneurons.methods.lape import LanguageNeurons
 
     with _user_input():
         return LanguageNeurons.load(args.neurons)
@@ -245,7 +245,7 @@ def _command_model(args: argparse.Namespace, name: str | None = None) -> Any:
     ``args.loaded_models`` (set by ``mlneurons report``) is a cache shared by the steps of
     one report, so the model loads once for all of them.
     """
-    from mlneurons.models import load_model
+    from mlneurons.models.loading import load_model
 
     name = name or args.model
     cache = getattr(args, "loaded_models", None)
@@ -261,7 +261,7 @@ def _command_model(args: argparse.Namespace, name: str | None = None) -> Any:
 
 def _load_model_for(args: argparse.Namespace, neurons: Any) -> Any:
     """The model of ``--model`` (default: the one the neurons were selected on), checked."""
-    from mlneurons.models import check_same_model
+    from mlneurons.models.fingerprint import check_same_model
 
     model = _command_model(args, args.model or neurons.model.get("name") or "gemma-3-270m")
     with _user_input():
@@ -272,16 +272,16 @@ def _load_model_for(args: argparse.Namespace, neurons: Any) -> Any:
 
 def _languages_of(neurons: Any, codes: Sequence[str]) -> list[str]:
     """``codes`` normalised to the languages of ``neurons`` (unknown ones raise)."""
-    from mlneurons.builtin_corpus import normalize_language
+    from mlneurons.data.builtin_text import normalize_language
 
     return _unique([normalize_language(code, neurons.languages) for code in codes])
 
 
 def cmd_ablate(args: argparse.Namespace) -> Path:
     """Perplexity matrix: deactivate each language's neurons, evaluate every language."""
-    from mlneurons.corpus import MultilingualCorpus
-    from mlneurons.evaluation import perplexity_matrix
-    from mlneurons.plots import plot_perplexity_matrix, save_figure
+    from mlneurons.data.corpus import MultilingualCorpus
+    from mlneurons.evaluation.perplexity import perplexity_matrix
+    from mlneurons.interfaces.plots import plot_perplexity_matrix, save_figure
 
     neurons = _load_neurons(args)
     languages = _languages_of(neurons, args.languages) if args.languages else neurons.languages
@@ -315,11 +315,11 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
 
 def cmd_steer(args: argparse.Namespace) -> Path:
     """Output-language steering: activate the target language's neurons, identify answer languages."""
-    from mlneurons.interventions import activate, deactivate
-    from mlneurons.langid import load_questions
-    from mlneurons.models import check_same_model
-    from mlneurons.stats import ActivationStats
-    from mlneurons.steering import steer
+    from mlneurons.evaluation.langid import load_questions
+    from mlneurons.methods.interventions import activate, deactivate
+    from mlneurons.methods.steering import steer
+    from mlneurons.models.fingerprint import check_same_model
+    from mlneurons.stats.activation import ActivationStats
 
     neurons = _load_neurons(args)
     source, target = _languages_of(neurons, [args.source]) + _languages_of(neurons, [args.target])
@@ -367,7 +367,7 @@ def cmd_steer(args: argparse.Namespace) -> Path:
 
 def _load_facts(args: argparse.Namespace) -> Any:
     """The fact set of ``--facts`` (``builtin`` or ``mlama:DIR``), restricted as asked."""
-    from mlneurons.facts import FactSet
+    from mlneurons.data.facts import FactSet
 
     if args.facts != "builtin" and not args.facts.startswith("mlama:"):
         raise UserError(f"--facts must be 'builtin' or 'mlama:DIR', got {args.facts!r}")
@@ -393,8 +393,8 @@ def _load_facts(args: argparse.Namespace) -> Any:
 
 def _facts_model_probe(args: argparse.Namespace) -> tuple[Any, Any, Path, Any]:
     """The fact set, the model, the output directory and the probing result of a fact command."""
-    from mlneurons.models import check_same_model
-    from mlneurons.probing import ProbeResult
+    from mlneurons.methods.probing.result import ProbeResult
+    from mlneurons.models.fingerprint import check_same_model
 
     facts = _load_facts(args)
     if args.probe:  # read before the model loads
@@ -411,12 +411,12 @@ def _facts_model_probe(args: argparse.Namespace) -> tuple[Any, Any, Path, Any]:
 
 def _probe(args: argparse.Namespace, model: Any, facts: Any, out: Path) -> Any:
     """Probe the facts and write ``probe.json`` with its plots."""
-    from mlneurons.plots import plot_heatmap, plot_p_at_1, save_figure
-    from mlneurons.probing import probe
+    from mlneurons.interfaces.plots import plot_heatmap, plot_p_at_1, save_figure
+    from mlneurons.methods.probing import probe
 
     if args.method == "zhao":
-        from mlneurons.models import is_masked_lm
-        from mlneurons.probing_mlm import zhao_match
+        from mlneurons.methods.probing.masked import zhao_match
+        from mlneurons.models.hooks import is_masked_lm
 
         if not is_masked_lm(model):
             raise UserError("--method zhao needs a masked LM (BERT, XLM-R); use --method typed")
@@ -450,8 +450,8 @@ def cmd_probe(args: argparse.Namespace) -> Path:
 
 def cmd_fact_neurons(args: argparse.Namespace) -> Path:
     """PROBELESS fact neurons of correctly predicted facts and their overlap across languages."""
-    from mlneurons.plots import plot_heatmap, save_figure
-    from mlneurons.probeless import fact_neurons
+    from mlneurons.interfaces.plots import plot_heatmap, save_figure
+    from mlneurons.methods.probeless import fact_neurons
 
     facts, model, out, result = _facts_model_probe(args)
     neurons = fact_neurons(model, facts, result.correct_map(), k=args.k, batch_size=args.batch_size)
@@ -471,9 +471,9 @@ def cmd_fact_neurons(args: argparse.Namespace) -> Path:
 
 def cmd_trace(args: argparse.Namespace) -> Path:
     """Knowledge tracing: was each fact in the language's text, and is it predicted?"""
-    from mlneurons.corpus import MultilingualCorpus, available_languages
-    from mlneurons.plots import save_figure
-    from mlneurons.tracing import plot_tracing, trace
+    from mlneurons.data.corpus import MultilingualCorpus, available_languages
+    from mlneurons.interfaces.plots import save_figure
+    from mlneurons.methods.tracing import plot_tracing, trace
 
     if args.corpus != "builtin":  # checked before probing
         corpus = MultilingualCorpus.from_files(args.corpus)
@@ -495,10 +495,10 @@ def cmd_trace(args: argparse.Namespace) -> Path:
 
 def cmd_lrp2(args: argparse.Namespace) -> Path:
     """LRP2: language vectors, per-language (LIRP, LSRP) chosen on dev facts, test P@1 and Trans."""
-    from mlneurons.builtin_corpus import normalize_language
-    from mlneurons.corpus import MultilingualCorpus, available_languages
-    from mlneurons.lrp2 import evaluate_lrp2, language_vectors
-    from mlneurons.plots import plot_lrp2_grid, save_figure
+    from mlneurons.data.builtin_text import normalize_language
+    from mlneurons.data.corpus import MultilingualCorpus, available_languages
+    from mlneurons.interfaces.plots import plot_lrp2_grid, save_figure
+    from mlneurons.methods.lrp2 import evaluate_lrp2, language_vectors
 
     facts = _load_facts(args)
     try:
@@ -543,12 +543,12 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
 
 def cmd_report(args: argparse.Namespace) -> Path:
     """Run every method on the built-in defaults into one directory with ``index.html``."""
-    from mlneurons.report import run_report
+    from mlneurons.interfaces.report import run_report
 
     return run_report(args.out, full=args.full, model=args.model, device=args.device)
 
 
-APP_SCRIPT = Path(__file__).resolve().parents[1] / "apps" / "app.py"
+APP_SCRIPT = Path(__file__).resolve().parents[2] / "apps" / "app.py"
 """The Streamlit app of a source checkout."""
 
 
@@ -637,7 +637,7 @@ def _add_neuron_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mlneurons.corpus import DEFAULT_LANGUAGES
+    from mlneurons.data.corpus import DEFAULT_LANGUAGES
 
     parser = _Parser(
         prog="mlneurons", description="Neuron-level study of multilingual language models."

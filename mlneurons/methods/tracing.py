@@ -52,8 +52,8 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
-from mlneurons.corpus import MultilingualCorpus
-from mlneurons.facts import Fact, FactSet
+from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.data.facts import Fact, FactSet
 from mlneurons.results import read_json, write_json
 
 if TYPE_CHECKING:

@@ -39,7 +39,7 @@ from pathlib import Path
 from mlneurons.errors import UserError, did_you_mean
 
 _PACKAGE = "dataset_build"
-FROZEN_HASHES = Path(__file__).parent / "data" / "builtin_corpus_sha256.json"
+FROZEN_HASHES = Path(__file__).parent / "builtin_corpus_sha256.json"
 """sha256 of each language's cleaned text as mlneurons was measured on it, and the
 ``dataset_build`` version it came from (written by ``scripts/freeze_builtin_corpus.py``)."""
 

@@ -1,0 +1,1 @@
+"""Evaluation layer: perplexity under interventions and language identification."""

@@ -1,0 +1,1 @@
+"""Interfaces layer: the command line, the one-command report and the plots."""

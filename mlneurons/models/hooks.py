@@ -1,0 +1,84 @@
+"""Hook points: where MLP neuron activations live, and running without the bridge's wrappers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+
+def mlp_neuron_hook(model: Any, layer: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The hook point that carries layer ``layer``'s MLP neuron activations.
+
+    LAPE's "activation" is the act_fn output the MLP multiplies: ``act_fn(gate)`` in
+    gated MLPs (Llama, Gemma, Qwen) and ``act_fn(pre)`` in plain ones (GPT-2, BLOOM,
+    BERT). It fires (is > 0) exactly when ``mlp.hook_pre`` > 0 for SiLU/GELU/ReLU.
+
+    Returns:
+        ``(hook_name, to_activation)``: ``to_activation`` maps the hooked tensor to
+        the act_fn output (identity for plain MLPs, whose ``hook_post`` is that output).
+    """
+    n_layers = int(model.cfg.n_layers)
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"layer {layer} is out of range for a model with {n_layers} layers")
+    blocks = getattr(model, "blocks", None)
+    mlp = getattr(blocks[layer], "mlp", None) if blocks is not None else None
+    if mlp is None or f"blocks.{layer}.mlp.hook_pre" not in model.hook_dict:
+        raise ValueError(
+            f"model {getattr(model.cfg, 'model_name', model)!r} has no MLP hook points "
+            f"(blocks.{layer}.mlp.hook_pre); mlneurons needs a TransformerBridge with MLP blocks"
+        )
+    if getattr(model.cfg, "gated_mlp", False):
+        act_fn = getattr(getattr(mlp, "original_component", None), "act_fn", None)
+        if act_fn is None:
+            raise ValueError(
+                f"cannot find act_fn of the gated MLP in layer {layer} "
+                f"({type(getattr(mlp, 'original_component', mlp)).__name__})"
+            )
+        return f"blocks.{layer}.mlp.hook_pre", act_fn
+    return f"blocks.{layer}.mlp.hook_post", _identity
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def hooks_attached(model: Any) -> bool:
+    """Whether any TransformerLens forward hook is attached to ``model`` right now."""
+    return any(point.fwd_hooks for point in model.hook_dict.values())
+
+
+@contextmanager
+def unwrapped(model: Any) -> Iterator[None]:
+    """Run the plain Hugging Face modules inside the bridge, without its wrappers.
+
+    The bridge swaps its components (which re-implement attention and normalisation so
+    that their hook points fire) into the HF model. Inside this context every wrapper is
+    swapped back to the HF module it wraps, so TransformerLens hooks do NOT fire; plain
+    PyTorch hooks on HF modules still do. Used by statistics collection when no
+    TransformerLens hook is attached.
+    """
+    from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+
+    swapped = []
+    try:
+        for parent in list(model.original_model.modules()):
+            if isinstance(parent, GeneralizedComponent):
+                continue
+            for name, child in list(parent._modules.items()):
+                inner = getattr(child, "original_component", None)
+                if isinstance(child, GeneralizedComponent) and isinstance(inner, torch.nn.Module):
+                    parent._modules[name] = inner
+                    swapped.append((parent, name, child))
+        yield
+    finally:
+        for parent, name, child in reversed(swapped):
+            parent._modules[name] = child
+
+
+def is_masked_lm(model: Any) -> bool:
+    """Whether ``model`` wraps a masked LM (BERT, XLM-R) rather than a causal one."""
+    hf = getattr(model, "original_model", None)
+    return hf is not None and "MaskedLM" in type(hf).__name__
