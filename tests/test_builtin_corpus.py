@@ -249,7 +249,9 @@ def test_changed_builtin_text_warns_and_changes_the_corpus_key(tmp_path, monkeyp
     path.write_text(json.dumps(frozen))
     monkeypatch.setattr(builtin_corpus, "FROZEN_HASHES", path)
     builtin_corpus.checked_text_sha256.cache_clear()
-    with pytest.warns(UserWarning, match=r"built-in 'de' text .* differs .* sha256 0000000000000000"):
+    with pytest.warns(
+        UserWarning, match=r"built-in 'de' text .* differs .* sha256 0000000000000000"
+    ):
         MultilingualCorpus.builtin(["de"])
     builtin_corpus.checked_text_sha256.cache_clear()
     original = builtin_corpus.clean_text

@@ -10,9 +10,9 @@ from mlneurons import MultilingualCorpus
 from mlneurons.methods import lrp2, steering
 from mlneurons.methods.probing import causal as probing
 from mlneurons.models import fingerprint as models
-from mlneurons.stats import activation as stats
 from mlneurons.models.canary import FastPathMismatch, verify
 from mlneurons.provenance import versions
+from mlneurons.stats import activation as stats
 
 MAKERS = {"llama": make_random_llama, "gpt2": make_gpt2, "bloom": make_bloom}
 

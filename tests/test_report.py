@@ -8,8 +8,8 @@ import sys
 import pytest
 from tiny import tiny_facts
 
-from mlneurons.interfaces import cli, report
 from mlneurons.data.facts import FactSet
+from mlneurons.interfaces import cli, report
 from mlneurons.interfaces.cli import main as cli_main
 
 FACTS = "--languages en,de --batch-size 64"

@@ -149,10 +149,10 @@ def cmd_lape(args: argparse.Namespace) -> Path:
 
     With ``--stats FILE`` the saved statistics are re-used: no model, no forward pass.
     """
-    from mlneurons.methods import lape
     from mlneurons.data.builtin_text import normalize_language
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus
     from mlneurons.interfaces.plots import plot_layer_distribution, plot_overlap, save_figure
+    from mlneurons.methods import lape
     from mlneurons.stats.activation import STATS_FILE, ActivationStats, collect_activation_stats
 
     start = time.time()

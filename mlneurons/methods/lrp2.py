@@ -23,6 +23,7 @@ from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import FactSet
 from mlneurons.methods.interventions import Hooks
 from mlneurons.methods.probeless import FactNeurons, fact_neurons
+from mlneurons.methods.probing import probe
 from mlneurons.methods.probing.causal import (
     CandidateBatches,
     batch_scores,
@@ -36,7 +37,6 @@ from mlneurons.methods.probing.causal import (
     repeated_cache,
     scored_positions,
 )
-from mlneurons.methods.probing import probe
 from mlneurons.methods.probing.result import ProbeResult, prediction
 from mlneurons.models.canary import verify
 from mlneurons.models.fingerprint import check_same_model, fingerprint

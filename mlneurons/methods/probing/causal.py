@@ -22,7 +22,6 @@ from mlneurons.models.forward import (
     pad_right,
     unembed,
 )
-from mlneurons.models.hooks import is_masked_lm
 
 
 def sentence_ids(tokenizer: Any, text: str) -> list[int]:
