@@ -18,7 +18,7 @@ import mlneurons
 from mlneurons.methods import lrp2, steering
 from mlneurons.methods.probing import causal as probing
 from mlneurons.models.forward import run_body
-from mlneurons.stats import activation as stats
+from mlneurons.stats import collector as stats
 
 DEFAULT_RUN_S = {"lape": 184.0, "probe": 654.0, "lrp2": 992.0, "steer": 56.0}
 CANARIES = {

@@ -13,6 +13,7 @@ from mlneurons.models import fingerprint as models
 from mlneurons.models.canary import FastPathMismatch, verify
 from mlneurons.provenance import versions
 from mlneurons.stats import activation as stats
+from mlneurons.stats import collector
 
 MAKERS = {"llama": make_random_llama, "gpt2": make_gpt2, "bloom": make_bloom}
 
@@ -83,8 +84,8 @@ def test_canary_runs_once_per_model(model_dirs, monkeypatch):
 
 def test_statistics_canary_catches_counters_on_the_wrong_layers(model_dirs, monkeypatch):
     model = fresh(model_dirs)
-    right = stats._act_fn_modules(model)
-    monkeypatch.setattr(stats, "_act_fn_modules", lambda m: right[::-1])
+    right = collector.act_fn_modules(model)
+    monkeypatch.setattr(collector, "act_fn_modules", lambda m: right[::-1])
     corpus = MultilingualCorpus({"en": lambda: ["en1 en2 en3 en4 en5"]}, seq_len=6)
     with pytest.raises(FastPathMismatch, match=r"statistics pass \(unwrapped HF modules\)"):
         stats.collect_activation_stats(model, corpus, progress=False)
@@ -92,7 +93,7 @@ def test_statistics_canary_catches_counters_on_the_wrong_layers(model_dirs, monk
 
 def test_statistics_canary_passes_and_is_exact(model_dirs):
     model = fresh(model_dirs)
-    stats.check_statistics_pass(model)
+    collector.check_statistics_pass(model)
     assert model._mlneurons_canaries["statistics pass (unwrapped HF modules)"] < 1e-5
 
 

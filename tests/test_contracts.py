@@ -136,10 +136,11 @@ def test_projection_names_the_vectors_of_another_model(planted_model):
 
 def test_statistics_that_never_fire_are_refused(planted_model, monkeypatch):
     import mlneurons.stats.activation as stats
+    import mlneurons.stats.collector as collector
     from mlneurons import MultilingualCorpus
 
-    monkeypatch.setattr(stats, "check_statistics_pass", lambda model: None)
-    monkeypatch.setattr(stats, "run_body", lambda model, batch: None)  # no hook fires
+    monkeypatch.setattr(collector, "check_statistics_pass", lambda model: None)
+    monkeypatch.setattr(collector, "run_body", lambda model, batch, **kw: None)  # no hook fires
     corpus = MultilingualCorpus({"en": lambda: ["en1 en2 en3 en4"]}, seq_len=4)
     with pytest.raises(RuntimeError, match="did not fire in every layer"):
         stats.collect_activation_stats(planted_model, corpus, progress=False)
@@ -204,10 +205,10 @@ def test_fact_neurons_defaults_and_overlap_without_shared_facts(planted_model):
 
 
 def test_fast_statistics_need_one_act_fn_module_per_layer(planted_model, monkeypatch):
-    import mlneurons.stats.activation as stats
+    import mlneurons.stats.collector as collector
 
-    own = stats._act_fn_modules(planted_model)
+    own = collector.act_fn_modules(planted_model)
     assert len(own) == 2 and own[0] is not own[1]
     shared = own[0]  # MLPs that share one module cannot be told apart by its hooks
-    monkeypatch.setattr(stats, "mlp_neuron_hook", lambda model, layer: ("hook", shared))
-    assert stats._act_fn_modules(planted_model) is None
+    monkeypatch.setattr(collector, "mlp_neuron_hook", lambda model, layer: ("hook", shared))
+    assert collector.act_fn_modules(planted_model) is None

@@ -318,12 +318,12 @@ def test_internal_bug_keeps_its_traceback(planted_dir, tmp_path):
     script = textwrap.dedent(
         """
         import sys
-        import mlneurons.stats.activation
+        import mlneurons.stats.collector
 
         def broken(*args, **kwargs):
             raise KeyError("a bug inside a hook")
 
-        mlneurons.stats.activation._accumulate = broken
+        mlneurons.stats.collector.Accumulator.add = broken
         from mlneurons.interfaces.cli import main
         sys.exit(main(sys.argv[1:]))
         """

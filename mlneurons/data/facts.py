@@ -76,6 +76,11 @@ class Fact:
     subject: str
     object: str
 
+    @property
+    def label(self) -> str:
+        """``"lang:uuid"``: this fact's label in collected statistics."""
+        return f"{self.lang}:{self.uuid}"
+
 
 @dataclass
 class FactSet:

@@ -11,6 +11,7 @@ intervention and hold during generation.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,11 +46,11 @@ from mlneurons.models.forward import (
     log_likelihood_sums,
     model_device,
     pad_right,
-    run_body,
 )
 from mlneurons.models.hooks import hooks_attached, is_masked_lm, unwrapped
 from mlneurons.models.replay import hf_blocks, recording
 from mlneurons.results import read_json, read_tensors, write_json, write_tensors
+from mlneurons.stats.collector import HookStats, Labelled, collect
 
 VECTORS_FILE = "language_vectors.safetensors"
 
@@ -77,6 +78,12 @@ class LanguageVectors:
             )
         return self.vectors[self.languages.index(language)]
 
+    @classmethod
+    def from_collected(cls, collected: HookStats) -> LanguageVectors:
+        """The view of mean-pooled residual streams collected per language: ``sums / rows``."""
+        means = collected.stacked("sums").double() / collected.rows.double()[:, None, None]
+        return cls(list(collected.labels), means.float(), collected.rows.tolist(), collected.model)
+
     def save(self, directory: str | Path) -> Path:
         meta = {"languages": self.languages, "sentences": self.sentences, "model": self.model}
         return write_tensors(Path(directory) / VECTORS_FILE, {"vectors": self.vectors}, meta)
@@ -97,10 +104,34 @@ def _sentences(corpus: MultilingualCorpus, language: str, tokenizer: Any, max_to
             yield piece[:max_tokens]
 
 
-def _pool_hook(act: torch.Tensor, *, hook: Any, layer: int, state: dict[str, Any]) -> None:
-    mask = state["mask"].to(act.device, act.dtype)  # [batch, pos], 1 on counted tokens
-    pooled = (act * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-    state["sums"][layer] += pooled.double().sum(0).cpu()
+def sentence_batches(
+    corpus: MultilingualCorpus,
+    tokenizer: Any,
+    *,
+    max_sentences: int,
+    max_tokens: int,
+    batch_size: int,
+) -> Iterator[Labelled]:
+    """Right-padded batches of each language's sentences, weighted for mean pooling: every
+    counted token of a sentence weighs 1 / its length (pads and BOS weigh 0)."""
+    bos = corpus.bos_id(tokenizer)
+    head = [] if bos is None else [bos]
+    for index, lang in enumerate(corpus.languages):
+        sentences = []
+        for ids in _sentences(corpus, lang, tokenizer, max_tokens):
+            if len(ids):
+                sentences.append(torch.as_tensor(ids).tolist())
+            if len(sentences) == max_sentences:
+                break
+        if not sentences:
+            raise ValueError(f"language {lang!r} has no sentences")
+        for start in range(0, len(sentences), batch_size):
+            group = [[*head, *ids] for ids in sentences[start : start + batch_size]]
+            tokens, attention = pad_right(group)
+            weights = attention.float()
+            weights[:, : len(head)] = 0.0  # BOS is not pooled
+            weights /= weights.sum(1, keepdim=True)
+            yield Labelled(tokens, index, weights=weights, attention_mask=attention)
 
 
 @torch.inference_mode()
@@ -111,47 +142,40 @@ def language_vectors(
     max_sentences: int = 1000,
     max_tokens: int = 128,
     batch_size: int = 16,
+    checkpoint: str | Path | None = None,
     progress: bool = True,
 ) -> LanguageVectors:
     """LRP2 language vectors: mean over sentences of the mean-pooled ``hook_resid_post`` per layer.
 
     Each document (paragraph, line) of the corpus is a sentence, cut to ``max_tokens``
     tokens; batches are right-padded and the pads and BOS are excluded from the pooling.
+    A collector pass (:func:`mlneurons.stats.collector.collect`), so it resumes from
+    ``checkpoint``.
     """
-    n_layers, d_model = int(model.cfg.n_layers), int(model.cfg.d_model)
-    tokenizer = model.tokenizer
-    bos = corpus.bos_id(tokenizer)
-    head = [] if bos is None else [bos]
-    device = model_device(model)
-    vectors = torch.zeros(len(corpus.languages), n_layers, d_model, dtype=torch.float64)
-    counts = []
-    state: dict[str, Any] = {}
-    hooks = [
-        (f"blocks.{layer}.hook_resid_post", functools.partial(_pool_hook, layer=layer, state=state))
-        for layer in range(n_layers)
-    ]
-    with model.hooks(fwd_hooks=hooks):
-        for li, lang in enumerate(corpus.languages):
-            state["sums"] = vectors[li]
-            sentences = []
-            for ids in _sentences(corpus, lang, tokenizer, max_tokens):
-                if len(ids):
-                    sentences.append(torch.as_tensor(ids).tolist())
-                if len(sentences) == max_sentences:
-                    break
-            if not sentences:
-                raise ValueError(f"language {lang!r} has no sentences")
-            for start in tqdm(
-                range(0, len(sentences), batch_size), desc=f"vectors {lang}", disable=not progress
-            ):
-                group = [[*head, *ids] for ids in sentences[start : start + batch_size]]
-                tokens, attention = pad_right(group, device=device)
-                state["mask"] = attention.float()
-                state["mask"][:, : len(head)] = 0.0  # BOS is not pooled
-                run_body(model, tokens, attention_mask=attention)
-            counts.append(len(sentences))
-            vectors[li] /= len(sentences)
-    return LanguageVectors(corpus.languages, vectors.float(), counts, fingerprint(model))
+    n_layers = int(model.cfg.n_layers)
+    collected = collect(
+        model,
+        sentence_batches(
+            corpus,
+            model.tokenizer,
+            max_sentences=max_sentences,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+        ),
+        labels=list(corpus.languages),
+        names_filter=[f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)],
+        source=corpus.to_dict(),
+        checkpoint=checkpoint,
+        resume_key={
+            "corpus": corpus.key(),
+            "batch_size": batch_size,
+            "max_sentences": max_sentences,
+            "max_tokens": max_tokens,
+        },
+        desc="language vectors",
+        progress=progress,
+    )
+    return LanguageVectors.from_collected(collected)
 
 
 def _add(act: torch.Tensor, *, hook: Any, delta: torch.Tensor) -> torch.Tensor:

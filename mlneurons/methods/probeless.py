@@ -10,23 +10,23 @@ top-k sets of the facts both predict correctly.
 
 from __future__ import annotations
 
-import functools
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
-from tqdm.auto import tqdm
 
 from mlneurons.data.facts import FactSet
 from mlneurons.methods.probing.causal import common_prefix_length, sentence_ids
 from mlneurons.methods.probing.masked import mask_activations
 from mlneurons.models.fingerprint import fingerprint
-from mlneurons.models.forward import model_device, pad_right, run_body
-from mlneurons.models.hooks import is_masked_lm, mlp_neuron_hook
+from mlneurons.models.forward import pad_right
+from mlneurons.models.hooks import is_masked_lm
 from mlneurons.results import read_json, write_json
+from mlneurons.stats.collector import HookStats, Labelled, collect
 
 FACT_NEURONS_FILE = "fact_neurons.json"
 
@@ -52,11 +52,22 @@ def probeless_scores(
     return scores.float()
 
 
-def _gather_hook(
-    act: torch.Tensor, *, hook: Any, layer: int, to_activation: Any, state: dict
-) -> None:
-    picked = act[torch.arange(act.shape[0]), state["positions"].to(act.device)]
-    state["out"][:, layer] = to_activation(picked).float().cpu()
+def position_batches(
+    rows: list[list[int]], positions: list[int], batch_size: int
+) -> Iterator[Labelled]:
+    """Right-padded batches whose row ``i`` is label ``i`` and weighs 1 at ``positions[i]`` only."""
+    for start in range(0, len(rows), batch_size):
+        group = rows[start : start + batch_size]
+        tokens, _ = pad_right(group)  # right padding: causal positions never see it
+        weights = torch.zeros(tokens.shape)
+        weights[torch.arange(len(group)), torch.tensor(positions[start : start + batch_size])] = 1.0
+        yield Labelled(tokens, torch.arange(start, start + len(group)), weights=weights)
+
+
+def per_label_vectors(collected: HookStats) -> Float[torch.Tensor, "label point neuron"]:
+    """Each label's mean activation at every point (one position or pooled masks)."""
+    sums = collected.stacked("sums")
+    return (sums / collected.weights.to(sums.dtype)[:, None, None]).float()
 
 
 @torch.inference_mode()
@@ -69,20 +80,23 @@ def object_position_activations(
     batch_size: int = 16,
     progress: bool = True,
 ) -> dict[tuple[str, str], Float[torch.Tensor, "layer neuron"]]:
-    """MLP activations of all layers at each fact's object position, for causal LMs.
+    """MLP activations of all layers at each fact's object position (PROBELESS features).
+
+    Causal LMs: the position whose next token is the gold object's first token; masked
+    LMs: the mask positions, averaged (:func:`mlneurons.methods.probing.masked.mask_activations`).
+    A collector pass with one label per fact.
 
     Args:
         keys: ``(uuid, lang)`` of the facts to read (default: all).
         interventions: hooks applied during the pass (e.g. LRP2's projection).
 
     Returns:
-        ``(uuid, lang) -> [layer, neuron]`` act_fn outputs at the position whose next
-        token is the gold object's first token.
+        ``(uuid, lang) -> [layer, neuron]`` act_fn outputs.
     """
+    n_layers = int(model.cfg.n_layers)
     if is_masked_lm(model):
         with model.hooks(fwd_hooks=list(interventions)):
             flat = mask_activations(model, facts, batch_size=batch_size, keys=keys)
-        n_layers = int(model.cfg.n_layers)
         return {key: v.view(n_layers, -1) for key, v in flat.items()}
     wanted = set(keys) if keys is not None else None
     object_first = {key for key, t in facts.templates.items() if t.index("[Y]") < t.index("[X]")}
@@ -98,6 +112,8 @@ def object_position_activations(
         if (wanted is None or (f.uuid, f.lang) in wanted)
         and (f.lang, f.relation) not in object_first
     ]
+    if not chosen:
+        return {}
     tokenizer = model.tokenizer
     rows, positions = [], []
     for fact in chosen:
@@ -107,28 +123,18 @@ def object_position_activations(
         shared = common_prefix_length([gold, sentence_ids(tokenizer, head)])
         rows.append(gold[: max(shared, 1)])
         positions.append(max(shared, 1) - 1)
-    n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
-    state: dict[str, Any] = {}
-    hooks = [
-        (name, functools.partial(_gather_hook, layer=layer, to_activation=to_act, state=state))
-        for layer, (name, to_act) in enumerate(
-            mlp_neuron_hook(model, layer) for layer in range(n_layers)
+    with model.hooks(fwd_hooks=list(interventions)):
+        collected = collect(
+            model,
+            position_batches(rows, positions, batch_size),
+            labels=[f.label for f in chosen],
+            dtype=torch.float32,  # each label is read once: nothing accumulates
+            total=-(-len(rows) // batch_size),
+            desc="fact activations",
+            progress=progress,
         )
-    ]
-    device = model_device(model)
-    result = {}
-    with model.hooks(fwd_hooks=[*hooks, *interventions]):
-        for start in tqdm(
-            range(0, len(rows), batch_size), desc="fact activations", disable=not progress
-        ):
-            group = rows[start : start + batch_size]
-            tokens, _ = pad_right(group)  # right padding: causal positions never see it
-            state["positions"] = torch.tensor(positions[start : start + batch_size])
-            state["out"] = torch.empty(len(group), n_layers, d_mlp)
-            run_body(model, tokens.to(device))
-            for i, fact in enumerate(chosen[start : start + batch_size]):
-                result[(fact.uuid, fact.lang)] = state["out"][i]
-    return result
+    vectors = per_label_vectors(collected)
+    return {(f.uuid, f.lang): vectors[i] for i, f in enumerate(chosen)}
 
 
 @dataclass

@@ -29,8 +29,7 @@ id 6, which Zhao et al. strip) are dropped unless nothing else is left.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -40,7 +39,8 @@ from mlneurons.data.facts import Fact, FactSet
 from mlneurons.methods.probing.result import ProbeResult, prediction
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, pad_right
-from mlneurons.models.hooks import is_masked_lm, mlp_neuron_hook
+from mlneurons.models.hooks import is_masked_lm
+from mlneurons.stats.collector import Labelled, collect
 
 TYPED_RANKING = "masked: typed ranking (Kassner)"
 """``settings["method"]`` of :func:`probe_masked` results."""
@@ -375,13 +375,14 @@ def mask_activations(
     *,
     batch_size: int = 32,
     keys: Iterable[tuple[str, str]] | None = None,
+    progress: bool = False,
 ) -> dict[tuple[str, str], torch.Tensor]:
     """MLP neuron activations at the masks of each fact's gold-length query (PROBELESS features).
 
     Zhao et al.'s adaptation of PROBELESS: the act_fn output of every layer's MLP
     (``blocks.{l}.mlp.hook_post`` on BERT/XLM-R), at the mask positions of the query
     with as many masks as the gold object has tokens, mean-pooled over the masks and
-    flattened layer-major.
+    flattened layer-major. A collector pass with one label per fact, each mask weighing 1.
 
     Args:
         model: a TransformerBridge around a ``*ForMaskedLM`` model.
@@ -395,61 +396,32 @@ def mask_activations(
     tokenizer = _check_masked(model)
     wanted = None if keys is None else set(keys)
     chosen = [f for f in facts.facts if wanted is None or (f.uuid, f.lang) in wanted]
-    n_layers = int(model.cfg.n_layers)
-    hooks = [mlp_neuron_hook(model, layer) for layer in range(n_layers)]
-    body = model.original_model.base_model
-    result: dict[tuple[str, str], torch.Tensor] = {}
-    for batch in _batched(chosen, batch_size):
-        rows = [
-            _masked_query(facts, f, tokenizer, len(object_ids(tokenizer, f.object))) for f in batch
-        ]
-        ids, attention = pad_right(rows, _pad_id(tokenizer), model_device(model))
-        is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
-        owner = is_mask.nonzero()[:, 0]  # row of every mask position, in order
-        counts = is_mask.sum(1).to(torch.float32)
-        pooled: list[torch.Tensor | None] = [None] * n_layers
+    if not chosen:
+        return {}
 
-        fwd = [
-            (
-                name,
-                functools.partial(
-                    _sum_at_masks,
-                    to_act=to_act,
-                    is_mask=is_mask,
-                    owner=owner,
-                    out=pooled,
-                    layer=layer,
-                ),
-            )
-            for layer, (name, to_act) in enumerate(hooks)
-        ]
-        with model.hooks(fwd_hooks=fwd):
-            body(input_ids=ids, attention_mask=attention)
-        missing = [layer for layer, p in enumerate(pooled) if p is None]
-        if missing:
-            raise RuntimeError(
-                f"MLP hooks of layers {missing} did not fire ({hooks[missing[0]][0]})"
-            )
-        flat = torch.cat([p.cpu() for p in pooled], dim=1) / counts.cpu().unsqueeze(1)
-        for k, fact in enumerate(batch):
-            result[(fact.uuid, fact.lang)] = flat[k].clone()
-    return result
+    def batches() -> Iterator[Labelled]:
+        for start, batch in zip(range(0, len(chosen), batch_size), _batched(chosen, batch_size)):
+            rows = [
+                _masked_query(facts, f, tokenizer, len(object_ids(tokenizer, f.object)))
+                for f in batch
+            ]
+            ids, attention = pad_right(rows, _pad_id(tokenizer))
+            is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
+            labels = torch.arange(start, start + len(batch))
+            yield Labelled(ids, labels, weights=is_mask.float(), attention_mask=attention)
 
-
-def _sum_at_masks(
-    act: torch.Tensor,
-    *,
-    hook: Any,
-    to_act: Any,
-    is_mask: torch.Tensor,
-    owner: torch.Tensor,
-    out: list[torch.Tensor | None],
-    layer: int,
-) -> None:
-    """Hook: ``out[layer][row]`` = sum of the activations at ``row``'s mask positions."""
-    values = to_act(act)[is_mask.to(act.device)].float()  # [n_masks_total, d_mlp]
-    sums = torch.zeros(is_mask.shape[0], values.shape[-1], device=values.device)
-    out[layer] = sums.index_add_(0, owner.to(values.device), values)
+    collected = collect(
+        model,
+        batches(),
+        labels=[f.label for f in chosen],
+        dtype=torch.float32,
+        total=-(-len(chosen) // batch_size),
+        desc="mask activations",
+        progress=progress,
+    )
+    sums = collected.stacked("sums")  # [fact, layer, neuron]
+    flat = sums.flatten(1) / collected.weights.float()[:, None]
+    return {(f.uuid, f.lang): flat[i].clone() for i, f in enumerate(chosen)}
 
 
 __all__ = [
