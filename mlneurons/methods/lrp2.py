@@ -143,6 +143,7 @@ def language_vectors(
     max_tokens: int = 128,
     batch_size: int = 16,
     checkpoint: str | Path | None = None,
+    checkpoint_every: int = 20,
     progress: bool = True,
 ) -> LanguageVectors:
     """LRP2 language vectors: mean over sentences of the mean-pooled ``hook_resid_post`` per layer.
@@ -166,6 +167,7 @@ def language_vectors(
         names_filter=[f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)],
         source=corpus.to_dict(),
         checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
         resume_key={
             "corpus": corpus.key(),
             "batch_size": batch_size,
