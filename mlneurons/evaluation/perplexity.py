@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -23,7 +22,7 @@ from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import log_likelihood_sums, model_device
 from mlneurons.models.hooks import is_masked_lm
-from mlneurons.results import read_json, write_json
+from mlneurons.results import Result
 
 PPL_FILE = "ppl_matrix.json"
 
@@ -81,7 +80,7 @@ def perplexity(
 
 
 @dataclass
-class PerplexityMatrix:
+class PerplexityMatrix(Result):
     """Perplexities with each language's neurons deactivated, plus baseline and random controls.
 
     Attributes:
@@ -94,6 +93,8 @@ class PerplexityMatrix:
         model: fingerprint of the model.
         seed: seed of the random control (:func:`random_control_masks`).
     """
+
+    FILE: ClassVar[str] = PPL_FILE
 
     languages: list[str]
     baseline: dict[str, float]
@@ -114,14 +115,6 @@ class PerplexityMatrix:
         """Per deactivated language: is its own perplexity the one that rises most (relatively)?"""
         change = self.relative_change()
         return {lang: bool(change[i].argmax() == i) for i, lang in enumerate(self.languages)}
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``ppl_matrix.json`` into ``directory``."""
-        return write_json(directory, PPL_FILE, asdict(self))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> PerplexityMatrix:
-        return cls(**read_json(directory, PPL_FILE))
 
 
 def random_control_masks(

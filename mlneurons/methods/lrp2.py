@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -49,14 +49,14 @@ from mlneurons.models.forward import (
 )
 from mlneurons.models.hooks import hooks_attached, is_masked_lm, unwrapped
 from mlneurons.models.replay import hf_blocks, recording
-from mlneurons.results import read_json, read_tensors, write_json, write_tensors
+from mlneurons.results import Result
 from mlneurons.stats.collector import HookStats, Labelled, collect
 
 VECTORS_FILE = "language_vectors.safetensors"
 
 
 @dataclass
-class LanguageVectors:
+class LanguageVectors(Result):
     """Per language and layer, the mean sentence representation (LRP2's v_l^i).
 
     Attributes:
@@ -65,6 +65,8 @@ class LanguageVectors:
         sentences: sentences averaged per language.
         model: fingerprint of the model.
     """
+
+    TENSOR_FILE: ClassVar[str] = VECTORS_FILE
 
     languages: list[str]
     vectors: Float[torch.Tensor, "language layer d_model"]
@@ -84,14 +86,11 @@ class LanguageVectors:
         means = collected.stacked("sums").double() / collected.rows.double()[:, None, None]
         return cls(list(collected.labels), means.float(), collected.rows.tolist(), collected.model)
 
-    def save(self, directory: str | Path) -> Path:
-        meta = {"languages": self.languages, "sentences": self.sentences, "model": self.model}
-        return write_tensors(Path(directory) / VECTORS_FILE, {"vectors": self.vectors}, meta)
+    def to_json(self) -> dict[str, Any]:
+        return {"languages": self.languages, "sentences": self.sentences, "model": self.model}
 
-    @classmethod
-    def load(cls, directory: str | Path) -> LanguageVectors:
-        tensors, meta = read_tensors(directory, VECTORS_FILE)
-        return cls(meta["languages"], tensors["vectors"], meta["sentences"], meta["model"])
+    def to_tensors(self) -> dict[str, Any]:
+        return {"vectors": self.vectors}
 
 
 def _sentences(corpus: MultilingualCorpus, language: str, tokenizer: Any, max_tokens: int) -> Any:
@@ -412,7 +411,7 @@ LRP2_FILE = "lrp2.json"
 
 
 @dataclass
-class LRP2Result:
+class LRP2Result(Result):
     """LRP2 evaluated honestly: layers chosen on dev facts, P@1 and Trans reported on test facts.
 
     Attributes:
@@ -429,6 +428,8 @@ class LRP2Result:
         model: fingerprint of the model.
     """
 
+    FILE: ClassVar[str] = LRP2_FILE
+
     languages: list[str]
     pivot: str
     layers: list[int]
@@ -438,14 +439,6 @@ class LRP2Result:
     trans: dict[str, dict[str, float]]
     neuron_overlap: dict[str, dict[str, float | None]]
     model: dict[str, Any] = field(default_factory=dict)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``lrp2.json`` into ``directory``."""
-        return write_json(directory, LRP2_FILE, asdict(self))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> LRP2Result:
-        return cls(**read_json(directory, LRP2_FILE))
 
 
 def _trans(language: ProbeResult, pivot: ProbeResult, lang: str, pivot_lang: str) -> float:

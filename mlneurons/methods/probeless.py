@@ -13,8 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -25,7 +24,7 @@ from mlneurons.methods.probing.masked import mask_activations
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import pad_right
 from mlneurons.models.hooks import is_masked_lm
-from mlneurons.results import read_json, write_json
+from mlneurons.results import Result
 from mlneurons.stats.collector import HookStats, Labelled, collect
 
 FACT_NEURONS_FILE = "fact_neurons.json"
@@ -138,7 +137,7 @@ def object_position_activations(
 
 
 @dataclass
-class FactNeurons:
+class FactNeurons(Result):
     """Top-k PROBELESS neurons of each correctly predicted fact, per language.
 
     Attributes:
@@ -147,6 +146,8 @@ class FactNeurons:
         neurons: language -> uuid -> ``[k, 2]`` (layer, neuron) pairs, best first.
         model: fingerprint of the model.
     """
+
+    FILE: ClassVar[str] = FACT_NEURONS_FILE
 
     languages: list[str]
     k: int
@@ -172,8 +173,9 @@ class FactNeurons:
                 table[a][b] = sum(scores) / len(scores) if scores else None
         return table
 
-    def save(self, directory: str | Path) -> Path:
-        data = {
+    def to_json(self) -> dict[str, Any]:
+        """The fields (neuron pairs as lists), with the overlap table for readers of the file."""
+        return {
             "languages": self.languages,
             "k": self.k,
             "n_layers": self.n_layers,
@@ -184,11 +186,9 @@ class FactNeurons:
                 lang: {u: p.tolist() for u, p in per.items()} for lang, per in self.neurons.items()
             },
         }
-        return write_json(directory, FACT_NEURONS_FILE, data)
 
     @classmethod
-    def load(cls, directory: str | Path) -> FactNeurons:
-        data = read_json(directory, FACT_NEURONS_FILE)
+    def from_json(cls, data: dict[str, Any], tensors: dict[str, Any] | None = None) -> FactNeurons:
         neurons = {
             lang: {u: torch.tensor(p, dtype=torch.long).reshape(-1, 2) for u, p in per.items()}
             for lang, per in data["neurons"].items()

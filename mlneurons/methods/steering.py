@@ -9,9 +9,8 @@ target language before and after.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from tqdm.auto import tqdm
@@ -23,7 +22,7 @@ from mlneurons.methods.interventions import Hooks, check_intervention, intervene
 from mlneurons.models.canary import canary_ids, verify
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import honour_cache_keyword, model_device
-from mlneurons.results import read_json, write_json
+from mlneurons.results import Result
 
 STEERING_FILE = "steering.json"
 PROMPT_TEMPLATE = "Q: {question}\nA:"
@@ -31,7 +30,7 @@ PROMPT_TEMPLATE = "Q: {question}\nA:"
 
 
 @dataclass
-class SteeringResult:
+class SteeringResult(Result):
     """Answers before and after an intervention, with their identified languages.
 
     Attributes:
@@ -43,6 +42,8 @@ class SteeringResult:
         model: fingerprint of the model.
         settings: how the answers were generated and steered.
     """
+
+    FILE: ClassVar[str] = STEERING_FILE
 
     source: str
     target: str
@@ -56,14 +57,6 @@ class SteeringResult:
         """Share of answers still in the source language."""
         key = f"lang_{which}"
         return sum(s[key] == self.source for s in self.samples) / len(self.samples)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``steering.json`` into ``directory``."""
-        return write_json(directory, STEERING_FILE, asdict(self))
-
-    @classmethod
-    def load(cls, directory: str | Path) -> SteeringResult:
-        return cls(**read_json(directory, STEERING_FILE))
 
 
 REPETITION_PENALTY = 1.1

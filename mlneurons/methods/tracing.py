@@ -46,15 +46,14 @@ import json
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tqdm.auto import tqdm
 
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import Fact, FactSet
-from mlneurons.results import read_json, write_json
+from mlneurons.results import Result
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -286,7 +285,7 @@ def _is_punctuation(token: str) -> bool:
 
 
 @dataclass
-class TracingResult:
+class TracingResult(Result):
     """Zhao et al.'s tracing codes per language and fact.
 
     Attributes:
@@ -298,6 +297,8 @@ class TracingResult:
             set descriptions.
         model: a description of the model whose predictions were traced (free form).
     """
+
+    FILE: ClassVar[str] = TRACE_FILE
 
     languages: list[str]
     codes: dict[str, dict[str, int]]
@@ -322,18 +323,6 @@ class TracingResult:
                 counts[_CATEGORY_PREFIX + category] += 1
             out[lang] = counts
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``trace.json`` into ``directory`` and return its path."""
-        return write_json(directory, TRACE_FILE, self.to_dict())
-
-    @classmethod
-    def load(cls, directory: str | Path) -> TracingResult:
-        """Read a result written by :meth:`save` (a directory or the file itself)."""
-        return cls(**read_json(directory, TRACE_FILE))
 
 
 def trace(

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from mlneurons.data.facts import Fact
-from mlneurons.results import read_json, write_json
+from mlneurons.results import Result
 
 PROBE_FILE = "probe.json"
 
 
 @dataclass
-class ProbeResult:
+class ProbeResult(Result):
     """Per-fact predictions with P@1 and Jaccard views.
 
     Attributes:
@@ -24,6 +23,8 @@ class ProbeResult:
         model: fingerprint of the model.
         settings: how the facts were probed.
     """
+
+    FILE: ClassVar[str] = PROBE_FILE
 
     languages: list[str]
     relations: list[str]
@@ -77,7 +78,8 @@ class ProbeResult:
                 table[a][b] = len(ra & rb) / len(union) if union else 0.0
         return table
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
+        """The fields, with P@1 and Jaccard computed for readers of the file."""
         return {
             "languages": self.languages,
             "relations": self.relations,
@@ -87,21 +89,6 @@ class ProbeResult:
             "model": self.model,
             "settings": self.settings,
         }
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``probe.json`` into ``directory``."""
-        return write_json(directory, PROBE_FILE, self.to_dict())
-
-    @classmethod
-    def load(cls, directory: str | Path) -> ProbeResult:
-        data = read_json(directory, PROBE_FILE)
-        return cls(
-            data["languages"],
-            data["relations"],
-            data["predictions"],
-            data.get("model", {}),
-            data.get("settings", {}),
-        )
 
 
 def prediction(fact: Fact, predicted: str, **extra: Any) -> dict[str, Any]:

@@ -1,0 +1,252 @@
+"""Typed method configs: one frozen dataclass per command, round-tripping to ``cfg.json``.
+
+The command line builds a config from its options and runs the method from it; every
+run directory holds the ``cfg.json`` that reproduces it (``Config.load(dir)``), and every
+result saved with a config records it. Values are checked when the config is built, so
+a bad value is a one-line error before any model loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from mlneurons.errors import UserError
+from mlneurons.results import read_json, write_json
+
+CONFIG_FILE = "cfg.json"
+
+
+def at_least(name: str, value: Any, minimum: int) -> None:
+    """Raise unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{name}={value!r} is not an integer >= {minimum}")
+
+
+def rate(name: str, value: Any) -> None:
+    """Raise unless ``value`` is a fraction in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise UserError(f"{name}={value!r} is not a rate in (0, 1], e.g. 0.01")
+
+
+def one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise UserError(f"{name}={value!r} is not valid; choose from {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Base of the method configs: ``to_dict``/``from_dict``, ``save``/``load`` as ``cfg.json``."""
+
+    method: ClassVar[str] = ""
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    """Fields that must be integers >= 1 (when not None)."""
+    RATES: ClassVar[tuple[str, ...]] = ()
+    """Fields that must be fractions in (0, 1]."""
+
+    model: str | None = "gemma-3-270m"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.POSITIVE:
+            if getattr(self, name) is not None:
+                at_least(name, getattr(self, name), 1)
+        for name in self.RATES:
+            rate(name, getattr(self, name))
+        for item in dataclasses.fields(self):  # lists from JSON or argparse become tuples
+            if isinstance(getattr(self, item.name), list):
+                object.__setattr__(self, item.name, tuple(getattr(self, item.name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"method": ..., field: value, ...}``: plain JSON values."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {"method": self.method, **json.loads(json.dumps(values))}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """The config of ``data`` (as :meth:`to_dict` writes it); unknown keys are refused."""
+        data = dict(data)
+        method = data.pop("method", cls.method)
+        if cls is Config:
+            kinds = {kind.method: kind for kind in CONFIGS}
+            one_of("method", method, tuple(kinds))
+            return kinds[method].from_dict(data)
+        if method != cls.method:
+            raise UserError(f"this is a {method!r} config, not a {cls.method!r} one")
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            raise UserError(
+                f"unknown {cls.method} option {unknown[0]!r}; valid: {', '.join(known)}"
+            )
+        return cls(**data)
+
+    @classmethod
+    def from_args(cls, args: Any) -> Config:
+        """The config of an argparse namespace (fields it lacks keep their defaults)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with ``changes`` (checked like a new config)."""
+        return dataclasses.replace(self, **changes)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``directory/cfg.json``; returns its path."""
+        return write_json(directory, CONFIG_FILE, self.to_dict())
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Config:
+        """Read ``cfg.json`` from ``directory`` (or the file itself)."""
+        return cls.from_dict(read_json(directory, CONFIG_FILE))
+
+
+@dataclass(frozen=True)
+class LapeConfig(Config):
+    """``mlneurons lape``: LAPE statistics and selection (Tang et al. 2024)."""
+
+    method: ClassVar[str] = "lape"
+    POSITIVE = ("tokens_per_language", "batch_size")
+    RATES = ("top_rate", "filter_rate", "activation_bar_ratio")
+
+    languages: tuple[str, ...] | None = None
+    corpus: str = "builtin"
+    tokens_per_language: int = 12_288
+    seq_len: int = 256
+    batch_size: int = 8
+    top_rate: float = 0.01
+    filter_rate: float = 0.95
+    activation_bar_ratio: float = 0.95
+    stats: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("seq_len", self.seq_len, 2)
+
+
+@dataclass(frozen=True)
+class AblateConfig(Config):
+    """``mlneurons ablate``: the perplexity matrix under deactivation."""
+
+    method: ClassVar[str] = "ablate"
+    POSITIVE = ("tokens_per_language", "batch_size")
+
+    neurons: str = ""
+    model: str | None = None  # default: the model the neurons were selected on
+    languages: tuple[str, ...] | None = None
+    tokens_per_language: int = 1024
+    seq_len: int = 256
+    batch_size: int = 8
+    seed: int = 0
+    no_random_control: bool = False
+
+
+@dataclass(frozen=True)
+class SteerConfig(Config):
+    """``mlneurons steer``: output-language steering by activating language neurons."""
+
+    method: ClassVar[str] = "steer"
+    POSITIVE = ("n_questions", "max_new_tokens", "batch_size")
+
+    neurons: str = ""
+    model: str | None = None
+    stats: str | None = None
+    source: str = ""
+    target: str = ""
+    scale: float = 1.0
+    deactivate_source: bool = False
+    n_questions: int = 24
+    max_new_tokens: int = 32
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class ProbeConfig(Config):
+    """``mlneurons probe``: factual probing (mLAMA typed ranking, Zhao et al.'s matching)."""
+
+    method: ClassVar[str] = "probe"
+    POSITIVE = ("max_facts_per_relation", "batch_size")
+    METHODS: ClassVar[tuple[str, ...]] = ("typed", "zhao")
+
+    facts: str = "builtin"
+    candidates: str = "files"
+    languages: tuple[str, ...] | None = None
+    relations: tuple[str, ...] | None = None
+    max_facts_per_relation: int | None = None
+    batch_size: int = 32
+    probe: str | None = None
+    probing: str = "typed"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("candidates", self.candidates, ("files", "gold"))
+        one_of("probing", self.probing, self.METHODS)
+        if self.facts != "builtin" and not self.facts.startswith("mlama:"):
+            raise UserError(f"facts must be 'builtin' or 'mlama:DIR', got {self.facts!r}")
+
+    @classmethod
+    def from_args(cls, args: Any) -> Config:
+        config = super().from_args(args)
+        return config.replace(probing=getattr(args, "method", "typed"))
+
+
+@dataclass(frozen=True)
+class FactNeuronsConfig(ProbeConfig):
+    """``mlneurons fact-neurons``: PROBELESS fact neurons (Zhao et al.'s adaptation)."""
+
+    method: ClassVar[str] = "fact-neurons"
+    POSITIVE = ("max_facts_per_relation", "batch_size", "k")
+
+    k: int = 50
+
+
+@dataclass(frozen=True)
+class TraceConfig(ProbeConfig):
+    """``mlneurons trace``: knowledge tracing (Zhao et al.)."""
+
+    method: ClassVar[str] = "trace"
+    POSITIVE = ("max_facts_per_relation", "batch_size", "chunk_tokens")
+
+    corpus: str = "builtin"
+    chunk_tokens: int = 512
+
+
+@dataclass(frozen=True)
+class Lrp2Config(ProbeConfig):
+    """``mlneurons lrp2``: LIRP/LSRP projection (Xu et al. 2023)."""
+
+    method: ClassVar[str] = "lrp2"
+    POSITIVE = ("max_facts_per_relation", "batch_size", "sentences", "k")
+
+    pivot: str = "en"
+    layers: tuple[int, ...] | None = None
+    sentences: int = 200
+    k: int = 50
+
+
+CONFIGS: tuple[type[Config], ...] = (
+    LapeConfig,
+    AblateConfig,
+    SteerConfig,
+    ProbeConfig,
+    FactNeuronsConfig,
+    TraceConfig,
+    Lrp2Config,
+)
+
+__all__ = [
+    "CONFIGS",
+    "CONFIG_FILE",
+    "AblateConfig",
+    "Config",
+    "FactNeuronsConfig",
+    "LapeConfig",
+    "Lrp2Config",
+    "ProbeConfig",
+    "SteerConfig",
+    "TraceConfig",
+]
