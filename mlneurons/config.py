@@ -87,22 +87,47 @@ class Config:
 
     @classmethod
     def from_args(cls, args: Any) -> Config:
-        """The config of an argparse namespace (fields it lacks keep their defaults)."""
+        """The config of an argparse namespace (fields it lacks keep their defaults); errors
+        name the command-line option (``--batch-size``) instead of the field."""
         names = [f.name for f in dataclasses.fields(cls)]
-        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+        try:
+            return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
+        except UserError as exc:
+            field, sep, rest = str(exc).partition("=")
+            if sep and field in names:
+                raise UserError(f"--{field.replace('_', '-')} {rest}") from None
+            raise
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` (checked like a new config)."""
         return dataclasses.replace(self, **changes)
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``directory/cfg.json``; returns its path."""
-        return write_json(directory, CONFIG_FILE, self.to_dict())
+        """Record this config in ``directory/cfg.json`` under its method (a run directory of
+        ``mlneurons report`` holds one per command); returns the file's path."""
+        path = Path(directory) / CONFIG_FILE
+        saved = read_json(path, CONFIG_FILE) if path.exists() else {}
+        saved[self.method] = {k: v for k, v in self.to_dict().items() if k != "method"}
+        return write_json(directory, CONFIG_FILE, saved)
 
     @classmethod
-    def load(cls, directory: str | Path) -> Config:
-        """Read ``cfg.json`` from ``directory`` (or the file itself)."""
-        return cls.from_dict(read_json(directory, CONFIG_FILE))
+    def load(cls, directory: str | Path, method: str | None = None) -> Config:
+        """Read a config from ``cfg.json`` in ``directory`` (or the file itself): this class's
+        method, else ``method``, else the only one the file holds."""
+        saved = read_json(directory, CONFIG_FILE)
+        method = cls.method or method
+        if method is None:
+            if len(saved) != 1:
+                raise UserError(
+                    f"{str(directory)!r} holds the configs of {', '.join(saved)}; "
+                    "pass method= to choose one"
+                )
+            method = next(iter(saved))
+        if method not in saved:
+            raise UserError(
+                f"no {method!r} config in {str(directory)!r}; it holds {', '.join(saved) or 'none'}"
+            )
+        return Config.from_dict({"method": method, **saved[method]})
 
 
 @dataclass(frozen=True)
@@ -186,7 +211,7 @@ class ProbeConfig(Config):
         one_of("candidates", self.candidates, ("files", "gold"))
         one_of("probing", self.probing, self.METHODS)
         if self.facts != "builtin" and not self.facts.startswith("mlama:"):
-            raise UserError(f"facts must be 'builtin' or 'mlama:DIR', got {self.facts!r}")
+            raise UserError(f"facts={self.facts!r} is not valid; give 'builtin' or 'mlama:DIR'")
 
     @classmethod
     def from_args(cls, args: Any) -> Config:

@@ -92,6 +92,18 @@ def test_cli_lape_writes_everything(planted_dir, text_dir, tmp_path, capsys):
     assert summary["neurons_per_language"] == {"en": 2, "fr": 2, "zh": 2}
     assert summary["model"]["hash"] == ActivationStats.load(out).model["hash"]
     assert LanguageNeurons.load(out).counts() == summary["neurons_per_language"]
+    from mlneurons.config import Config, LapeConfig
+
+    config = Config.load(out)  # cfg.json reproduces the run
+    assert config == LapeConfig(
+        model=str(planted_dir),
+        corpus=str(text_dir),
+        languages=("en", "fr", "zh"),
+        tokens_per_language=1000,
+        seq_len=64,
+        top_rate=0.1,
+    )
+    assert summary["config"] == config.to_dict()
 
 
 @pytest.mark.parametrize(

@@ -256,8 +256,10 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
         "tokens_per_language",
         "model",
         "seed",
+        "config",
     }
-    assert ppl["seed"] == 0
+    assert ppl["seed"] == 0 and ppl["config"]["method"] == "ablate"
+    assert ppl["config"]["tokens_per_language"] == 98
     assert ppl["languages"] == ["en", "fr"] and set(ppl["deactivated"]["en"]) == {"en", "fr"}
     assert ppl["tokens_per_language"] == 98 and (tmp_path / "a" / "ppl_matrix.png").exists()
 
@@ -284,6 +286,7 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
     assert {"source", "target", "accuracy_before", "accuracy_after", "samples"} <= set(steering)
     assert set(steering["samples"][0]) == {"prompt", "before", "after", "lang_before", "lang_after"}
     assert len(steering["samples"]) == 3
+    assert steering["config"]["n_questions"] == 3 and steering["config"]["scale"] == 1.0
 
     assert main(["steer", *common, "--source", "xx", "--target", "zh", "--out", str(tmp_path)]) == 2
     assert "unknown language 'xx'" in capsys.readouterr().err

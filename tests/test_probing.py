@@ -184,7 +184,7 @@ def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
     assert (tmp_path / "t" / "trace.png").exists()
 
     assert main(["probe", *common[:2], "--facts", "nonsense", "--out", str(tmp_path)]) == 2
-    assert "--facts must be" in capsys.readouterr().err
+    assert "--facts 'nonsense' is not valid; give 'builtin'" in capsys.readouterr().err
 
 
 def test_fact_set_head_keeps_first_uuids_in_every_language():

@@ -95,6 +95,9 @@ def test_report_writes_everything_and_resumes(
         assert entry["command"].endswith(f"--model {planted_dir} --out {out}")
     assert f"--neurons {out}" in record["steps"]["steer"]["command"]
     assert f"--probe {out}" in record["steps"]["trace"]["command"]
+    configs = json.loads((out / "cfg.json").read_text())  # one config per command
+    assert sorted(configs) == sorted(COMMANDS)
+    assert json.loads((out / "steering.json").read_text())["config"]["method"] == "steer"
 
     page = (out / "index.html").read_text()
     for external in ("http://", "https://", 'src="//', "<script", "<link"):

@@ -89,7 +89,7 @@ if trace:
 
         common.download_png(
             "Tracing (PNG)",
-            lambda: plot_tracing(TracingResult(**trace)),
+            lambda: plot_tracing(TracingResult.from_json(trace)),
             "trace.png",
             key="dl_trace_png",
         )

@@ -113,7 +113,7 @@ if common.has(run, "steering.json"):
     samples = pd.DataFrame(steering["samples"])
     st.dataframe(samples, hide_index=True)
     common.download_csv("Steering samples (CSV)", samples, "steering.csv", key="dl_steering")
-    settings = steering.get("settings", {})
+    settings = {**steering.get("settings", {}), **steering.get("config", {})}
     common.reproduce(
         run,
         "steer",
@@ -130,7 +130,7 @@ if not common.require(run, "ppl_matrix.json"):
     st.stop()
 from mlneurons.evaluation.perplexity import PerplexityMatrix, random_control_masks  # noqa: E402
 
-matrix = PerplexityMatrix(**common.read(run, "ppl_matrix.json"))
+matrix = PerplexityMatrix.from_json(common.read(run, "ppl_matrix.json"))
 kinds = ["deactivated"] + (["random_control"] if matrix.random_control else [])
 kind = st.radio(
     "Rows", kinds, horizontal=True, key="ppl_kind", format_func=lambda k: k.replace("_", " ")

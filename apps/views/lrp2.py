@@ -16,7 +16,7 @@ data = common.read(run, "lrp2.json")
 from mlneurons.interfaces.plots import plot_lrp2_grid  # noqa: E402
 from mlneurons.methods.lrp2 import LRP2Result, projection  # noqa: E402
 
-result = LRP2Result(**data)
+result = LRP2Result.from_json(data)
 quoted = shlex.quote(str(run))
 
 summary = pd.DataFrame(

@@ -9,7 +9,6 @@ of the environment: it keeps its traceback (exit status 1).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 import warnings
@@ -149,51 +148,54 @@ def cmd_lape(args: argparse.Namespace) -> Path:
 
     With ``--stats FILE`` the saved statistics are re-used: no model, no forward pass.
     """
+    from mlneurons.config import LapeConfig
     from mlneurons.data.builtin_text import normalize_language
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus
     from mlneurons.interfaces.plots import plot_layer_distribution, plot_overlap, save_figure
     from mlneurons.methods import lape
+    from mlneurons.results import write_json
     from mlneurons.stats.activation import STATS_FILE, ActivationStats, collect_activation_stats
 
+    cfg = LapeConfig.from_args(args)
     start = time.time()
     out = Path(args.out)
-    if args.stats:
+    if cfg.stats:
         with _user_input():
-            stats = ActivationStats.load(args.stats)
-            if args.languages:
+            stats = ActivationStats.load(cfg.stats)
+            if cfg.languages:
                 stats = stats.select(
-                    _unique([normalize_language(code, stats.languages) for code in args.languages])
+                    _unique([normalize_language(code, stats.languages) for code in cfg.languages])
                 )
         if len(stats.languages) < 2:
             raise UserError(f"LAPE compares languages: give at least two, got {stats.languages}")
         out.mkdir(parents=True, exist_ok=True)
-        source = Path(args.stats)
+        source = Path(cfg.stats)
         source = source if source.suffix == ".safetensors" else source / STATS_FILE
         if source.resolve() != (out / STATS_FILE).resolve():
             stats.save(out / STATS_FILE)
     else:
-        languages = args.languages or list(DEFAULT_LANGUAGES)
-        options = dict(seq_len=args.seq_len, tokens_per_language=args.tokens_per_language)
-        if args.corpus == "builtin":
+        languages = list(cfg.languages or DEFAULT_LANGUAGES)
+        options = dict(seq_len=cfg.seq_len, tokens_per_language=cfg.tokens_per_language)
+        if cfg.corpus == "builtin":
             corpus = MultilingualCorpus.builtin(languages, **options)
         else:
-            corpus = MultilingualCorpus.from_files(args.corpus, **options).subset(languages)
+            corpus = MultilingualCorpus.from_files(cfg.corpus, **options).subset(languages)
         if len(corpus.languages) < 2:
             raise UserError(f"LAPE compares languages: give at least two, got {corpus.languages}")
         model = _command_model(args)
         out.mkdir(parents=True, exist_ok=True)
         checkpoint = out / "stats.checkpoint.safetensors"
         stats = collect_activation_stats(
-            model, corpus, batch_size=args.batch_size, checkpoint=checkpoint
+            model, corpus, batch_size=cfg.batch_size, checkpoint=checkpoint
         )
         stats.save(out / STATS_FILE)
         checkpoint.unlink(missing_ok=True)
     neurons = lape.select(
         stats.activation_probs,
         stats.languages,
-        top_rate=args.top_rate,
-        filter_rate=args.filter_rate,
-        activation_bar_ratio=args.activation_bar_ratio,
+        top_rate=cfg.top_rate,
+        filter_rate=cfg.filter_rate,
+        activation_bar_ratio=cfg.activation_bar_ratio,
         model=stats.model,
     )
     neurons.save(out)
@@ -209,10 +211,12 @@ def cmd_lape(args: argparse.Namespace) -> Path:
             lang: per_layer[i].tolist() for i, lang in enumerate(neurons.languages)
         },
         "wall_time_s": round(time.time() - start, 1),
+        "config": cfg.to_dict(),
     }
-    if args.stats:
-        summary["stats"] = str(args.stats)
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if cfg.stats:
+        summary["stats"] = str(cfg.stats)
+    write_json(out, "summary.json", summary)
+    cfg.save(out)
     name = stats.model.get("name", "")
     save_figure(
         plot_layer_distribution(neurons, title=f"LAPE neurons per layer: {name}"),
@@ -279,29 +283,31 @@ def _languages_of(neurons: Any, codes: Sequence[str]) -> list[str]:
 
 def cmd_ablate(args: argparse.Namespace) -> Path:
     """Perplexity matrix: deactivate each language's neurons, evaluate every language."""
+    from mlneurons.config import AblateConfig
     from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.evaluation.perplexity import perplexity_matrix
     from mlneurons.interfaces.plots import plot_perplexity_matrix, save_figure
 
+    cfg = AblateConfig.from_args(args)
     neurons = _load_neurons(args)
-    languages = _languages_of(neurons, args.languages) if args.languages else neurons.languages
+    languages = _languages_of(neurons, cfg.languages) if cfg.languages else neurons.languages
     corpus = MultilingualCorpus.builtin(
         languages,
         split="heldout",
-        seq_len=args.seq_len,
-        tokens_per_language=args.tokens_per_language,
+        seq_len=cfg.seq_len,
+        tokens_per_language=cfg.tokens_per_language,
     )
     model = _load_model_for(args, neurons)
     matrix = perplexity_matrix(
         model,
         neurons,
         corpus,
-        random_control=not args.no_random_control,
-        seed=args.seed,
-        batch_size=args.batch_size,
+        random_control=not cfg.no_random_control,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
     )
     out = Path(args.out)
-    matrix.save(out)
+    matrix.save(out, config=cfg)
     name = matrix.model.get("name", "")
     save_figure(
         plot_perplexity_matrix(matrix, title=f"Perplexity change: {name}"), out / "ppl_matrix.png"
@@ -315,47 +321,46 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
 
 def cmd_steer(args: argparse.Namespace) -> Path:
     """Output-language steering: activate the target language's neurons, identify answer languages."""
+    from mlneurons.config import SteerConfig
     from mlneurons.evaluation.langid import load_questions
     from mlneurons.methods.interventions import activate, deactivate
     from mlneurons.methods.steering import steer
     from mlneurons.models.fingerprint import check_same_model
     from mlneurons.stats.activation import ActivationStats
 
+    cfg = SteerConfig.from_args(args)
     neurons = _load_neurons(args)
-    source, target = _languages_of(neurons, [args.source]) + _languages_of(neurons, [args.target])
+    source, target = _languages_of(neurons, [cfg.source]) + _languages_of(neurons, [cfg.target])
     questions = load_questions(source)
-    if args.n_questions > len(questions):
+    if cfg.n_questions > len(questions):
         raise UserError(
-            f"--n-questions {args.n_questions}: there are {len(questions)} questions in "
+            f"--n-questions {cfg.n_questions}: there are {len(questions)} questions in "
             f"{source!r}; valid: 1..{len(questions)}"
         )
-    stats_path = Path(args.stats) if args.stats else Path(args.neurons) / "stats.safetensors"
+    stats_path = Path(cfg.stats) if cfg.stats else Path(args.neurons) / "stats.safetensors"
     with _user_input():
         stats = ActivationStats.load(stats_path)
         stats.index(target)
     model = _load_model_for(args, neurons)
     with _user_input():
         check_same_model(stats.model, model, what=str(stats_path))
-    values = stats.mean_activation(target) * args.scale
+    values = stats.mean_activation(target) * cfg.scale
     intervention = activate(neurons[target], values, model=model)
-    if args.deactivate_source:  # neurons shared with the target stay activated
+    if cfg.deactivate_source:  # neurons shared with the target stay activated
         source_only = neurons.difference(source, target)
         intervention = intervention + deactivate(source_only, model=model)
     result = steer(
         model,
-        questions[: args.n_questions],
+        questions[: cfg.n_questions],
         source=source,
         target=target,
         intervention=intervention,
         languages=neurons.languages,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-    )
-    result.settings.update(
-        scale=args.scale, deactivate_source=args.deactivate_source, stats=str(stats_path)
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
     )
     out = Path(args.out)
-    result.save(out)
+    result.save(out, config=cfg)
     print(
         f"answers in {target}: {result.accuracy_before:.0%} before, "
         f"{result.accuracy_after:.0%} after; in {source}: "
@@ -365,65 +370,61 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     return out
 
 
-def _load_facts(args: argparse.Namespace) -> Any:
+def _load_facts(cfg: Any) -> Any:
     """The fact set of ``--facts`` (``builtin`` or ``mlama:DIR``), restricted as asked."""
     from mlneurons.data.facts import FactSet
 
-    if args.facts != "builtin" and not args.facts.startswith("mlama:"):
-        raise UserError(f"--facts must be 'builtin' or 'mlama:DIR', got {args.facts!r}")
-    directory = args.facts[len("mlama:") :]
+    directory = cfg.facts[len("mlama:") :]
     with _user_input(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no candidate objects")  # checked below
-        if args.facts == "builtin":
-            facts = FactSet.builtin(languages=args.languages, relations=args.relations)
+        if cfg.facts == "builtin":
+            facts = FactSet.builtin(languages=cfg.languages, relations=cfg.relations)
         else:
-            facts = FactSet.from_mlama(
-                directory, languages=args.languages, relations=args.relations
-            )
+            facts = FactSet.from_mlama(directory, languages=cfg.languages, relations=cfg.relations)
     gold = facts.description.get("gold_candidates") or []
-    if gold and args.candidates != "gold":
+    if gold and cfg.candidates != "gold":
         listed = ", ".join(gold[:6]) + (f" and {len(gold) - 6} more" if len(gold) > 6 else "")
         raise UserError(
             f"mLAMA directory {directory!r} has no candidate objects "
             f"(TREx_multilingual_objects/{{lang}}.json) for {listed}; add them, or pass "
             "--candidates gold to rank each relation's gold objects only (mLAMA TyQ)"
         )
-    return facts.head(args.max_facts_per_relation) if args.max_facts_per_relation else facts
+    return facts.head(cfg.max_facts_per_relation) if cfg.max_facts_per_relation else facts
 
 
-def _facts_model_probe(args: argparse.Namespace) -> tuple[Any, Any, Path, Any]:
+def _facts_model_probe(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Path, Any]:
     """The fact set, the model, the output directory and the probing result of a fact command."""
     from mlneurons.methods.probing.result import ProbeResult
     from mlneurons.models.fingerprint import check_same_model
 
-    facts = _load_facts(args)
-    if args.probe:  # read before the model loads
+    facts = _load_facts(cfg)
+    if cfg.probe:  # read before the model loads
         with _user_input():
-            saved = ProbeResult.load(args.probe)
+            saved = ProbeResult.load(cfg.probe)
     model = _command_model(args)
     out = Path(args.out)
-    if args.probe:
+    if cfg.probe:
         with _user_input():
-            check_same_model(saved.model, model, what=f"{args.probe}/probe.json")
+            check_same_model(saved.model, model, what=f"{cfg.probe}/probe.json")
         return facts, model, out, saved
-    return facts, model, out, _probe(args, model, facts, out)
+    return facts, model, out, _probe(cfg, model, facts, out)
 
 
-def _probe(args: argparse.Namespace, model: Any, facts: Any, out: Path) -> Any:
+def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     """Probe the facts and write ``probe.json`` with its plots."""
     from mlneurons.interfaces.plots import plot_heatmap, plot_p_at_1, save_figure
     from mlneurons.methods.probing import probe
 
-    if args.method == "zhao":
+    if cfg.probing == "zhao":
         from mlneurons.methods.probing.masked import zhao_match
         from mlneurons.models.hooks import is_masked_lm
 
         if not is_masked_lm(model):
             raise UserError("--method zhao needs a masked LM (BERT, XLM-R); use --method typed")
-        result = zhao_match(model, facts, batch_size=args.batch_size)
+        result = zhao_match(model, facts, batch_size=cfg.batch_size)
     else:
-        result = probe(model, facts, batch_size=args.batch_size)
-    result.save(out)
+        result = probe(model, facts, batch_size=cfg.batch_size)
+    result.save(out, config=cfg)
     name = result.model.get("name", "")
     save_figure(plot_p_at_1(result, title=f"P@1: {name}"), out / "p_at_1.png")
     save_figure(
@@ -441,7 +442,9 @@ def _probe(args: argparse.Namespace, model: Any, facts: Any, out: Path) -> Any:
 def cmd_probe(args: argparse.Namespace) -> Path:
     """Factual probing: P@1 per language and relation, Jaccard of correct facts."""
 
-    facts, model, out, result = _facts_model_probe(args)
+    from mlneurons.config import ProbeConfig
+
+    facts, model, out, result = _facts_model_probe(args, ProbeConfig.from_args(args))
     for lang, row in result.p_at_1().items():
         print(f"{lang}: P@1 macro {row['macro']:.1%}, micro {row['micro']:.1%}")
     print(f"wrote {out}/: probe.json p_at_1.png jaccard.png")
@@ -450,18 +453,20 @@ def cmd_probe(args: argparse.Namespace) -> Path:
 
 def cmd_fact_neurons(args: argparse.Namespace) -> Path:
     """PROBELESS fact neurons of correctly predicted facts and their overlap across languages."""
+    from mlneurons.config import FactNeuronsConfig
     from mlneurons.interfaces.plots import plot_heatmap, save_figure
     from mlneurons.methods.probeless import fact_neurons
 
-    facts, model, out, result = _facts_model_probe(args)
-    neurons = fact_neurons(model, facts, result.correct_map(), k=args.k, batch_size=args.batch_size)
-    neurons.save(out)
+    cfg = FactNeuronsConfig.from_args(args)
+    facts, model, out, result = _facts_model_probe(args, cfg)
+    neurons = fact_neurons(model, facts, result.correct_map(), k=cfg.k, batch_size=cfg.batch_size)
+    neurons.save(out, config=cfg)
     save_figure(
         plot_heatmap(
             neurons.overlap(),
             neurons.languages,
             colorbar="mean Jaccard of top-k",
-            title=f"PROBELESS fact-neuron overlap (k={args.k})",
+            title=f"PROBELESS fact-neuron overlap (k={cfg.k})",
         ),
         out / "fact_neuron_overlap.png",
     )
@@ -471,21 +476,27 @@ def cmd_fact_neurons(args: argparse.Namespace) -> Path:
 
 def cmd_trace(args: argparse.Namespace) -> Path:
     """Knowledge tracing: was each fact in the language's text, and is it predicted?"""
+    from mlneurons.config import TraceConfig
     from mlneurons.data.corpus import MultilingualCorpus, available_languages
     from mlneurons.interfaces.plots import save_figure
     from mlneurons.methods.tracing import plot_tracing, trace
 
-    if args.corpus != "builtin":  # checked before probing
-        corpus = MultilingualCorpus.from_files(args.corpus)
-    facts, model, out, result = _facts_model_probe(args)
-    if args.corpus == "builtin":  # languages without built-in text get code -1
+    cfg = TraceConfig.from_args(args)
+    if cfg.corpus != "builtin":  # checked before probing
+        corpus = MultilingualCorpus.from_files(cfg.corpus)
+    facts, model, out, result = _facts_model_probe(args, cfg)
+    if cfg.corpus == "builtin":  # languages without built-in text get code -1
         with_text = [lang for lang in facts.languages if lang in available_languages()]
         corpus = MultilingualCorpus.builtin(with_text, split="all")
     traced = trace(
-        facts, corpus, model.tokenizer, result.correct_map(), chunk_tokens=args.chunk_tokens
+        facts,
+        corpus,
+        model.tokenizer,
+        result.correct_map(),
+        chunk_tokens=cfg.chunk_tokens,
+        model=result.model,
     )
-    traced.model = result.model
-    traced.save(out)
+    traced.save(out, config=cfg)
     save_figure(plot_tracing(traced), out / "trace.png")
     for lang, row in traced.breakdown().items():
         print(lang, {k: v for k, v in row.items() if v})
@@ -495,17 +506,19 @@ def cmd_trace(args: argparse.Namespace) -> Path:
 
 def cmd_lrp2(args: argparse.Namespace) -> Path:
     """LRP2: language vectors, per-language (LIRP, LSRP) chosen on dev facts, test P@1 and Trans."""
+    from mlneurons.config import Lrp2Config
     from mlneurons.data.builtin_text import normalize_language
     from mlneurons.data.corpus import MultilingualCorpus, available_languages
     from mlneurons.interfaces.plots import plot_lrp2_grid, save_figure
     from mlneurons.methods.lrp2 import evaluate_lrp2, language_vectors
 
-    facts = _load_facts(args)
+    cfg = Lrp2Config.from_args(args)
+    facts = _load_facts(cfg)
     try:
-        pivot = normalize_language(args.pivot, facts.languages)
+        pivot = normalize_language(cfg.pivot, facts.languages)
     except UserError:
         raise UserError(
-            f"--pivot {args.pivot!r} is not among the fact languages {facts.languages}"
+            f"--pivot {cfg.pivot!r} is not among the fact languages {facts.languages}"
         ) from None
     no_text = [lang for lang in facts.languages if lang not in available_languages()]
     if no_text:
@@ -515,21 +528,21 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
         )
     model = _command_model(args)
     n_layers = int(model.cfg.n_layers)
-    if args.layers and (
-        len(set(args.layers)) < 2 or not all(0 <= layer < n_layers for layer in args.layers)
+    if cfg.layers and (
+        len(set(cfg.layers)) < 2 or not all(0 <= layer < n_layers for layer in cfg.layers)
     ):
         raise UserError(
-            f"--layers {','.join(map(str, args.layers))}: give at least two layers in "
+            f"--layers {','.join(map(str, cfg.layers))}: give at least two layers in "
             f"0..{n_layers - 1} (this model has {n_layers})"
         )
     out = Path(args.out)
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")
-    vectors = language_vectors(model, corpus, max_sentences=args.sentences)
+    vectors = language_vectors(model, corpus, max_sentences=cfg.sentences)
     vectors.save(out)
     result = evaluate_lrp2(
-        model, facts, vectors, pivot=pivot, layers=args.layers, k=args.k, batch_size=args.batch_size
+        model, facts, vectors, pivot=pivot, layers=cfg.layers, k=cfg.k, batch_size=cfg.batch_size
     )
-    result.save(out)
+    result.save(out, config=cfg)
     for lang in result.languages:
         save_figure(plot_lrp2_grid(result, lang), out / f"lrp2_grid_{lang}.png")
         p1, trans = result.test_p_at_1[lang], result.trans[lang]

@@ -333,6 +333,7 @@ def trace(
     *,
     chunk_tokens: int = 512,
     naming_relations: Iterable[str] = NAMING_RELATIONS,
+    model: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> TracingResult:
     """Zhao et al.'s knowledge tracing: presence in the text crossed with correctness.
@@ -345,6 +346,7 @@ def trace(
             without an entry are skipped.
         chunk_tokens: the chunk size of :func:`fact_presence`.
         naming_relations: the relations of the "naming cues" rule.
+        model: the fingerprint of the model whose predictions were traced.
         progress: show tqdm progress bars.
 
     Returns:
@@ -400,7 +402,7 @@ def trace(
     }
     # through JSON once, so that a saved and reloaded result compares equal
     settings = json.loads(json.dumps(settings, default=str))
-    return TracingResult(traced, codes, categories, settings)
+    return TracingResult(traced, codes, categories, settings, dict(model or {}))
 
 
 # ---- figure ------------------------------------------------------------------------

@@ -1,0 +1,97 @@
+"""Typed configs: JSON round trips, one-line errors, the CLI's defaults and cfg.json."""
+
+import json
+
+import pytest
+
+from mlneurons.config import (
+    CONFIGS,
+    AblateConfig,
+    Config,
+    LapeConfig,
+    Lrp2Config,
+    ProbeConfig,
+    SteerConfig,
+)
+from mlneurons.errors import UserError
+from mlneurons.interfaces.cli import build_parser
+
+REQUIRED = {
+    "lape": [],
+    "ablate": ["--neurons", "n", "--out", "o"],
+    "steer": ["--neurons", "n", "--source", "es", "--target", "zh", "--out", "o"],
+    "probe": ["--out", "o"],
+    "fact-neurons": ["--out", "o"],
+    "trace": ["--out", "o"],
+    "lrp2": ["--out", "o"],
+}
+
+
+@pytest.mark.parametrize("kind", CONFIGS, ids=lambda kind: kind.method)
+def test_round_trip_through_cfg_json(kind, tmp_path):
+    config = kind()
+    assert Config.from_dict(config.to_dict()) == config
+    config.save(tmp_path)
+    data = json.loads((tmp_path / "cfg.json").read_text())
+    assert list(data) == [kind.method]
+    assert Config.load(tmp_path) == config and type(Config.load(tmp_path)) is kind
+    assert kind.load(tmp_path) == config
+
+
+def test_one_directory_holds_the_config_of_each_command(tmp_path):
+    lape, probe = LapeConfig(top_rate=0.05), ProbeConfig(batch_size=4)
+    lape.save(tmp_path)
+    probe.save(tmp_path)
+    assert LapeConfig.load(tmp_path) == lape and ProbeConfig.load(tmp_path) == probe
+    assert Config.load(tmp_path, method="probe") == probe
+    with pytest.raises(UserError, match="holds the configs of lape, probe; pass method="):
+        Config.load(tmp_path)
+    with pytest.raises(UserError, match="no 'steer' config"):
+        SteerConfig.load(tmp_path)
+
+
+@pytest.mark.parametrize("kind", CONFIGS, ids=lambda kind: kind.method)
+def test_command_line_defaults_are_the_config_defaults(kind):
+    args = build_parser().parse_args([kind.method, *REQUIRED[kind.method]])
+    built = kind.from_args(args)
+    given = {"neurons": "n", "source": "es", "target": "zh"}
+    expected = kind(**{k: v for k, v in given.items() if hasattr(kind(), k)})
+    assert built == expected
+
+
+def test_lists_become_tuples_and_survive_json():
+    config = Lrp2Config(languages=["en", "fr"], layers=[3, 6])
+    assert config.languages == ("en", "fr") and config.layers == (3, 6)
+    assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+@pytest.mark.parametrize(
+    "make, parts",
+    [
+        (lambda: LapeConfig(top_rate=0), ["top_rate=0", "(0, 1]"]),
+        (lambda: LapeConfig(batch_size=0), ["batch_size=0", ">= 1"]),
+        (lambda: LapeConfig(seq_len=1), ["seq_len=1", ">= 2"]),
+        (lambda: AblateConfig(tokens_per_language=True), ["tokens_per_language=True"]),
+        (lambda: ProbeConfig(candidates="all"), ["candidates='all'", "files, gold"]),
+        (lambda: ProbeConfig(probing="mlm"), ["probing='mlm'", "typed, zhao"]),
+        (lambda: ProbeConfig(facts="mlama"), ["facts='mlama'", "'mlama:DIR'"]),
+        (lambda: Config.from_dict({"method": "lapе"}), ["method='lapе'", "lape, ablate"]),
+        (lambda: Config.from_dict({"method": "steer", "scal": 2}), ["'scal'", "scale"]),
+        (lambda: SteerConfig.from_dict({"method": "lape"}), ["'lape' config, not a 'steer'"]),
+    ],
+)
+def test_bad_values_are_one_line_errors(make, parts):
+    with pytest.raises(UserError) as caught:
+        make()
+    message = str(caught.value)
+    assert "\n" not in message
+    for part in parts:
+        assert part in message
+
+
+def test_configs_are_frozen():
+    with pytest.raises(AttributeError):
+        LapeConfig().top_rate = 0.5  # type: ignore[misc]
+    assert LapeConfig().replace(top_rate=0.5).top_rate == 0.5
+    with pytest.raises(UserError, match="top_rate=2"):
+        LapeConfig().replace(top_rate=2)
