@@ -113,14 +113,7 @@ def _select(path: str, mtime: float, top_rate: float, filter_rate: float, bar: f
     from mlneurons.methods import lape
 
     data = _stats(path, mtime)
-    return lape.select(
-        data.activation_probs,
-        data.languages,
-        top_rate=top_rate,
-        filter_rate=filter_rate,
-        activation_bar_ratio=bar,
-        model=data.model,
-    )
+    return lape.select(data, top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=bar)
 
 
 def selection(run: Path, top_rate: float, filter_rate: float, bar: float = 0.95) -> Any:

@@ -34,9 +34,7 @@ def find_language_neurons(
         ).subset(languages)
 
     stats = mlneurons.collect_activation_stats(model, corpus, batch_size=8)
-    neurons = mlneurons.lape.select(
-        stats.activation_probs, stats.languages, top_rate=top_rate, model=stats.model
-    )
+    neurons = mlneurons.lape.select(stats, top_rate=top_rate)
 
     per_layer = neurons.counts_per_layer()
     for i, lang in enumerate(neurons.languages):

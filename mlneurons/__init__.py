@@ -37,7 +37,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
     "mlneurons.models.fingerprint": ("fingerprint",),
     "mlneurons.models.hooks": ("mlp_neuron_hook",),
-    "mlneurons.stats.collector": ("Collector", "HookStats", "Labelled", "collect"),
+    "mlneurons.stats.collector": ("HookStats", "Labelled", "collect", "hook_points"),
     "mlneurons.stats.activation": ("ActivationStats", "collect_activation_stats"),
     "mlneurons.methods.lape": ("LanguageNeurons",),
     "mlneurons.methods.interventions": ("activate", "deactivate", "intervene"),
@@ -80,6 +80,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
+    from mlneurons.config import (
+        AblateConfig,
+        FactNeuronsConfig,
+        LapeConfig,
+        Lrp2Config,
+        ProbeConfig,
+        SteerConfig,
+        TraceConfig,
+    )
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
     from mlneurons.data.facts import Fact, FactSet
     from mlneurons.errors import FastPathMismatch, UserError
@@ -106,3 +115,4 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.models.hooks import mlp_neuron_hook
     from mlneurons.models.loading import BUILTIN_MODELS, load_model
     from mlneurons.stats.activation import ActivationStats, collect_activation_stats
+    from mlneurons.stats.collector import HookStats, Labelled, collect, hook_points

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -138,7 +139,7 @@ class LapeConfig(Config):
     POSITIVE = ("tokens_per_language", "batch_size")
     RATES = ("top_rate", "filter_rate", "activation_bar_ratio")
 
-    languages: tuple[str, ...] | None = None
+    languages: Sequence[str] | None = None
     corpus: str = "builtin"
     tokens_per_language: int = 12_288
     seq_len: int = 256
@@ -162,7 +163,7 @@ class AblateConfig(Config):
 
     neurons: str = ""
     model: str | None = None  # default: the model the neurons were selected on
-    languages: tuple[str, ...] | None = None
+    languages: Sequence[str] | None = None
     tokens_per_language: int = 1024
     seq_len: int = 256
     batch_size: int = 8
@@ -199,8 +200,8 @@ class ProbeConfig(Config):
 
     facts: str = "builtin"
     candidates: str = "files"
-    languages: tuple[str, ...] | None = None
-    relations: tuple[str, ...] | None = None
+    languages: Sequence[str] | None = None
+    relations: Sequence[str] | None = None
     max_facts_per_relation: int | None = None
     batch_size: int = 32
     probe: str | None = None
@@ -248,7 +249,7 @@ class Lrp2Config(ProbeConfig):
     POSITIVE = ("max_facts_per_relation", "batch_size", "sentences", "k")
 
     pivot: str = "en"
-    layers: tuple[int, ...] | None = None
+    layers: Sequence[int] | None = None
     sentences: int = 200
     k: int = 50
 

@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, TypeVar
 
 
 def _atomic_write(path: Path, write: Any) -> Path:
@@ -69,6 +69,9 @@ def read_tensors(path: str | Path, name: str) -> tuple[dict[str, Any], dict[str,
     return tensors, meta
 
 
+R = TypeVar("R", bound="Result")
+
+
 class Result:
     """Base of every saved result (a dataclass).
 
@@ -89,7 +92,7 @@ class Result:
         return {}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any], tensors: dict[str, Any] | None = None) -> Self:
+    def from_json(cls: type[R], data: dict[str, Any], tensors: dict[str, Any] | None = None) -> R:
         """The result of saved fields (keys that are not fields, such as ``config``, are skipped)."""
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in {**data, **(tensors or {})}.items() if k in names})
@@ -105,7 +108,7 @@ class Result:
         return write_json(directory, self.FILE, record)
 
     @classmethod
-    def load(cls, path: str | Path) -> Self:
+    def load(cls: type[R], path: str | Path) -> R:
         """Read what :meth:`save` wrote (a directory, or the file itself)."""
         if cls.TENSOR_FILE:
             tensors, meta = read_tensors(path, cls.TENSOR_FILE)

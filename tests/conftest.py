@@ -1,9 +1,14 @@
 import os
 
 import pytest
+from jaxtyping import install_import_hook
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Shapes and dtypes in jaxtyping annotations are checked at run time (as TransformerLens'
+# tests do): every mlneurons module imported from here on is decorated with beartype.
+install_import_hook("mlneurons", "typecheck.checker")
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,23 @@ def test_planted_neurons_recovered_end_to_end(planted_model):
     assert neurons.overlap().tolist() == [[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 0, 2]]
     assert neurons.counts_per_layer().tolist() == [[1, 1]] * 4
 
+    # The statistics carry their languages and fingerprint: the same selection, recorded.
+    direct = lape.select(stats, top_rate=n_planted / total)
+    assert direct.neurons.keys() == neurons.neurons.keys()
+    assert all(torch.equal(direct[lang], neurons[lang]) for lang in LANGS)
+    assert direct.model == stats.model and direct.model["hash"]
+    two = lape.select(stats, ["FR", "zh"], top_rate=n_planted / total)
+    assert two.languages == ["fr", "zh"]
+    with pytest.raises(ValueError, match="needs the languages="):
+        lape.select(stats.activation_probs, top_rate=0.1)
+
+    # only(): a sub-selection that keeps the provenance
+    fr = direct.only("FR")
+    assert fr.languages == ["fr"] and torch.equal(fr["fr"], direct["fr"])
+    assert fr.model == direct.model and fr.constants == direct.constants
+    with pytest.raises(ValueError, match="unknown language 'xx'"):
+        direct.only("xx")
+
 
 def test_language_neurons_save_load_and_reference_mask(tmp_path):
     neurons = LanguageNeurons(

@@ -1,6 +1,7 @@
 import pytest
 import torch
 from tiny import LANGS, language_text
+from typecheck import REFUSED
 
 import mlneurons
 from mlneurons import ActivationStats, MultilingualCorpus
@@ -150,7 +151,7 @@ def test_bad_corpus_input(planted_model):
                 "en", planted_model.tokenizer
             )
         )
-    with pytest.raises(ValueError, match="1-D integer"):
+    with pytest.raises(REFUSED, match="1-D integer|f32\\[5\\]"):
         MultilingualCorpus.from_token_ids({"en": torch.rand(5)})
     with pytest.raises(ValueError, match="Unknown|unknown"):
         MultilingualCorpus.builtin(["en", "xx"])

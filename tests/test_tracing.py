@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from matplotlib.figure import Figure
+from typecheck import REFUSED
 
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import Fact, FactSet
@@ -377,7 +378,7 @@ def test_plot_tracing_returns_figure(tokenizer, tmp_path):
     ],
 )
 def test_trace_errors(tokenizer, correct, options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(REFUSED, match=message):
         trace(fact_set(), corpus(), tokenizer, correct, progress=False, **options)
 
 

@@ -271,7 +271,7 @@ def test_library_checks_before_the_statistics_pass(planted_model, monkeypatch):
     monkeypatch.setattr(MultilingualCorpus, "token_stream", _fail)  # no row is ever built
     with pytest.raises(UserError, match="batch_size must be at least 1, got 0"):
         mlneurons.collect_activation_stats(planted_model, corpus, batch_size=0, progress=False)
-    with pytest.raises(UserError, match=r"top_rate must be in \(0, 1\], got 1\.5"):
+    with pytest.raises(UserError, match=r"top_rate=1\.5 is not a rate in \(0, 1\]"):
         lape.select(torch.rand(2, 2, 4), ["a", "b"], top_rate=1.5)
 
 

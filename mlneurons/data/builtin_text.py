@@ -158,6 +158,9 @@ _WORD_COUNT = re.compile(r"[^\d()]{0,20}\b3[ .,]?000\s+\w+\s*")
 _WORD = re.compile(r"[^\W\d_]{2,}")
 _SENTENCE_END = re.compile(r"(?<=[.!?।؟])(?<!\b\w\.)\s+|(?<=[。！？])")
 
+DEFAULT_LANGUAGES = ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi")
+"""The languages of ``mlneurons lape`` when none are given."""
+
 
 def normalize_language(code: str, available: Iterable[str] | None = None) -> str:
     """The one language-code normaliser of mlneurons (corpus, facts, language identification).

@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Int
 
 from mlneurons.data.builtin_text import (
+    DEFAULT_LANGUAGES,
     available_languages,
     builtin_paragraphs,
     checked_text_sha256,
@@ -26,9 +27,6 @@ from mlneurons.data.builtin_text import (
     normalize_language,
 )
 from mlneurons.errors import UserError
-
-DEFAULT_LANGUAGES = ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi")
-"""The languages of ``mlneurons lape`` when none are given."""
 
 TextSource = Callable[[], Iterable[str]]
 Source = TextSource | Int[torch.Tensor, " tokens"]

@@ -298,6 +298,7 @@ class FactSet:
     def from_mlama(
         cls,
         directory: str | Path,
+        *,
         languages: Sequence[str] | None = None,
         relations: Sequence[str] | None = None,
     ) -> FactSet:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -59,7 +60,7 @@ def perplexity(
     model: Any,
     corpus: MultilingualCorpus,
     *,
-    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 8,
     progress: bool = True,
 ) -> dict[str, float]:

@@ -191,12 +191,10 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         stats.save(out / STATS_FILE)
         checkpoint.unlink(missing_ok=True)
     neurons = lape.select(
-        stats.activation_probs,
-        stats.languages,
+        stats,
         top_rate=cfg.top_rate,
         filter_rate=cfg.filter_rate,
         activation_bar_ratio=cfg.activation_bar_ratio,
-        model=stats.model,
     )
     neurons.save(out)
     per_layer = neurons.counts_per_layer()
@@ -558,7 +556,9 @@ def cmd_report(args: argparse.Namespace) -> Path:
     """Run every method on the built-in defaults into one directory with ``index.html``."""
     from mlneurons.interfaces.report import run_report
 
-    return run_report(args.out, full=args.full, model=args.model, device=args.device)
+    return run_report(
+        args.out, build_parser(), full=args.full, model=args.model, device=args.device
+    )
 
 
 APP_SCRIPT = Path(__file__).resolve().parents[2] / "apps" / "app.py"
@@ -650,7 +650,7 @@ def _add_neuron_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mlneurons.data.corpus import DEFAULT_LANGUAGES
+    from mlneurons.data.builtin_text import DEFAULT_LANGUAGES
 
     parser = _Parser(
         prog="mlneurons", description="Neuron-level study of multilingual language models."

@@ -12,6 +12,7 @@ self-contained: plots as data URIs, inline CSS, no scripts and no external reque
 
 from __future__ import annotations
 
+import argparse
 import base64
 import html
 import json
@@ -136,6 +137,7 @@ def _finished(step: Step, entry: dict[str, Any], argv: list[str], out: Path) -> 
 
 def run_report(
     out: str | Path,
+    parser: argparse.ArgumentParser,
     *,
     full: bool = False,
     model: str = DEFAULT_MODEL,
@@ -145,6 +147,8 @@ def run_report(
 
     Args:
         out: the run directory (created; a report there already is resumed).
+        parser: the command line's parser (:func:`mlneurons.interfaces.cli.build_parser`),
+            which runs each step as its command.
         full: the paper-scale budgets of the README instead of the 15-minute ones.
         model: the model of every step (built-in Gemma 3 270M by default).
         device: torch device (default: cuda if available, else cpu).
@@ -155,8 +159,6 @@ def run_report(
     Raises:
         UserError: a step's options do not fit (e.g. a language the model's run lacks).
     """
-    from mlneurons.interfaces.cli import build_parser
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = "full" if full else "default"
@@ -164,7 +166,6 @@ def run_report(
     record = _read_record(out)
     record.update(budget=name, model_name=model, device=device)
     plans = {s.name: step_argv(s, budgets[s.name], out, model=model, device=device) for s in STEPS}
-    parser = build_parser()
     for argv in plans.values():  # a bad option fails here, before any model loads
         parser.parse_args(argv)
     print(f"report budget '{name}'" + (" (about 15 minutes on 2 CPU cores)" if not full else ""))

@@ -9,7 +9,7 @@ mask format published with the paper.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,11 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float, Int
 
+from mlneurons.config import rate
 from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
 from mlneurons.models.fingerprint import check_same_model, fingerprint
+from mlneurons.stats.activation import ActivationStats
 
 NEURONS_FILE = "neurons.json"
 NEURONS_META_FILE = "neurons_meta.json"
@@ -40,7 +42,7 @@ class LanguageNeurons:
         constants: the selection constants (``top_rate``, ``filter_rate``, ...).
     """
 
-    neurons: dict[str, Int[torch.Tensor, "k 2"]]
+    neurons: Mapping[str, Int[torch.Tensor, "k 2"] | Sequence[Sequence[int]]]
     n_layers: int
     d_mlp: int
     model: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +88,19 @@ class LanguageNeurons:
                 f"model {fp['name']!r} has {fp['n_layers']} x {fp['d_mlp']}"
             )
         check_same_model(self.model, model, what="this neuron set", verb="selected")
+
+    def only(self, *languages: str) -> LanguageNeurons:
+        """The neurons of ``languages`` only, with the same model fingerprint and constants."""
+        chosen = {normalize_language(code, self.languages): None for code in languages}
+        if not chosen:
+            raise UserError(f"name at least one language; these neurons have {self.languages}")
+        return LanguageNeurons(
+            {lang: self.neurons[lang] for lang in chosen},
+            self.n_layers,
+            self.d_mlp,
+            dict(self.model),
+            dict(self.constants),
+        )
 
     def difference(self, language: str, other: str) -> Int[torch.Tensor, "k 2"]:
         """The neurons of ``language`` that ``other`` does not have."""
@@ -238,8 +253,8 @@ def lape_entropy(
 
 
 def select(
-    activation_probs: Float[torch.Tensor, "language layer neuron"],
-    languages: Sequence[str],
+    stats: ActivationStats | Float[torch.Tensor, "language layer neuron"],
+    languages: Sequence[str] | None = None,
     *,
     top_rate: float = 0.01,
     filter_rate: float = 0.95,
@@ -259,11 +274,21 @@ def select(
     budget remain, and a language with no neurons gets an empty list.
 
     Args:
-        activation_probs: ``[language, layer, neuron]``, e.g. ``ActivationStats.activation_probs``.
-        languages: names of the first axis.
-        model: fingerprint recorded in the result.
+        stats: :class:`ActivationStats` (they carry the languages and the model's
+            fingerprint), or the ``[language, layer, neuron]`` activation probabilities.
+        languages: with statistics, only these languages (default: all); with
+            probabilities, the names of the first axis (required).
+        model: fingerprint recorded in the result (default: that of the statistics).
     """
-    probs = torch.as_tensor(activation_probs).double()
+    if isinstance(stats, ActivationStats):
+        if languages is not None:
+            stats = stats.select([normalize_language(c, stats.languages) for c in languages])
+        probs, languages, model = stats.activation_probs, stats.languages, model or stats.model
+    else:
+        probs = stats
+        if languages is None:
+            raise UserError("lape.select of a probability tensor needs the languages= of its rows")
+    probs = torch.as_tensor(probs).double()
     if probs.dim() != 3:
         raise UserError(
             f"activation_probs must be [language, layer, neuron], got shape {tuple(probs.shape)}"
@@ -274,13 +299,9 @@ def select(
         )
     if probs.shape[0] < 2:
         raise UserError("LAPE needs at least two languages")
-    for name, value in (
-        ("top_rate", top_rate),
-        ("filter_rate", filter_rate),
-        ("activation_bar_ratio", activation_bar_ratio),
-    ):
-        if not 0 < value <= 1:
-            raise UserError(f"{name} must be in (0, 1], got {value}")
+    rate("top_rate", top_rate)
+    rate("filter_rate", filter_rate)
+    rate("activation_bar_ratio", activation_bar_ratio)
     if torch.isnan(probs).any() or (probs < 0).any() or (probs > 1).any():
         raise UserError("activation_probs must be probabilities in [0, 1] without NaN")
     _, n_layers, d_mlp = probs.shape

@@ -11,7 +11,7 @@ intervention and hold during generation.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -460,7 +460,7 @@ def evaluate_lrp2(
     *,
     languages: list[str] | None = None,
     pivot: str = "en",
-    layers: list[int] | None = None,
+    layers: Sequence[int] | None = None,
     dev_fraction: float = 0.5,
     seed: int = 0,
     k: int = 50,

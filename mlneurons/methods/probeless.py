@@ -11,7 +11,7 @@ top-k sets of the facts both predict correctly.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -75,7 +75,7 @@ def object_position_activations(
     facts: FactSet,
     *,
     keys: list[tuple[str, str]] | None = None,
-    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 16,
     progress: bool = True,
 ) -> dict[tuple[str, str], Float[torch.Tensor, "layer neuron"]]:
@@ -204,7 +204,7 @@ def fact_neurons(
     correct: dict[tuple[str, str], bool],
     *,
     k: int = 50,
-    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 16,
     progress: bool = True,
 ) -> FactNeurons:

@@ -114,7 +114,7 @@ def model_device(model: Any) -> torch.device:
 
 
 def pad_right(
-    rows: Sequence[Sequence[int]], pad_id: int = 0, device: torch.device | str = "cpu"
+    rows: Sequence[Sequence[int]], pad_id: int = 0, *, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token rows: ``(input_ids, attention_mask)``, both long."""
     width = max(len(r) for r in rows)

@@ -3,6 +3,7 @@ one result type in ``result``; :func:`probe` picks the right one for the model."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mlneurons.data.facts import FactSet
@@ -16,7 +17,7 @@ def probe(
     model: Any,
     facts: FactSet,
     *,
-    interventions: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 32,
     progress: bool = True,
 ) -> ProbeResult:

@@ -124,7 +124,7 @@ def mask_logits(model: Any, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]
     """
     tokenizer = model.tokenizer
     hf = model.original_model
-    ids, attention = pad_right(rows, _pad_id(tokenizer), model_device(model))
+    ids, attention = pad_right(rows, _pad_id(tokenizer), device=model_device(model))
     is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
     head = _mlm_head(hf)
     logits = None
