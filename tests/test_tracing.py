@@ -9,6 +9,7 @@ from typecheck import REFUSED
 
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import Fact, FactSet
+from mlneurons.interfaces.plots import plot_tracing
 from mlneurons.methods.tracing import (
     CATEGORIES,
     CODES,
@@ -16,7 +17,6 @@ from mlneurons.methods.tracing import (
     TracingResult,
     classify_absent_correct,
     fact_presence,
-    plot_tracing,
     trace,
 )
 

@@ -85,7 +85,8 @@ with b:
     )
 if trace:
     with c:
-        from mlneurons.methods.tracing import TracingResult, plot_tracing
+        from mlneurons.interfaces.plots import plot_tracing
+        from mlneurons.methods.tracing import TracingResult
 
         common.download_png(
             "Tracing (PNG)",

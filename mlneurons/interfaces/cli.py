@@ -476,8 +476,8 @@ def cmd_trace(args: argparse.Namespace) -> Path:
     """Knowledge tracing: was each fact in the language's text, and is it predicted?"""
     from mlneurons.config import TraceConfig
     from mlneurons.data.corpus import MultilingualCorpus, available_languages
-    from mlneurons.interfaces.plots import save_figure
-    from mlneurons.methods.tracing import plot_tracing, trace
+    from mlneurons.interfaces.plots import plot_tracing, save_figure
+    from mlneurons.methods.tracing import trace
 
     cfg = TraceConfig.from_args(args)
     if cfg.corpus != "builtin":  # checked before probing

@@ -13,6 +13,7 @@ from mlneurons.evaluation.perplexity import PerplexityMatrix
 from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probing.result import ProbeResult
+from mlneurons.methods.tracing import CATEGORY_PREFIX, CODES, NAMING, OTHERS, SHARED, TracingResult
 
 
 def _subplots(*grid: int, figsize: tuple[float, float], **options: Any) -> tuple[Figure, Any]:
@@ -194,4 +195,39 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
         label="log10(perplexity / baseline); cells: change in %",
     )
     fig.suptitle(title or "Perplexity after deactivating language neurons")
+    return fig
+
+
+TRACING_SEGMENTS: tuple[tuple[str, str], ...] = (
+    ("present, correct", "#1a7f37"),
+    (CATEGORY_PREFIX + SHARED, "#8fd18f"),
+    (CATEGORY_PREFIX + NAMING, "#b7e4a7"),
+    (CATEGORY_PREFIX + OTHERS, "#4cae4c"),
+    ("present, wrong", "#e8833a"),
+    ("absent, wrong", "#c0392b"),
+    ("not in data", "#b0b0b0"),
+)
+"""The bars of :func:`plot_tracing`, in order, with their colours."""
+
+
+def plot_tracing(result: TracingResult, *, title: str = "") -> Figure:
+    """Stacked bars per language of the tracing code shares, absent-correct split by rule."""
+    counts = result.breakdown()
+    langs = result.languages
+    totals = [sum(counts[lang][label] for label in CODES.values()) or 1 for lang in langs]
+    fig, ax = _subplots(figsize=(8, 1.6 + 0.4 * len(langs)))
+    left = [0.0] * len(langs)
+    y = list(range(len(langs)))
+    for label, color in TRACING_SEGMENTS:
+        shares = [counts[lang][label] / total for lang, total in zip(langs, totals)]
+        ax.barh(y, shares, left=left, color=color, label=label, edgecolor="white", linewidth=0.5)
+        left = [a + b for a, b in zip(left, shares)]
+    ax.set_yticks(y, [f"{lang} (n={len(result.codes.get(lang, {}))})" for lang in langs])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of facts")
+    ax.set_title(title or "Knowledge tracing (Zhao et al., 2024)")
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
     return fig

@@ -47,16 +47,13 @@ import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from tqdm.auto import tqdm
 
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import Fact, FactSet
 from mlneurons.results import Result
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
 
 CODES: dict[int, str] = {
     -1: "not in data",
@@ -80,7 +77,7 @@ CATEGORIES: tuple[str, ...] = (SHARED, NAMING, OTHERS)
 TRACE_FILE = "trace.json"
 """File name written by :meth:`TracingResult.save`."""
 
-_CATEGORY_PREFIX = "absent-correct: "
+CATEGORY_PREFIX = "absent-correct: "
 
 
 # ---- presence --------------------------------------------------------------------
@@ -318,9 +315,9 @@ class TracingResult(Result):
             for code in self.codes.get(lang, {}).values():
                 counts[CODES[code]] += 1
             for category in CATEGORIES:
-                counts[_CATEGORY_PREFIX + category] = 0
+                counts[CATEGORY_PREFIX + category] = 0
             for category in self.categories.get(lang, {}).values():
-                counts[_CATEGORY_PREFIX + category] += 1
+                counts[CATEGORY_PREFIX + category] += 1
             out[lang] = counts
         return out
 
@@ -405,50 +402,6 @@ def trace(
     return TracingResult(traced, codes, categories, settings, dict(model or {}))
 
 
-# ---- figure ------------------------------------------------------------------------
-
-_SEGMENTS: tuple[tuple[str, str], ...] = (
-    ("present, correct", "#1a7f37"),
-    (_CATEGORY_PREFIX + SHARED, "#8fd18f"),
-    (_CATEGORY_PREFIX + NAMING, "#b7e4a7"),
-    (_CATEGORY_PREFIX + OTHERS, "#4cae4c"),
-    ("present, wrong", "#e8833a"),
-    ("absent, wrong", "#c0392b"),
-    ("not in data", "#b0b0b0"),
-)
-
-
-def plot_tracing(result: TracingResult, *, title: str = "") -> Figure:
-    """Stacked bars per language of the code shares, absent-correct split by rule.
-
-    The figure is drawn on an Agg canvas, outside pyplot; save it with ``savefig``.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    counts = result.breakdown()
-    langs = result.languages
-    totals = [sum(counts[lang][label] for label in CODES.values()) or 1 for lang in langs]
-    fig = Figure(figsize=(8, 1.6 + 0.4 * len(langs)), constrained_layout=True)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    left = [0.0] * len(langs)
-    y = list(range(len(langs)))
-    for label, color in _SEGMENTS:
-        shares = [counts[lang][label] / total for lang, total in zip(langs, totals)]
-        ax.barh(y, shares, left=left, color=color, label=label, edgecolor="white", linewidth=0.5)
-        left = [a + b for a, b in zip(left, shares)]
-    ax.set_yticks(y, [f"{lang} (n={len(result.codes.get(lang, {}))})" for lang in langs])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("share of facts")
-    ax.set_title(title or "Knowledge tracing (Zhao et al., 2024)")
-    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_axisbelow(True)
-    return fig
-
-
 # ---- checks ------------------------------------------------------------------------
 
 
@@ -477,6 +430,6 @@ __all__ = [
     "TracingResult",
     "classify_absent_correct",
     "fact_presence",
-    "plot_tracing",
+    "CATEGORY_PREFIX",
     "trace",
 ]
