@@ -26,8 +26,17 @@ import sys
 import time
 from pathlib import Path
 
-CORE = ["stats", "lape", "interventions", "evaluation", "probing", "probeless", "lrp2"]
-ALIASES = {"statistics": "stats"}
+CORE = [
+    "stats/collector",
+    "stats/activation",
+    "methods/lape",
+    "methods/interventions",
+    "evaluation/perplexity",
+    "methods/probing/causal",
+    "methods/probeless",
+    "methods/lrp2",
+]
+ALIASES = {"statistics": "stats/activation", "collector": "stats/collector"}
 REPO = Path(__file__).resolve().parents[1]
 MUTMUT = str(Path(sys.executable).with_name("mutmut"))
 KILLED, SURVIVED, NO_TESTS, TIMEOUT = {1, 3}, {0}, {5, 33}, {24, -24, 36, 152, 255}

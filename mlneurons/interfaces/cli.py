@@ -19,9 +19,6 @@ from typing import Any
 
 from mlneurons.errors import FastPathMismatch, UserError
 
-DEFAULT_TOKENS_PER_LANGUAGE = 12_288
-"""Default LAPE budget: about 5 minutes for 9 languages on 2 CPU cores with the built-in model."""
-
 
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (no usage block)."""
@@ -128,18 +125,34 @@ def _codes(text: str) -> list[str]:
     return codes
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
+def _option(parser: argparse.ArgumentParser, config: Any, flag: str, help: str, **kw: Any) -> None:
+    """Add ``flag`` with the default of the config field of the same name (one place for
+    every default); the help says the default unless it already does."""
+    default = getattr(config, kw.pop("field", None) or flag[2:].replace("-", "_"))
+    if isinstance(default, bool):
+        parser.add_argument(flag, action="store_true", help=help)
+        return
+    if default not in (None, "") and "(default" not in help:
+        help += f" (default {default:g})" if isinstance(default, float) else f" (default {default})"
+    parser.add_argument(flag, default=default, help=help, **kw)
+
+
+def _add_model_options(parser: argparse.ArgumentParser, config: Any = None) -> None:
+    from mlneurons.config import Config
+
+    _option(
+        parser,
+        config or Config,
         "--model",
+        "built-in 'gemma-3-270m' (default), a local HF directory, or a hub name",
         type=_model,
-        default="gemma-3-270m",
-        help="built-in 'gemma-3-270m' (default), a local HF directory, or a hub name",
     )
-    parser.add_argument(
+    _option(
+        parser,
+        Config,
         "--device",
+        "torch device (default: cuda if available, else cpu)",
         type=_device,
-        default=None,
-        help="torch device (default: cuda if available, else cpu)",
     )
 
 
@@ -410,7 +423,7 @@ def _facts_model_probe(args: argparse.Namespace, cfg: Any) -> tuple[Any, Any, Pa
 
 def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     """Probe the facts and write ``probe.json`` with its plots."""
-    from mlneurons.interfaces.plots import plot_heatmap, plot_p_at_1, save_figure
+    from mlneurons.interfaces.plots import plot_jaccard, plot_p_at_1, save_figure
     from mlneurons.methods.probing import probe
 
     if cfg.probing == "zhao":
@@ -425,15 +438,7 @@ def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     result.save(out, config=cfg)
     name = result.model.get("name", "")
     save_figure(plot_p_at_1(result, title=f"P@1: {name}"), out / "p_at_1.png")
-    save_figure(
-        plot_heatmap(
-            result.jaccard(),
-            result.languages,
-            colorbar="Jaccard",
-            title=f"Shared correct facts (Jaccard): {name}",
-        ),
-        out / "jaccard.png",
-    )
+    save_figure(plot_jaccard(result), out / "jaccard.png")
     return result
 
 
@@ -452,22 +457,14 @@ def cmd_probe(args: argparse.Namespace) -> Path:
 def cmd_fact_neurons(args: argparse.Namespace) -> Path:
     """PROBELESS fact neurons of correctly predicted facts and their overlap across languages."""
     from mlneurons.config import FactNeuronsConfig
-    from mlneurons.interfaces.plots import plot_heatmap, save_figure
+    from mlneurons.interfaces.plots import plot_fact_neuron_overlap, save_figure
     from mlneurons.methods.probeless import fact_neurons
 
     cfg = FactNeuronsConfig.from_args(args)
     facts, model, out, result = _facts_model_probe(args, cfg)
     neurons = fact_neurons(model, facts, result.correct_map(), k=cfg.k, batch_size=cfg.batch_size)
     neurons.save(out, config=cfg)
-    save_figure(
-        plot_heatmap(
-            neurons.overlap(),
-            neurons.languages,
-            colorbar="mean Jaccard of top-k",
-            title=f"PROBELESS fact-neuron overlap (k={cfg.k})",
-        ),
-        out / "fact_neuron_overlap.png",
-    )
+    save_figure(plot_fact_neuron_overlap(neurons), out / "fact_neuron_overlap.png")
     print(f"wrote {out}/: fact_neurons.json fact_neuron_overlap.png")
     return out
 
@@ -601,55 +598,41 @@ def cmd_app(args: argparse.Namespace) -> Path:
     return run
 
 
-def _add_fact_options(parser: argparse.ArgumentParser, *, reuse: bool) -> None:
+def _add_fact_options(parser: argparse.ArgumentParser, config: Any, *, reuse: bool) -> None:
     _add_model_options(parser)
-    parser.add_argument("--facts", default="builtin", help="'builtin' (default) or mlama:DIR")
-    parser.add_argument(
+    _option(parser, config, "--facts", "'builtin' (default) or mlama:DIR")
+    _option(
+        parser,
+        config,
         "--candidates",
-        choices=["files", "gold"],
-        default="files",
-        help="mlama:DIR only: 'files' (default) needs TREx_multilingual_objects/{lang}.json for "
+        "mlama:DIR only: 'files' (default) needs TREx_multilingual_objects/{lang}.json for "
         "every language and relation; 'gold' ranks the gold objects of a relation where the "
         "file is missing (mLAMA TyQ, an easier task)",
+        choices=["files", "gold"],
     )
-    parser.add_argument(
-        "--languages",
-        type=_codes,
-        default=None,
-        help="comma-separated languages (default: all of the fact set)",
-    )
-    parser.add_argument(
-        "--relations",
-        type=_codes,
-        default=None,
-        help="comma-separated relations, e.g. P36,P37 (default: all)",
-    )
-    parser.add_argument(
-        "--max-facts-per-relation",
-        type=_positive,
-        default=None,
-        help="probe only the first N facts (by uuid) of each relation",
-    )
-    parser.add_argument(
-        "--batch-size", type=_positive, default=32, help="sentences per forward (default 32)"
-    )
+    languages = "comma-separated languages (default: all of the fact set)"
+    _option(parser, config, "--languages", languages, type=_codes)
+    relations = "comma-separated relations, e.g. P36,P37 (default: all)"
+    _option(parser, config, "--relations", relations, type=_codes)
+    first = "probe only the first N facts (by uuid) of each relation"
+    _option(parser, config, "--max-facts-per-relation", first, type=_positive)
+    _option(parser, config, "--batch-size", "sentences per forward", type=_positive)
     parser.add_argument("--out", required=True, help="output directory")
     parser.set_defaults(probe=None, method="typed")  # options only some subcommands have
     if reuse:
-        parser.add_argument(
-            "--probe",
-            default=None,
-            help="reuse probe.json from this directory instead of probing again",
-        )
+        reuse_help = "reuse probe.json from this directory instead of probing again"
+        _option(parser, config, "--probe", reuse_help)
 
 
-def _add_neuron_options(parser: argparse.ArgumentParser) -> None:
-    _add_model_options(parser)
-    parser.set_defaults(model=None)  # default: the model the neurons were selected on
+def _add_neuron_options(parser: argparse.ArgumentParser, config: Any) -> None:
+    _add_model_options(parser, config)  # default: the model the neurons were selected on
     parser.add_argument("--neurons", required=True, help="directory written by `mlneurons lape`")
+    parser.add_argument("--out", required=True, help="output directory")
+    _option(parser, config, "--batch-size", "rows per forward pass", type=_positive)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mlneurons import config
     from mlneurons.data.builtin_text import DEFAULT_LANGUAGES
 
     parser = _Parser(
@@ -658,147 +641,78 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("lape", help="find language-specific neurons (LAPE, Tang et al. 2024)")
-    _add_model_options(p)
-    p.add_argument(
-        "--languages",
-        type=_codes,
-        default=None,
-        help=f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)}; with --stats, "
-        "the languages of the statistics)",
-    )
-    p.add_argument(
-        "--corpus",
-        default="builtin",
-        help="'builtin' (default) or a folder of {lang}.txt files or {lang}/ folders",
-    )
-    p.add_argument(
-        "--tokens-per-language",
-        type=_positive,
-        default=DEFAULT_TOKENS_PER_LANGUAGE,
-        help=f"token budget per language (default {DEFAULT_TOKENS_PER_LANGUAGE})",
-    )
-    p.add_argument(
-        "--seq-len", type=_at_least(2), default=256, help="tokens per packed row (default 256)"
-    )
-    p.add_argument(
-        "--batch-size", type=_positive, default=8, help="rows per forward pass (default 8)"
-    )
-    p.add_argument("--top-rate", type=_rate, default=0.01, help="LAPE top_rate (default 0.01)")
-    p.add_argument(
-        "--filter-rate", type=_rate, default=0.95, help="LAPE filter_rate (default 0.95)"
-    )
-    p.add_argument(
-        "--activation-bar-ratio",
-        type=_rate,
-        default=0.95,
-        help="LAPE activation_bar_ratio (default 0.95)",
-    )
-    p.add_argument(
-        "--stats",
-        default=None,
-        help="re-select from statistics saved by an earlier run (stats.safetensors or its "
-        "directory) with the constants given: no model, no forward pass",
-    )
+    c = config.LapeConfig
+    _add_model_options(p, c)
+    languages = f"comma-separated codes (default: {','.join(DEFAULT_LANGUAGES)}; with --stats, "
+    _option(p, c, "--languages", languages + "the languages of the statistics)", type=_codes)
+    corpus = "'builtin' (default) or a folder of {lang}.txt files or {lang}/ folders"
+    _option(p, c, "--corpus", corpus)
+    _option(p, c, "--tokens-per-language", "token budget per language", type=_positive)
+    _option(p, c, "--seq-len", "tokens per packed row", type=_at_least(2))
+    _option(p, c, "--batch-size", "rows per forward pass", type=_positive)
+    _option(p, c, "--top-rate", "LAPE top_rate", type=_rate)
+    _option(p, c, "--filter-rate", "LAPE filter_rate", type=_rate)
+    _option(p, c, "--activation-bar-ratio", "LAPE activation_bar_ratio", type=_rate)
+    stats = "re-select from statistics saved by an earlier run (stats.safetensors or its "
+    _option(p, c, "--stats", stats + "directory) with the constants given: no model, no forward")
     p.add_argument("--out", default="runs/lape", help="output directory (default runs/lape)")
     p.set_defaults(run=cmd_lape)
 
     p = sub.add_parser("ablate", help="perplexity matrix with language neurons deactivated")
-    _add_neuron_options(p)
-    p.add_argument(
-        "--languages",
-        type=_codes,
-        default=None,
-        help="languages to deactivate and evaluate (default: those of --neurons)",
-    )
-    p.add_argument(
-        "--tokens-per-language",
-        type=_positive,
-        default=1024,
-        help="held-out tokens per evaluated language (default 1024)",
-    )
-    p.add_argument("--seq-len", type=_at_least(2), default=256, help="tokens per row (default 256)")
-    p.add_argument(
-        "--batch-size", type=_positive, default=8, help="rows per forward pass (default 8)"
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
-    p.add_argument("--no-random-control", action="store_true", help="skip the random controls")
-    p.add_argument("--out", required=True, help="output directory")
+    c = config.AblateConfig
+    _add_neuron_options(p, c)
+    languages = "languages to deactivate and evaluate (default: those of --neurons)"
+    _option(p, c, "--languages", languages, type=_codes)
+    held_out = "held-out tokens per evaluated language"
+    _option(p, c, "--tokens-per-language", held_out, type=_positive)
+    _option(p, c, "--seq-len", "tokens per row", type=_at_least(2))
+    _option(p, c, "--seed", "seed of the random control", type=int)
+    _option(p, c, "--no-random-control", "skip the random controls")
     p.set_defaults(run=cmd_ablate)
 
     p = sub.add_parser("steer", help="steer the output language by activating language neurons")
-    _add_neuron_options(p)
-    p.add_argument(
-        "--stats",
-        default=None,
-        help="statistics for the activation values (default: NEURONS/stats.safetensors)",
-    )
+    c = config.SteerConfig
+    _add_neuron_options(p, c)
+    stats = "statistics for the activation values (default: NEURONS/stats.safetensors)"
+    _option(p, c, "--stats", stats)
     p.add_argument("--source", required=True, help="language of the questions, e.g. es")
     p.add_argument("--target", required=True, help="language to steer to, e.g. zh")
-    p.add_argument(
-        "--scale",
-        type=float,
-        default=1.0,
-        help="multiply the target language's mean activations (default 1)",
-    )
-    p.add_argument(
-        "--deactivate-source",
-        action="store_true",
-        help="also deactivate the source language's neurons",
-    )
-    p.add_argument(
-        "--n-questions", type=_positive, default=24, help="questions to ask (default 24)"
-    )
-    p.add_argument(
-        "--max-new-tokens", type=_positive, default=32, help="answer length (default 32)"
-    )
-    p.add_argument("--batch-size", type=_positive, default=8, help="prompts per batch (default 8)")
-    p.add_argument("--out", required=True, help="output directory")
+    _option(p, c, "--scale", "multiply the target language's mean activations", type=float)
+    _option(p, c, "--deactivate-source", "also deactivate the source language's neurons")
+    _option(p, c, "--n-questions", "questions to ask", type=_positive)
+    _option(p, c, "--max-new-tokens", "answer length", type=_positive)
     p.set_defaults(run=cmd_steer)
 
     p = sub.add_parser("probe", help="factual probing across languages: P@1 and Jaccard")
-    _add_fact_options(p, reuse=False)
-    p.add_argument(
-        "--method",
-        choices=["typed", "zhao"],
-        default="typed",
-        help="typed: rank the typed candidates (default); zhao: masked LMs only, "
-        "full-match greedy decoding without candidates (Zhao et al.)",
+    _add_fact_options(p, config.ProbeConfig, reuse=False)
+    method = (
+        "typed: rank the typed candidates (default); zhao: masked LMs only, "
+        "full-match greedy decoding without candidates (Zhao et al.)"
     )
+    probing = config.ProbeConfig
+    _option(p, probing, "--method", method, field="probing", choices=probing.METHODS)
     p.set_defaults(run=cmd_probe)
 
     p = sub.add_parser("fact-neurons", help="PROBELESS fact neurons and their language overlap")
-    _add_fact_options(p, reuse=True)
-    p.add_argument("--k", type=_positive, default=50, help="neurons per fact (default 50)")
+    _add_fact_options(p, config.FactNeuronsConfig, reuse=True)
+    _option(p, config.FactNeuronsConfig, "--k", "neurons per fact", type=_positive)
     p.set_defaults(run=cmd_fact_neurons)
 
     p = sub.add_parser("trace", help="knowledge tracing: fact presence in text x correctness")
-    _add_fact_options(p, reuse=True)
-    p.add_argument(
-        "--corpus", default="builtin", help="'builtin' (default) or a folder of {lang}.txt"
-    )
-    p.add_argument(
-        "--chunk-tokens", type=_positive, default=512, help="co-occurrence window (default 512)"
-    )
+    _add_fact_options(p, config.TraceConfig, reuse=True)
+    _option(p, config.TraceConfig, "--corpus", "'builtin' (default) or a folder of {lang}.txt")
+    _option(p, config.TraceConfig, "--chunk-tokens", "co-occurrence window", type=_positive)
     p.set_defaults(run=cmd_trace)
 
     p = sub.add_parser("lrp2", help="LRP2 projection: does moving a language into English help?")
-    _add_fact_options(p, reuse=False)
-    p.add_argument("--pivot", default="en", help="language projected into (default en)")
-    p.add_argument(
-        "--layers",
-        type=_layers,
-        default=None,
-        help="comma-separated candidate layers of the grid (default: every third block)",
-    )
-    p.add_argument(
-        "--sentences",
-        type=_positive,
-        default=200,
-        help="built-in sentences per language for the language vectors (default 200)",
-    )
-    p.add_argument(
-        "--k", type=_positive, default=50, help="PROBELESS neurons per fact (default 50)"
-    )
+    c = config.Lrp2Config
+    _add_fact_options(p, c, reuse=False)
+    _option(p, c, "--pivot", "language projected into")
+    grid = "comma-separated candidate layers of the grid (default: every third block)"
+    _option(p, c, "--layers", grid, type=_layers)
+    sentences = "built-in sentences per language for the language vectors"
+    _option(p, c, "--sentences", sentences, type=_positive)
+    _option(p, c, "--k", "PROBELESS neurons per fact", type=_positive)
     p.set_defaults(run=cmd_lrp2)
 
     p = sub.add_parser(

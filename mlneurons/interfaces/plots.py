@@ -12,6 +12,7 @@ from matplotlib.patches import Rectangle
 from mlneurons.evaluation.perplexity import PerplexityMatrix
 from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.methods.lrp2 import LRP2Result
+from mlneurons.methods.probeless import FactNeurons
 from mlneurons.methods.probing.result import ProbeResult
 from mlneurons.methods.tracing import CATEGORY_PREFIX, CODES, NAMING, OTHERS, SHARED, TracingResult
 
@@ -109,6 +110,26 @@ def plot_overlap(neurons: LanguageNeurons, *, title: str = "") -> Figure:
         fmt="{:.0f}",
         colorbar="shared neurons",
         title=title or "Language overlap of LAPE neurons",
+    )
+
+
+def plot_jaccard(result: ProbeResult, *, title: str = "") -> Figure:
+    """Jaccard similarity of the sets of correctly predicted facts, per pair of languages."""
+    name = result.model.get("name", "")
+    default = f"Shared correct facts (Jaccard): {name}"
+    return plot_heatmap(
+        result.jaccard(), result.languages, colorbar="Jaccard", title=title or default
+    )
+
+
+def plot_fact_neuron_overlap(neurons: FactNeurons, *, title: str = "") -> Figure:
+    """Mean Jaccard of the PROBELESS top-k neurons of the facts two languages both get right."""
+    default = f"PROBELESS fact-neuron overlap (k={neurons.k})"
+    return plot_heatmap(
+        neurons.overlap(),
+        neurons.languages,
+        colorbar="mean Jaccard of top-k",
+        title=title or default,
     )
 
 
