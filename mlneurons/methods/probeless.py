@@ -166,7 +166,7 @@ class FactNeurons(Result):
         for a in self.languages:
             table[a] = {}
             for b in self.languages:
-                shared = sets[a].keys() & sets[b].keys()
+                shared = sorted(sets[a].keys() & sets[b].keys())  # a fixed order: same sum
                 scores = [
                     len(sets[a][u] & sets[b][u]) / len(sets[a][u] | sets[b][u]) for u in shared
                 ]
