@@ -136,7 +136,7 @@ class LapeConfig(Config):
     """``mlneurons lape``: LAPE statistics and selection (Tang et al. 2024)."""
 
     method: ClassVar[str] = "lape"
-    POSITIVE = ("tokens_per_language", "batch_size")
+    POSITIVE = ("tokens_per_language", "batch_size", "shards")
     RATES = ("top_rate", "filter_rate", "activation_bar_ratio")
 
     languages: Sequence[str] | None = None
@@ -148,6 +148,7 @@ class LapeConfig(Config):
     filter_rate: float = 0.95
     activation_bar_ratio: float = 0.95
     stats: str | None = None
+    shards: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()

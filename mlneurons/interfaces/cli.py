@@ -168,6 +168,7 @@ def cmd_lape(args: argparse.Namespace) -> Path:
     from mlneurons.methods import lape
     from mlneurons.results import write_json
     from mlneurons.stats.activation import STATS_FILE, ActivationStats, collect_activation_stats
+    from mlneurons.stats.distributed import World
 
     cfg = LapeConfig.from_args(args)
     start = time.time()
@@ -195,14 +196,27 @@ def cmd_lape(args: argparse.Namespace) -> Path:
             corpus = MultilingualCorpus.from_files(cfg.corpus, **options).subset(languages)
         if len(corpus.languages) < 2:
             raise UserError(f"LAPE compares languages: give at least two, got {corpus.languages}")
+        world = World.from_env()
+        if world.size > 1 and args.device is None and _cuda_available():
+            args.device = f"cuda:{world.local_rank}"  # one GPU per rank
         model = _command_model(args)
         out.mkdir(parents=True, exist_ok=True)
-        checkpoint = out / "stats.checkpoint.safetensors"
-        stats = collect_activation_stats(
-            model, corpus, batch_size=cfg.batch_size, checkpoint=checkpoint
-        )
+        if world.size > 1 or cfg.shards:  # data parallel: logical shards in out/shards/
+            stats = collect_activation_stats(
+                model, corpus, batch_size=cfg.batch_size, shards=out, n_shards=cfg.shards
+            )
+            if stats is None:
+                print(f"rank {world.rank}: shards written; add them with: mlneurons merge {out}")
+                return out
+            if world.rank != 0:
+                return out  # rank 0 writes the results
+        else:
+            checkpoint = out / "stats.checkpoint.safetensors"
+            stats = collect_activation_stats(
+                model, corpus, batch_size=cfg.batch_size, checkpoint=checkpoint
+            )
+            checkpoint.unlink(missing_ok=True)
         stats.save(out / STATS_FILE)
-        checkpoint.unlink(missing_ok=True)
     neurons = lape.select(
         stats,
         top_rate=cfg.top_rate,
@@ -240,6 +254,30 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         f"wrote {out}/: stats.safetensors neurons.json summary.json neurons_per_layer.png overlap.png "
         f"({summary['wall_time_s']} s)"
     )
+    return out
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cmd_merge(args: argparse.Namespace) -> Path:
+    """Add the shard files of a data-parallel pass (e.g. Slurm job arrays) into one result."""
+    from mlneurons.stats.activation import STATS_FILE, ActivationStats
+    from mlneurons.stats.distributed import merge_shards
+
+    with _user_input():
+        total = merge_shards(*args.directories)
+    out = Path(args.out or args.directories[0])
+    if total.fires:  # a LAPE pass
+        stats = ActivationStats.from_collected(total)
+        path = stats.save(out / STATS_FILE)
+        print(f"wrote {path}: select the neurons with mlneurons lape --stats {path} --out DIR")
+    else:
+        path = total.save(out / "collected.safetensors")
+        print(f"wrote {path}")
     return out
 
 
@@ -655,8 +693,21 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, c, "--activation-bar-ratio", "LAPE activation_bar_ratio", type=_rate)
     stats = "re-select from statistics saved by an earlier run (stats.safetensors or its "
     _option(p, c, "--stats", stats + "directory) with the constants given: no model, no forward")
+    shards = "logical shards of a data-parallel pass (torchrun): fixed at the first launch, "
+    _option(
+        p,
+        c,
+        "--shards",
+        shards + "checkpointed in OUT/shards/ (default 8 under torchrun)",
+        type=_positive,
+    )
     p.add_argument("--out", default="runs/lape", help="output directory (default runs/lape)")
     p.set_defaults(run=cmd_lape)
+
+    p = sub.add_parser("merge", help="add the shard files of data-parallel passes into one result")
+    p.add_argument("directories", nargs="+", metavar="DIR", help="directories with manifest.json")
+    p.add_argument("--out", default=None, help="output directory (default: the first DIR)")
+    p.set_defaults(run=cmd_merge)
 
     p = sub.add_parser("ablate", help="perplexity matrix with language neurons deactivated")
     c = config.AblateConfig

@@ -18,8 +18,10 @@ import torch
 from jaxtyping import Float, Int
 
 from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.models.fingerprint import fingerprint
 from mlneurons.results import read_tensors
 from mlneurons.stats.collector import HookStats, Labelled, collect
+from mlneurons.stats.distributed import collect_sharded
 
 STATS_FILE = "stats.safetensors"
 
@@ -205,8 +207,10 @@ def collect_activation_stats(
     batch_size: int = 8,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 20,
+    shards: str | Path | None = None,
+    n_shards: int | None = None,
     progress: bool = True,
-) -> ActivationStats:
+) -> ActivationStats | None:
     """Stream ``corpus`` through ``model`` and count, per language, how often each MLP neuron fires.
 
     This is the pass of LAPE (Tang et al. 2024, ``activation.py``): for each language,
@@ -221,24 +225,44 @@ def collect_activation_stats(
             exists and matches this model and corpus, the run continues from it and
             gives the same totals as an uninterrupted run.
         checkpoint_every: batches between checkpoints.
+        shards: a directory for a data-parallel pass (:mod:`mlneurons.stats.distributed`):
+            the batches are split into ``n_shards`` logical shards, each checkpointed in
+            its own file; under ``torchrun`` every rank computes its shards and all ranks
+            get the sum. Without a rendezvous (``WORLD_SIZE`` > 1 but no ``MASTER_ADDR``)
+            this returns None once this rank's shards are written: ``mlneurons merge``.
+        n_shards: logical shards, fixed at the first launch (default 8, at least 2 per rank).
         progress: show a tqdm progress bar.
 
     Returns:
         The per-language :class:`ActivationStats`.
     """
     tokenizer = getattr(model, "tokenizer", None)
-    collected = collect(
-        model,
-        corpus_batches(corpus, tokenizer, batch_size),
+    options: dict[str, Any] = dict(
         labels=list(corpus.languages),
         fires=True,
         source=corpus.to_dict(),
-        checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
-        resume_key={"corpus": corpus.key(), "batch_size": batch_size},
+        progress=progress,
+    )
+    key = {"corpus": corpus.key(), "batch_size": batch_size}
+    if shards is not None:
+        collected = collect_sharded(
+            model,
+            lambda: corpus_batches(corpus, tokenizer, batch_size),
+            directory=shards,
+            key={**key, "model": fingerprint(model)["hash"], "labels": list(corpus.languages)},
+            n_shards=n_shards,
+            **options,
+        )
+        return None if collected is None else ActivationStats.from_collected(collected)
+    collected = collect(
+        model,
+        corpus_batches(corpus, tokenizer, batch_size),
+        checkpoint=checkpoint,
+        resume_key=key,
         total=corpus_batch_count(corpus, tokenizer, batch_size),
         desc="stats",
-        progress=progress,
+        **options,
     )
     return ActivationStats.from_collected(collected)
 

@@ -1,0 +1,192 @@
+"""Data-parallel collector passes on 2 CPU processes (torchrun, gloo): equal to one process,
+restarts after a dead worker without recomputing finished shards, a different number of
+ranks on resume, and the offline merge of shard files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tiny import LANGS, language_text
+
+import mlneurons
+from mlneurons import MultilingualCorpus
+from mlneurons.errors import UserError
+from mlneurons.interfaces.cli import main as cli_main
+from mlneurons.stats.activation import ActivationStats
+from mlneurons.stats.collector import HookStats
+from mlneurons.stats.distributed import World, merge_shards, shard_path
+
+HERE = Path(__file__).parent
+OPTIONS = [
+    "--tokens-per-language",
+    "400",
+    "--seq-len",
+    "16",
+    "--batch-size",
+    "2",
+    "--top-rate",
+    "0.1",
+]
+N_SHARDS = 6
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("dist-corpus")
+    for lang in LANGS:
+        (folder / f"{lang}.txt").write_text(language_text(lang, 600) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(planted_model, corpus_dir):
+    """The 1-process statistics of the same corpus and batches."""
+    corpus = MultilingualCorpus.from_files(corpus_dir, seq_len=16, tokens_per_language=400)
+    corpus = corpus.subset(list(LANGS))
+    return mlneurons.collect_activation_stats(planted_model, corpus, batch_size=2, progress=False)
+
+
+def lape_argv(planted_dir, corpus_dir, out, *extra):
+    return [
+        "lape",
+        "--model",
+        str(planted_dir),
+        "--corpus",
+        str(corpus_dir),
+        *OPTIONS,
+        "--languages",
+        ",".join(LANGS),
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+def torchrun(nproc, argv, *, max_restarts=0, script=None, env=None):
+    target = [str(HERE / script)] if script else ["-m", "mlneurons"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        f"--max-restarts={max_restarts}",
+        *target,
+        *argv,
+    ]
+    environment = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "PYTHONPATH": str(HERE),
+        **(env or {}),
+    }
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+
+
+def assert_same(stats, reference):
+    assert stats.languages == reference.languages
+    assert torch.equal(stats.token_counts, reference.token_counts)
+    assert torch.equal(stats.fire_counts, reference.fire_counts)
+    torch.testing.assert_close(
+        stats.activation_sums, reference.activation_sums, rtol=1e-12, atol=1e-9
+    )
+
+
+def batches_per_rank(log):
+    rows = [tuple(map(int, line.split())) for line in Path(log).read_text().splitlines()]
+    return rows
+
+
+def test_two_ranks_equal_one_process(planted_dir, corpus_dir, reference, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "batches.log"
+    argv = lape_argv(planted_dir, corpus_dir, out, "--shards", str(N_SHARDS))
+    done = torchrun(2, argv, script="crashing_cli.py", env={"BATCH_LOG": str(log)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same(ActivationStats.load(out), reference)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["n_shards"] == N_SHARDS and manifest["key"]["batch_size"] == 2
+    per_rank = [sum(1 for _, rank, _ in batches_per_rank(log) if rank == r) for r in (0, 1)]
+    total = sum(int(HookStats.load(shard_path(out, s)).rows.sum()) for s in range(N_SHARDS)) // 2
+    assert sum(per_rank) == total and abs(per_rank[0] - per_rank[1]) <= 2  # each rank half
+    assert (out / "neurons.json").exists() and json.loads((out / "cfg.json").read_text())["lape"][
+        "shards"
+    ] == N_SHARDS
+
+
+def test_dead_worker_resumes_without_recomputing_finished_shards(
+    planted_dir, corpus_dir, reference, tmp_path
+):
+    out, log = tmp_path / "run", tmp_path / "batches.log"
+    argv = lape_argv(planted_dir, corpus_dir, out, "--shards", str(N_SHARDS))
+    crash = {"BATCH_LOG": str(log), "CRASH_AT": "1:9"}  # rank 1, 9th batch: its 2nd shard
+    done = torchrun(2, argv, max_restarts=1, script="crashing_cli.py", env=crash)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same(ActivationStats.load(out), reference)
+    rows = batches_per_rank(log)
+    first = [r for r in rows if r[0] == 0]
+    second = [r for r in rows if r[0] == 1]
+    assert first and second  # it crashed once and restarted
+    total = len(reference.languages) * 13  # 26 rows of 16 tokens per language, batches of 2
+    recomputed = len(rows) - total
+    # the first attempt finished rank 1's first shard (9 batches each) before dying in its
+    # second: only the batches of unfinished shards run twice, never a finished shard
+    assert 0 < recomputed < 2 * 9, recomputed
+    assert len(second) < total
+
+
+def test_crash_with_two_ranks_finish_with_one(planted_dir, corpus_dir, reference, tmp_path):
+    out, log = tmp_path / "run", tmp_path / "batches.log"
+    argv = lape_argv(planted_dir, corpus_dir, out, "--shards", str(N_SHARDS))
+    crash = {"BATCH_LOG": str(log), "CRASH_AT": "1:12"}
+    assert torchrun(2, argv, script="crashing_cli.py", env=crash).returncode != 0
+    finished = {
+        s: shard_path(out, s).stat().st_mtime_ns
+        for s in range(N_SHARDS)
+        if shard_path(out, s).exists()
+        and HookStats.load_with_extra(shard_path(out, s))[1].get("finished")
+    }
+    assert finished  # some shards were done before the crash
+    assert cli_main(argv) == 0  # one process finishes the rest
+    assert_same(ActivationStats.load(out), reference)
+    for shard, mtime in finished.items():  # finished shards were read, not recomputed
+        assert shard_path(out, shard).stat().st_mtime_ns == mtime
+
+
+def test_merge_offline_equals_the_pass_and_refuses_foreign_shards(
+    planted_dir, corpus_dir, reference, tmp_path, monkeypatch
+):
+    out = tmp_path / "run"
+    argv = lape_argv(planted_dir, corpus_dir, out, "--shards", str(N_SHARDS))
+    # a Slurm job array: two processes that cannot reach each other, one shard set each
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        monkeypatch.delenv("MASTER_ADDR", raising=False)
+        assert cli_main(argv) == 0
+    assert not (out / "stats.safetensors").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("RANK", "0")
+    assert cli_main(["merge", str(out)]) == 0
+    assert_same(ActivationStats.load(out), reference)
+
+    other = tmp_path / "other"  # the same pass with another batch size: another key
+    argv_other = lape_argv(planted_dir, corpus_dir, other, "--shards", str(N_SHARDS))
+    argv_other[argv_other.index("--batch-size") + 1] = "4"
+    assert cli_main(argv_other) == 0
+    with pytest.raises(UserError, match="another pass"):
+        merge_shards(out, other)
+    with pytest.raises(UserError, match="shard 0 appears twice"):
+        merge_shards(out, out)
+    shard_path(out, 3).unlink()
+    with pytest.raises(UserError, match=r"shards \[3\] of 6 are missing"):
+        merge_shards(out)
+
+
+def test_shards_go_round_robin_and_follow_the_world_size():
+    assert World(0, 2).shards(6) == [0, 2, 4] and World(1, 2).shards(6) == [1, 3, 5]
+    assert World(0, 1).shards(3) == [0, 1, 2] and World(2, 3).shards(6) == [2, 5]
