@@ -190,3 +190,53 @@ def test_merge_offline_equals_the_pass_and_refuses_foreign_shards(
 def test_shards_go_round_robin_and_follow_the_world_size():
     assert World(0, 2).shards(6) == [0, 2, 4] and World(1, 2).shards(6) == [1, 3, 5]
     assert World(0, 1).shards(3) == [0, 1, 2] and World(2, 3).shards(6) == [2, 5]
+
+
+def test_probe_and_steer_split_items_across_ranks(planted_dir, corpus_dir, tmp_path):
+    from tiny import tiny_facts
+
+    facts = f"mlama:{tiny_facts().to_mlama(tmp_path / 'mlama')}"
+    probe = ["probe", "--model", str(planted_dir), "--facts", facts, "--batch-size", "4"]
+    assert cli_main([*probe, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun(2, [*probe, "--out", str(tmp_path / "two")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "probe.json").read_text()) for d in ("one", "two"))
+    assert two["predictions"] == one["predictions"] and two["p_at_1"] == one["p_at_1"]
+
+    neurons = tmp_path / "neurons"
+    assert cli_main(lape_argv(planted_dir, corpus_dir, neurons)) == 0
+    steer = [
+        "steer",
+        "--neurons",
+        str(neurons),
+        "--model",
+        str(planted_dir),
+        "--source",
+        "fr",
+        "--target",
+        "zh",
+        "--n-questions",
+        "5",
+        "--max-new-tokens",
+        "2",
+    ]
+    assert cli_main([*steer, "--out", str(tmp_path / "s1")]) == 0
+    done = torchrun(2, [*steer, "--out", str(tmp_path / "s2")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    s1, s2 = (json.loads((tmp_path / d / "steering.json").read_text()) for d in ("s1", "s2"))
+    assert s2["samples"] == s1["samples"] and len(s2["samples"]) == 5
+    assert s2["accuracy_after"] == s1["accuracy_after"]
+
+
+def test_language_vectors_over_shards_equal_one_pass(planted_model, tmp_path):
+    from test_stats import _token_corpus
+
+    from mlneurons.methods.lrp2 import language_vectors
+
+    corpus, _ = _token_corpus(planted_model, n_words=300, seq_len=16)
+    options = dict(max_sentences=30, max_tokens=8, batch_size=4, progress=False)
+    whole = language_vectors(planted_model, corpus, **options)
+    sharded = language_vectors(planted_model, corpus, shards=tmp_path / "v", n_shards=3, **options)
+    assert sharded.sentences == whole.sentences
+    torch.testing.assert_close(sharded.vectors, whole.vectors, rtol=1e-6, atol=1e-6)
+    assert json.loads((tmp_path / "v" / "manifest.json").read_text())["n_shards"] == 3

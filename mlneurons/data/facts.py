@@ -215,6 +215,13 @@ class FactSet:
             {**self.description, "facts_per_relation": per_relation},
         )
 
+    def shard(self, rank: int, size: int) -> FactSet:
+        """Every ``size``-th fact from the ``rank``-th (data-parallel probing), with the full
+        candidate lists of their relations."""
+        if not 0 <= rank < size:
+            raise ValueError(f"rank {rank} is not in 0..{size - 1}")
+        return self._restricted(self.facts[rank::size], dict(self.description))
+
     def subset(
         self, languages: Sequence[str] | None = None, relations: Sequence[str] | None = None
     ) -> FactSet:

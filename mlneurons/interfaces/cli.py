@@ -373,9 +373,10 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     from mlneurons.config import SteerConfig
     from mlneurons.evaluation.langid import load_questions
     from mlneurons.methods.interventions import activate, deactivate
-    from mlneurons.methods.steering import steer
+    from mlneurons.methods.steering import SteeringResult, steer
     from mlneurons.models.fingerprint import check_same_model
     from mlneurons.stats.activation import ActivationStats
+    from mlneurons.stats.distributed import World, gather
 
     cfg = SteerConfig.from_args(args)
     neurons = _load_neurons(args)
@@ -398,9 +399,12 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     if cfg.deactivate_source:  # neurons shared with the target stay activated
         source_only = neurons.difference(source, target)
         intervention = intervention + deactivate(source_only, model=model)
+    world = World.from_env()
+    asked = questions[: cfg.n_questions]
+    mine = asked[world.rank :: world.size] if world.connected else asked
     result = steer(
         model,
-        questions[: cfg.n_questions],
+        mine,
         source=source,
         target=target,
         intervention=intervention,
@@ -408,6 +412,14 @@ def cmd_steer(args: argparse.Namespace) -> Path:
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
     )
+    if world.connected:  # questions [rank::size] on each rank, back in their order on rank 0
+        parts = gather([result.samples], world)
+        samples = [parts[i % world.size][i // world.size] for i in range(len(asked))]
+        if world.rank != 0:
+            raise OtherRank
+        result = SteeringResult.from_samples(
+            result.source, result.target, samples, model=result.model, settings=result.settings
+        )
     out = Path(args.out)
     result.save(out, config=cfg)
     print(
@@ -463,21 +475,50 @@ def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     """Probe the facts and write ``probe.json`` with its plots."""
     from mlneurons.interfaces.plots import plot_jaccard, plot_p_at_1, save_figure
     from mlneurons.methods.probing import probe
+    from mlneurons.stats.distributed import World
 
+    world = World.from_env()
+    part = facts.shard(world.rank, world.size) if world.connected else facts
     if cfg.probing == "zhao":
         from mlneurons.methods.probing.masked import zhao_match
         from mlneurons.models.hooks import is_masked_lm
 
         if not is_masked_lm(model):
             raise UserError("--method zhao needs a masked LM (BERT, XLM-R); use --method typed")
-        result = zhao_match(model, facts, batch_size=cfg.batch_size)
+        result = zhao_match(model, part, batch_size=cfg.batch_size)
     else:
-        result = probe(model, facts, batch_size=cfg.batch_size)
+        result = probe(model, part, batch_size=cfg.batch_size)
+    if world.connected:  # facts [rank::size] on each rank; rank 0 goes on with all of them
+        result = _gathered_predictions(result, facts, world)
+        if world.rank != 0:
+            raise OtherRank
     result.save(out, config=cfg)
     name = result.model.get("name", "")
     save_figure(plot_p_at_1(result, title=f"P@1: {name}"), out / "p_at_1.png")
     save_figure(plot_jaccard(result), out / "jaccard.png")
     return result
+
+
+class OtherRank(Exception):
+    """Raised on ranks other than 0 once their share of an item-parallel command is
+    gathered: rank 0 writes the results, the others end (exit status 0)."""
+
+
+def _gathered_predictions(result: Any, facts: Any, world: Any) -> Any:
+    """The probing result of all ranks' facts, in the order of one process's run."""
+    import dataclasses
+
+    from mlneurons.stats.distributed import gather
+
+    rows = gather(result.predictions, world)
+    order = [(f.uuid, f.lang, f.relation) for group in facts.groups().values() for f in group]
+    position = {key: i for i, key in enumerate(order)}
+    rows.sort(key=lambda row: position[(row["uuid"], row["lang"], row["relation"])])
+    settings = {**result.settings, "facts": facts.description}
+    languages, relations = facts.languages, facts.relations
+    return dataclasses.replace(
+        result, languages=languages, relations=relations, predictions=rows, settings=settings
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> Path:
@@ -809,6 +850,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(exc).split())
         print(f"mlneurons {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except OtherRank:
+        return 0
     except FastPathMismatch as exc:  # not the user's mistake: the installed libraries'
         print(f"mlneurons {args.command}: error: {exc}", file=sys.stderr)
         return 1

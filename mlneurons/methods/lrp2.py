@@ -50,7 +50,8 @@ from mlneurons.models.forward import (
 from mlneurons.models.hooks import hooks_attached, is_masked_lm, unwrapped
 from mlneurons.models.replay import hf_blocks, recording
 from mlneurons.results import Result
-from mlneurons.stats.collector import HookStats, Labelled, collect
+from mlneurons.stats.collector import HookStats, Labelled
+from mlneurons.stats.distributed import run_pass
 
 VECTORS_FILE = "language_vectors.safetensors"
 
@@ -143,19 +144,23 @@ def language_vectors(
     batch_size: int = 16,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 20,
+    shards: str | Path | None = None,
+    n_shards: int | None = None,
     progress: bool = True,
-) -> LanguageVectors:
+) -> LanguageVectors | None:
     """LRP2 language vectors: mean over sentences of the mean-pooled ``hook_resid_post`` per layer.
 
     Each document (paragraph, line) of the corpus is a sentence, cut to ``max_tokens``
     tokens; batches are right-padded and the pads and BOS are excluded from the pooling.
     A collector pass (:func:`mlneurons.stats.collector.collect`), so it resumes from
-    ``checkpoint``.
+    ``checkpoint``; with ``shards`` (a directory) it runs data-parallel under ``torchrun``
+    like :func:`mlneurons.collect_activation_stats` (None on a rank that cannot reach the
+    others: ``mlneurons merge``).
     """
     n_layers = int(model.cfg.n_layers)
-    collected = collect(
+    collected = run_pass(
         model,
-        sentence_batches(
+        lambda: sentence_batches(
             corpus,
             model.tokenizer,
             max_sentences=max_sentences,
@@ -163,19 +168,23 @@ def language_vectors(
             batch_size=batch_size,
         ),
         labels=list(corpus.languages),
-        names_filter=[f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)],
-        source=corpus.to_dict(),
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        resume_key={
+        key={
             "corpus": corpus.key(),
             "batch_size": batch_size,
             "max_sentences": max_sentences,
             "max_tokens": max_tokens,
         },
+        shards=shards,
+        n_shards=n_shards,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        names_filter=[f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)],
+        source=corpus.to_dict(),
         desc="language vectors",
         progress=progress,
     )
+    if collected is None:
+        return None
     return LanguageVectors.from_collected(collected)
 
 

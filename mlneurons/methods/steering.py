@@ -53,6 +53,28 @@ class SteeringResult(Result):
     model: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_samples(
+        cls,
+        source: str,
+        target: str,
+        samples: list[dict[str, str]],
+        *,
+        model: dict[str, Any],
+        settings: dict[str, Any],
+    ) -> SteeringResult:
+        """The result of answered samples: accuracy = share of answers identified as ``target``."""
+        n = len(samples)
+        return cls(
+            source=source,
+            target=target,
+            accuracy_before=sum(s["lang_before"] == target for s in samples) / n,
+            accuracy_after=sum(s["lang_after"] == target for s in samples) / n,
+            samples=samples,
+            model=model,
+            settings=settings,
+        )
+
     def source_rate(self, which: str = "after") -> float:
         """Share of answers still in the source language."""
         key = f"lang_{which}"
@@ -193,13 +215,10 @@ def steer(
         {"prompt": p, "before": b, "after": a, "lang_before": lb, "lang_after": la}
         for p, b, a, lb, la in zip(prompts, before, after, lang_before, lang_after)
     ]
-    n = len(samples)
-    return SteeringResult(
-        source=source,
-        target=target,
-        accuracy_before=sum(lang == target for lang in lang_before) / n,
-        accuracy_after=sum(lang == target for lang in lang_after) / n,
-        samples=samples,
+    return SteeringResult.from_samples(
+        source,
+        target,
+        samples,
         model=fingerprint(model),
         settings={
             "template": template,

@@ -18,10 +18,9 @@ import torch
 from jaxtyping import Float, Int
 
 from mlneurons.data.corpus import MultilingualCorpus
-from mlneurons.models.fingerprint import fingerprint
 from mlneurons.results import read_tensors
-from mlneurons.stats.collector import HookStats, Labelled, collect
-from mlneurons.stats.distributed import collect_sharded
+from mlneurons.stats.collector import HookStats, Labelled
+from mlneurons.stats.distributed import run_pass
 
 STATS_FILE = "stats.safetensors"
 
@@ -237,34 +236,22 @@ def collect_activation_stats(
         The per-language :class:`ActivationStats`.
     """
     tokenizer = getattr(model, "tokenizer", None)
-    options: dict[str, Any] = dict(
+    collected = run_pass(
+        model,
+        lambda: corpus_batches(corpus, tokenizer, batch_size),
         labels=list(corpus.languages),
+        key={"corpus": corpus.key(), "batch_size": batch_size},
+        shards=shards,
+        n_shards=n_shards,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        total=corpus_batch_count(corpus, tokenizer, batch_size),
         fires=True,
         source=corpus.to_dict(),
-        checkpoint_every=checkpoint_every,
+        desc="stats",
         progress=progress,
     )
-    key = {"corpus": corpus.key(), "batch_size": batch_size}
-    if shards is not None:
-        collected = collect_sharded(
-            model,
-            lambda: corpus_batches(corpus, tokenizer, batch_size),
-            directory=shards,
-            key={**key, "model": fingerprint(model)["hash"], "labels": list(corpus.languages)},
-            n_shards=n_shards,
-            **options,
-        )
-        return None if collected is None else ActivationStats.from_collected(collected)
-    collected = collect(
-        model,
-        corpus_batches(corpus, tokenizer, batch_size),
-        checkpoint=checkpoint,
-        resume_key=key,
-        total=corpus_batch_count(corpus, tokenizer, batch_size),
-        desc="stats",
-        **options,
-    )
-    return ActivationStats.from_collected(collected)
+    return None if collected is None else ActivationStats.from_collected(collected)
 
 
 __all__ = [

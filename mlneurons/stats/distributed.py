@@ -135,6 +135,7 @@ def collect_sharded(
     """
     world = world or World.from_env()
     directory = Path(directory)
+    options.pop("desc", None)  # each shard has its own progress bar
     if world.connected:
         _init_process_group(world)
     if world.rank == 0 and not (directory / MANIFEST_FILE).exists():
@@ -272,6 +273,50 @@ def _tensors(stats: HookStats) -> list[torch.Tensor]:
     return out
 
 
+def run_pass(
+    model: Any,
+    batches: Callable[[], Iterable[Labelled]],
+    *,
+    labels: list[str],
+    key: dict[str, Any],
+    shards: str | Path | None = None,
+    n_shards: int | None = None,
+    checkpoint: str | Path | None = None,
+    total: int | None = None,
+    **options: Any,
+) -> HookStats | None:
+    """A collector pass in one process (``checkpoint``: resumable) or, with ``shards`` (a
+    directory), data-parallel over logical shards (:func:`collect_sharded`); ``key`` names
+    what the pass reads, so that checkpoints and shards of another pass are refused."""
+    if shards is None:
+        return collect(
+            model,
+            batches(),
+            labels=labels,
+            checkpoint=checkpoint,
+            resume_key=key,
+            total=total,
+            **options,
+        )
+    from mlneurons.models.fingerprint import fingerprint
+
+    key = {**key, "model": fingerprint(model)["hash"], "labels": list(labels)}
+    return collect_sharded(
+        model, batches, directory=shards, labels=labels, key=key, n_shards=n_shards, **options
+    )
+
+
+def gather(items: list[Any], world: World) -> list[Any]:
+    """Every rank's ``items`` concatenated in rank order, on every rank (for item-parallel
+    work such as probing facts ``[rank::size]``)."""
+    if not world.connected:
+        return list(items)
+    _init_process_group(world)
+    parts: list[Any] = [None] * world.size
+    torch.distributed.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
 def merge_shards(*directories: str | Path) -> HookStats:
     """Add the finished shard files of one pass, offline (``mlneurons merge DIR``).
 
@@ -332,9 +377,11 @@ __all__ = [
     "MANIFEST_FILE",
     "World",
     "all_reduce",
+    "gather",
     "collect_sharded",
     "merge_shards",
     "read_manifest",
+    "run_pass",
     "shard_batches",
     "shard_path",
 ]
