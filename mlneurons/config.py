@@ -51,8 +51,15 @@ class Config:
 
     model: str | None = "gemma-3-270m"
     device: str | None = None
+    dtype: str = "float32"
+    gpus_per_replica: int | None = None
+
+    DTYPES: ClassVar[tuple[str, ...]] = ("float32", "bfloat16", "float16")
 
     def __post_init__(self) -> None:
+        one_of("dtype", self.dtype, self.DTYPES)
+        if self.gpus_per_replica is not None:
+            at_least("gpus_per_replica", self.gpus_per_replica, 1)
         for name in self.POSITIVE:
             if getattr(self, name) is not None:
                 at_least(name, getattr(self, name), 1)

@@ -240,3 +240,64 @@ def test_language_vectors_over_shards_equal_one_pass(planted_model, tmp_path):
     assert sharded.sentences == whole.sentences
     torch.testing.assert_close(sharded.vectors, whole.vectors, rtol=1e-6, atol=1e-6)
     assert json.loads((tmp_path / "v" / "manifest.json").read_text())["n_shards"] == 3
+
+
+def test_each_replica_gets_its_own_gpus():
+    from mlneurons.models.loading import replica_placement
+
+    memory = {0: 10, 1: 11, 2: 12, 3: 13}.__getitem__
+    assert replica_placement(0, 2, n_gpus=4, memory=memory) == {
+        "device_map": "balanced",
+        "max_memory": {0: 10, 1: 11},
+    }
+    assert replica_placement(1, 2, n_gpus=4, memory=memory)["max_memory"] == {2: 12, 3: 13}
+    assert replica_placement(3, 1, n_gpus=4, memory=memory)["max_memory"] == {3: 13}
+    with pytest.raises(UserError, match="local rank 2 needs GPUs 4..5 but this node has 4"):
+        replica_placement(2, 2, n_gpus=4, memory=memory)
+
+
+def test_counters_live_on_the_device_of_their_layer():
+    """A model split across devices: each point's running totals stay on its layer's device
+    (``meta`` stands in for a second GPU), in 64 bits."""
+    from mlneurons.stats.collector import Accumulator, Labelled
+
+    cpu = torch.device("cpu")
+    acc = Accumulator(["a", "b"], 1, fires=True, squares=False, dtype=torch.float64, device=cpu)
+    acc.stop_early = False
+    acc.start(Labelled(torch.zeros(1, 3, dtype=torch.long), 0))
+    acc.add("a", torch.ones(1, 3, 4, dtype=torch.bfloat16))
+    acc.add("b", torch.ones(1, 3, 4, dtype=torch.bfloat16, device="meta"))
+    assert acc.totals["sums"]["a"].device.type == "cpu"
+    assert acc.totals["sums"]["b"].device.type == "meta"
+    assert acc.totals["sums"]["a"].dtype == torch.float64
+    assert acc.totals["fires"]["b"].dtype == torch.int64
+    assert acc.totals["sums"]["a"].tolist() == [[3.0] * 4]
+
+
+def test_bfloat16_statistics_accumulate_in_64_bits(planted_dir, corpus_dir):
+    model = mlneurons.load_model(str(planted_dir), device="cpu", dtype=torch.bfloat16)
+    corpus = MultilingualCorpus.from_files(corpus_dir, seq_len=16, tokens_per_language=100)
+    stats = mlneurons.collect_activation_stats(model, corpus, batch_size=4, progress=False)
+    assert stats.activation_sums.dtype == torch.float64 and stats.fire_counts.dtype == torch.int64
+    assert stats.model["dtype"] == "bfloat16" and stats.token_counts.tolist() == [90] * 4
+
+
+def test_rows_are_tokenised_once_into_a_memory_map(
+    planted_model, corpus_dir, tmp_path, monkeypatch
+):
+    tokenizer = planted_model.tokenizer
+    corpus = MultilingualCorpus.from_files(corpus_dir, seq_len=16, tokens_per_language=400)
+    plain = torch.cat(list(corpus.rows("fr", tokenizer, batch_size=3)))
+    cached = torch.cat(list(corpus.rows("fr", tokenizer, batch_size=3, cache=tmp_path)))
+    assert torch.equal(cached, plain) and cached.dtype == torch.long
+    assert len(list(tmp_path.glob("*-fr.int32"))) == 1
+
+    def no_tokenising(*args, **kwargs):
+        raise AssertionError("tokenised again")
+
+    monkeypatch.setattr(MultilingualCorpus, "token_stream", no_tokenising)
+    again = torch.cat(list(corpus.rows("fr", tokenizer, batch_size=5, cache=tmp_path)))
+    assert torch.equal(again, plain)  # read from the map: no tokenising
+    other = MultilingualCorpus.from_files(corpus_dir, seq_len=12, tokens_per_language=400)
+    with pytest.raises(AssertionError, match="tokenised again"):  # another corpus key
+        list(other.rows("fr", tokenizer, cache=tmp_path))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from mlneurons.data.builtin_text import (
     normalize_language,
 )
 from mlneurons.errors import UserError
+from mlneurons.results import write_json
 
 TextSource = Callable[[], Iterable[str]]
 Source = TextSource | Int[torch.Tensor, " tokens"]
@@ -296,17 +298,29 @@ class MultilingualCorpus:
                 yield torch.tensor(ids, dtype=torch.long)
 
     def rows(
-        self, language: str, tokenizer: Any, *, batch_size: int = 1
+        self,
+        language: str,
+        tokenizer: Any,
+        *,
+        batch_size: int = 1,
+        cache: str | Path | None = None,
     ) -> Iterator[Int[torch.Tensor, "batch seq"]]:
         """Packed rows of one language, ``batch_size`` at a time, up to the token budget.
 
-        The last partial row is dropped, as in the reference implementation.
+        The last partial row is dropped, as in the reference implementation. With ``cache``
+        (a directory) the rows are tokenised once into a memory-mapped file keyed by the
+        corpus and the tokenizer; later passes (other ranks, restarts) read it instead.
 
         Raises:
             ValueError: the language has fewer tokens than one row.
         """
         if batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size}")
+        if cache is not None:
+            packed = self.cached_rows(language, tokenizer, cache)
+            for start in range(0, len(packed), batch_size):
+                yield torch.from_numpy(packed[start : start + batch_size].astype("int64"))
+            return
         content = self.content_length(tokenizer)
         bos = self.bos_id(tokenizer)
         budget_rows = (
@@ -341,6 +355,27 @@ class MultilingualCorpus:
                 f"({buffer.numel()} < {content}); give it more text or lower seq_len"
             )
 
+    def cached_rows(self, language: str, tokenizer: Any, cache: str | Path) -> Any:
+        """All packed rows of ``language`` as a read-only int32 memory map ``[rows, seq_len]``,
+        tokenised into ``cache`` on first use."""
+        import numpy as np
+
+        name = f"{self.key()}-{tokenizer_key(tokenizer)}-{language}"
+        path = Path(cache) / f"{name}.int32"
+        shape_file = path.with_suffix(".json")
+        if not shape_file.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            n_rows = 0
+            with tmp.open("wb") as handle:
+                for batch in self.rows(language, tokenizer, batch_size=256):
+                    handle.write(batch.numpy().astype(np.int32).tobytes())
+                    n_rows += len(batch)
+            tmp.replace(path)
+            write_json(shape_file.parent, shape_file.name, {"rows": n_rows, "width": self.seq_len})
+        shape = json.loads(shape_file.read_text())
+        return np.memmap(path, dtype=np.int32, mode="r", shape=(shape["rows"], shape["width"]))
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON description of the corpus, recorded in saved results."""
         return {
@@ -367,4 +402,23 @@ def _read_lines(paths: list[Path]) -> TextSource:
     return read
 
 
-__all__ = ["DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"]
+def tokenizer_key(tokenizer: Any) -> str:
+    """A short hash of what a tokenizer does (its serialised rules or vocabulary)."""
+    known = getattr(tokenizer, "_mlneurons_key", None)
+    if known is not None:
+        return known
+    digest = hashlib.sha256(str(getattr(tokenizer, "name_or_path", "")).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        digest.update(backend.to_str().encode())
+    else:
+        digest.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    key = digest.hexdigest()[:16]
+    try:
+        tokenizer._mlneurons_key = key
+    except AttributeError:
+        pass
+    return key
+
+
+__all__ = ["DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages", "tokenizer_key"]

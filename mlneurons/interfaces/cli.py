@@ -154,6 +154,15 @@ def _add_model_options(parser: argparse.ArgumentParser, config: Any = None) -> N
         "torch device (default: cuda if available, else cpu)",
         type=_device,
     )
+    _option(parser, Config, "--dtype", "parameter dtype", choices=Config.DTYPES)
+    replica = "GPUs per model replica under torchrun: rank r of a node takes GPUs r*K..r*K+K-1 "
+    _option(
+        parser,
+        Config,
+        "--gpus-per-replica",
+        replica + "(device_map='balanced'), for models larger than one GPU",
+        type=_positive,
+    )
 
 
 def cmd_lape(args: argparse.Namespace) -> Path:
@@ -298,15 +307,20 @@ def _command_model(args: argparse.Namespace, name: str | None = None) -> Any:
     ``args.loaded_models`` (set by ``mlneurons report``) is a cache shared by the steps of
     one report, so the model loads once for all of them.
     """
-    from mlneurons.models.loading import load_model
+    import torch
+
+    from mlneurons.models.loading import load_model, replica_placement
+    from mlneurons.stats.distributed import World
 
     name = name or args.model
+    dtype, replica = getattr(args, "dtype", "float32"), getattr(args, "gpus_per_replica", None)
     cache = getattr(args, "loaded_models", None)
-    key = (name, str(args.device))
+    key = (name, str(args.device), dtype, replica)
     if cache is not None and key in cache:
         return cache[key]
+    placement = replica_placement(World.from_env().local_rank, replica) if replica else None
     print(f"loading model {name} ...", file=sys.stderr)
-    model = load_model(name, device=args.device)
+    model = load_model(name, device=args.device, dtype=getattr(torch, dtype), placement=placement)
     if cache is not None:
         cache[key] = model
     return model

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -109,11 +109,47 @@ def _offline(active: bool) -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = old_env
 
 
+def replica_placement(
+    local_rank: int,
+    gpus_per_replica: int,
+    *,
+    n_gpus: int | None = None,
+    memory: Callable[[int], int] | None = None,
+) -> dict[str, Any]:
+    """``boot_transformers`` options that put this rank's replica on its own GPUs.
+
+    Rank ``r`` of a node takes GPUs ``r*K .. r*K+K-1``: ``device_map="balanced"`` with a
+    ``max_memory`` that names only those (TransformerLens' ``n_devices`` would give every
+    rank GPUs ``0..K-1``). ``memory(gpu)`` gives each GPU's budget in bytes (default: 90%
+    of its total memory).
+
+    Raises:
+        UserError: the node has fewer GPUs than its ranks need.
+    """
+    if n_gpus is None:
+        n_gpus = torch.cuda.device_count()
+    first = local_rank * gpus_per_replica
+    gpus = list(range(first, first + gpus_per_replica))
+    if gpus[-1] >= n_gpus:
+        raise UserError(
+            f"--gpus-per-replica {gpus_per_replica}: local rank {local_rank} needs GPUs "
+            f"{gpus[0]}..{gpus[-1]} but this node has {n_gpus}; launch at most "
+            f"{n_gpus // gpus_per_replica} processes per node"
+        )
+    if memory is None:
+
+        def memory(gpu: int) -> int:
+            return int(0.9 * torch.cuda.get_device_properties(gpu).total_memory)
+
+    return {"device_map": "balanced", "max_memory": {gpu: memory(gpu) for gpu in gpus}}
+
+
 def load_model(
     name_or_path: str = "gemma-3-270m",
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    placement: dict[str, Any] | None = None,
 ) -> Any:
     """Load a TransformerBridge for a hub name, a local HF directory, or a built-in model.
 
@@ -121,7 +157,9 @@ def load_model(
         name_or_path: ``"gemma-3-270m"`` (built in, no network), a local Hugging Face
             directory (loaded offline), or a hub name such as ``"meta-llama/Llama-3.2-1B"``.
         device: torch device; defaults to CUDA when available, else CPU.
-        dtype: parameter dtype; defaults to float32.
+        dtype: parameter dtype; defaults to float32 (statistics still accumulate in 64 bits).
+        placement: ``device_map``/``max_memory`` for a model larger than one GPU
+            (:func:`replica_placement`); ``device`` is then ignored.
 
     Raises:
         UserError: a device this machine does not have (checked first), an unknown
@@ -132,7 +170,7 @@ def load_model(
         A ``transformer_lens.model_bridge.TransformerBridge`` in eval mode, with
         ``model.mlneurons_name`` set to ``name_or_path``.
     """
-    device = check_device(device)
+    device = None if placement else check_device(device)
     path = resolve_model_path(name_or_path)
     local = Path(path).exists()
     with _offline(local):
@@ -140,7 +178,7 @@ def load_model(
 
         try:
             model = TransformerBridge.boot_transformers(
-                path, device=device, dtype=dtype or torch.float32
+                path, device=device, dtype=dtype or torch.float32, **(placement or {})
             )
         except OSError as exc:
             if local:

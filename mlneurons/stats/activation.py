@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
+from mlneurons.cache import cache_dir
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.results import read_tensors
 from mlneurons.stats.collector import HookStats, Labelled
@@ -181,13 +182,18 @@ class ActivationStats:
 
 
 def corpus_batches(
-    corpus: MultilingualCorpus, tokenizer: Any, batch_size: int
+    corpus: MultilingualCorpus,
+    tokenizer: Any,
+    batch_size: int,
+    *,
+    cache: str | Path | None = None,
 ) -> Iterator[Labelled]:
     """The corpus' rows, language after language, labelled with the language's index;
-    BOS positions (when the corpus adds them) are not counted."""
+    BOS positions (when the corpus adds them) are not counted. ``cache``: tokenise once
+    into memory-mapped files there (see :meth:`MultilingualCorpus.rows`)."""
     skip = 1 if corpus.bos_id(tokenizer) is not None else 0
     for index, language in enumerate(corpus.languages):
-        for batch in corpus.rows(language, tokenizer, batch_size=batch_size):
+        for batch in corpus.rows(language, tokenizer, batch_size=batch_size, cache=cache):
             yield Labelled(batch, index, skip=skip)
 
 
@@ -236,9 +242,11 @@ def collect_activation_stats(
         The per-language :class:`ActivationStats`.
     """
     tokenizer = getattr(model, "tokenizer", None)
+    # ranks and restarts of a sharded pass read the rows tokenised once
+    token_cache = None if shards is None or tokenizer is None else cache_dir() / "tokens"
     collected = run_pass(
         model,
-        lambda: corpus_batches(corpus, tokenizer, batch_size),
+        lambda: corpus_batches(corpus, tokenizer, batch_size, cache=token_cache),
         labels=list(corpus.languages),
         key={"corpus": corpus.key(), "batch_size": batch_size},
         shards=shards,
