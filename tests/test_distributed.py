@@ -135,6 +135,7 @@ def test_dead_worker_resumes_without_recomputing_finished_shards(
     recomputed = len(rows) - total
     # the first attempt finished rank 1's first shard (9 batches each) before dying in its
     # second: only the batches of unfinished shards run twice, never a finished shard
+    print(f"recomputed batches: {recomputed} of {total}")
     assert 0 < recomputed < 2 * 9, recomputed
     assert len(second) < total
 

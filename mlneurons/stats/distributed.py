@@ -337,33 +337,29 @@ def merge_shards(*directories: str | Path) -> HookStats:
     n_shards = int(first["n_shards"])
     seen: dict[int, Path] = {}
     total = None
-    for directory in directories:
-        for path in sorted((Path(directory) / SHARD_DIR).glob("shard-*.empty.json")):
-            shard = int(path.name.split(".")[0].removeprefix("shard-"))
-            if shard in seen:
-                raise UserError(
-                    f"shard {shard} appears twice: {str(seen[shard])!r} and {str(path)!r}"
-                )
-            seen[shard] = path
-        for path in sorted((Path(directory) / SHARD_DIR).glob("shard-*.safetensors")):
-            shard = int(path.name.split(".")[0].removeprefix("shard-"))
-            if shard in seen:
-                raise UserError(
-                    f"shard {shard} appears twice: {str(seen[shard])!r} and {str(path)!r}"
-                )
-            seen[shard] = path
-            stats, extra = HookStats.load_with_extra(path)
-            recorded = {k: v for k, v in (extra.get("resume_key") or {}).items()}
-            if recorded != {**first["key"], "shard": shard, "n_shards": n_shards}:
-                raise UserError(
-                    f"{str(path)!r} belongs to another pass "
-                    f"({_differs({**first['key'], 'shard': shard}, recorded)})"
-                )
-            if not extra.get("finished"):
-                raise UserError(
-                    f"shard {shard} ({str(path)!r}) is not finished; run the pass again"
-                )
-            total = stats if total is None else total + stats
+    files = [
+        path
+        for directory in directories
+        for pattern in ("shard-*.empty.json", "shard-*.safetensors")
+        for path in sorted((Path(directory) / SHARD_DIR).glob(pattern))
+    ]
+    for path in files:
+        shard = int(path.name.split(".")[0].removeprefix("shard-"))
+        if shard in seen:
+            raise UserError(f"shard {shard} appears twice: {str(seen[shard])!r} and {str(path)!r}")
+        seen[shard] = path
+        if path.suffix == ".json":  # a shard without batches
+            continue
+        stats, extra = HookStats.load_with_extra(path)
+        recorded = extra.get("resume_key") or {}
+        if recorded != {**first["key"], "shard": shard, "n_shards": n_shards}:
+            raise UserError(
+                f"{str(path)!r} belongs to another pass "
+                f"({_differs({**first['key'], 'shard': shard}, recorded)})"
+            )
+        if not extra.get("finished"):
+            raise UserError(f"shard {shard} ({str(path)!r}) is not finished; run the pass again")
+        total = stats if total is None else total + stats
     missing = [s for s in range(n_shards) if s not in seen]
     if missing or total is None:
         raise UserError(
