@@ -302,3 +302,16 @@ def test_rows_are_tokenised_once_into_a_memory_map(
     other = MultilingualCorpus.from_files(corpus_dir, seq_len=12, tokens_per_language=400)
     with pytest.raises(AssertionError, match="tokenised again"):  # another corpus key
         list(other.rows("fr", tokenizer, cache=tmp_path))
+
+
+def test_commands_that_do_not_split_their_work_run_on_rank_0_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    out = tmp_path / "never"
+    argv = ["ablate", "--neurons", str(tmp_path / "none"), "--out", str(out)]
+    assert cli_main(argv) == 0 and not out.exists()
+    assert "rank 1: mlneurons ablate runs on rank 0 only" in capsys.readouterr().err
+    probe = ["probe", "--facts", "builtin", "--out", str(out)]
+    assert cli_main(probe) == 0 and not out.exists()  # no rendezvous: nothing to gather
+    monkeypatch.setenv("RANK", "0")
+    assert cli_main(argv) == 2  # rank 0 does the work (here: reports the missing neurons)

@@ -9,6 +9,7 @@ of the environment: it keeps its traceback (exit status 1).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -513,6 +514,26 @@ def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     return result
 
 
+PARALLEL_COMMANDS = ("lape", "probe", "steer", "fact-neurons", "trace")
+"""Commands that split their work across the ranks of a torchrun launch (fact-neurons and
+trace through their probing, unless they reuse --probe); every other command, and every
+command but lape without a rendezvous, runs on rank 0 alone."""
+
+
+def _runs_on_this_rank(args: argparse.Namespace) -> bool:
+    """False on ranks other than 0 for a command that does not split its work (they would
+    all compute, and write, the same files)."""
+    rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    connected = "MASTER_ADDR" in os.environ  # item-parallel commands gather over the group
+    parallel = args.command == "lape" or (  # lape's shards also merge offline
+        connected and args.command in PARALLEL_COMMANDS and not getattr(args, "probe", None)
+    )
+    if size == 1 or rank == 0 or parallel:
+        return True
+    print(f"rank {rank}: mlneurons {args.command} runs on rank 0 only", file=sys.stderr)
+    return False
+
+
 class OtherRank(Exception):
     """Raised on ranks other than 0 once their share of an item-parallel command is
     gathered: rank 0 writes the results, the others end (exit status 0)."""
@@ -858,6 +879,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad option (2), already printed
         return int(exc.code or 0)
     run: Callable[[argparse.Namespace], object] = args.run
+    if not _runs_on_this_rank(args):
+        return 0
     try:
         run(args)
     except UserError as exc:
