@@ -24,6 +24,7 @@ from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import log_likelihood_sums, model_device
 from mlneurons.models.hooks import is_masked_lm
 from mlneurons.results import Result
+from mlneurons.stats.distributed import World, all_reduce_sum
 
 PPL_FILE = "ppl_matrix.json"
 
@@ -153,6 +154,7 @@ def perplexity_matrix(
     random_control: bool = True,
     seed: int = 0,
     batch_size: int = 8,
+    world: World | None = None,
     progress: bool = True,
 ) -> PerplexityMatrix:
     """The deactivation perplexity matrix of Tang et al. (2024), with controls.
@@ -169,7 +171,10 @@ def perplexity_matrix(
         random_control: add the random-neuron control rows.
         seed: seed of the random control.
         batch_size: rows per forward pass.
+        world: under ``torchrun`` (:meth:`World.from_env`), rank r runs every W-th batch
+            from the r-th and the summed NLLs are added over the ranks.
     """
+    world = world or World()
     neurons.check_fits(model)
     fp = fingerprint(model)
     missing = [lang for lang in corpus.languages if lang not in neurons.languages]
@@ -201,14 +206,14 @@ def perplexity_matrix(
             rows = torch.cat(list(corpus.rows(lang, model.tokenizer, batch_size=64)))
             counts[li] = rows[:, 1:].numel()
             work = [(c, r) for r in range(len(rows)) for c in range(len(conditions))]
-            for start in tqdm(
-                range(0, len(work), batch_size), desc=f"ppl matrix: {lang}", disable=not progress
-            ):
+            starts = list(range(0, len(work), batch_size))[world.rank :: world.size]
+            for start in tqdm(starts, desc=f"ppl matrix: {lang}", disable=not progress):
                 chunk = work[start : start + batch_size]
                 cond = torch.tensor([c for c, _ in chunk])
                 state["keep"] = keep_on_device[cond.to(keep_on_device.device)]
                 per_row = sequence_nll(model, rows[[r for _, r in chunk]])
                 nll[:, li].index_add_(0, cond, per_row.double().cpu())
+    all_reduce_sum(nll, world)
     ppl = torch.exp(nll / torch.tensor(counts, dtype=torch.float64))
     table: dict[str, dict[str, dict[str, float]]] = {"deactivated": {}, "random_control": {}}
     for ci, (kind, lang, _) in enumerate(conditions):

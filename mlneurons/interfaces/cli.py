@@ -213,10 +213,17 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         out.mkdir(parents=True, exist_ok=True)
         if world.size > 1 or cfg.shards:  # data parallel: logical shards in out/shards/
             stats = collect_activation_stats(
-                model, corpus, batch_size=cfg.batch_size, shards=out, n_shards=cfg.shards
+                model,
+                corpus,
+                batch_size=cfg.batch_size,
+                shards=out / LAPE_SHARDS,
+                n_shards=cfg.shards,
             )
             if stats is None:
-                print(f"rank {world.rank}: shards written; add them with: mlneurons merge {out}")
+                print(
+                    f"rank {world.rank}: shards written; once every rank is done, add them "
+                    f"with: mlneurons merge {out / LAPE_SHARDS}"
+                )
                 return out
             if world.rank != 0:
                 return out  # rank 0 writes the results
@@ -265,6 +272,10 @@ def cmd_lape(args: argparse.Namespace) -> Path:
         f"({summary['wall_time_s']} s)"
     )
     return out
+
+
+LAPE_SHARDS = "lape-shards"
+"""The directory (in ``--out``) of a data-parallel LAPE pass: manifest.json and shards/."""
 
 
 def _cuda_available() -> bool:
@@ -351,6 +362,7 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.evaluation.perplexity import perplexity_matrix
     from mlneurons.interfaces.plots import plot_perplexity_matrix, save_figure
+    from mlneurons.stats.distributed import World
 
     cfg = AblateConfig.from_args(args)
     neurons = _load_neurons(args)
@@ -362,6 +374,7 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
         tokens_per_language=cfg.tokens_per_language,
     )
     model = _load_model_for(args, neurons)
+    world = World.from_env()
     matrix = perplexity_matrix(
         model,
         neurons,
@@ -369,7 +382,9 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
         random_control=not cfg.no_random_control,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        world=world if world.connected else None,
     )
+    _only_rank_0_goes_on()
     out = Path(args.out)
     matrix.save(out, config=cfg)
     name = matrix.model.get("name", "")
@@ -430,8 +445,7 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     if world.connected:  # questions [rank::size] on each rank, back in their order on rank 0
         parts = gather([result.samples], world)
         samples = [parts[i % world.size][i // world.size] for i in range(len(asked))]
-        if world.rank != 0:
-            raise OtherRank
+        _only_rank_0_goes_on()
         result = SteeringResult.from_samples(
             result.source, result.target, samples, model=result.model, settings=result.settings
         )
@@ -503,10 +517,10 @@ def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
         result = zhao_match(model, part, batch_size=cfg.batch_size)
     else:
         result = probe(model, part, batch_size=cfg.batch_size)
-    if world.connected:  # facts [rank::size] on each rank; rank 0 goes on with all of them
+    if world.connected:  # facts [rank::size] on each rank; every rank gets all of them
         result = _gathered_predictions(result, facts, world)
         if world.rank != 0:
-            raise OtherRank
+            return result  # rank 0 writes
     result.save(out, config=cfg)
     name = result.model.get("name", "")
     save_figure(plot_p_at_1(result, title=f"P@1: {name}"), out / "p_at_1.png")
@@ -514,10 +528,10 @@ def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     return result
 
 
-PARALLEL_COMMANDS = ("lape", "probe", "steer", "fact-neurons", "trace")
-"""Commands that split their work across the ranks of a torchrun launch (fact-neurons and
-trace through their probing, unless they reuse --probe); every other command, and every
-command but lape without a rendezvous, runs on rank 0 alone."""
+PARALLEL_COMMANDS = ("lape", "ablate", "probe", "steer", "fact-neurons", "trace", "lrp2")
+"""Commands that split their work across the ranks of a torchrun launch (trace through its
+probing, fact-neurons unless it reuses --probe, lrp2 through its language vectors); every
+other command, and every command but lape without a rendezvous, runs on rank 0 alone."""
 
 
 def _runs_on_this_rank(args: argparse.Namespace) -> bool:
@@ -532,6 +546,12 @@ def _runs_on_this_rank(args: argparse.Namespace) -> bool:
         return True
     print(f"rank {rank}: mlneurons {args.command} runs on rank 0 only", file=sys.stderr)
     return False
+
+
+def _only_rank_0_goes_on() -> None:
+    """End the command on ranks other than 0 once their share of the work is done."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        raise OtherRank
 
 
 class OtherRank(Exception):
@@ -562,6 +582,7 @@ def cmd_probe(args: argparse.Namespace) -> Path:
     from mlneurons.config import ProbeConfig
 
     facts, model, out, result = _facts_model_probe(args, ProbeConfig.from_args(args))
+    _only_rank_0_goes_on()
     for lang, row in result.p_at_1().items():
         print(f"{lang}: P@1 macro {row['macro']:.1%}, micro {row['micro']:.1%}")
     print(f"wrote {out}/: probe.json p_at_1.png jaccard.png")
@@ -573,10 +594,20 @@ def cmd_fact_neurons(args: argparse.Namespace) -> Path:
     from mlneurons.config import FactNeuronsConfig
     from mlneurons.interfaces.plots import plot_fact_neuron_overlap, save_figure
     from mlneurons.methods.probeless import fact_neurons
+    from mlneurons.stats.distributed import World
 
     cfg = FactNeuronsConfig.from_args(args)
     facts, model, out, result = _facts_model_probe(args, cfg)
-    neurons = fact_neurons(model, facts, result.correct_map(), k=cfg.k, batch_size=cfg.batch_size)
+    world = World.from_env()  # every rank takes part unless the probing was reused
+    neurons = fact_neurons(
+        model,
+        facts,
+        result.correct_map(),
+        k=cfg.k,
+        batch_size=cfg.batch_size,
+        world=world if world.connected and not cfg.probe else None,
+    )
+    _only_rank_0_goes_on()
     neurons.save(out, config=cfg)
     save_figure(plot_fact_neuron_overlap(neurons), out / "fact_neuron_overlap.png")
     print(f"wrote {out}/: fact_neurons.json fact_neuron_overlap.png")
@@ -594,6 +625,7 @@ def cmd_trace(args: argparse.Namespace) -> Path:
     if cfg.corpus != "builtin":  # checked before probing
         corpus = MultilingualCorpus.from_files(cfg.corpus)
     facts, model, out, result = _facts_model_probe(args, cfg)
+    _only_rank_0_goes_on()
     if cfg.corpus == "builtin":  # languages without built-in text get code -1
         with_text = [lang for lang in facts.languages if lang in available_languages()]
         corpus = MultilingualCorpus.builtin(with_text, split="all")
@@ -620,6 +652,7 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
     from mlneurons.data.corpus import MultilingualCorpus, available_languages
     from mlneurons.interfaces.plots import plot_lrp2_grid, save_figure
     from mlneurons.methods.lrp2 import evaluate_lrp2, language_vectors
+    from mlneurons.stats.distributed import World
 
     cfg = Lrp2Config.from_args(args)
     facts = _load_facts(cfg)
@@ -646,7 +679,10 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
         )
     out = Path(args.out)
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")
-    vectors = language_vectors(model, corpus, max_sentences=cfg.sentences)
+    world = World.from_env()  # under torchrun the vectors are a sharded pass, the grid rank 0's
+    shards = out / "vector-shards" if world.connected else None
+    vectors = language_vectors(model, corpus, max_sentences=cfg.sentences, shards=shards)
+    _only_rank_0_goes_on()
     vectors.save(out)
     result = evaluate_lrp2(
         model, facts, vectors, pivot=pivot, layers=cfg.layers, k=cfg.k, batch_size=cfg.batch_size

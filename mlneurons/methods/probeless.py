@@ -26,6 +26,7 @@ from mlneurons.models.forward import pad_right
 from mlneurons.models.hooks import is_masked_lm
 from mlneurons.results import Result
 from mlneurons.stats.collector import HookStats, Labelled, collect
+from mlneurons.stats.distributed import World, gather
 
 FACT_NEURONS_FILE = "fact_neurons.json"
 
@@ -77,6 +78,7 @@ def object_position_activations(
     keys: list[tuple[str, str]] | None = None,
     interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 16,
+    world: World | None = None,
     progress: bool = True,
 ) -> dict[tuple[str, str], Float[torch.Tensor, "layer neuron"]]:
     """MLP activations of all layers at each fact's object position (PROBELESS features).
@@ -88,6 +90,8 @@ def object_position_activations(
     Args:
         keys: ``(uuid, lang)`` of the facts to read (default: all).
         interventions: hooks applied during the pass (e.g. LRP2's projection).
+        world: under ``torchrun``, every rank reads the facts ``[rank::size]`` and all
+            ranks get every fact's vector (causal LMs).
 
     Returns:
         ``(uuid, lang) -> [layer, neuron]`` act_fn outputs.
@@ -111,7 +115,9 @@ def object_position_activations(
         if (wanted is None or (f.uuid, f.lang) in wanted)
         and (f.lang, f.relation) not in object_first
     ]
-    if not chosen:
+    world = world or World()
+    chosen = chosen[world.rank :: world.size]
+    if not chosen and world.size == 1:
         return {}
     tokenizer = model.tokenizer
     rows, positions = [], []
@@ -122,18 +128,21 @@ def object_position_activations(
         shared = common_prefix_length([gold, sentence_ids(tokenizer, head)])
         rows.append(gold[: max(shared, 1)])
         positions.append(max(shared, 1) - 1)
-    with model.hooks(fwd_hooks=list(interventions)):
-        collected = collect(
-            model,
-            position_batches(rows, positions, batch_size),
-            labels=[f.label for f in chosen],
-            dtype=torch.float32,  # each label is read once: nothing accumulates
-            total=-(-len(rows) // batch_size),
-            desc="fact activations",
-            progress=progress,
-        )
-    vectors = per_label_vectors(collected)
-    return {(f.uuid, f.lang): vectors[i] for i, f in enumerate(chosen)}
+    mine: dict[tuple[str, str], torch.Tensor] = {}
+    if chosen:
+        with model.hooks(fwd_hooks=list(interventions)):
+            collected = collect(
+                model,
+                position_batches(rows, positions, batch_size),
+                labels=[f.label for f in chosen],
+                dtype=torch.float32,  # each label is read once: nothing accumulates
+                total=-(-len(rows) // batch_size),
+                desc="fact activations",
+                progress=progress,
+            )
+        vectors = per_label_vectors(collected)
+        mine = {(f.uuid, f.lang): vectors[i] for i, f in enumerate(chosen)}
+    return dict(gather(list(mine.items()), world))
 
 
 @dataclass
@@ -206,6 +215,7 @@ def fact_neurons(
     k: int = 50,
     interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 16,
+    world: World | None = None,
     progress: bool = True,
 ) -> FactNeurons:
     """PROBELESS fact neurons of the correctly predicted facts of each language.
@@ -214,6 +224,8 @@ def fact_neurons(
         correct: ``(uuid, lang) -> correct``, e.g. ``ProbeResult.correct_map()``; as in
             Zhao et al., only correct facts are used, one vector per fact.
         k: neurons per fact (Zhao et al.: 50).
+        world: under ``torchrun``, the fact vectors are read data-parallel (see
+            :func:`object_position_activations`); every rank gets the same result.
     """
     keys = [key for key, ok in correct.items() if ok]
     vectors = object_position_activations(
@@ -222,6 +234,7 @@ def fact_neurons(
         keys=keys,
         interventions=interventions,
         batch_size=batch_size,
+        world=world,
         progress=progress,
     )
     n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)

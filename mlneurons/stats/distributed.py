@@ -306,6 +306,14 @@ def run_pass(
     )
 
 
+def all_reduce_sum(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """``tensor`` summed over the ranks of a connected launch, in place (a CPU tensor)."""
+    if world.connected:
+        _init_process_group(world)
+        torch.distributed.all_reduce(tensor)
+    return tensor
+
+
 def gather(items: list[Any], world: World) -> list[Any]:
     """Every rank's ``items`` concatenated in rank order, on every rank (for item-parallel
     work such as probing facts ``[rank::size]``)."""
@@ -373,6 +381,7 @@ __all__ = [
     "MANIFEST_FILE",
     "World",
     "all_reduce",
+    "all_reduce_sum",
     "gather",
     "collect_sharded",
     "merge_shards",
