@@ -24,7 +24,7 @@ from pathlib import Path
 
 def run(nproc: int, tokens: int, languages: str, out: Path) -> dict[str, float]:
     threads = max(1, (os.cpu_count() or 2) // nproc)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "GLOO_SOCKET_IFNAME": "lo"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         f"--nproc-per-node={nproc}", "-m", "mlneurons", "lape", "--device", "cpu",
