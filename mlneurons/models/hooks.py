@@ -38,10 +38,11 @@ def mlp_neuron_hook(model: Any, layer: int) -> tuple[str, Callable[[torch.Tensor
                 f"({type(getattr(mlp, 'original_component', mlp)).__name__})"
             )
         return f"blocks.{layer}.mlp.hook_pre", act_fn
-    return f"blocks.{layer}.mlp.hook_post", _identity
+    return f"blocks.{layer}.mlp.hook_post", identity
 
 
-def _identity(x: torch.Tensor) -> torch.Tensor:
+def identity(x: torch.Tensor) -> torch.Tensor:
+    """A hook point's value as it is (the ``to_activation`` of plain MLPs)."""
     return x
 
 

@@ -33,7 +33,7 @@ from mlneurons.errors import UserError, did_you_mean
 from mlneurons.models.canary import canary_ids, verify
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, run_body
-from mlneurons.models.hooks import hooks_attached, mlp_neuron_hook, unwrapped
+from mlneurons.models.hooks import hooks_attached, identity, mlp_neuron_hook, unwrapped
 from mlneurons.results import read_tensors, write_tensors
 
 KINDS = ("sums", "fires", "squares")
@@ -319,11 +319,7 @@ def hook_points(model: Any, names_filter: NamesFilter = None) -> list[tuple[str,
     if not names:
         raise UserError(f"names_filter {names_filter!r} selects none of the model's hook points")
     order = {name: i for i, name in enumerate(known)}
-    return [(name, _identity) for name in sorted(set(names), key=order.__getitem__)]
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
+    return [(name, identity) for name in sorted(set(names), key=order.__getitem__)]
 
 
 def act_fn_modules(model: Any) -> list[torch.nn.Module] | None:
