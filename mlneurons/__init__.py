@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.errors": ("UserError", "FastPathMismatch"),
+    "mlneurons.world": ("World",),
     "mlneurons.config": (
         "LapeConfig",
         "ProbeConfig",
@@ -116,3 +117,4 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.models.loading import BUILTIN_MODELS, load_model
     from mlneurons.stats.activation import ActivationStats, collect_activation_stats
     from mlneurons.stats.collector import HookStats, Labelled, collect, hook_points
+    from mlneurons.world import World

@@ -16,6 +16,7 @@ LAYERS = {  # bottom up; a module may import its own layer or any lower one
     "provenance": 0,
     "results": 0,
     "config": 0,
+    "world": 0,
     "data": 1,
     "models": 1,
     "stats": 2,

@@ -19,7 +19,8 @@ from mlneurons.interfaces.cli import main as cli_main
 from mlneurons.methods.lrp2 import LanguageVectors
 from mlneurons.stats.activation import ActivationStats
 from mlneurons.stats.collector import HookStats
-from mlneurons.stats.distributed import World, merge_shards, shard_path
+from mlneurons.stats.distributed import merge_shards, shard_path
+from mlneurons.world import World
 
 HERE = Path(__file__).parent
 OPTIONS = [

@@ -24,7 +24,8 @@ from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import log_likelihood_sums, model_device
 from mlneurons.models.hooks import is_masked_lm
 from mlneurons.results import Result
-from mlneurons.stats.distributed import World, all_reduce_sum
+from mlneurons.stats.distributed import all_reduce_sum
+from mlneurons.world import World
 
 PPL_FILE = "ppl_matrix.json"
 

@@ -9,7 +9,6 @@ of the environment: it keeps its traceback (exit status 1).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -178,7 +177,7 @@ def cmd_lape(args: argparse.Namespace) -> Path:
     from mlneurons.methods import lape
     from mlneurons.results import write_json
     from mlneurons.stats.activation import STATS_FILE, ActivationStats, collect_activation_stats
-    from mlneurons.stats.distributed import World
+    from mlneurons.world import World
 
     cfg = LapeConfig.from_args(args)
     start = time.time()
@@ -322,7 +321,7 @@ def _command_model(args: argparse.Namespace, name: str | None = None) -> Any:
     import torch
 
     from mlneurons.models.loading import load_model, replica_placement
-    from mlneurons.stats.distributed import World
+    from mlneurons.world import World
 
     name = name or args.model
     dtype, replica = getattr(args, "dtype", "float32"), getattr(args, "gpus_per_replica", None)
@@ -362,7 +361,7 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.evaluation.perplexity import perplexity_matrix
     from mlneurons.interfaces.plots import plot_perplexity_matrix, save_figure
-    from mlneurons.stats.distributed import World
+    from mlneurons.world import World
 
     cfg = AblateConfig.from_args(args)
     neurons = _load_neurons(args)
@@ -406,7 +405,8 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     from mlneurons.methods.steering import SteeringResult, steer
     from mlneurons.models.fingerprint import check_same_model
     from mlneurons.stats.activation import ActivationStats
-    from mlneurons.stats.distributed import World, gather
+    from mlneurons.stats.distributed import gather
+    from mlneurons.world import World
 
     cfg = SteerConfig.from_args(args)
     neurons = _load_neurons(args)
@@ -504,7 +504,7 @@ def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     """Probe the facts and write ``probe.json`` with its plots."""
     from mlneurons.interfaces.plots import plot_jaccard, plot_p_at_1, save_figure
     from mlneurons.methods.probing import probe
-    from mlneurons.stats.distributed import World
+    from mlneurons.world import World
 
     world = World.from_env()
     part = facts.shard(world.rank, world.size) if world.connected else facts
@@ -537,20 +537,23 @@ other command, and every command but lape without a rendezvous, runs on rank 0 a
 def _runs_on_this_rank(args: argparse.Namespace) -> bool:
     """False on ranks other than 0 for a command that does not split its work (they would
     all compute, and write, the same files)."""
-    rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    connected = "MASTER_ADDR" in os.environ  # item-parallel commands gather over the group
+    from mlneurons.world import World
+
+    world = World.from_env()
     parallel = args.command == "lape" or (  # lape's shards also merge offline
-        connected and args.command in PARALLEL_COMMANDS and not getattr(args, "probe", None)
+        world.connected and args.command in PARALLEL_COMMANDS and not getattr(args, "probe", None)
     )
-    if size == 1 or rank == 0 or parallel:
+    if world.rank == 0 or parallel:
         return True
-    print(f"rank {rank}: mlneurons {args.command} runs on rank 0 only", file=sys.stderr)
+    print(f"rank {world.rank}: mlneurons {args.command} runs on rank 0 only", file=sys.stderr)
     return False
 
 
 def _only_rank_0_goes_on() -> None:
     """End the command on ranks other than 0 once their share of the work is done."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    from mlneurons.world import World
+
+    if World.from_env().rank != 0:
         raise OtherRank
 
 
@@ -594,7 +597,7 @@ def cmd_fact_neurons(args: argparse.Namespace) -> Path:
     from mlneurons.config import FactNeuronsConfig
     from mlneurons.interfaces.plots import plot_fact_neuron_overlap, save_figure
     from mlneurons.methods.probeless import fact_neurons
-    from mlneurons.stats.distributed import World
+    from mlneurons.world import World
 
     cfg = FactNeuronsConfig.from_args(args)
     facts, model, out, result = _facts_model_probe(args, cfg)
@@ -652,7 +655,7 @@ def cmd_lrp2(args: argparse.Namespace) -> Path:
     from mlneurons.data.corpus import MultilingualCorpus, available_languages
     from mlneurons.interfaces.plots import plot_lrp2_grid, save_figure
     from mlneurons.methods.lrp2 import evaluate_lrp2, language_vectors
-    from mlneurons.stats.distributed import World
+    from mlneurons.world import World
 
     cfg = Lrp2Config.from_args(args)
     facts = _load_facts(cfg)
@@ -915,9 +918,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a bad option (2), already printed
         return int(exc.code or 0)
     run: Callable[[argparse.Namespace], object] = args.run
-    if not _runs_on_this_rank(args):
-        return 0
     try:
+        if not _runs_on_this_rank(args):
+            return 0
         run(args)
     except UserError as exc:
         message = " ".join(str(exc).split())

@@ -26,7 +26,8 @@ from mlneurons.models.forward import pad_right
 from mlneurons.models.hooks import is_masked_lm
 from mlneurons.results import Result
 from mlneurons.stats.collector import HookStats, Labelled, collect
-from mlneurons.stats.distributed import World, gather
+from mlneurons.stats.distributed import gather
+from mlneurons.world import World
 
 FACT_NEURONS_FILE = "fact_neurons.json"
 

@@ -19,49 +19,21 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mlneurons.errors import UserError
+from mlneurons.models.fingerprint import fingerprint
 from mlneurons.results import read_json, write_json
 from mlneurons.stats.collector import KINDS, HookStats, Labelled, collect
+from mlneurons.world import World
 
 MANIFEST_FILE = "manifest.json"
 SHARD_DIR = "shards"
 DEFAULT_SHARDS = 8
 """Logical shards of a pass when none are asked for (at least 2 per rank)."""
-
-
-@dataclass(frozen=True)
-class World:
-    """This process's place among the processes of a launch (``torchrun``'s environment)."""
-
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> World:
-        try:
-            rank, size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-            local = int(os.environ.get("LOCAL_RANK", rank))
-        except ValueError as exc:
-            raise UserError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {exc}") from None
-        if not 0 <= rank < size:
-            raise UserError(f"RANK={rank} is not in 0..WORLD_SIZE-1 (WORLD_SIZE={size})")
-        return cls(rank, size, local)
-
-    @property
-    def connected(self) -> bool:
-        """Whether the processes can reach each other (a torchrun-style rendezvous)."""
-        return self.size > 1 and "MASTER_ADDR" in os.environ
-
-    def shards(self, n_shards: int) -> list[int]:
-        """The logical shards this rank computes."""
-        return [s for s in range(n_shards) if s % self.size == self.rank]
 
 
 def shard_path(directory: str | Path, shard: int) -> Path:
@@ -308,8 +280,6 @@ def run_pass(
             total=total,
             **options,
         )
-    from mlneurons.models.fingerprint import fingerprint
-
     key = {**key, "model": fingerprint(model)["hash"], "labels": list(labels)}
     return collect_sharded(
         model, batches, directory=shards, labels=labels, key=key, n_shards=n_shards, **options
