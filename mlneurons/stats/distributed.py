@@ -177,8 +177,7 @@ def _shard(
         progress=progress,
         **options,
     )
-    _, extra = HookStats.load_with_extra(path)
-    stats.save(path, extra={**extra, "finished": True})
+    stats.save(path, extra={"resume_key": resume_key, "finished": True})  # read, never resumed
     return stats
 
 
