@@ -9,9 +9,9 @@ from mlneurons import LanguageNeurons, MultilingualCorpus
 from mlneurons.evaluation.perplexity import (
     perplexity,
     perplexity_matrix,
-    random_control_masks,
     sequence_nll,
 )
+from mlneurons.methods.baselines import random_selection
 from mlneurons.methods.interventions import activate, deactivate, intervene
 
 
@@ -175,10 +175,10 @@ def test_random_control_same_layers_no_language_neurons():
     neurons = LanguageNeurons(
         {"a": torch.tensor([[0, 1], [0, 2], [1, 3]]), "b": torch.tensor([[1, 0]])}, 2, 8
     )
-    control = random_control_masks(neurons, seed=3)
-    assert control.sum(-1).tolist() == neurons.counts_per_layer().tolist()
-    assert not (control & neurons.masks().any(0)).any()
-    assert torch.equal(control, random_control_masks(neurons, seed=3))
+    control = random_selection(neurons, seed=3)
+    assert control.counts_per_layer().tolist() == neurons.counts_per_layer().tolist()
+    assert not (control.masks() & neurons.masks().any(0)).any()
+    assert torch.equal(control.masks(), random_selection(neurons, seed=3).masks())
 
 
 def test_steering_switches_the_output_language(planted_model):

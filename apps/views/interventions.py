@@ -128,7 +128,8 @@ if common.has(run, "steering.json"):
 st.header("Perplexity matrix")
 if not common.require(run, "ppl_matrix.json"):
     st.stop()
-from mlneurons.evaluation.perplexity import PerplexityMatrix, random_control_masks  # noqa: E402
+from mlneurons.evaluation.perplexity import PerplexityMatrix  # noqa: E402
+from mlneurons.methods.baselines import random_selection  # noqa: E402
 
 matrix = PerplexityMatrix.from_json(common.read(run, "ppl_matrix.json"))
 kinds = ["deactivated"] + (["random_control"] if matrix.random_control else [])
@@ -194,8 +195,8 @@ if model is not None:
         if kind == "deactivated":
             off = tuple(map(tuple, neurons[row].tolist()))
         else:  # the run's random control: as many neurons per layer, none a language's
-            mask = random_control_masks(neurons, seed=matrix.seed)[neurons.languages.index(row)]
-            off = tuple(map(tuple, mask.nonzero().tolist()))
+            control = random_selection(neurons, seed=matrix.seed)[row]
+            off = tuple(map(tuple, control.tolist()))
         tokens, base, changed = common.loss_change(common.model_name(run), text, off, _model=model)
         delta = changed - base
         bound = max(1e-6, float(np.abs(delta).max()))

@@ -2,8 +2,9 @@
 
 Rows of the matrix are the deactivated language, columns the evaluated one. Unlike
 the reference ``ppl.py`` (which prints mean NLL), values here are perplexities,
-exp(mean NLL), on held-out text, with the no-intervention baseline and a random
-control per language: as many neurons, drawn from the same layers.
+exp(mean NLL), on held-out text, with the no-intervention baseline and two controls
+per language: as many random neurons from the same layers, and matched controls drawn
+from the same layers and firing-probability bins.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
 from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.errors import UserError
+from mlneurons.methods.baselines import matched_control, probability_bins, random_selection
 from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import log_likelihood_sums, model_device
 from mlneurons.models.hooks import is_masked_lm
 from mlneurons.results import Result
+from mlneurons.stats.activation import ActivationStats
 from mlneurons.stats.distributed import all_reduce_sum
 from mlneurons.world import World
 
@@ -82,19 +86,33 @@ def perplexity(
     return result
 
 
+def _relative(
+    table: dict[str, dict[str, float]], baseline: dict[str, float], languages: list[str]
+) -> Float[torch.Tensor, "row column"]:
+    return torch.tensor(
+        [[table[r][c] / baseline[c] - 1 for c in languages] for r in languages], dtype=torch.float64
+    )
+
+
 @dataclass
 class PerplexityMatrix(Result):
-    """Perplexities with each language's neurons deactivated, plus baseline and random controls.
+    """Perplexities with each language's neurons deactivated, plus baseline and controls.
 
     Attributes:
         languages: row and column order.
         baseline: evaluated language -> perplexity without intervention.
         deactivated: deactivated language -> evaluated language -> perplexity.
         random_control: deactivated language -> evaluated language -> perplexity with as
-            many random neurons from the same layers deactivated.
+            many uniformly random neurons from the same layers deactivated
+            (:func:`~mlneurons.methods.baselines.random_selection`).
         tokens_per_language: predicted tokens per evaluated language.
         model: fingerprint of the model.
-        seed: seed of the random control (:func:`random_control_masks`).
+        seed: seed of the controls (draw i of the matched control uses ``seed + i``).
+        matched_control: deactivated language -> evaluated language -> one perplexity per
+            draw of the matched control (:func:`~mlneurons.methods.baselines.matched_control`:
+            same layers and same firing-probability bins); empty when not run.
+        matched: how the matched controls were drawn (``draws``, ``bins``, and per draw
+            the neurons that came from a neighbouring bin, ``widened``).
     """
 
     FILE: ClassVar[str] = PPL_FILE
@@ -106,12 +124,37 @@ class PerplexityMatrix(Result):
     tokens_per_language: int
     model: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    matched_control: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    matched: dict[str, Any] = field(default_factory=dict)
 
     def relative_change(self, which: str = "deactivated") -> Float[torch.Tensor, "row column"]:
-        """(ppl - baseline) / baseline, rows = deactivated language, columns = evaluated."""
+        """(ppl - baseline) / baseline, rows = deactivated language, columns = evaluated.
+
+        ``which``: ``deactivated``, ``random_control`` or ``matched_control`` (the mean
+        over its draws).
+        """
+        if which == "matched_control":
+            return self.matched_draws().mean(0)
         table = {"deactivated": self.deactivated, "random_control": self.random_control}[which]
-        return torch.tensor(
-            [[table[r][c] / self.baseline[c] - 1 for c in self.languages] for r in self.languages]
+        return _relative(table, self.baseline, self.languages)
+
+    def matched_draws(self) -> Float[torch.Tensor, "draw row column"]:
+        """Relative change of every draw of the matched control."""
+        if not self.matched_control:
+            raise UserError("this matrix has no matched controls (run it with stats and draws)")
+        draws = len(next(iter(self.matched_control.values()))[self.languages[0]])
+        return torch.stack(
+            [
+                _relative(
+                    {
+                        r: {c: v[d] for c, v in row.items()}
+                        for r, row in self.matched_control.items()
+                    },
+                    self.baseline,
+                    self.languages,
+                )
+                for d in range(draws)
+            ]
         )
 
     def diagonal_dominance(self) -> dict[str, bool]:
@@ -120,24 +163,55 @@ class PerplexityMatrix(Result):
         return {lang: bool(change[i].argmax() == i) for i, lang in enumerate(self.languages)}
 
 
-def random_control_masks(
-    neurons: LanguageNeurons, *, seed: int = 0
-) -> Bool[torch.Tensor, "language layer neuron"]:
-    """Per language, as many random neurons per layer as it has, none of them a language neuron."""
-    masks = neurons.masks()
-    taken = masks.any(0)
-    generator = torch.Generator().manual_seed(seed)
-    control = torch.zeros_like(masks)
-    free_per_layer = [(~taken[layer]).nonzero().flatten() for layer in range(masks.shape[1])]
-    for i in range(len(neurons.languages)):
-        for layer, n in enumerate(masks[i].sum(-1).tolist()):
-            free = free_per_layer[layer]
-            if n > len(free):
-                raise ValueError(
-                    f"layer {layer} has only {len(free)} free neurons for a control of {n}"
-                )
-            control[i, layer, free[torch.randperm(len(free), generator=generator)[:n]]] = True
-    return control
+def masked_perplexities(
+    model: Any,
+    corpus: MultilingualCorpus,
+    masks: Bool[torch.Tensor, "condition layer neuron"],
+    *,
+    batch_size: int = 8,
+    world: World | None = None,
+    progress: bool = True,
+) -> tuple[Float[torch.Tensor, "condition language"], list[int]]:
+    """Perplexity of every language of ``corpus`` with each condition's neurons set to 0.
+
+    All conditions of a held-out row run in shared forward passes: a row is repeated
+    once per condition and a per-row mask zeroes that condition's neurons, so a batch of
+    ``batch_size`` forward rows mixes conditions freely. An all-False mask is the
+    baseline.
+
+    Args:
+        world: under ``torchrun`` (:meth:`World.from_env`), rank r runs every W-th batch
+            from the r-th and the summed NLLs are added over the ranks.
+
+    Returns:
+        The ``[condition, language]`` perplexities and the predicted tokens per language.
+    """
+    world = world or World()
+    keep = (~masks).float()
+    keep_on_device = keep.to(model_device(model))
+    layers = (keep < 1).any(-1).any(0).nonzero().flatten().tolist()
+    state: dict[str, Any] = {}
+    hooks = [
+        (f"blocks.{layer}.mlp.hook_post", functools.partial(_masked_post, layer=layer, state=state))
+        for layer in layers
+    ]
+    languages = corpus.languages
+    nll = torch.zeros(len(masks), len(languages), dtype=torch.float64)
+    counts = [0] * len(languages)
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
+        for li, lang in enumerate(languages):
+            rows = torch.cat(list(corpus.rows(lang, model.tokenizer, batch_size=64)))
+            counts[li] = rows[:, 1:].numel()
+            work = [(c, r) for r in range(len(rows)) for c in range(len(masks))]
+            starts = list(range(0, len(work), batch_size))[world.rank :: world.size]
+            for start in tqdm(starts, desc=f"ppl matrix: {lang}", disable=not progress):
+                chunk = work[start : start + batch_size]
+                cond = torch.tensor([c for c, _ in chunk])
+                state["keep"] = keep_on_device[cond.to(keep_on_device.device)]
+                per_row = sequence_nll(model, rows[[r for _, r in chunk]])
+                nll[:, li].index_add_(0, cond, per_row.double().cpu())
+    all_reduce_sum(nll, world)
+    return torch.exp(nll / torch.tensor(counts, dtype=torch.float64)), counts
 
 
 def _masked_post(
@@ -147,12 +221,25 @@ def _masked_post(
     return act * state["keep"][:, layer, None, :].to(act.device, act.dtype)
 
 
+def _check_languages(model: Any, corpus: MultilingualCorpus, *selections: LanguageNeurons) -> None:
+    for neurons in selections:
+        neurons.check_fits(model)
+        missing = [lang for lang in corpus.languages if lang not in neurons.languages]
+        if missing:
+            raise UserError(
+                f"no neurons for languages {missing}; the neurons have {neurons.languages}"
+            )
+
+
 def perplexity_matrix(
     model: Any,
     neurons: LanguageNeurons,
     corpus: MultilingualCorpus,
     *,
     random_control: bool = True,
+    stats: ActivationStats | None = None,
+    matched_draws: int = 3,
+    bins: int = 20,
     seed: int = 0,
     batch_size: int = 8,
     world: World | None = None,
@@ -160,65 +247,48 @@ def perplexity_matrix(
 ) -> PerplexityMatrix:
     """The deactivation perplexity matrix of Tang et al. (2024), with controls.
 
-    All conditions (baseline, each language deactivated, each random control) of a
-    held-out row run in shared forward passes: a row is repeated once per condition
-    and a per-row mask zeroes that condition's neurons, so a batch of
-    ``batch_size`` forward rows mixes conditions freely.
-
     Args:
         model: the model ``neurons`` were selected on.
         neurons: LAPE neurons; ``corpus`` languages must be among its languages.
         corpus: held-out text (e.g. ``MultilingualCorpus.builtin(split="heldout")``).
-        random_control: add the random-neuron control rows.
-        seed: seed of the random control.
+        random_control: add the uniform random-neuron control (same layers).
+        stats: the activation statistics of ``neurons``; with them, ``matched_draws``
+            matched controls (same layers, same firing-probability bins) are added.
+        matched_draws: draws of the matched control (seeds ``seed``, ``seed + 1``, ...).
+        bins: firing-probability bins per layer of the matched control.
+        seed: seed of the controls.
         batch_size: rows per forward pass.
-        world: under ``torchrun`` (:meth:`World.from_env`), rank r runs every W-th batch
-            from the r-th and the summed NLLs are added over the ranks.
+        world: see :func:`masked_perplexities`.
     """
-    world = world or World()
-    neurons.check_fits(model)
-    fp = fingerprint(model)
-    missing = [lang for lang in corpus.languages if lang not in neurons.languages]
-    if missing:
-        raise ValueError(
-            f"no neurons for languages {missing}; the neurons have {neurons.languages}"
-        )
+    _check_languages(model, corpus, neurons)
+    if stats is not None and matched_draws > 0:  # fail before any forward pass
+        probability_bins(stats, neurons.languages[0], bins=bins)
     languages = corpus.languages
-    chosen = [neurons.languages.index(lang) for lang in languages]
-    deact = neurons.masks()[chosen]
-    conditions = [("baseline", None, torch.zeros_like(deact[0]))]
-    conditions += [("deactivated", lang, deact[i]) for i, lang in enumerate(languages)]
+    conditions: list[tuple[str, str | None, LanguageNeurons | None]] = [("baseline", None, None)]
+    conditions += [("deactivated", lang, neurons) for lang in languages]
     if random_control:  # as many neurons per layer, none of them any language's neuron
-        control = random_control_masks(neurons, seed=seed)[chosen]
-        conditions += [("random_control", lang, control[i]) for i, lang in enumerate(languages)]
-    keep = torch.stack([~mask for _, _, mask in conditions]).float()  # [condition, layer, neuron]
-    keep_on_device = keep.to(model_device(model))
-    layers = (keep < 1).any(-1).any(0).nonzero().flatten().tolist()
-
-    state: dict[str, Any] = {}
-    hooks = [
-        (f"blocks.{layer}.mlp.hook_post", functools.partial(_masked_post, layer=layer, state=state))
-        for layer in layers
-    ]
-    nll = torch.zeros(len(conditions), len(languages), dtype=torch.float64)
-    counts = [0] * len(languages)
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks):
-        for li, lang in enumerate(languages):
-            rows = torch.cat(list(corpus.rows(lang, model.tokenizer, batch_size=64)))
-            counts[li] = rows[:, 1:].numel()
-            work = [(c, r) for r in range(len(rows)) for c in range(len(conditions))]
-            starts = list(range(0, len(work), batch_size))[world.rank :: world.size]
-            for start in tqdm(starts, desc=f"ppl matrix: {lang}", disable=not progress):
-                chunk = work[start : start + batch_size]
-                cond = torch.tensor([c for c, _ in chunk])
-                state["keep"] = keep_on_device[cond.to(keep_on_device.device)]
-                per_row = sequence_nll(model, rows[[r for _, r in chunk]])
-                nll[:, li].index_add_(0, cond, per_row.double().cpu())
-    all_reduce_sum(nll, world)
-    ppl = torch.exp(nll / torch.tensor(counts, dtype=torch.float64))
-    table: dict[str, dict[str, dict[str, float]]] = {"deactivated": {}, "random_control": {}}
+        control = random_selection(neurons, seed=seed)
+        conditions += [("random_control", lang, control) for lang in languages]
+    widened = []
+    for draw in range(matched_draws if stats is not None else 0):
+        matched = matched_control(neurons, stats, bins=bins, seed=seed + draw)
+        widened.append(matched.constants["widened"])
+        conditions += [("matched_control", lang, matched) for lang in languages]
+    empty = torch.zeros(neurons.n_layers, neurons.d_mlp, dtype=torch.bool)
+    masks = torch.stack(
+        [empty if sel is None else sel.only(lang).masks()[0] for _, lang, sel in conditions]
+    )
+    ppl, counts = masked_perplexities(
+        model, corpus, masks, batch_size=batch_size, world=world, progress=progress
+    )
+    table: dict[str, dict[str, Any]] = {"deactivated": {}, "random_control": {}}
+    matched_table: dict[str, dict[str, list[float]]] = {}
     for ci, (kind, lang, _) in enumerate(conditions):
-        if lang is not None:
+        if kind == "matched_control":
+            row = matched_table.setdefault(lang, {c: [] for c in languages})
+            for c, value in zip(languages, ppl[ci].tolist()):
+                row[c].append(value)
+        elif lang is not None:
             table[kind][lang] = dict(zip(languages, ppl[ci].tolist()))
     return PerplexityMatrix(
         languages=languages,
@@ -226,8 +296,107 @@ def perplexity_matrix(
         deactivated=table["deactivated"],
         random_control=table["random_control"],
         tokens_per_language=min(counts),
-        model=fp,
+        model=fingerprint(model),
         seed=seed,
+        matched_control=matched_table,
+        matched={"draws": len(widened), "bins": bins, "widened": widened} if widened else {},
+    )
+
+
+METHODS_FILE = "methods.json"
+
+
+@dataclass
+class MethodComparison(Result):
+    """The deactivation matrix of several neuron selectors on the same held-out text
+    (the analogue of Tang et al.'s comparison of LAPE with LAP, LAVE and RS).
+
+    Attributes:
+        languages: row and column order.
+        methods: the selectors, in order.
+        baseline: evaluated language -> perplexity without intervention.
+        deactivated: method -> deactivated language -> evaluated language -> perplexity.
+        counts: method -> language -> number of neurons.
+        tokens_per_language: predicted tokens per evaluated language.
+        model: fingerprint of the model.
+    """
+
+    FILE: ClassVar[str] = METHODS_FILE
+
+    languages: list[str]
+    methods: list[str]
+    baseline: dict[str, float]
+    deactivated: dict[str, dict[str, dict[str, float]]]
+    counts: dict[str, dict[str, int]]
+    tokens_per_language: int
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def relative_change(self, method: str) -> Float[torch.Tensor, "row column"]:
+        """(ppl - baseline) / baseline of ``method``: rows deactivated, columns evaluated."""
+        if method not in self.deactivated:
+            raise UserError(f"method {method!r} is not in this comparison; it has {self.methods}")
+        return _relative(self.deactivated[method], self.baseline, self.languages)
+
+    def specificity(self) -> dict[str, dict[str, float | None]]:
+        """Per method: ``own`` = mean relative perplexity increase of the deactivated
+        language itself, ``others`` = mean increase of every other language,
+        ``score`` = own - others (always defined; higher = more language-specific) and
+        ``ratio`` = own / others (``None`` when the others did not get worse, where a
+        ratio means nothing)."""
+        scores: dict[str, dict[str, float | None]] = {}
+        n = len(self.languages)
+        off = ~torch.eye(n, dtype=torch.bool)
+        for method in self.methods:
+            change = self.relative_change(method).double()
+            own = float(change.diagonal().mean())
+            others = float(change[off].mean()) if n > 1 else 0.0
+            scores[method] = {
+                "own": own,
+                "others": others,
+                "score": own - others,
+                "ratio": own / others if others > 0 else None,
+            }
+        return scores
+
+
+def compare_methods(
+    model: Any,
+    selections: dict[str, LanguageNeurons],
+    corpus: MultilingualCorpus,
+    *,
+    batch_size: int = 8,
+    world: World | None = None,
+    progress: bool = True,
+) -> MethodComparison:
+    """Deactivate each language's neurons of every selector in ``selections`` (e.g. the
+    output of :func:`~mlneurons.methods.baselines.select_with` per method) and measure
+    every language's held-out perplexity, all conditions in shared forward passes."""
+    if not selections:
+        raise UserError("name at least one method to compare")
+    _check_languages(model, corpus, *selections.values())
+    languages = corpus.languages
+    conditions = [(method, lang) for method in selections for lang in languages]
+    empty = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.bool)
+    masks = torch.stack(
+        [empty] + [selections[method].only(lang).masks()[0] for method, lang in conditions]
+    )
+    ppl, counts = masked_perplexities(
+        model, corpus, masks, batch_size=batch_size, world=world, progress=progress
+    )
+    deactivated: dict[str, dict[str, dict[str, float]]] = {m: {} for m in selections}
+    for ci, (method, lang) in enumerate(conditions, start=1):
+        deactivated[method][lang] = dict(zip(languages, ppl[ci].tolist()))
+    return MethodComparison(
+        languages=languages,
+        methods=list(selections),
+        baseline=dict(zip(languages, ppl[0].tolist())),
+        deactivated=deactivated,
+        counts={
+            m: {lang: n for lang, n in sel.counts().items() if lang in languages}
+            for m, sel in selections.items()
+        },
+        tokens_per_language=min(counts),
+        model=fingerprint(model),
     )
 
 
@@ -236,6 +405,9 @@ __all__ = [
     "PerplexityMatrix",
     "perplexity",
     "perplexity_matrix",
-    "random_control_masks",
+    "METHODS_FILE",
+    "MethodComparison",
+    "compare_methods",
+    "masked_perplexities",
     "sequence_nll",
 ]

@@ -289,7 +289,10 @@ def _lape(out: Path) -> str:
     tokens = summary["tokens_per_language"]
     rows = [[lang, tokens.get(lang, "–"), n] for lang, n in counts.items()]
     total = sum(counts.values())
-    constants = ", ".join(f"{k} {v:.4g}" for k, v in (summary.get("constants") or {}).items())
+    constants = ", ".join(
+        f"{k} {v:.4g}" if isinstance(v, int | float) else f"{k} {v}"
+        for k, v in (summary.get("constants") or {}).items()
+    )
     return (
         f"<p>{total} language-specific neurons (a neuron may belong to several languages); "
         f"LAPE constants: {_e(constants)}.</p>"

@@ -299,25 +299,54 @@ def select(
         )
     if probs.shape[0] < 2:
         raise UserError("LAPE needs at least two languages")
+    if torch.isnan(probs).any() or (probs < 0).any() or (probs > 1).any():
+        raise UserError("activation_probs must be probabilities in [0, 1] without NaN")
+    return select_by_entropy(
+        probs,
+        languages,
+        top_rate=top_rate,
+        filter_rate=filter_rate,
+        activation_bar_ratio=activation_bar_ratio,
+        model=model,
+    )
+
+
+def select_by_entropy(
+    scores: Float[torch.Tensor, "language layer neuron"],
+    languages: Sequence[str],
+    *,
+    top_rate: float = 0.01,
+    filter_rate: float = 0.95,
+    activation_bar_ratio: float = 0.95,
+    model: dict[str, Any] | None = None,
+    method: str = "lape",
+) -> LanguageNeurons:
+    """LAPE's procedure (steps 1-4 of :func:`select`) on any non-negative per-language scores.
+
+    LAPE passes activation probabilities; LAVE (:func:`mlneurons.methods.baselines.lave`)
+    passes mean activation values. ``method`` is recorded in the result's constants.
+    """
     rate("top_rate", top_rate)
     rate("filter_rate", filter_rate)
     rate("activation_bar_ratio", activation_bar_ratio)
-    if torch.isnan(probs).any() or (probs < 0).any() or (probs > 1).any():
-        raise UserError("activation_probs must be probabilities in [0, 1] without NaN")
-    _, n_layers, d_mlp = probs.shape
-    entropy = lape_entropy(probs)
-    flat = probs.flatten()
+    scores = torch.as_tensor(scores).double()
+    if torch.isnan(scores).any() or (scores < 0).any():
+        raise UserError(f"{method} scores must be non-negative without NaN")
+    _, n_layers, d_mlp = scores.shape
+    entropy = lape_entropy(scores)
+    flat = scores.flatten()
     tau = flat.kthvalue(max(1, round(len(flat) * filter_rate))).values
-    entropy[(probs > tau).sum(0) == 0] = torch.inf
+    entropy[(scores > tau).sum(0) == 0] = torch.inf
     budget = round(entropy.numel() * top_rate)
     eligible = int(torch.isfinite(entropy).sum())
     _, order = entropy.flatten().topk(min(budget, eligible), largest=False)
     layer_idx, neuron_idx = order // d_mlp, order % d_mlp
     bar = flat.kthvalue(max(1, round(len(flat) * activation_bar_ratio))).values
-    above = probs[:, layer_idx, neuron_idx] > bar  # [language, kept]
+    above = scores[:, layer_idx, neuron_idx] > bar  # [language, kept]
     pairs = torch.stack([layer_idx, neuron_idx], dim=1)
     neurons = {lang: pairs[above[i]] for i, lang in enumerate(languages)}
     constants = {
+        "method": method,
         "top_rate": top_rate,
         "filter_rate": filter_rate,
         "activation_bar_ratio": activation_bar_ratio,
@@ -354,4 +383,11 @@ def as_pairs(neurons: LanguageNeurons | Iterable[Any] | torch.Tensor) -> Int[tor
     return tensor.long()
 
 
-__all__ = ["LanguageNeurons", "NEURONS_FILE", "as_pairs", "lape_entropy", "select"]
+__all__ = [
+    "LanguageNeurons",
+    "NEURONS_FILE",
+    "as_pairs",
+    "lape_entropy",
+    "select",
+    "select_by_entropy",
+]
