@@ -177,6 +177,40 @@ class AblateConfig(Config):
     batch_size: int = 8
     seed: int = 0
     no_random_control: bool = False
+    stats: str | None = None
+    control_draws: int = 3
+    control_bins: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("control_draws", self.control_draws, 0)
+        at_least("control_bins", self.control_bins, 1)
+
+
+@dataclass(frozen=True)
+class CompareMethodsConfig(Config):
+    """``mlneurons compare-methods``: LAPE against Tang et al.'s baselines LAP, LAVE, RS."""
+
+    method: ClassVar[str] = "compare-methods"
+    POSITIVE = ("tokens_per_language", "batch_size")
+    RATES = ("lap_threshold",)
+    METHODS: ClassVar[tuple[str, ...]] = ("lape", "lap", "lave", "rs")
+
+    neurons: str = ""
+    model: str | None = None
+    stats: str | None = None
+    methods: Sequence[str] = ("lape", "lap", "lave", "rs")
+    languages: Sequence[str] | None = None
+    tokens_per_language: int = 512
+    seq_len: int = 256
+    batch_size: int = 8
+    lap_threshold: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in self.methods:
+            one_of("methods", name, self.METHODS)
 
 
 @dataclass(frozen=True)
@@ -265,6 +299,7 @@ class Lrp2Config(ProbeConfig):
 CONFIGS: tuple[type[Config], ...] = (
     LapeConfig,
     AblateConfig,
+    CompareMethodsConfig,
     SteerConfig,
     ProbeConfig,
     FactNeuronsConfig,
@@ -276,6 +311,7 @@ __all__ = [
     "CONFIGS",
     "CONFIG_FILE",
     "AblateConfig",
+    "CompareMethodsConfig",
     "Config",
     "FactNeuronsConfig",
     "LapeConfig",

@@ -153,6 +153,31 @@ def test_deactivate_and_steer_example(planted_dir, planted_model, tmp_path):
     assert all(w.startswith("zh") for _, after in words for w in after)
 
 
+def test_compare_baselines_example(planted_dir, planted_model, tmp_path):
+    import torch
+
+    import mlneurons
+    from mlneurons import MultilingualCorpus
+
+    example = _load_example("compare_baselines")
+    corpus = MultilingualCorpus(
+        {lang: (lambda lang=lang: [language_text(lang, 600)]) for lang in LANGS}, seq_len=50
+    )
+    stats = mlneurons.collect_activation_stats(planted_model, corpus, progress=False)
+    stats.save(tmp_path)
+    planted = {lang: torch.tensor(PLANTED[lang]) for lang in LANGS}
+    LanguageNeurons(planted, 2, 32, model=stats.model).save(tmp_path)
+    comparison, matrix = example.baselines_and_controls(
+        tmp_path, model_name=str(planted_dir), corpus=corpus, draws=2, bins=4
+    )
+    scores = comparison.specificity()
+    # the planted neurons (as LAPE) and LAP find exactly them; random neurons do nothing
+    assert scores["lape"]["score"] > 0.05 and scores["lap"]["score"] > 0.05
+    assert abs(scores["rs"]["score"]) < 0.01
+    matched = matrix.relative_change("matched_control").diagonal()
+    assert (matrix.relative_change().diagonal() > 10 * matched.abs()).all()
+
+
 def test_facts_example(planted_dir, tmp_path):
     from tiny import tiny_facts
 

@@ -256,12 +256,33 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
         "tokens_per_language",
         "model",
         "seed",
+        "matched_control",
+        "matched",
         "config",
     }
+    assert ppl["matched"]["draws"] == 3 and len(ppl["matched_control"]["en"]["fr"]) == 3
     assert ppl["seed"] == 0 and ppl["config"]["method"] == "ablate"
     assert ppl["config"]["tokens_per_language"] == 98
     assert ppl["languages"] == ["en", "fr"] and set(ppl["deactivated"]["en"]) == {"en", "fr"}
     assert ppl["tokens_per_language"] == 98 and (tmp_path / "a" / "ppl_matrix.png").exists()
+    assert "matched control (3 draws)" in capsys.readouterr().out
+
+    compare = ["compare-methods", *common, "--languages", "en,fr", "--tokens-per-language", "98"]
+    assert main([*compare, "--seq-len", "50", "--out", str(tmp_path / "c")]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"\n{m} " in printed for m in ("lape", "lap", "lave", "rs"))
+    methods = json.loads((tmp_path / "c" / "methods.json").read_text())
+    assert methods["methods"] == ["lape", "lap", "lave", "rs"]
+    assert methods["counts"]["lape"] == {"en": 2, "fr": 2} and methods["counts"]["rs"] == {
+        "en": 2,
+        "fr": 2,
+    }
+    assert (tmp_path / "c" / "methods.png").stat().st_size > 1000
+    assert main([*compare, "--methods", "lape,lapx", "--out", str(tmp_path / "c")]) == 2
+    assert (
+        "--methods 'lapx' is not valid; choose from lape, lap, lave, rs" in capsys.readouterr().err
+    )
+    no_stats = ["ablate", "--neurons", str(tmp_path / "o"), "--out", str(tmp_path)]
 
     assert (
         main(
@@ -292,6 +313,8 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
     assert "unknown language 'xx'" in capsys.readouterr().err
     other = LanguageNeurons({"fr": torch.tensor([[0, 1]])}, 2, 32, model={"name": "m", "hash": "0"})
     other.save(tmp_path / "o")
+    assert main(no_stats) == 2
+    assert "no statistics at" in capsys.readouterr().err
     assert (
         main(
             [
@@ -300,6 +323,8 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
                 str(tmp_path / "o"),
                 "--model",
                 str(planted_dir),
+                "--control-draws",
+                "0",
                 "--out",
                 str(tmp_path),
             ]

@@ -129,10 +129,11 @@ st.header("Perplexity matrix")
 if not common.require(run, "ppl_matrix.json"):
     st.stop()
 from mlneurons.evaluation.perplexity import PerplexityMatrix  # noqa: E402
-from mlneurons.methods.baselines import random_selection  # noqa: E402
+from mlneurons.methods.baselines import matched_control, random_selection  # noqa: E402
 
 matrix = PerplexityMatrix.from_json(common.read(run, "ppl_matrix.json"))
 kinds = ["deactivated"] + (["random_control"] if matrix.random_control else [])
+kinds += ["matched_control"] if matrix.matched_control and stats is not None else []
 kind = st.radio(
     "Rows", kinds, horizontal=True, key="ppl_kind", format_func=lambda k: k.replace("_", " ")
 )
@@ -143,7 +144,8 @@ change = pd.DataFrame(
 )
 change.index.name = "deactivated"
 st.caption(
-    "Relative perplexity change in % (rows: whose neurons are off; columns: evaluated). "
+    "Relative perplexity change in % (rows: whose neurons are off; columns: evaluated; "
+    "matched control: the mean of its draws, the per-token view shows draw 1). "
     "Baseline: "
     + ", ".join(f"{k} {v:.1f}" for k, v in matrix.baseline.items())
     + ". Click a cell to see its per-token loss change."
@@ -194,8 +196,12 @@ if model is not None:
     with common.shown_errors("The per-token loss view"):
         if kind == "deactivated":
             off = tuple(map(tuple, neurons[row].tolist()))
-        else:  # the run's random control: as many neurons per layer, none a language's
+        elif kind == "random_control":  # as many neurons per layer, none a language's
             control = random_selection(neurons, seed=matrix.seed)[row]
+            off = tuple(map(tuple, control.tolist()))
+        else:  # the first draw of the matched control: same layers and probability bins
+            bins = matrix.matched["bins"]
+            control = matched_control(neurons, stats, bins=bins, seed=matrix.seed)[row]
             off = tuple(map(tuple, control.tolist()))
         tokens, base, changed = common.loss_change(common.model_name(run), text, off, _model=model)
         delta = changed - base

@@ -355,6 +355,18 @@ def _languages_of(neurons: Any, codes: Sequence[str]) -> list[str]:
     return _unique([normalize_language(code, neurons.languages) for code in codes])
 
 
+def _load_stats(args: argparse.Namespace, cfg: Any, instead: str = "") -> Any:
+    """The activation statistics of ``--stats`` (default: ``NEURONS/stats.safetensors``)."""
+    from mlneurons.stats.activation import ActivationStats
+
+    path = Path(cfg.stats) if cfg.stats else Path(args.neurons) / "stats.safetensors"
+    if not cfg.stats and not path.exists():
+        alternative = f" or {instead}" if instead else ""
+        raise UserError(f"no statistics at {str(path)!r}; give --stats FILE{alternative}")
+    with _user_input():
+        return ActivationStats.load(path)
+
+
 def cmd_ablate(args: argparse.Namespace) -> Path:
     """Perplexity matrix: deactivate each language's neurons, evaluate every language."""
     from mlneurons.config import AblateConfig
@@ -372,17 +384,22 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
         seq_len=cfg.seq_len,
         tokens_per_language=cfg.tokens_per_language,
     )
+    stats = _load_stats(args, cfg, "--control-draws 0") if cfg.control_draws else None
     model = _load_model_for(args, neurons)
     world = World.from_env()
-    matrix = perplexity_matrix(
-        model,
-        neurons,
-        corpus,
-        random_control=not cfg.no_random_control,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        world=world if world.connected else None,
-    )
+    with _user_input():
+        matrix = perplexity_matrix(
+            model,
+            neurons,
+            corpus,
+            random_control=not cfg.no_random_control,
+            stats=stats,
+            matched_draws=cfg.control_draws,
+            bins=cfg.control_bins,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            world=world if world.connected else None,
+        )
     _only_rank_0_goes_on()
     out = Path(args.out)
     matrix.save(out, config=cfg)
@@ -393,7 +410,81 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     dominant = [lang for lang, ok in matrix.diagonal_dominance().items() if ok]
     print("baseline perplexity: " + ", ".join(f"{k} {v:.1f}" for k, v in matrix.baseline.items()))
     print(f"own language hit hardest for {len(dominant)}/{len(languages)}: {', '.join(dominant)}")
+    own = matrix.relative_change().diagonal()
+    controls = []
+    if matrix.random_control:
+        controls.append(("uniform control", matrix.relative_change("random_control").diagonal()))
+    if matrix.matched_control:
+        draws = matrix.matched_draws().diagonal(dim1=1, dim2=2)  # [draw, language]
+        controls.append((f"matched control ({len(draws)} draws)", draws.mean(0)))
+    for i, lang in enumerate(languages):
+        parts = [f"{name} {100 * float(c[i]):+.1f}%" for name, c in controls]
+        if matrix.matched_control:
+            parts[-1] += f" (sd {100 * float(draws[:, i].std(correction=0)):.1f})"
+        print(f"  {lang}: own neurons off {100 * float(own[i]):+.1f}%; " + "; ".join(parts))
     print(f"wrote {out}/: ppl_matrix.json ppl_matrix.png")
+    return out
+
+
+def cmd_compare_methods(args: argparse.Namespace) -> Path:
+    """LAPE against Tang et al.'s baselines: each method's deactivation matrix and specificity."""
+    from mlneurons.config import CompareMethodsConfig
+    from mlneurons.data.corpus import MultilingualCorpus
+    from mlneurons.evaluation.perplexity import compare_methods
+    from mlneurons.interfaces.plots import plot_method_comparison, save_figure
+    from mlneurons.methods.baselines import lap, lave, random_selection
+    from mlneurons.models.fingerprint import check_same_model
+    from mlneurons.world import World
+
+    cfg = CompareMethodsConfig.from_args(args)
+    neurons = _load_neurons(args)
+    stats = _load_stats(args, cfg)
+    languages = _languages_of(neurons, cfg.languages) if cfg.languages else neurons.languages
+    with _user_input():
+        stats = stats.select(_languages_of(stats, languages))
+    constants = {
+        key: neurons.constants[key]
+        for key in ("top_rate", "filter_rate", "activation_bar_ratio")
+        if key in neurons.constants
+    }
+    makers = {  # LAPE: the saved selection; the others from the same statistics
+        "lape": lambda: neurons.only(*languages),
+        "lap": lambda: lap(stats, threshold=cfg.lap_threshold),
+        "lave": lambda: lave(stats, **constants),
+        "rs": lambda: random_selection(neurons, seed=cfg.seed).only(*languages),
+    }
+    with _user_input():
+        selections = {method: makers[method]() for method in _unique(cfg.methods)}
+    corpus = MultilingualCorpus.builtin(
+        languages,
+        split="heldout",
+        seq_len=cfg.seq_len,
+        tokens_per_language=cfg.tokens_per_language,
+    )
+    model = _load_model_for(args, neurons)
+    with _user_input():
+        check_same_model(stats.model, model, what="the statistics")
+    world = World.from_env()
+    result = compare_methods(
+        model,
+        selections,
+        corpus,
+        batch_size=cfg.batch_size,
+        world=world if world.connected else None,
+    )
+    _only_rank_0_goes_on()
+    out = Path(args.out)
+    result.save(out, config=cfg)
+    save_figure(plot_method_comparison(result), out / "methods.png")
+    print(f"{'method':8s} {'neurons':>8s} {'own':>8s} {'others':>8s} {'specificity':>12s}")
+    for method, score in result.specificity().items():
+        n = sum(result.counts[method].values())
+        print(
+            f"{method:8s} {n:8d} {100 * score['own']:+7.1f}% {100 * score['others']:+7.1f}% "
+            f"{100 * score['score']:+11.1f}"
+        )
+    print("specificity: own-language perplexity increase minus other-language increase (points)")
+    print(f"wrote {out}/: methods.json methods.png")
     return out
 
 
@@ -404,7 +495,6 @@ def cmd_steer(args: argparse.Namespace) -> Path:
     from mlneurons.methods.interventions import activate, deactivate
     from mlneurons.methods.steering import SteeringResult, steer
     from mlneurons.models.fingerprint import check_same_model
-    from mlneurons.stats.activation import ActivationStats
     from mlneurons.stats.distributed import gather
     from mlneurons.world import World
 
@@ -417,13 +507,12 @@ def cmd_steer(args: argparse.Namespace) -> Path:
             f"--n-questions {cfg.n_questions}: there are {len(questions)} questions in "
             f"{source!r}; valid: 1..{len(questions)}"
         )
-    stats_path = Path(cfg.stats) if cfg.stats else Path(args.neurons) / "stats.safetensors"
+    stats = _load_stats(args, cfg)
     with _user_input():
-        stats = ActivationStats.load(stats_path)
         stats.index(target)
     model = _load_model_for(args, neurons)
     with _user_input():
-        check_same_model(stats.model, model, what=str(stats_path))
+        check_same_model(stats.model, model, what="the statistics")
     values = stats.mean_activation(target) * cfg.scale
     intervention = activate(neurons[target], values, model=model)
     if cfg.deactivate_source:  # neurons shared with the target stay activated
@@ -528,7 +617,16 @@ def _probe(cfg: Any, model: Any, facts: Any, out: Path) -> Any:
     return result
 
 
-PARALLEL_COMMANDS = ("lape", "ablate", "probe", "steer", "fact-neurons", "trace", "lrp2")
+PARALLEL_COMMANDS = (
+    "lape",
+    "ablate",
+    "compare-methods",
+    "probe",
+    "steer",
+    "fact-neurons",
+    "trace",
+    "lrp2",
+)
 """Commands that split their work across the ranks of a torchrun launch (trace through its
 probing, fact-neurons unless it reuses --probe, lrp2 through its language vectors); every
 other command, and every command but lape without a rendezvous, runs on rank 0 alone."""
@@ -832,9 +930,29 @@ def build_parser() -> argparse.ArgumentParser:
     held_out = "held-out tokens per evaluated language"
     _option(p, c, "--tokens-per-language", held_out, type=_positive)
     _option(p, c, "--seq-len", "tokens per row", type=_at_least(2))
-    _option(p, c, "--seed", "seed of the random control", type=int)
-    _option(p, c, "--no-random-control", "skip the random controls")
+    _option(p, c, "--seed", "seed of the random controls (matched draw i: seed + i)", type=int)
+    _option(p, c, "--no-random-control", "skip the uniform random control")
+    stats = "statistics for the matched controls (default: NEURONS/stats.safetensors)"
+    _option(p, c, "--stats", stats)
+    draws = "draws of the matched control (same layers and firing-probability bins; 0: none)"
+    _option(p, c, "--control-draws", draws, type=_at_least(0))
+    _option(p, c, "--control-bins", "firing-probability bins per layer", type=_positive)
     p.set_defaults(run=cmd_ablate)
+
+    p = sub.add_parser(
+        "compare-methods", help="LAPE against Tang et al.'s baselines LAP, LAVE and RS"
+    )
+    c = config.CompareMethodsConfig
+    _add_neuron_options(p, c)
+    methods = f"comma-separated methods of {','.join(c.METHODS)}"
+    _option(p, c, "--methods", methods, type=_codes)
+    _option(p, c, "--languages", "languages (default: those of --neurons)", type=_codes)
+    _option(p, c, "--stats", "statistics (default: NEURONS/stats.safetensors)")
+    _option(p, c, "--tokens-per-language", "held-out tokens per language", type=_positive)
+    _option(p, c, "--seq-len", "tokens per row", type=_at_least(2))
+    _option(p, c, "--lap-threshold", "LAP: firing probability a neuron must exceed", type=_rate)
+    _option(p, c, "--seed", "seed of RS (random selection)", type=int)
+    p.set_defaults(run=cmd_compare_methods)
 
     p = sub.add_parser("steer", help="steer the output language by activating language neurons")
     c = config.SteerConfig

@@ -9,7 +9,7 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from mlneurons.evaluation.perplexity import PerplexityMatrix
+from mlneurons.evaluation.perplexity import MethodComparison, PerplexityMatrix
 from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
@@ -182,26 +182,25 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figure:
-    """Relative perplexity change against baseline: deactivated languages vs random controls."""
-    panels = [("deactivated", "language neurons deactivated")]
-    if matrix.random_control:
-        panels.append(("random_control", "random neurons, same layers"))
-    changes = [matrix.relative_change(kind) * 100 for kind, _ in panels]
+def _change_panels(
+    panels: list[tuple[str, torch.Tensor]], languages: list[str], *, title: str
+) -> Figure:
+    """One heatmap per panel of relative perplexity changes (rows deactivated, columns
+    evaluated), on one shared log colour scale."""
+    changes = [change * 100 for _, change in panels]
     # colour on a log scale: changes span from a few percent to several thousand
-    ratios = [torch.log10(1 + c / 100) for c in changes]
+    ratios = [torch.log10((1 + c / 100).clamp(min=1e-6)) for c in changes]
     bound = max(float(r.abs().max()) for r in ratios) or 1.0
-    langs = matrix.languages
-    size = 0.55 * len(langs) + 1.5
+    size = 0.55 * len(languages) + 1.5
     fig, axes = _subplots(1, len(panels), figsize=(size * len(panels) + 1, size), squeeze=False)
-    for ax, change, ratio, (_, label) in zip(axes[0], changes, ratios, panels):
+    for ax, change, ratio, (label, _) in zip(axes[0], changes, ratios, panels):
         texts = [[f"{c:+.0f}" for c in row] for row in change.tolist()]
         image = _annotated_image(
             ax,
             ratio,
             texts,
             ratio.abs() > 0.6 * bound,
-            langs,
+            languages,
             cmap="RdBu_r",
             vmin=-bound,
             vmax=bound,
@@ -215,8 +214,39 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
         shrink=0.8,
         label="log10(perplexity / baseline); cells: change in %",
     )
-    fig.suptitle(title or "Perplexity after deactivating language neurons")
+    fig.suptitle(title)
     return fig
+
+
+def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figure:
+    """Relative perplexity change against baseline: deactivated languages vs the controls."""
+    panels = [("language neurons deactivated", matrix.relative_change())]
+    if matrix.random_control:
+        panels.append(("random neurons, same layers", matrix.relative_change("random_control")))
+    if matrix.matched_control:
+        label = f"matched control, mean of {matrix.matched['draws']} draws"
+        panels.append((label, matrix.relative_change("matched_control")))
+    return _change_panels(
+        panels,
+        matrix.languages,
+        title=title or "Perplexity after deactivating language neurons",
+    )
+
+
+def plot_method_comparison(result: MethodComparison, *, title: str = "") -> Figure:
+    """Tang et al.'s comparison of selectors: each method's deactivation matrix, titled
+    with its specificity (own-language increase minus other-language increase)."""
+    scores = result.specificity()
+    panels = [
+        (
+            f"{method.upper()}: specificity {100 * (scores[method]['score'] or 0):+.0f} pts",
+            result.relative_change(method),
+        )
+        for method in result.methods
+    ]
+    return _change_panels(
+        panels, result.languages, title=title or "Deactivating each method's language neurons"
+    )
 
 
 TRACING_SEGMENTS: tuple[tuple[str, str], ...] = (

@@ -59,6 +59,7 @@ STEPS: tuple[Step, ...] = (
         ),
     ),
     Step("ablate", ("ppl_matrix.json", "ppl_matrix.png"), "--neurons", ("lape",)),
+    Step("compare-methods", ("methods.json", "methods.png"), "--neurons", ("lape",)),
     Step("steer", ("steering.json",), "--neurons", ("lape",)),
     Step("probe", ("probe.json", "p_at_1.png", "jaccard.png")),
     Step("fact-neurons", ("fact_neurons.json", "fact_neuron_overlap.png"), "--probe", ("probe",)),
@@ -72,6 +73,7 @@ BUDGETS: dict[str, dict[str, str]] = {
     "default": {
         "lape": "--languages en,es,de,zh,ja --tokens-per-language 8192",
         "ablate": "--tokens-per-language 512",
+        "compare-methods": "--tokens-per-language 256",
         "steer": "--source es --target zh --deactivate-source",
         "probe": _FACTS,
         "fact-neurons": _FACTS,
@@ -81,6 +83,7 @@ BUDGETS: dict[str, dict[str, str]] = {
     "full": {  # the README's measured commands (about an hour on 2 CPU cores)
         "lape": "",
         "ablate": "",
+        "compare-methods": "",
         "steer": "--source es --target zh --deactivate-source",
         "probe": _FULL_FACTS,
         "fact-neurons": _FULL_FACTS,
@@ -301,23 +304,31 @@ def _lape(out: Path) -> str:
     )
 
 
+def _change(ppl: float, base: float) -> str:
+    return f"{100 * (ppl / base - 1):+.0f}%"
+
+
 def _ablate(out: Path) -> str:
     matrix = _json(out, "ppl_matrix.json")
     if not matrix:
         return ""
     base, off, control = matrix["baseline"], matrix["deactivated"], matrix.get("random_control")
+    matched = matrix.get("matched_control") or {}
     rows = []
     for lang in matrix["languages"]:
         own = off[lang][lang]
-        rand = control[lang][lang] if control else None
         worst = max(off[lang], key=lambda other: off[lang][other] / base[other])
+        draws = [100 * (v / base[lang] - 1) for v in matched.get(lang, {}).get(lang, [])]
+        mean = sum(draws) / len(draws) if draws else 0.0
+        spread = (sum((d - mean) ** 2 for d in draws) / len(draws)) ** 0.5 if draws else 0.0
         rows.append(
             [
                 lang,
                 _num(base[lang], 1),
                 _num(own, 1),
-                f"{100 * (own / base[lang] - 1):+.0f}%",
-                "–" if rand is None else f"{100 * (rand / base[lang] - 1):+.0f}%",
+                _change(own, base[lang]),
+                _change(control[lang][lang], base[lang]) if control else "–",
+                f"{mean:+.1f}% ± {spread:.1f}" if draws else "–",
                 worst,
             ]
         )
@@ -326,12 +337,43 @@ def _ablate(out: Path) -> str:
         "baseline ppl",
         "own neurons off",
         "change",
-        "random control change",
+        "uniform control",
+        f"matched control (mean ± sd of {len(draws)})",
         "hit hardest",
     ]
     return (
         "<p>Perplexity on held-out text; the diagonal: each language with its own neurons "
-        "deactivated.</p>" + _table(header, rows) + _images(out, ["ppl_matrix.png"])
+        "deactivated. Controls: as many random neurons from the same layers (uniform), and "
+        "from the same layers and firing-probability bins (matched).</p>"
+        + _table(header, rows)
+        + _images(out, ["ppl_matrix.png"])
+    )
+
+
+def _compare_methods(out: Path) -> str:
+    from mlneurons.evaluation.perplexity import MethodComparison
+
+    data = _json(out, "methods.json")
+    if not data:
+        return ""
+    result = MethodComparison.from_json(data)
+    rows = [
+        [
+            method,
+            sum(result.counts[method].values()),
+            _pct(score["own"]),
+            _pct(score["others"]),
+            f"{100 * score['score']:+.1f}",
+        ]
+        for method, score in result.specificity().items()
+    ]
+    return (
+        "<p>LAPE against Tang et al.'s baselines (LAP: firing probability above a threshold; "
+        "LAVE: LAPE on mean activation values; RS: random neurons, as many per layer as "
+        "LAPE). Specificity: own-language perplexity increase minus the mean increase of the "
+        "other languages, in points.</p>"
+        + _table(["method", "neurons", "own increase", "others' increase", "specificity"], rows)
+        + _images(out, ["methods.png"])
     )
 
 
@@ -480,6 +522,7 @@ def _fingerprint(record: dict[str, Any], out: Path) -> str:
 SECTIONS = (
     ("lape", "Language-specific neurons (LAPE, Tang et al. 2024)", _lape),
     ("ablate", "Deactivation: perplexity", _ablate),
+    ("compare-methods", "LAPE against its baselines", _compare_methods),
     ("steer", "Steering the output language", _steer),
     ("probe", "Factual probing: P@1 and Jaccard", _probe),
     ("fact-neurons", "PROBELESS fact neurons", _fact_neurons),

@@ -1,0 +1,77 @@
+"""LAPE against Tang et al.'s baselines, with matched controls (ACL 2024, section 4).
+
+    python examples/compare_baselines.py --neurons runs/lape
+
+Are LAPE's neurons more language-specific than those of LAP (firing probability above a
+threshold), LAVE (entropy of mean activation values) and RS (random neurons)? And does
+deactivating them hurt more than deactivating neurons that fire just as often?
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import mlneurons
+from mlneurons import ActivationStats, LanguageNeurons, MultilingualCorpus
+from mlneurons.evaluation.perplexity import (
+    MethodComparison,
+    PerplexityMatrix,
+    compare_methods,
+    perplexity_matrix,
+)
+from mlneurons.methods.baselines import lap, lave, random_selection
+
+
+def baselines_and_controls(
+    neurons_dir: Path,
+    *,
+    model_name: str | None = None,
+    corpus: MultilingualCorpus | None = None,
+    draws: int = 3,
+    bins: int = 20,
+) -> tuple[MethodComparison, PerplexityMatrix]:
+    neurons = LanguageNeurons.load(neurons_dir)
+    stats = ActivationStats.load(neurons_dir)
+    model = mlneurons.load_model(model_name or neurons.model["name"])
+    heldout = corpus or MultilingualCorpus.builtin(
+        neurons.languages, split="heldout", tokens_per_language=512
+    )
+    selections = {
+        "lape": neurons,
+        "lap": lap(stats, threshold=0.95),
+        "lave": lave(stats, top_rate=neurons.constants.get("top_rate", 0.01)),
+        "rs": random_selection(neurons, seed=0),
+    }
+    comparison = compare_methods(model, selections, heldout)
+    for method, score in comparison.specificity().items():
+        print(
+            f"{method:5s} {sum(comparison.counts[method].values()):6d} neurons: own "
+            f"{100 * score['own']:+.1f}%, others {100 * score['others']:+.1f}%, "
+            f"specificity {100 * score['score']:+.1f} points"
+        )
+
+    matrix = perplexity_matrix(model, neurons, heldout, stats=stats, matched_draws=draws, bins=bins)
+    own = matrix.relative_change().diagonal()
+    uniform = matrix.relative_change("random_control").diagonal()
+    matched = matrix.matched_draws().diagonal(dim1=1, dim2=2)  # [draw, language]
+    for i, lang in enumerate(matrix.languages):
+        print(
+            f"{lang}: own neurons {100 * own[i]:+.1f}%, uniform control {100 * uniform[i]:+.1f}%, "
+            f"matched control {100 * matched[:, i].mean():+.1f}% "
+            f"(sd {100 * matched[:, i].std(correction=0):.1f}, {draws} draws)"
+        )
+    return comparison, matrix
+
+
+def main(argv: list[str] | None = None) -> tuple[MethodComparison, PerplexityMatrix]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--neurons", type=Path, default=Path("runs/lape"))
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--draws", type=int, default=3)
+    args = parser.parse_args(argv)
+    return baselines_and_controls(args.neurons, model_name=args.model, draws=args.draws)
+
+
+if __name__ == "__main__":
+    main()
