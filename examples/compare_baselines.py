@@ -48,7 +48,7 @@ def baselines_and_controls(
         print(
             f"{method:5s} {sum(comparison.counts[method].values()):6d} neurons: own "
             f"{100 * score['own']:+.1f}%, others {100 * score['others']:+.1f}%, "
-            f"specificity {100 * score['score']:+.1f} points"
+            f"specificity {score['score'] or float('nan'):.2f}"
         )
 
     matrix = perplexity_matrix(model, neurons, heldout, stats=stats, matched_draws=draws, bins=bins)

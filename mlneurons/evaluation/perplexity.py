@@ -339,22 +339,28 @@ class MethodComparison(Result):
 
     def specificity(self) -> dict[str, dict[str, float | None]]:
         """Per method: ``own`` = mean relative perplexity increase of the deactivated
-        language itself, ``others`` = mean increase of every other language,
-        ``score`` = own - others (always defined; higher = more language-specific) and
-        ``ratio`` = own / others (``None`` when the others did not get worse, where a
-        ratio means nothing)."""
+        language itself, ``others`` = mean relative increase of every other language, and
+        ``score`` = own / (own + others) on log-perplexity increases (nats per token,
+        a decrease counted as 0): 0.5 = every language is hurt alike, 1 = only the
+        deactivated language is; ``None`` when nothing got worse.
+
+        On logs, because relative increases span ten orders of magnitude when a method
+        deactivates neurons every language needs (LAP), where a difference of
+        percentages would only measure the damage."""
         scores: dict[str, dict[str, float | None]] = {}
         n = len(self.languages)
         off = ~torch.eye(n, dtype=torch.bool)
         for method in self.methods:
-            change = self.relative_change(method).double()
-            own = float(change.diagonal().mean())
-            others = float(change[off].mean()) if n > 1 else 0.0
+            change = self.relative_change(method)
+            nats = torch.log1p(change).clamp(min=0)
+            own, others = nats.diagonal().mean(), nats[off].mean() if n > 1 else nats.new_zeros(())
+            total = float(own + others)
             scores[method] = {
-                "own": own,
-                "others": others,
-                "score": own - others,
-                "ratio": own / others if others > 0 else None,
+                "own": float(change.diagonal().mean()),
+                "others": float(change[off].mean()) if n > 1 else 0.0,
+                "own_nats": float(own),
+                "others_nats": float(others),
+                "score": float(own) / total if total > 0 else None,
             }
         return scores
 

@@ -426,12 +426,16 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     return out
 
 
+def _score(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def cmd_compare_methods(args: argparse.Namespace) -> Path:
     """LAPE against Tang et al.'s baselines: each method's deactivation matrix and specificity."""
     from mlneurons.config import CompareMethodsConfig
     from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.evaluation.perplexity import compare_methods
-    from mlneurons.interfaces.plots import plot_method_comparison, save_figure
+    from mlneurons.interfaces.plots import format_increase, plot_method_comparison, save_figure
     from mlneurons.methods.baselines import lap, lave, random_selection
     from mlneurons.models.fingerprint import check_same_model
     from mlneurons.world import World
@@ -476,14 +480,15 @@ def cmd_compare_methods(args: argparse.Namespace) -> Path:
     out = Path(args.out)
     result.save(out, config=cfg)
     save_figure(plot_method_comparison(result), out / "methods.png")
-    print(f"{'method':8s} {'neurons':>8s} {'own':>8s} {'others':>8s} {'specificity':>12s}")
+    print(f"{'method':8s} {'neurons':>8s} {'own':>10s} {'others':>10s} {'specificity':>12s}")
     for method, score in result.specificity().items():
         n = sum(result.counts[method].values())
-        print(
-            f"{method:8s} {n:8d} {100 * score['own']:+7.1f}% {100 * score['others']:+7.1f}% "
-            f"{100 * score['score']:+11.1f}"
-        )
-    print("specificity: own-language perplexity increase minus other-language increase (points)")
+        own, others = format_increase(score["own"]), format_increase(score["others"])
+        print(f"{method:8s} {n:8d} {own:>10s} {others:>10s} {_score(score['score']):>12s}")
+    print(
+        "specificity: own / (own + others) log-perplexity increase; 0.5 = all languages hurt "
+        "alike, 1 = only the deactivated one"
+    )
     print(f"wrote {out}/: methods.json methods.png")
     return out
 

@@ -182,19 +182,33 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
+def format_increase(change: float) -> str:
+    """A relative perplexity change: ``+48.2%``, or ``x1.6e+10`` past a thousandfold."""
+    return f"{change:+.1%}" if change < 999 else f"x{1 + change:.2g}"
+
+
 def _change_panels(
-    panels: list[tuple[str, torch.Tensor]], languages: list[str], *, title: str
+    panels: list[tuple[str, torch.Tensor]],
+    languages: list[str],
+    *,
+    title: str,
+    shared_scale: bool = True,
 ) -> Figure:
     """One heatmap per panel of relative perplexity changes (rows deactivated, columns
-    evaluated), on one shared log colour scale."""
-    changes = [change * 100 for _, change in panels]
+    evaluated) coloured by log10(perplexity / baseline), on one colour scale or (not
+    ``shared_scale``) one per panel."""
     # colour on a log scale: changes span from a few percent to several thousand
-    ratios = [torch.log10((1 + c / 100).clamp(min=1e-6)) for c in changes]
-    bound = max(float(r.abs().max()) for r in ratios) or 1.0
+    ratios = [torch.log10((1 + change).clamp(min=1e-6)) for _, change in panels]
+    shared = max(float(r.abs().max()) for r in ratios) or 1.0
     size = 0.55 * len(languages) + 1.5
-    fig, axes = _subplots(1, len(panels), figsize=(size * len(panels) + 1, size), squeeze=False)
-    for ax, change, ratio, (label, _) in zip(axes[0], changes, ratios, panels):
-        texts = [[f"{c:+.0f}" for c in row] for row in change.tolist()]
+    width = size * len(panels) + (1 if shared_scale else len(panels))
+    fig, axes = _subplots(1, len(panels), figsize=(width, size), squeeze=False)
+    for ax, ratio, (label, change) in zip(axes[0], ratios, panels):
+        bound = shared if shared_scale else float(ratio.abs().max()) or 1.0
+        texts = [
+            [f"{100 * c:+.0f}" if c < 999 else format_increase(c) for c in row]
+            for row in change.tolist()
+        ]
         image = _annotated_image(
             ax,
             ratio,
@@ -204,16 +218,18 @@ def _change_panels(
             cmap="RdBu_r",
             vmin=-bound,
             vmax=bound,
+            fontsize=7 if len(panels) < 4 else 6,
         )
         ax.set_xlabel("evaluated language")
         ax.set_ylabel("deactivated language")
         ax.set_title(label, fontsize=10)
-    fig.colorbar(
-        image,
-        ax=axes[0].tolist(),
-        shrink=0.8,
-        label="log10(perplexity / baseline); cells: change in %",
-    )
+        if not shared_scale:
+            fig.colorbar(image, ax=ax, shrink=0.8)
+    label = "log10(perplexity / baseline); cells: change in %"
+    if shared_scale:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=label)
+    else:
+        fig.text(0.5, -0.02, "colour: " + label + " (own scale per panel)", ha="center")
     fig.suptitle(title)
     return fig
 
@@ -233,19 +249,26 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
     )
 
 
+def _specificity(score: float | None) -> str:
+    return "–" if score is None else f"{score:.2f}"
+
+
 def plot_method_comparison(result: MethodComparison, *, title: str = "") -> Figure:
     """Tang et al.'s comparison of selectors: each method's deactivation matrix, titled
-    with its specificity (own-language increase minus other-language increase)."""
+    with its specificity (:meth:`MethodComparison.specificity`)."""
     scores = result.specificity()
     panels = [
         (
-            f"{method.upper()}: specificity {100 * (scores[method]['score'] or 0):+.0f} pts",
+            f"{method.upper()}: specificity {_specificity(scores[method]['score'])}",
             result.relative_change(method),
         )
         for method in result.methods
     ]
     return _change_panels(
-        panels, result.languages, title=title or "Deactivating each method's language neurons"
+        panels,
+        result.languages,
+        title=title or "Deactivating each method's language neurons",
+        shared_scale=False,
     )
 
 

@@ -352,6 +352,7 @@ def _ablate(out: Path) -> str:
 
 def _compare_methods(out: Path) -> str:
     from mlneurons.evaluation.perplexity import MethodComparison
+    from mlneurons.interfaces.plots import format_increase
 
     data = _json(out, "methods.json")
     if not data:
@@ -361,17 +362,17 @@ def _compare_methods(out: Path) -> str:
         [
             method,
             sum(result.counts[method].values()),
-            _pct(score["own"]),
-            _pct(score["others"]),
-            f"{100 * score['score']:+.1f}",
+            format_increase(score["own"]),
+            format_increase(score["others"]),
+            "–" if score["score"] is None else f"{score['score']:.2f}",
         ]
         for method, score in result.specificity().items()
     ]
     return (
         "<p>LAPE against Tang et al.'s baselines (LAP: firing probability above a threshold; "
         "LAVE: LAPE on mean activation values; RS: random neurons, as many per layer as "
-        "LAPE). Specificity: own-language perplexity increase minus the mean increase of the "
-        "other languages, in points.</p>"
+        "LAPE). Specificity: own / (own + others) of the mean log-perplexity increases; 0.5 = "
+        "every language is hurt alike, 1 = only the deactivated one.</p>"
         + _table(["method", "neurons", "own increase", "others' increase", "specificity"], rows)
         + _images(out, ["methods.png"])
     )
