@@ -225,11 +225,79 @@ class SteerConfig(Config):
     stats: str | None = None
     source: str = ""
     target: str = ""
+    mode: str = "replace"
     scale: float = 1.0
     deactivate_source: bool = False
+    source_value: float | None = None
     n_questions: int = 24
     max_new_tokens: int = 32
     batch_size: int = 8
+
+    MODES: ClassVar[tuple[str, ...]] = ("replace", "add", "diffmean", "scale")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("mode", self.mode, self.MODES)
+        if self.deactivate_source and self.source_value not in (None, 0):
+            raise UserError(
+                f"--deactivate-source sets the source neurons to 0, but --source-value is "
+                f"{self.source_value}; give one of them"
+            )
+
+
+@dataclass(frozen=True)
+class SteerSweepConfig(Config):
+    """``mlneurons steer-sweep``: steering modes x strengths x LAPE budgets (Gurgurov et al.)."""
+
+    method: ClassVar[str] = "steer-sweep"
+    POSITIVE = ("n_questions", "max_new_tokens", "batch_size")
+
+    neurons: str = ""
+    model: str | None = None
+    stats: str | None = None
+    source: str = ""
+    target: str = ""
+    modes: Sequence[str] = ("replace", "add", "diffmean", "scale")
+    alphas: Sequence[float] | None = None
+    top_rates: Sequence[float] = (0.01, 0.03)
+    source_value: float | None = 0.0
+    n_questions: int = 12
+    max_new_tokens: int = 16
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for mode in self.modes:
+            one_of("modes", mode, SteerConfig.MODES)
+        for top_rate in self.top_rates:
+            rate("top_rates", top_rate)
+
+
+@dataclass(frozen=True)
+class FallbackConfig(Config):
+    """``mlneurons fallback``: deactivate growing shares of a language's neurons."""
+
+    method: ClassVar[str] = "fallback"
+    POSITIVE = ("n_questions", "max_new_tokens", "batch_size")
+    ORDERS: ClassVar[tuple[str, ...]] = ("lape", "probability", "random")
+
+    neurons: str = ""
+    model: str | None = None
+    stats: str | None = None
+    language: str = ""
+    shares: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
+    order: str = "lape"
+    seed: int = 0
+    n_questions: int = 12
+    max_new_tokens: int = 16
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        one_of("order", self.order, self.ORDERS)
+        for share in self.shares:
+            if not 0 <= share <= 1:
+                raise UserError(f"shares={share!r} is not a share in [0, 1], e.g. 0.5")
 
 
 @dataclass(frozen=True)
@@ -301,6 +369,8 @@ CONFIGS: tuple[type[Config], ...] = (
     AblateConfig,
     CompareMethodsConfig,
     SteerConfig,
+    SteerSweepConfig,
+    FallbackConfig,
     ProbeConfig,
     FactNeuronsConfig,
     TraceConfig,
@@ -314,9 +384,11 @@ __all__ = [
     "CompareMethodsConfig",
     "Config",
     "FactNeuronsConfig",
+    "FallbackConfig",
     "LapeConfig",
     "Lrp2Config",
     "ProbeConfig",
     "SteerConfig",
+    "SteerSweepConfig",
     "TraceConfig",
 ]

@@ -19,7 +19,10 @@ from mlneurons.interfaces.cli import build_parser
 REQUIRED = {
     "lape": [],
     "ablate": ["--neurons", "n", "--out", "o"],
+    "compare-methods": ["--neurons", "n", "--out", "o"],
     "steer": ["--neurons", "n", "--source", "es", "--target", "zh", "--out", "o"],
+    "steer-sweep": ["--neurons", "n", "--source", "es", "--target", "zh", "--out", "o"],
+    "fallback": ["--neurons", "n", "--language", "zh", "--out", "o"],
     "probe": ["--out", "o"],
     "fact-neurons": ["--out", "o"],
     "trace": ["--out", "o"],
@@ -54,7 +57,7 @@ def test_one_directory_holds_the_config_of_each_command(tmp_path):
 def test_command_line_defaults_are_the_config_defaults(kind):
     args = build_parser().parse_args([kind.method, *REQUIRED[kind.method]])
     built = kind.from_args(args)
-    given = {"neurons": "n", "source": "es", "target": "zh"}
+    given = {"neurons": "n", "source": "es", "target": "zh", "language": "zh"}
     expected = kind(**{k: v for k, v in given.items() if hasattr(kind(), k)})
     assert built == expected
 
@@ -95,3 +98,31 @@ def test_configs_are_frozen():
     assert LapeConfig().replace(top_rate=0.5).top_rate == 0.5
     with pytest.raises(UserError, match="top_rate=2"):
         LapeConfig().replace(top_rate=2)
+
+
+def test_config_choices_are_the_methods_choices():
+    """The configs (foundation layer) repeat the choices of the methods they configure."""
+    from mlneurons.config import CompareMethodsConfig, FallbackConfig
+    from mlneurons.methods.baselines import METHODS
+    from mlneurons.methods.steering import FALLBACK_ORDERS, STEERING_MODES
+
+    assert CompareMethodsConfig.METHODS == METHODS
+    assert SteerConfig.MODES == STEERING_MODES
+    assert FallbackConfig.ORDERS == FALLBACK_ORDERS
+
+
+@pytest.mark.parametrize(
+    "kind, fields, message",
+    [
+        ("SteerConfig", {"mode": "mult"}, "mode='mult' is not valid; choose from replace, add"),
+        ("SteerSweepConfig", {"top_rates": (0.01, 2.0)}, "top_rates=2.0 is not a rate"),
+        ("FallbackConfig", {"shares": (0.5, 1.5)}, "shares=1.5 is not a share in [0, 1]"),
+        ("CompareMethodsConfig", {"methods": ("pv",)}, "methods='pv' is not valid"),
+        ("AblateConfig", {"control_draws": -1}, "control_draws=-1 is not an integer >= 0"),
+    ],
+)
+def test_new_configs_refuse_bad_values(kind, fields, message):
+    import mlneurons.config as config
+
+    with pytest.raises(UserError, match=message.replace("[", "\\[").replace("]", "\\]")):
+        getattr(config, kind)(**fields)

@@ -308,6 +308,28 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
     assert set(steering["samples"][0]) == {"prompt", "before", "after", "lang_before", "lang_after"}
     assert len(steering["samples"]) == 3
     assert steering["config"]["n_questions"] == 3 and steering["config"]["scale"] == 1.0
+    assert steering["config"]["mode"] == "replace"
+
+    sweep = ["steer-sweep", *common, "--source", "fr", "--target", "zh", "--modes", "add,scale"]
+    sweep += ["--alphas", "1", "--top-rates", "0.1", "--n-questions", "2", "--max-new-tokens", "2"]
+    assert main([*sweep, "--out", str(tmp_path / "w")]) == 0
+    printed = capsys.readouterr().out
+    assert "best add: alpha 1, top_rate 0.1" in printed or "best add: none" in printed
+    saved = json.loads((tmp_path / "w" / "steering_sweep.json").read_text())
+    assert [(p["mode"], p["alpha"], p["top_rate"]) for p in saved["points"]] == [
+        ("add", 1.0, 0.1),
+        ("scale", 1.0, 0.1),
+    ]
+    assert (
+        saved["config"]["source_value"] == 0.0 and (tmp_path / "w" / "steering_sweep.png").exists()
+    )
+    fallback = ["fallback", *common, "--language", "fr", "--shares", "0,1", "--n-questions", "2"]
+    assert main([*fallback, "--max-new-tokens", "2", "--out", str(tmp_path / "f")]) == 0
+    curve = json.loads((tmp_path / "f" / "fallback.json").read_text())
+    assert [p["share"] for p in curve["points"]] == [0.0, 1.0]
+    assert curve["points"][1]["n_deactivated"] == 2 and (tmp_path / "f" / "fallback.png").exists()
+    assert main([*sweep[:-6], "--modes", "mult", "--out", str(tmp_path)]) == 2
+    assert "--modes 'mult' is not valid" in capsys.readouterr().err
 
     assert main(["steer", *common, "--source", "xx", "--target", "zh", "--out", str(tmp_path)]) == 2
     assert "unknown language 'xx'" in capsys.readouterr().err

@@ -125,6 +125,24 @@ def _codes(text: str) -> list[str]:
     return codes
 
 
+def _floats(text: str) -> list[float]:
+    """A comma-separated list of numbers."""
+    try:
+        return [float(x) for x in _codes(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give numbers such as 0.5,1,2; got {text!r}") from None
+
+
+def _optional_float(text: str) -> float | None:
+    """A number, or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a number or 'none'; got {text!r}") from None
+
+
 def _option(parser: argparse.ArgumentParser, config: Any, flag: str, help: str, **kw: Any) -> None:
     """Add ``flag`` with the default of the config field of the same name (one place for
     every default); the help says the default unless it already does."""
@@ -496,35 +514,27 @@ def cmd_compare_methods(args: argparse.Namespace) -> Path:
 def cmd_steer(args: argparse.Namespace) -> Path:
     """Output-language steering: activate the target language's neurons, identify answer languages."""
     from mlneurons.config import SteerConfig
-    from mlneurons.evaluation.langid import load_questions
-    from mlneurons.methods.interventions import activate, deactivate
-    from mlneurons.methods.steering import SteeringResult, steer
-    from mlneurons.models.fingerprint import check_same_model
+    from mlneurons.methods.steering import SteeringResult, steer, steering_intervention
     from mlneurons.stats.distributed import gather
     from mlneurons.world import World
 
     cfg = SteerConfig.from_args(args)
-    neurons = _load_neurons(args)
-    source, target = _languages_of(neurons, [cfg.source]) + _languages_of(neurons, [cfg.target])
-    questions = load_questions(source)
-    if cfg.n_questions > len(questions):
-        raise UserError(
-            f"--n-questions {cfg.n_questions}: there are {len(questions)} questions in "
-            f"{source!r}; valid: 1..{len(questions)}"
+    neurons, stats, model, asked, source, target = _steering_inputs(
+        args, cfg, cfg.source, cfg.target
+    )
+    source_value = 0.0 if cfg.deactivate_source else cfg.source_value
+    with _user_input():  # neurons shared with the target keep the target's steering
+        intervention = steering_intervention(
+            neurons,
+            stats,
+            source=source,
+            target=target,
+            mode=cfg.mode,
+            alpha=cfg.scale,
+            source_value=source_value,
+            model=model,
         )
-    stats = _load_stats(args, cfg)
-    with _user_input():
-        stats.index(target)
-    model = _load_model_for(args, neurons)
-    with _user_input():
-        check_same_model(stats.model, model, what="the statistics")
-    values = stats.mean_activation(target) * cfg.scale
-    intervention = activate(neurons[target], values, model=model)
-    if cfg.deactivate_source:  # neurons shared with the target stay activated
-        source_only = neurons.difference(source, target)
-        intervention = intervention + deactivate(source_only, model=model)
     world = World.from_env()
-    asked = questions[: cfg.n_questions]
     mine = asked[world.rank :: world.size] if world.connected else asked
     result = steer(
         model,
@@ -551,6 +561,103 @@ def cmd_steer(args: argparse.Namespace) -> Path:
         f"{result.source_rate('before'):.0%} before, {result.source_rate('after'):.0%} after"
     )
     print(f"wrote {out}/steering.json")
+    return out
+
+
+def _steering_inputs(args: argparse.Namespace, cfg: Any, *languages: str) -> tuple[Any, ...]:
+    """Neurons, statistics, model and the first ``--n-questions`` questions in
+    ``languages[0]``, checked before any generation; the languages normalised."""
+    from mlneurons.evaluation.langid import load_questions
+    from mlneurons.models.fingerprint import check_same_model
+
+    neurons = _load_neurons(args)
+    codes = [_languages_of(neurons, [code])[0] for code in languages]
+    questions = load_questions(codes[0])
+    if cfg.n_questions > len(questions):
+        raise UserError(
+            f"--n-questions {cfg.n_questions}: there are {len(questions)} questions in "
+            f"{codes[0]!r}; valid: 1..{len(questions)}"
+        )
+    stats = _load_stats(args, cfg)
+    with _user_input():
+        for code in codes:
+            stats.index(code)
+    model = _load_model_for(args, neurons)
+    with _user_input():
+        check_same_model(stats.model, model, what="the statistics")
+    return neurons, stats, model, questions[: cfg.n_questions], *codes
+
+
+def cmd_steer_sweep(args: argparse.Namespace) -> Path:
+    """Steering modes x strengths x LAPE budgets, measured by language rates and fluency."""
+    from mlneurons.config import SteerSweepConfig
+    from mlneurons.interfaces.plots import plot_steering_sweep, save_figure
+    from mlneurons.methods.steering import steering_sweep
+
+    cfg = SteerSweepConfig.from_args(args)
+    _, stats, model, questions, source, target = _steering_inputs(args, cfg, cfg.source, cfg.target)
+    with _user_input():
+        sweep = steering_sweep(
+            model,
+            questions,
+            stats=stats,
+            source=source,
+            target=target,
+            modes=_unique(cfg.modes),
+            alphas=cfg.alphas,
+            top_rates=cfg.top_rates,
+            source_value=cfg.source_value,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+        )
+    out = Path(args.out)
+    sweep.save(out, config=cfg)
+    save_figure(plot_steering_sweep(sweep), out / "steering_sweep.png")
+    print(sweep.summary())
+    for mode in sweep.modes:
+        best = sweep.best(mode)
+        if best is None:
+            print(f"best {mode}: none (every setting gave mostly degenerate answers)")
+            continue
+        print(
+            f"best {mode}: alpha {best['alpha']:g}, top_rate {best['top_rate']:g}: "
+            f"{best['target_rate']:.0%} in {target}, fluency ppl {best['fluency_ppl'] or 0:.1f}"
+        )
+    print(f"wrote {out}/: steering_sweep.json steering_sweep.png")
+    return out
+
+
+def cmd_fallback(args: argparse.Namespace) -> Path:
+    """The fallback curve: which language answers when a language's neurons go away."""
+    from mlneurons.config import FallbackConfig
+    from mlneurons.interfaces.plots import plot_fallback_curve, save_figure
+    from mlneurons.methods.steering import fallback_curve
+
+    cfg = FallbackConfig.from_args(args)
+    neurons, stats, model, questions, language = _steering_inputs(args, cfg, cfg.language)
+    with _user_input():
+        curve = fallback_curve(
+            model,
+            questions,
+            neurons=neurons,
+            stats=stats,
+            language=language,
+            shares=cfg.shares,
+            order=cfg.order,
+            seed=cfg.seed,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+        )
+    out = Path(args.out)
+    curve.save(out, config=cfg)
+    save_figure(plot_fallback_curve(curve), out / "fallback.png")
+    for point, dominant in zip(curve.points, curve.dominant()):
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in point["distribution"].items() if v)
+        print(
+            f"{point['share']:>5.0%} of {language}'s neurons off "
+            f"({point['n_deactivated']}): mostly {dominant}; {shares}"
+        )
+    print(f"wrote {out}/: fallback.json fallback.png")
     return out
 
 
@@ -966,11 +1073,51 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, c, "--stats", stats)
     p.add_argument("--source", required=True, help="language of the questions, e.g. es")
     p.add_argument("--target", required=True, help="language to steer to, e.g. zh")
-    _option(p, c, "--scale", "multiply the target language's mean activations", type=float)
+    modes = "replace: a = alpha*mu_target; add: a + alpha*mu_target; diffmean: a + "
+    modes += "alpha*(mu_target - mean mu of the others); scale: alpha*a"
+    _option(p, c, "--mode", modes, choices=c.MODES)
+    _option(p, c, "--scale", "the strength alpha of the mode", type=float)
     _option(p, c, "--deactivate-source", "also deactivate the source language's neurons")
+    own = "set the source language's own neurons to this constant (0: deactivate)"
+    _option(p, c, "--source-value", own, type=float)
     _option(p, c, "--n-questions", "questions to ask", type=_positive)
     _option(p, c, "--max-new-tokens", "answer length", type=_positive)
     p.set_defaults(run=cmd_steer)
+
+    p = sub.add_parser(
+        "steer-sweep", help="steering modes x strengths x LAPE budgets: rates and fluency"
+    )
+    c = config.SteerSweepConfig
+    _add_neuron_options(p, c)
+    stats = "statistics for LAPE and the mean activations (default: NEURONS/stats.safetensors)"
+    _option(p, c, "--stats", stats)
+    p.add_argument("--source", required=True, help="language of the questions, e.g. es")
+    p.add_argument("--target", required=True, help="language to steer to, e.g. zh")
+    _option(p, c, "--modes", "comma-separated of replace,add,diffmean,scale", type=_codes)
+    alphas = "comma-separated strengths for every mode (default: 0.5,1 and for scale 2,5)"
+    _option(p, c, "--alphas", alphas, type=_floats)
+    _option(p, c, "--top-rates", "comma-separated LAPE top_rate budgets", type=_floats)
+    own = "source language's own neurons set to this constant; 'none' leaves them"
+    _option(p, c, "--source-value", own, type=_optional_float)
+    _option(p, c, "--n-questions", "questions to ask", type=_positive)
+    _option(p, c, "--max-new-tokens", "answer length", type=_positive)
+    p.set_defaults(run=cmd_steer_sweep)
+
+    p = sub.add_parser(
+        "fallback",
+        help="deactivate growing shares of a language's neurons: which language answers?",
+    )
+    c = config.FallbackConfig
+    _add_neuron_options(p, c)
+    _option(p, c, "--stats", "statistics for the order (default: NEURONS/stats.safetensors)")
+    p.add_argument("--language", required=True, help="language of the questions and neurons")
+    _option(p, c, "--shares", "comma-separated shares of its neurons to deactivate", type=_floats)
+    order = "lape: most specific first; probability: most often firing first; random"
+    _option(p, c, "--order", order, choices=c.ORDERS)
+    _option(p, c, "--seed", "seed of the random order", type=int)
+    _option(p, c, "--n-questions", "questions to ask", type=_positive)
+    _option(p, c, "--max-new-tokens", "answer length", type=_positive)
+    p.set_defaults(run=cmd_fallback)
 
     p = sub.add_parser("probe", help="factual probing across languages: P@1 and Jaccard")
     _add_fact_options(p, config.ProbeConfig, reuse=False)

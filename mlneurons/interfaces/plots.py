@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from mlneurons.evaluation.perplexity import MethodComparison, PerplexityMatrix
@@ -14,6 +15,7 @@ from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
 from mlneurons.methods.probing.result import ProbeResult
+from mlneurons.methods.steering import DEGENERATE, FallbackCurve, SteeringSweep
 from mlneurons.methods.tracing import CATEGORY_PREFIX, CODES, NAMING, OTHERS, SHARED, TracingResult
 
 
@@ -304,4 +306,83 @@ def plot_tracing(result: TracingResult, *, title: str = "") -> Figure:
     fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     ax.grid(axis="x", alpha=0.3)
     ax.set_axisbelow(True)
+    return fig
+
+
+SWEEP_PANELS: tuple[tuple[str, str], ...] = (
+    ("target_rate", "answers in target language"),
+    ("source_rate", "answers in source language"),
+    ("degenerate_rate", "degenerate answers"),
+    ("fluency_ppl", "fluency: perplexity (unsteered model)"),
+)
+"""The panels of :func:`plot_steering_sweep`: the measure and its axis label."""
+
+_LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def plot_steering_sweep(sweep: SteeringSweep, *, title: str = "") -> Figure:
+    """Target rate, source rate, degenerate share and fluency against α: one colour per
+    mode, one line style per LAPE top rate; the unsteered answers as a grey line."""
+    fig, axes = _subplots(2, 2, figsize=(10, 7), squeeze=False)
+    modes = sweep.modes
+    top_rates = list(dict.fromkeys(p["top_rate"] for p in sweep.points))
+    colours = {mode: f"C{i}" for i, mode in enumerate(modes)}
+    for ax, (key, label) in zip(axes.flat, SWEEP_PANELS):
+        rate = key != "fluency_ppl"
+        for k, top_rate in enumerate(top_rates):
+            for mode in modes:
+                points = sorted(
+                    (p for p in sweep.points if p["mode"] == mode and p["top_rate"] == top_rate),
+                    key=lambda p: p["alpha"],
+                )
+                pairs = [(p["alpha"], p[key]) for p in points if p[key] is not None]
+                if not pairs:
+                    continue
+                ax.plot(
+                    [a for a, _ in pairs],
+                    [100 * v if rate else v for _, v in pairs],
+                    marker="o",
+                    markersize=4,
+                    color=colours[mode],
+                    linestyle=_LINE_STYLES[k % len(_LINE_STYLES)],
+                    label=f"{mode}, top {top_rate:g} (n={points[0]['n_neurons']})",
+                )
+        base = sweep.baseline[key]
+        if base is not None:
+            ax.axhline(100 * base if rate else base, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("α")
+        ax.set_ylabel(f"{label} (%)" if rate else label)
+        if rate:
+            ax.set_ylim(-3, 103)
+        else:
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1))
+    labels.append("unsteered")
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    n = sweep.settings.get("n_questions", "")
+    fig.suptitle(title or f"Steering {sweep.source} -> {sweep.target} ({n} questions)")
+    return fig
+
+
+def plot_fallback_curve(curve: FallbackCurve, *, title: str = "") -> Figure:
+    """Stacked bars: per share of deactivated neurons, the languages of the answers."""
+    shown = [c for c in curve.categories if any(p["distribution"][c] for p in curve.points)]
+    fig, ax = _subplots(figsize=(2 + 0.9 * len(curve.points), 4.5))
+    x = list(range(len(curve.points)))
+    bottom = [0.0] * len(curve.points)
+    for i, category in enumerate(shown):
+        heights = [p["distribution"][category] for p in curve.points]
+        colour = {DEGENERATE: "#404040", "unknown": "#b0b0b0"}.get(category, f"C{i % 10}")
+        ax.bar(x, heights, bottom=bottom, color=colour, label=category, edgecolor="white")
+        bottom = [b + h for b, h in zip(bottom, heights)]
+    ax.set_xticks(x, [f"{p['share']:.0%}\n({p['n_deactivated']})" for p in curve.points])
+    ax.set_xlabel(f"share of {curve.language} neurons deactivated ({curve.order} order)")
+    ax.set_ylabel("share of answers")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="answer language")
+    ax.set_title(title or f"Language fallback when {curve.language} neurons are deactivated")
     return fig

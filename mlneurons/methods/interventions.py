@@ -8,7 +8,10 @@ that always removes what it added.
 The intervened quantity is the MLP activation that LAPE counts: the act_fn
 output that the MLP multiplies, ``act_fn(gate)`` in gated MLPs. Zeroing it is
 zeroing ``mlp.hook_post`` (``act_fn(gate) * up`` is then 0); setting it to ``v``
-in a gated MLP sets ``hook_post`` to ``v * up``.
+in a gated MLP sets ``hook_post`` to ``v * up``, adding ``v`` to it adds ``v * up``,
+and scaling it by ``α`` scales ``hook_post`` by ``α``. These are the replacement,
+additive and multiplicative interventions of "language arithmetics" (Gurgurov et
+al. 2025).
 """
 
 from __future__ import annotations
@@ -90,13 +93,43 @@ def _set(
     index: torch.Tensor,
     value: torch.Tensor,
     store: dict[str, torch.Tensor] | None,
+    add: bool = False,
 ) -> torch.Tensor:
     index, value = index.to(act.device), value.to(act.device, act.dtype)
     if store is not None:  # gated: hook_post = act_fn(gate) * up
         value = value * store.pop("up").index_select(-1, index)
     out = act.clone()
-    out[..., index] = value
+    out[..., index] = act[..., index] + value if add else value
     return out
+
+
+def _scale(
+    act: torch.Tensor, *, hook: Any, index: torch.Tensor, factor: torch.Tensor
+) -> torch.Tensor:
+    index, factor = index.to(act.device), factor.to(act.device, act.dtype)
+    out = act.clone()
+    out[..., index] = act[..., index] * factor
+    return out
+
+
+def _per_neuron(
+    pairs: Int[torch.Tensor, "k 2"],
+    values: float | torch.Tensor,
+    fp: dict[str, Any],
+    what: str,
+) -> Float[torch.Tensor, " k"]:
+    """One value per pair from a scalar, a value per pair, or a ``[layer, neuron]`` grid."""
+    values = torch.as_tensor(values, dtype=torch.float32)
+    if values.dim() == 0:
+        return values.expand(len(pairs))
+    if values.dim() == 1 and len(values) == len(pairs):
+        return values
+    if values.dim() == 2 and tuple(values.shape) == (fp["n_layers"], fp["d_mlp"]):
+        return values[pairs[:, 0], pairs[:, 1]]
+    raise UserError(
+        f"{what} must be a scalar, {len(pairs)} values (one per neuron) or a "
+        f"[{fp['n_layers']}, {fp['d_mlp']}] grid; got shape {tuple(values.shape)}"
+    )
 
 
 def activate(
@@ -104,8 +137,13 @@ def activate(
     values: float | Float[torch.Tensor, " k"] | Float[torch.Tensor, "layer neuron"],
     *,
     model: Any,
+    add: bool = False,
 ) -> Hooks:
     """Set the chosen neurons' activation to ``values`` at every position, decode steps included.
+
+    With ``add=True`` the values are added instead (a ← a + v: the additive
+    intervention of language arithmetics); the default replaces (a ← v: the
+    replacement intervention of Tang et al. 2024).
 
     Args:
         neurons: as for :func:`deactivate`.
@@ -113,22 +151,11 @@ def activate(
             or a ``[layer, neuron]`` grid such as ``stats.mean_activation("zh")``
             (the per-language mean activation).
         model: the model the hooks are for (gated and plain MLPs differ).
+        add: add ``values`` to the activation instead of replacing it.
     """
     pairs = as_pairs(neurons)
     _check_fits(pairs, model, neurons)
-    fp = fingerprint(model)
-    values = torch.as_tensor(values, dtype=torch.float32)
-    if values.dim() == 0:
-        per_neuron = values.expand(len(pairs))
-    elif values.dim() == 1 and len(values) == len(pairs):
-        per_neuron = values
-    elif values.dim() == 2 and tuple(values.shape) == (fp["n_layers"], fp["d_mlp"]):
-        per_neuron = values[pairs[:, 0], pairs[:, 1]]
-    else:
-        raise UserError(
-            f"values must be a scalar, {len(pairs)} values (one per neuron) or a "
-            f"[{fp['n_layers']}, {fp['d_mlp']}] grid; got shape {tuple(values.shape)}"
-        )
+    per_neuron = _per_neuron(pairs, values, fingerprint(model), "values")
     gated = bool(getattr(model.cfg, "gated_mlp", False))
     hooks: Hooks = []
     for layer in torch.unique(pairs[:, 0]).tolist():
@@ -142,11 +169,47 @@ def activate(
             (
                 f"blocks.{layer}.mlp.hook_post",
                 functools.partial(
-                    _set, index=pairs[chosen, 1], value=per_neuron[chosen].clone(), store=store
+                    _set,
+                    index=pairs[chosen, 1],
+                    value=per_neuron[chosen].clone(),
+                    store=store,
+                    add=add,
                 ),
             )
         )
     return hooks
+
+
+def scale(
+    neurons: Any,
+    factor: float | Float[torch.Tensor, " k"] | Float[torch.Tensor, "layer neuron"],
+    *,
+    model: Any,
+) -> Hooks:
+    """Multiply the chosen neurons' activation by ``factor`` at every position (a ← α·a).
+
+    The multiplicative intervention of language arithmetics (Gurgurov et al. 2025).
+    In gated MLPs ``α·act_fn(gate)·up`` is ``α·hook_post``, so no up projection is needed.
+
+    Args:
+        neurons: as for :func:`deactivate`.
+        factor: a scalar, one factor per neuron, or a ``[layer, neuron]`` grid.
+        model: the model the hooks are for.
+    """
+    pairs = as_pairs(neurons)
+    _check_fits(pairs, model, neurons)
+    per_neuron = _per_neuron(pairs, factor, fingerprint(model), "factor")
+    return [
+        (
+            f"blocks.{layer}.mlp.hook_post",
+            functools.partial(
+                _scale,
+                index=pairs[pairs[:, 0] == layer, 1],
+                factor=per_neuron[pairs[:, 0] == layer].clone(),
+            ),
+        )
+        for layer in torch.unique(pairs[:, 0]).tolist()
+    ]
 
 
 @contextmanager
@@ -188,4 +251,4 @@ def check_intervention(model: Any, hooks: Hooks) -> None:
                 )
 
 
-__all__ = ["Hooks", "activate", "check_intervention", "deactivate", "intervene"]
+__all__ = ["Hooks", "activate", "check_intervention", "deactivate", "intervene", "scale"]
