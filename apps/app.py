@@ -40,6 +40,7 @@ first = next(
         for title, files in (
             ("Languages", ("stats.safetensors", "neurons.json")),
             ("Interventions", ("ppl_matrix.json", "steering.json")),
+            ("Baselines", ("methods.json", "steering_sweep.json", "fallback.json")),
             ("Facts", ("probe.json",)),
             ("LRP2", ("lrp2.json",)),
         )
@@ -51,7 +52,7 @@ here = Path(__file__).resolve().parent / "views"
 pages = [
     # no icons: a page icon becomes the favicon, fetched from fonts.gstatic.com
     st.Page(here / f"{title.lower()}.py", title=title, default=title == first)
-    for title in ("Languages", "Interventions", "Facts", "LRP2")
+    for title in ("Languages", "Interventions", "Baselines", "Facts", "LRP2")
 ]
 page = st.navigation(pages)
 

@@ -40,6 +40,13 @@ def make_run(planted_dir: Path, root: Path, *, everything: bool = True) -> Path:
             ["ablate", "--neurons", str(out), "--tokens-per-language", "64", "--seq-len", "32"],
             ["steer", "--neurons", str(out), "--source", "fr", "--target", "zh"]
             + ["--n-questions", "2", "--max-new-tokens", "3"],
+            ["compare-methods", "--neurons", str(out), "--tokens-per-language", "64"]
+            + ["--seq-len", "32"],
+            ["steer-sweep", "--neurons", str(out), "--source", "fr", "--target", "zh"]
+            + ["--modes", "add,scale", "--alphas", "1,2", "--top-rates", "0.1"]
+            + ["--n-questions", "2", "--max-new-tokens", "3"],
+            ["fallback", "--neurons", str(out), "--language", "fr", "--shares", "0,0.5,1"]
+            + ["--n-questions", "2", "--max-new-tokens", "3"],
             ["probe", *model, *facts],
             ["fact-neurons", *model, *facts, "--probe", str(out), "--k", "3"],
             ["trace", *model, *facts, "--probe", str(out)],
@@ -154,6 +161,28 @@ def test_interventions_steer_and_loss_change(tiny_run):
     before, after = map(float, re.search(r"mean loss ([\d.]+) -> ([\d.]+)", captions(at)).groups())
     assert after > before + 1  # both planted English neurons write the English predictions
     assert views(iframes(at)[-1], "ColoredTokens")
+
+
+def test_baselines_page(tiny_run):
+    at = clean(open_app(tiny_run, "baselines"))
+    methods = at.dataframe[0].value
+    assert list(methods["method"]) == ["lape", "lap", "lave", "rs"]
+    saved = json.loads((tiny_run / "methods.json").read_text())
+    assert methods["neurons"].tolist() == [
+        sum(saved["counts"][m].values()) for m in saved["methods"]
+    ]
+    controls = at.dataframe[2].value  # the matched controls of ablate's default 3 draws
+    assert list(controls["language"]) == list(LANGS) and "draw 3 (%)" in controls.columns
+    sweep = at.dataframe[3].value
+    assert [(m, a) for m, a in zip(sweep["mode"], sweep["alpha"])] == [
+        ("add", 1.0),
+        ("add", 2.0),
+        ("scale", 1.0),
+        ("scale", 2.0),
+    ]
+    assert "Fallback curve" in [h.value for h in at.header]
+    at.selectbox(key="method").set_value("rs").run()
+    clean(at)
 
 
 def test_facts_page(tiny_run):

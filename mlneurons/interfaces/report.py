@@ -61,6 +61,8 @@ STEPS: tuple[Step, ...] = (
     Step("ablate", ("ppl_matrix.json", "ppl_matrix.png"), "--neurons", ("lape",)),
     Step("compare-methods", ("methods.json", "methods.png"), "--neurons", ("lape",)),
     Step("steer", ("steering.json",), "--neurons", ("lape",)),
+    Step("steer-sweep", ("steering_sweep.json", "steering_sweep.png"), "--neurons", ("lape",)),
+    Step("fallback", ("fallback.json", "fallback.png"), "--neurons", ("lape",)),
     Step("probe", ("probe.json", "p_at_1.png", "jaccard.png")),
     Step("fact-neurons", ("fact_neurons.json", "fact_neuron_overlap.png"), "--probe", ("probe",)),
     Step("trace", ("trace.json", "trace.png"), "--probe", ("probe",)),
@@ -75,6 +77,8 @@ BUDGETS: dict[str, dict[str, str]] = {
         "ablate": "--tokens-per-language 512",
         "compare-methods": "--tokens-per-language 256",
         "steer": "--source es --target zh --deactivate-source",
+        "steer-sweep": "--source es --target zh --top-rates 0.01 --n-questions 8",
+        "fallback": "--language zh --n-questions 8",
         "probe": _FACTS,
         "fact-neurons": _FACTS,
         "trace": _FACTS,
@@ -85,6 +89,8 @@ BUDGETS: dict[str, dict[str, str]] = {
         "ablate": "",
         "compare-methods": "",
         "steer": "--source es --target zh --deactivate-source",
+        "steer-sweep": "--source es --target zh",
+        "fallback": "--language zh",
         "probe": _FULL_FACTS,
         "fact-neurons": _FULL_FACTS,
         "trace": _FULL_FACTS,
@@ -412,6 +418,59 @@ def _steer(out: Path) -> str:
     )
 
 
+def _steer_sweep(out: Path) -> str:
+    from mlneurons.methods.steering import SteeringSweep
+
+    data = _json(out, "steering_sweep.json")
+    if not data:
+        return ""
+    sweep = SteeringSweep.from_json(data)
+    rows = [["unsteered", "–", "–", "–", *_sweep_cells(sweep.baseline)]]
+    for mode in sweep.modes:
+        best = sweep.best(mode)
+        if best is None:
+            rows.append([mode, "–", "–", "–", "mostly degenerate", "", "", ""])
+        else:
+            setting = [mode, f"{best['alpha']:g}", f"{best['top_rate']:g}", best["n_neurons"]]
+            rows.append(setting + _sweep_cells(best))
+    header = ["mode", "alpha", "top_rate", "neurons", f"in {sweep.target}"]
+    header += [f"in {sweep.source}", "degenerate", "fluency ppl"]
+    return (
+        f"<p>Questions in {_e(sweep.source)} steered towards {_e(sweep.target)} with each "
+        f"mode (Gurgurov et al. 2025), {len(sweep.points)} settings; the best setting per mode "
+        "(highest target rate, then lowest perplexity of the answers under the unsteered "
+        "model; settings with mostly degenerate answers excluded):</p>"
+        + _table(header, rows)
+        + _images(out, ["steering_sweep.png"])
+    )
+
+
+def _sweep_cells(point: dict[str, Any]) -> list[str]:
+    return [
+        _pct(point["target_rate"]),
+        _pct(point["source_rate"]),
+        _pct(point["degenerate_rate"]),
+        _num(point["fluency_ppl"], 1),
+    ]
+
+
+def _fallback(out: Path) -> str:
+    data = _json(out, "fallback.json")
+    if not data:
+        return ""
+    categories = data["categories"]
+    rows = [
+        [f"{p['share']:.0%}", p["n_deactivated"], *(_pct(p["distribution"][c]) for c in categories)]
+        for p in data["points"]
+    ]
+    return (
+        f"<p>Growing shares of {_e(data['language'])}'s neurons deactivated ({_e(data['order'])} "
+        "order); the languages the answers fall back to:</p>"
+        + _table(["share off", "neurons", *categories], rows)
+        + _images(out, ["fallback.png"])
+    )
+
+
 def _probe(out: Path) -> str:
     result = _json(out, "probe.json")
     if not result:
@@ -525,6 +584,8 @@ SECTIONS = (
     ("ablate", "Deactivation: perplexity", _ablate),
     ("compare-methods", "LAPE against its baselines", _compare_methods),
     ("steer", "Steering the output language", _steer),
+    ("steer-sweep", "Steering modes and strengths", _steer_sweep),
+    ("fallback", "Fallback: which language answers without a language's neurons", _fallback),
     ("probe", "Factual probing: P@1 and Jaccard", _probe),
     ("fact-neurons", "PROBELESS fact neurons", _fact_neurons),
     ("trace", "Knowledge tracing", _trace),

@@ -1,0 +1,166 @@
+"""Baselines and steering: LAPE against LAP, LAVE and RS; matched controls; steering modes
+and strengths; the fallback curve."""
+
+from __future__ import annotations
+
+import shlex
+
+import common
+import pandas as pd
+import streamlit as st
+
+run = common.run_dir()
+st.title("Baselines and steering")
+quoted = shlex.quote(str(run))
+
+
+def _percent(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return frame.assign(**{c: frame[c] * 100 for c in columns})
+
+
+# ---- methods ------------------------------------------------------------------------------
+st.header("LAPE against its baselines")
+st.caption(
+    "Tang et al. compare LAPE with LAP (firing probability above a threshold), LAVE (LAPE's "
+    "entropy on mean activation values) and RS (random neurons, as many per layer as LAPE). "
+    "Specificity: own / (own + others) of the mean log-perplexity increases; 0.5 = every "
+    "language hurt alike, 1 = only the deactivated language."
+)
+if common.require(run, "methods.json"):
+    from mlneurons.evaluation.perplexity import MethodComparison
+
+    comparison = MethodComparison.from_json(common.read(run, "methods.json"))
+    scores = comparison.specificity()
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "method": method,
+                    "neurons": sum(comparison.counts[method].values()),
+                    "own increase (%)": 100 * score["own"],
+                    "others' increase (%)": 100 * score["others"],
+                    "specificity": float("nan") if score["score"] is None else score["score"],
+                }
+                for method, score in scores.items()
+            ]
+        ).style.format(
+            {
+                "own increase (%)": "{:+.3g}",
+                "others' increase (%)": "{:+.3g}",
+                "specificity": "{:.2f}",
+            }
+        ),
+        hide_index=True,
+    )
+    method = st.selectbox("Matrix of", comparison.methods, key="method", bind="query-params")
+    change = pd.DataFrame(
+        comparison.relative_change(method).numpy() * 100,
+        index=comparison.languages,
+        columns=comparison.languages,
+    )
+    change.index.name = "deactivated"
+    st.dataframe(change.style.format("{:+.3g}").background_gradient(cmap="Reds", axis=None))
+    st.caption("Relative perplexity change in % (rows: deactivated; columns: evaluated).")
+    a, b = st.columns(2)
+    with a:
+        common.download_json(
+            "Comparison (JSON)", common.read(run, "methods.json"), "methods.json", key="dl_methods"
+        )
+    with b:
+        from mlneurons.interfaces.plots import plot_method_comparison
+
+        common.download_png(
+            "Matrices (PNG)",
+            lambda: plot_method_comparison(comparison),
+            "methods.png",
+            key="dl_methods_png",
+        )
+    common.reproduce(
+        run,
+        "compare-methods",
+        f"mlneurons compare-methods --neurons {quoted} --methods {','.join(comparison.methods)} "
+        f"--tokens-per-language {comparison.tokens_per_language} --out {quoted}",
+    )
+
+# ---- matched controls ---------------------------------------------------------------------
+st.header("Matched controls")
+matrix_json = common.read(run, "ppl_matrix.json") if common.has(run, "ppl_matrix.json") else None
+if matrix_json and matrix_json.get("matched_control"):
+    from mlneurons.evaluation.perplexity import PerplexityMatrix
+
+    matrix = PerplexityMatrix.from_json(matrix_json)
+    own = matrix.relative_change().diagonal()
+    uniform = matrix.relative_change("random_control").diagonal() if matrix.random_control else None
+    draws = matrix.matched_draws().diagonal(dim1=1, dim2=2)  # [draw, language]
+    rows = []
+    for i, lang in enumerate(matrix.languages):
+        row = {"language": lang, "own neurons off (%)": 100 * float(own[i])}
+        if uniform is not None:
+            row["uniform control (%)"] = 100 * float(uniform[i])
+        row["matched control, mean (%)"] = 100 * float(draws[:, i].mean())
+        row["matched control, sd"] = 100 * float(draws[:, i].std(correction=0))
+        row.update({f"draw {d + 1} (%)": 100 * float(draws[d, i]) for d in range(len(draws))})
+        rows.append(row)
+    st.dataframe(pd.DataFrame(rows).style.format(precision=1), hide_index=True)
+    st.caption(
+        f"Each language's own perplexity change. Matched control: per layer, neurons from the "
+        f"same firing-probability bin ({matrix.matched['bins']} bins per layer) on that "
+        f"language, none a language neuron; {len(draws)} draws (seeds {matrix.seed}.."
+        f"{matrix.seed + len(draws) - 1})."
+    )
+else:
+    st.info("This run's perplexity matrix has no matched controls. Produce them with:")
+    st.code(
+        f"mlneurons ablate --neurons {quoted} --control-draws 3 --out {quoted}", language="bash"
+    )
+
+# ---- steering sweep -----------------------------------------------------------------------
+st.header("Steering modes and strengths")
+if common.require(run, "steering_sweep.json"):
+    from mlneurons.methods.steering import SteeringSweep
+
+    sweep = SteeringSweep.from_json(common.read(run, "steering_sweep.json"))
+    measures = ["target_rate", "source_rate", "degenerate_rate"]
+    columns = ["mode", "alpha", "top_rate", "n_neurons", *measures, "fluency_ppl"]
+    points = pd.DataFrame(sweep.points)[columns].astype({"fluency_ppl": float})
+    st.caption(
+        f"Questions in {sweep.source} steered to {sweep.target}. Unsteered: "
+        f"{sweep.baseline['target_rate']:.0%} in {sweep.target}, {sweep.baseline['source_rate']:.0%}"
+        f" in {sweep.source}, fluency perplexity {sweep.baseline['fluency_ppl'] or float('nan'):.1f}."
+        " Rates in %; fluency: perplexity of the answers under the unsteered model."
+    )
+    st.dataframe(_percent(points, measures).style.format(precision=2, na_rep="–"), hide_index=True)
+    measure = st.radio("Plot", [*measures, "fluency_ppl"], horizontal=True, key="sweep_measure")
+    chart = points.assign(setting=points["mode"] + " top " + points["top_rate"].astype(str))
+    st.line_chart(chart, x="alpha", y=measure, color="setting", height=260)
+    labels = [f"{p['mode']} alpha {p['alpha']:g} top {p['top_rate']:g}" for p in sweep.points]
+    chosen = st.selectbox("Answers of", range(len(labels)), format_func=labels.__getitem__)
+    st.dataframe(pd.DataFrame(sweep.points[chosen]["samples"]), hide_index=True)
+    common.reproduce(
+        run,
+        "steer-sweep",
+        f"mlneurons steer-sweep --neurons {quoted} --source {sweep.source} --target "
+        f"{sweep.target} --out {quoted}",
+    )
+
+# ---- fallback -----------------------------------------------------------------------------
+st.header("Fallback curve")
+if common.require(run, "fallback.json"):
+    from mlneurons.methods.steering import FallbackCurve
+
+    curve = FallbackCurve.from_json(common.read(run, "fallback.json"))
+    shares = pd.DataFrame(
+        [{c: 100 * p["distribution"][c] for c in curve.categories} for p in curve.points],
+        index=[f"{p['share']:.0%} off ({p['n_deactivated']})" for p in curve.points],
+    )
+    st.caption(
+        f"Questions in {curve.language}; growing shares of its neurons deactivated "
+        f"({curve.order} order). Share of answers per identified language, in %."
+    )
+    st.bar_chart(shares, height=260)
+    st.dataframe(shares.style.format("{:.0f}"))
+    common.reproduce(
+        run,
+        "fallback",
+        f"mlneurons fallback --neurons {quoted} --language {curve.language} --out {quoted}",
+    )
