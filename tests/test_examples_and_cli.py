@@ -178,6 +178,40 @@ def test_compare_baselines_example(planted_dir, planted_model, tmp_path):
     assert (matrix.relative_change().diagonal() > 10 * matched.abs()).all()
 
 
+def test_steering_modes_example(planted_dir, planted_model, tmp_path):
+    import torch
+
+    import mlneurons
+    from mlneurons import MultilingualCorpus
+
+    example = _load_example("steering_modes")
+    corpus = MultilingualCorpus(
+        {lang: (lambda lang=lang: [language_text(lang, 600)]) for lang in LANGS}, seq_len=50
+    )
+    stats = mlneurons.collect_activation_stats(planted_model, corpus, progress=False)
+    stats.save(tmp_path)
+    planted = {lang: torch.tensor(PLANTED[lang]) for lang in LANGS}
+    LanguageNeurons(planted, 2, 32, model=stats.model).save(tmp_path)
+    questions = {lang: [language_text(lang, 5, seed=s) for s in range(3)] for lang in ("fr", "zh")}
+    sweep, curve = example.modes_and_fallback(
+        tmp_path,
+        model_name=str(planted_dir),
+        source="fr",
+        target="zh",
+        questions=questions,
+        top_rates=(8 / 64,),  # LAPE re-selects exactly the planted neurons
+        template="{question}",
+        max_new_tokens=4,
+        identify=lambda texts: [t.split()[0][:2] if t.split() else "unknown" for t in texts],
+    )
+    by_mode = {p["mode"]: p for p in sweep.points if p["alpha"] == 1.0}
+    assert sweep.baseline["target_rate"] == 0 and by_mode["add"]["target_rate"] == 1.0
+    assert sweep.best("replace")["target_rate"] == 1.0
+    # all of zh's neurons off: the planted model no longer writes zh words
+    assert curve.points[0]["distribution"]["zh"] == 1.0
+    assert curve.points[-1]["distribution"]["zh"] < 1.0
+
+
 def test_facts_example(planted_dir, tmp_path):
     from tiny import tiny_facts
 
