@@ -41,6 +41,7 @@ first = next(
             ("Languages", ("stats.safetensors", "neurons.json")),
             ("Interventions", ("ppl_matrix.json", "steering.json")),
             ("Baselines", ("methods.json", "steering_sweep.json", "fallback.json")),
+            ("Layers", ("sentence_similarity.safetensors", "latent_language.safetensors")),
             ("Facts", ("probe.json",)),
             ("LRP2", ("lrp2.json",)),
         )
@@ -52,7 +53,7 @@ here = Path(__file__).resolve().parent / "views"
 pages = [
     # no icons: a page icon becomes the favicon, fetched from fonts.gstatic.com
     st.Page(here / f"{title.lower()}.py", title=title, default=title == first)
-    for title in ("Languages", "Interventions", "Baselines", "Facts", "LRP2")
+    for title in ("Languages", "Interventions", "Baselines", "Layers", "Facts", "LRP2")
 ]
 page = st.navigation(pages)
 

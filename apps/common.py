@@ -38,6 +38,8 @@ PRODUCERS = {
     "methods.json": "mlneurons compare-methods --neurons {run} --out {run}",
     "steering_sweep.json": "mlneurons steer-sweep --neurons {run} --source es --target zh --out {run}",
     "fallback.json": "mlneurons fallback --neurons {run} --language zh --out {run}",
+    "sentence_similarity.safetensors": "mlneurons ses --out {run}",
+    "latent_language.safetensors": "mlneurons logit-lens --source fr --target zh --out {run}",
     "probe.json": "mlneurons probe --out {run}",
     "fact_neurons.json": "mlneurons fact-neurons --probe {run} --out {run}",
     "trace.json": "mlneurons trace --probe {run} --out {run}",

@@ -301,6 +301,40 @@ class FallbackConfig(Config):
 
 
 @dataclass(frozen=True)
+class SesConfig(Config):
+    """``mlneurons ses``: layer-wise sentence-embedding similarity (Tang et al. 2024)."""
+
+    method: ClassVar[str] = "ses"
+    POSITIVE = ("sentences", "batch_size")
+
+    languages: Sequence[str] = ("en", "es", "de", "zh", "ja")
+    sentences: int = 40
+    center: bool = False
+    neurons: str | None = None
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class LogitLensConfig(Config):
+    """``mlneurons logit-lens``: the latent language of translation (Wendler et al. 2024)."""
+
+    method: ClassVar[str] = "logit-lens"
+    POSITIVE = ("max_items", "batch_size")
+
+    source: str = "fr"
+    target: str = "zh"
+    n_shots: int = 4
+    seed: int = 0
+    max_items: int | None = None
+    keep_copies: bool = False
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("n_shots", self.n_shots, 0)
+
+
+@dataclass(frozen=True)
 class ProbeConfig(Config):
     """``mlneurons probe``: factual probing (mLAMA typed ranking, Zhao et al.'s matching)."""
 
@@ -371,6 +405,8 @@ CONFIGS: tuple[type[Config], ...] = (
     SteerConfig,
     SteerSweepConfig,
     FallbackConfig,
+    SesConfig,
+    LogitLensConfig,
     ProbeConfig,
     FactNeuronsConfig,
     TraceConfig,
@@ -386,8 +422,10 @@ __all__ = [
     "FactNeuronsConfig",
     "FallbackConfig",
     "LapeConfig",
+    "LogitLensConfig",
     "Lrp2Config",
     "ProbeConfig",
+    "SesConfig",
     "SteerConfig",
     "SteerSweepConfig",
     "TraceConfig",

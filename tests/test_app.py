@@ -51,6 +51,7 @@ def make_run(planted_dir: Path, root: Path, *, everything: bool = True) -> Path:
             ["fact-neurons", *model, *facts, "--probe", str(out), "--k", "3"],
             ["trace", *model, *facts, "--probe", str(out)],
             ["lrp2", *model, *facts, "--layers", "0,1", "--sentences", "4", "--k", "2"],
+            ["ses", *model, "--languages", "en,fr,zh", "--sentences", "3"],
         ]
     for argv in steps:
         assert cli_main([*argv, "--out", str(out)]) == 0, argv[0]
@@ -183,6 +184,23 @@ def test_baselines_page(tiny_run):
     assert "Fallback curve" in [h.value for h in at.header]
     at.selectbox(key="method").set_value("rs").run()
     clean(at)
+
+
+def test_layers_page(tiny_run, planted_model):
+    from mlneurons.methods.readouts import latent_language
+
+    at = clean(open_app(tiny_run, "layers"))
+    assert "mlneurons logit-lens" in " ".join(c.value for c in at.code)  # not run yet: how to
+    words = {lang: [f"{lang}{i}" for i in range(1, 7)] for lang in ("fr", "zh", "en")}
+    lens = latent_language(planted_model, source="fr", target="zh", words=words, n_shots=2)
+    lens.save(tiny_run)
+    try:
+        at = clean(open_app(tiny_run, "layers"))
+    finally:
+        (tiny_run / "latent_language.safetensors").unlink()
+    table = at.dataframe[-1].value
+    assert list(table.columns) == ["source", "target", "en", "P(zh)", "P(en)"] and len(table) == 6
+    assert at.dataframe[0].value.shape == (3, 3)  # the SES matrix of en, fr, zh
 
 
 def test_facts_page(tiny_run):

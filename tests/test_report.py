@@ -16,27 +16,45 @@ FACTS = "--languages en,de --batch-size 64"
 TINY = {
     "lape": "--languages en,fr,zh --tokens-per-language 256 --seq-len 64 --top-rate 0.1",
     "ablate": "--tokens-per-language 64 --seq-len 32",
+    "compare-methods": "--tokens-per-language 64 --seq-len 32",
     "steer": "--source fr --target zh --n-questions 2 --max-new-tokens 3",
+    "steer-sweep": "--source fr --target zh --modes add --alphas 1 --top-rates 0.1 "
+    "--n-questions 2 --max-new-tokens 3",
+    "fallback": "--language fr --shares 0,1 --n-questions 2 --max-new-tokens 3",
     "probe": FACTS,
     "fact-neurons": FACTS + " --k 3",
     "trace": FACTS,
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
+    "ses": "--languages en,de --sentences 4",
+    "logit-lens": "--source fr --target zh --n-shots 2",
 }
 COMMANDS = {
     "lape": "cmd_lape",
     "ablate": "cmd_ablate",
+    "compare-methods": "cmd_compare_methods",
     "steer": "cmd_steer",
+    "steer-sweep": "cmd_steer_sweep",
+    "fallback": "cmd_fallback",
     "probe": "cmd_probe",
     "fact-neurons": "cmd_fact_neurons",
     "trace": "cmd_trace",
     "lrp2": "cmd_lrp2",
+    "ses": "cmd_ses",
+    "logit-lens": "cmd_logit_lens",
 }
 
 
 @pytest.fixture()
 def tiny_budget(monkeypatch):
-    """Tiny budgets, and the tiny fact set (whose words the tiny tokenizer knows) as built-in."""
+    """Tiny budgets, and the tiny fact set and words (which the tiny tokenizer knows) as built-in."""
+    from mlneurons.methods import readouts
+
     monkeypatch.setitem(report.BUDGETS, "default", TINY)
+    monkeypatch.setattr(
+        readouts,
+        "builtin_parallel_words",
+        lambda languages: {lang: [f"{lang}{i}" for i in range(1, 7)] for lang in languages},
+    )
     monkeypatch.setattr(
         FactSet,
         "builtin",
@@ -73,13 +91,13 @@ def test_report_writes_everything_and_resumes(
     assert "run the same command again to resume" in capsys.readouterr().err
     record = json.loads((out / "report.json").read_text())
     assert record["steps"]["trace"]["status"] == "interrupted" and "lrp2" not in record["steps"]
-    assert calls == ["lape", "ablate", "steer", "probe", "fact-neurons", "trace"]
+    assert calls == list(COMMANDS)[: list(COMMANDS).index("trace") + 1]
 
     calls.clear()
     interrupt.clear()
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
-    assert calls == ["trace", "lrp2"]  # the finished steps are skipped
+    assert calls == ["trace", "lrp2", "ses", "logit-lens"]  # the finished steps are skipped
     for budget in TINY.values():  # every budget is printed
         assert budget in printed
     assert printed.rstrip().endswith(f"mlneurons app --run {out} --model {planted_dir}")
@@ -103,7 +121,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 8 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 13 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"

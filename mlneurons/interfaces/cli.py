@@ -661,6 +661,82 @@ def cmd_fallback(args: argparse.Namespace) -> Path:
     return out
 
 
+def cmd_ses(args: argparse.Namespace) -> Path:
+    """Sentence-embedding similarity of parallel sentences per layer, beside LAPE's counts."""
+    from mlneurons.config import SesConfig
+    from mlneurons.interfaces.plots import plot_sentence_similarity, save_figure
+    from mlneurons.methods.lape import NEURONS_FILE, LanguageNeurons
+    from mlneurons.methods.readouts import builtin_parallel_sentences, sentence_similarity
+
+    cfg = SesConfig.from_args(args)
+    with _user_input():
+        sentences = builtin_parallel_sentences(cfg.languages, n=cfg.sentences)
+    out = Path(args.out)
+    neurons_dir = Path(cfg.neurons) if cfg.neurons else out  # a report's LAPE neurons
+    neurons = None
+    if cfg.neurons or (out / NEURONS_FILE).exists():
+        with _user_input():
+            neurons = LanguageNeurons.load(neurons_dir)
+    model = _command_model(args)
+    if neurons is not None:
+        with _user_input():
+            neurons.check_fits(model)
+    with _user_input():
+        result = sentence_similarity(model, sentences, center=cfg.center, batch_size=cfg.batch_size)
+    result.save(out, config=cfg)
+    save_figure(plot_sentence_similarity(result, neurons=neurons), out / "ses.png")
+    mean = result.mean_offdiagonal()
+    print("mean similarity of parallel sentences per layer (other languages):")
+    print("  " + " ".join(f"{layer}:{value:.3f}" for layer, value in enumerate(mean.tolist())))
+    peak = int(mean.argmax())
+    print(f"highest at layer {peak} ({float(mean[peak]):.3f}); {result.n_sentences} sentences")
+    print(f"wrote {out}/: {result.TENSOR_FILE} ses.png")
+    return out
+
+
+def cmd_logit_lens(args: argparse.Namespace) -> Path:
+    """The logit lens at the last position of translation prompts: target vs English."""
+    from mlneurons.config import LogitLensConfig
+    from mlneurons.interfaces.plots import plot_latent_language, save_figure
+    from mlneurons.methods.readouts import ENGLISH, builtin_parallel_words, latent_language
+
+    cfg = LogitLensConfig.from_args(args)
+    with _user_input():
+        words = builtin_parallel_words(list(dict.fromkeys([cfg.source, cfg.target, ENGLISH])))
+        if cfg.max_items:
+            words = {lang: items[: cfg.max_items] for lang, items in words.items()}
+    model = _command_model(args)
+    with _user_input():
+        result = latent_language(
+            model,
+            source=cfg.source,
+            target=cfg.target,
+            words=words,
+            n_shots=cfg.n_shots,
+            seed=cfg.seed,
+            drop_copies=not cfg.keep_copies,
+            batch_size=cfg.batch_size,
+        )
+    out = Path(args.out)
+    result.save(out, config=cfg)
+    save_figure(plot_latent_language(result), out / "logit_lens.png")
+    print(f"{'layer':>5s} {'P(' + result.target + ')':>9s} {'P(en)':>9s}")
+    for layer, (pt, pe) in enumerate(zip(result.p_target.tolist(), result.p_english.tolist())):
+        print(f"{layer:5d} {pt:9.4f} {pe:9.4f}")
+    crossover = result.crossover_layer()
+    print(
+        f"{result.n_items} items ({result.n_dropped} dropped: token sets overlap; "
+        f"{result.n_copies} dropped: the source word looks English); "
+        + (
+            f"{result.target} overtakes English from layer {crossover} on"
+            if crossover is not None
+            else f"{result.target} never stays above English"
+        )
+    )
+    print(f"wrote {out}/: {result.TENSOR_FILE} logit_lens.png")
+    return out
+
+
 def _load_facts(cfg: Any) -> Any:
     """The fact set of ``--facts`` (``builtin`` or ``mlama:DIR``), restricted as asked."""
     from mlneurons.data.facts import FactSet
@@ -1118,6 +1194,34 @@ def build_parser() -> argparse.ArgumentParser:
     _option(p, c, "--n-questions", "questions to ask", type=_positive)
     _option(p, c, "--max-new-tokens", "answer length", type=_positive)
     p.set_defaults(run=cmd_fallback)
+
+    p = sub.add_parser("ses", help="sentence-embedding similarity of parallel sentences per layer")
+    c = config.SesConfig
+    _add_model_options(p, c)
+    _option(p, c, "--languages", "comma-separated languages", type=_codes)
+    _option(p, c, "--sentences", "built-in parallel sentences per language", type=_positive)
+    _option(p, c, "--center", "subtract each layer's mean embedding before the cosines")
+    neurons = "LAPE neurons to plot beside it (default: OUT's neurons.json when there is one)"
+    _option(p, c, "--neurons", neurons)
+    _option(p, c, "--batch-size", "sentences per forward pass", type=_positive)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=cmd_ses)
+
+    p = sub.add_parser(
+        "logit-lens", help="latent language: P(target) vs P(English) per layer (Wendler et al.)"
+    )
+    c = config.LogitLensConfig
+    _add_model_options(p, c)
+    _option(p, c, "--source", "language of the words to translate")
+    _option(p, c, "--target", "language of the answers (compared with English)")
+    _option(p, c, "--n-shots", "translation examples per prompt", type=_at_least(0))
+    _option(p, c, "--seed", "seed of the examples' choice", type=int)
+    _option(p, c, "--max-items", "first N built-in words (default: all)", type=_positive)
+    copies = "keep items whose source word shares a token with the English word"
+    _option(p, c, "--keep-copies", copies)
+    _option(p, c, "--batch-size", "prompts per forward pass", type=_positive)
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=cmd_logit_lens)
 
     p = sub.add_parser("probe", help="factual probing across languages: P@1 and Jaccard")
     _add_fact_options(p, config.ProbeConfig, reuse=False)

@@ -15,6 +15,7 @@ from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
 from mlneurons.methods.probing.result import ProbeResult
+from mlneurons.methods.readouts import LatentLanguage, SentenceSimilarity
 from mlneurons.methods.steering import DEGENERATE, FallbackCurve, SteeringSweep
 from mlneurons.methods.tracing import CATEGORY_PREFIX, CODES, NAMING, OTHERS, SHARED, TracingResult
 
@@ -385,4 +386,104 @@ def plot_fallback_curve(curve: FallbackCurve, *, title: str = "") -> Figure:
     ax.set_axisbelow(True)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="answer language")
     ax.set_title(title or f"Language fallback when {curve.language} neurons are deactivated")
+    return fig
+
+
+def plot_sentence_similarity(
+    result: SentenceSimilarity,
+    *,
+    neurons: LanguageNeurons | None = None,
+    pairs: bool = True,
+    title: str = "",
+) -> Figure:
+    """Layer-wise sentence-embedding similarity (SES): the mean over pairs of languages, each
+    pair thin behind it, and, given ``neurons``, the language-specific neurons per layer
+    (all languages together) on a second axis (Tang et al. 2024, the figure that sets SES
+    against the layer distribution of language neurons)."""
+    layers = list(range(result.n_layers))
+    fig, ax = _subplots(figsize=(8, 4.5))
+    if pairs:
+        for i, a in enumerate(result.languages):
+            for b in result.languages[i + 1 :]:
+                ax.plot(layers, result.pair(a, b).tolist(), color="grey", alpha=0.3, lw=0.8)
+    ax.plot(
+        layers,
+        result.mean_offdiagonal().tolist(),
+        color="C0",
+        marker="o",
+        markersize=3,
+        lw=2,
+        label=f"SES, mean of {len(result.languages)} languages' pairs",
+    )
+    ax.set_xlabel("layer")
+    ax.set_ylabel("sentence embedding similarity (cosine)")
+    ax.set_xticks(range(0, result.n_layers, max(1, result.n_layers // 18)))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if neurons is not None:
+        if neurons.n_layers != result.n_layers:
+            raise ValueError(
+                f"the neurons are of a model with {neurons.n_layers} layers, the SES of one "
+                f"with {result.n_layers}"
+            )
+        twin = ax.twinx()
+        counts = neurons.counts_per_layer().sum(0)
+        twin.bar(layers, counts.tolist(), color="C1", alpha=0.35, label="language neurons")
+        twin.set_ylabel("language-specific neurons")
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
+    ax.legend(handles, labels, fontsize=8, loc="lower left")
+    ax.set_title(title or f"Sentence embedding similarity per layer (n={result.n_sentences})")
+    return fig
+
+
+def plot_sentence_similarity_matrix(
+    result: SentenceSimilarity, layer: int, *, title: str = ""
+) -> Figure:
+    """SES between every pair of languages at one layer."""
+    if not -result.n_layers <= layer < result.n_layers:
+        raise ValueError(f"layer {layer} is out of range 0..{result.n_layers - 1}")
+    index = layer % result.n_layers
+    return plot_heatmap(
+        result.similarity[index],
+        result.languages,
+        colorbar="cosine",
+        title=title or f"Sentence embedding similarity, layer {index}",
+    )
+
+
+def plot_latent_language(result: LatentLanguage, *, title: str = "") -> Figure:
+    """Logit lens per layer: mean probability of the answer in the target language and in
+    English, with 95% confidence bands over items; the crossover layer is marked
+    (Wendler et al. 2024, their Fig. 2)."""
+    layers = list(range(result.n_layers))
+    fig, ax = _subplots(figsize=(8, 4.5))
+    series = (
+        (result.item_p_english, "en (the English word)", "C0"),
+        (result.item_p_target, f"{result.target} (the answer)", "C3"),
+    )
+    for items, label, colour in series:
+        mean = items.mean(0)
+        half = 1.96 * items.std(0) / max(result.n_items, 1) ** 0.5 if result.n_items > 1 else 0
+        ax.plot(layers, mean.tolist(), color=colour, marker="o", markersize=3, label=label)
+        if isinstance(half, torch.Tensor):
+            ax.fill_between(
+                layers, (mean - half).tolist(), (mean + half).tolist(), color=colour, alpha=0.2
+            )
+    crossover = result.crossover_layer()
+    if crossover is not None:
+        ax.axvline(crossover, color="grey", ls="--", lw=1, label=f"crossover (layer {crossover})")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("probability (logit lens)")
+    ax.set_xticks(range(0, result.n_layers, max(1, result.n_layers // 18)))
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    default = (
+        f"Latent language: {result.source} -> {result.target} "
+        f"({result.n_items} words; dropped: {result.n_dropped} overlapping, {result.n_copies} copies)"
+    )
+    ax.set_title(title or default)
     return fig

@@ -67,6 +67,8 @@ STEPS: tuple[Step, ...] = (
     Step("fact-neurons", ("fact_neurons.json", "fact_neuron_overlap.png"), "--probe", ("probe",)),
     Step("trace", ("trace.json", "trace.png"), "--probe", ("probe",)),
     Step("lrp2", ("lrp2.json", "language_vectors.safetensors")),
+    Step("ses", ("sentence_similarity.safetensors", "ses.png"), None, ("lape",)),
+    Step("logit-lens", ("latent_language.safetensors", "logit_lens.png")),
 )
 
 _FACTS = "--languages en,es,de,zh,ja --max-facts-per-relation 5"
@@ -83,6 +85,8 @@ BUDGETS: dict[str, dict[str, str]] = {
         "fact-neurons": _FACTS,
         "trace": _FACTS,
         "lrp2": "--languages en,de,zh --max-facts-per-relation 6 --layers 3,9,15 --sentences 100",
+        "ses": "--languages en,es,de,zh,ja",
+        "logit-lens": "--source fr --target zh",
     },
     "full": {  # the README's measured commands (about an hour on 2 CPU cores)
         "lape": "",
@@ -95,6 +99,8 @@ BUDGETS: dict[str, dict[str, str]] = {
         "fact-neurons": _FULL_FACTS,
         "trace": _FULL_FACTS,
         "lrp2": "--languages en,de,fr,zh --max-facts-per-relation 6",
+        "ses": "--languages en,fr,es,de,zh,ja,ru,ar,hi",
+        "logit-lens": "--source fr --target zh",
     },
 }
 """Per budget, each step's options beyond the run directory, model and device."""
@@ -561,6 +567,52 @@ def _lrp2(out: Path) -> str:
     )
 
 
+def _ses(out: Path) -> str:
+    from mlneurons.methods.readouts import SES_FILE, SentenceSimilarity
+
+    if not (out / SES_FILE).exists():
+        return ""
+    result = SentenceSimilarity.load(out)
+    mean = result.mean_offdiagonal().tolist()
+    peak = max(range(len(mean)), key=mean.__getitem__)
+    rows = [[layer, f"{value:.3f}"] for layer, value in enumerate(mean)]
+    return (
+        f"<p>Mean cosine of the mean-pooled residual states of {result.n_sentences} parallel "
+        f"sentences, over every pair of {', '.join(result.languages)}; highest at layer "
+        f"{peak}. Tang et al. find it high in the middle layers, where language neurons are "
+        "few, and low at the bottom and top, where they concentrate (bars).</p>"
+        + _images(out, ["ses.png"])
+        + "<details><summary>per layer</summary>"
+        + _table(["layer", "SES"], rows)
+        + "</details>"
+    )
+
+
+def _logit_lens(out: Path) -> str:
+    from mlneurons.methods.readouts import LATENT_FILE, LatentLanguage
+
+    if not (out / LATENT_FILE).exists():
+        return ""
+    result = LatentLanguage.load(out)
+    crossover = result.crossover_layer()
+    rows = [
+        [layer, f"{t:.4f}", f"{e:.4f}"]
+        for layer, (t, e) in enumerate(zip(result.p_target.tolist(), result.p_english.tolist()))
+    ]
+    return (
+        f"<p>Logit lens at the last position of {result.n_shots}-shot {result.source} → "
+        f"{result.target} translation prompts ({result.n_items} words; dropped: "
+        f"{result.n_dropped} with overlapping token sets, {result.n_copies} whose source "
+        f"word shares a token with English). {result.target} overtakes English "
+        + (f"from layer {crossover} on." if crossover is not None else "in no layer.")
+        + "</p>"
+        + _images(out, ["logit_lens.png"])
+        + "<details><summary>per layer</summary>"
+        + _table(["layer", f"P({result.target})", "P(en)"], rows)
+        + "</details>"
+    )
+
+
 def _fingerprint(record: dict[str, Any], out: Path) -> str:
     model = None
     for name in ("summary.json", "probe.json", "lrp2.json", "steering.json", "ppl_matrix.json"):
@@ -590,6 +642,8 @@ SECTIONS = (
     ("fact-neurons", "PROBELESS fact neurons", _fact_neurons),
     ("trace", "Knowledge tracing", _trace),
     ("lrp2", "LRP2 projection (Xu et al. 2023)", _lrp2),
+    ("ses", "Sentence-embedding similarity per layer (Tang et al. 2024)", _ses),
+    ("logit-lens", "Latent language: the logit lens (Wendler et al. 2024)", _logit_lens),
 )
 
 

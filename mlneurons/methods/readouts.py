@@ -1,0 +1,627 @@
+"""Per-layer readouts of "which language is the model in".
+
+* Sentence-embedding similarity (SES, Tang et al. 2024, ACL, "Language-Specific
+  Neurons"): the cosine between mean-pooled residual streams of parallel sentences,
+  per layer and pair of languages. High similarity in the middle layers is the shared,
+  language-agnostic space; its drop at the top is where language-specific neurons act.
+* Logit lens on the latent language (Wendler et al. 2024, "Do Llamas Work in
+  English?"): the final norm and unembedding applied to the residual stream at the
+  last position of few-shot translation prompts; per layer, the probability of the
+  answer in the target language against that of its English equivalent.
+
+Layers are the residual stream after each block (``blocks.{l}.hook_resid_post``,
+``l = 0 .. n_layers-1``): the embeddings are left out, so the layer axis lines up
+with the per-layer counts of language neurons (LAPE), and the last layer is the one
+the model's own output reads.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from jaxtyping import Float
+from tqdm.auto import tqdm
+
+from mlneurons.data.builtin_text import normalize_language
+from mlneurons.data.facts import BUILTIN_LANGUAGES, FactSet
+from mlneurons.errors import UserError
+from mlneurons.evaluation.langid import load_questions, question_languages
+from mlneurons.models.fingerprint import fingerprint
+from mlneurons.models.forward import model_device, pad_right, run_body, unembed
+from mlneurons.results import Result
+
+SES_FILE = "sentence_similarity.safetensors"
+LATENT_FILE = "latent_language.safetensors"
+
+LANGUAGE_NAMES: dict[str, str] = {
+    "ar": "العربية",
+    "de": "Deutsch",
+    "en": "English",
+    "es": "Español",
+    "fr": "Français",
+    "hi": "हिन्दी",
+    "id": "Bahasa Indonesia",
+    "it": "Italiano",
+    "ja": "日本語",
+    "ko": "한국어",
+    "nl": "Nederlands",
+    "pl": "Polski",
+    "pt": "Português",
+    "ru": "Русский",
+    "tr": "Türkçe",
+    "vi": "Tiếng Việt",
+    "zh": "中文",
+}
+"""Each language's name in itself, as the translation prompts name it."""
+
+WORD_KINDS: dict[str, tuple[str, str]] = {
+    "country": ("P30", "subject"),
+    "capital": ("P36", "object"),
+    "language": ("P37", "object"),
+    "continent": ("P30", "object"),
+    "currency": ("P38", "object"),
+}
+"""Kinds of built-in parallel words: (relation of the built-in facts, slot)."""
+
+ENGLISH = "en"
+
+
+def _bos(tokenizer: Any) -> list[int]:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return [] if bos is None else [int(bos)]
+
+
+def _token_ids(tokenizer: Any, text: str) -> list[int]:
+    """``[BOS, *ids]`` of a text (BOS only when the tokenizer has one)."""
+    return _bos(tokenizer) + list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _layer_names(model: Any) -> list[str]:
+    return [f"blocks.{layer}.hook_resid_post" for layer in range(int(model.cfg.n_layers))]
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise UserError(f"{name} must be at least 1, got {value}")
+
+
+# --------------------------------------------------------------------------------------
+# Sentence-embedding similarity (Tang et al. 2024)
+
+
+@dataclass
+class SentenceSimilarity(Result):
+    """Layer-wise sentence-embedding similarity (SES) of parallel sentences (Tang et al. 2024).
+
+    Attributes:
+        languages: order of both language axes.
+        similarity: ``[layer, language, language]``: mean over items of the cosine
+            between the mean-pooled ``hook_resid_post`` of parallel sentences.
+        n_sentences: parallel items averaged.
+        model: fingerprint of the model.
+        settings: how sentences were pooled.
+    """
+
+    TENSOR_FILE: ClassVar[str] = SES_FILE
+
+    languages: list[str]
+    similarity: Float[torch.Tensor, "layer language language"]
+    n_sentences: int
+    model: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "languages": self.languages,
+            "n_sentences": self.n_sentences,
+            "model": self.model,
+            "settings": self.settings,
+        }
+
+    def to_tensors(self) -> dict[str, Any]:
+        return {"similarity": self.similarity}
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.similarity.shape[0])
+
+    def mean_offdiagonal(self) -> Float[torch.Tensor, " layer"]:
+        """Per layer, the mean SES over pairs of different languages."""
+        n = len(self.languages)
+        off = ~torch.eye(n, dtype=torch.bool)
+        return self.similarity[:, off].mean(-1)
+
+    def pair(self, a: str, b: str) -> Float[torch.Tensor, " layer"]:
+        """SES of one pair of languages per layer."""
+        for lang in (a, b):
+            if lang not in self.languages:
+                raise UserError(f"no language {lang!r} in this result; it has {self.languages}")
+        return self.similarity[:, self.languages.index(a), self.languages.index(b)]
+
+
+def builtin_parallel_sentences(
+    languages: Sequence[str], *, n: int | None = None
+) -> dict[str, list[str]]:
+    """Built-in parallel sentences: the questions of :func:`load_questions` (when every
+    language has them), then fact sentences (built-in facts of one uuid filled into each
+    language's template), taking the relations in turn. Item i is parallel across languages.
+
+    Args:
+        languages: ISO 639-1 codes of the built-in fact set (at least one).
+        n: items to keep (the first ``n``); all when None.
+
+    Raises:
+        UserError: an unknown language, no languages, or ``n`` below 1.
+    """
+    languages = _languages(languages, list(BUILTIN_LANGUAGES), "built-in parallel sentences")
+    if n is not None:
+        _check_positive("n", n)
+    out: dict[str, list[str]] = {lang: [] for lang in languages}
+    if all(lang in question_languages() for lang in languages):
+        for lang in languages:
+            out[lang].extend(load_questions(lang))
+    facts = FactSet.builtin(languages=languages)
+    by_uuid: dict[str, dict[str, str]] = {}
+    relation_of: dict[str, str] = {}
+    for fact in facts.facts:
+        by_uuid.setdefault(fact.uuid, {})[fact.lang] = facts.fill(fact)
+        relation_of[fact.uuid] = fact.relation
+    per_relation = {
+        rel: sorted(
+            u for u in by_uuid if relation_of[u] == rel and len(by_uuid[u]) == len(languages)
+        )
+        for rel in facts.relations
+    }
+    longest = max((len(u) for u in per_relation.values()), default=0)
+    for k in range(longest):  # round robin over relations
+        for uuids in per_relation.values():
+            if k < len(uuids):
+                for lang in languages:
+                    out[lang].append(by_uuid[uuids[k]][lang])
+    return {lang: items[:n] for lang, items in out.items()}
+
+
+def _languages(asked: Sequence[str], available: Sequence[str], what: str) -> list[str]:
+    if isinstance(asked, str):
+        asked = [asked]
+    if not asked:
+        raise UserError(f"no languages given for {what}; available: {', '.join(available)}")
+    return list(dict.fromkeys(normalize_language(lang, available) for lang in asked))
+
+
+@torch.inference_mode()
+def _pooled(
+    model: Any, rows: list[list[int]], skip: int, batch_size: int
+) -> Float[torch.Tensor, "layer sentence d_model"]:
+    """Per layer, each row's ``hook_resid_post`` averaged over its positions from ``skip``
+    on (right-padded batches; pads weigh 0), in float32 on the CPU."""
+    names = _layer_names(model)
+    device = model_device(model)
+    out: list[torch.Tensor] = []
+    for start in range(0, len(rows), batch_size):
+        tokens, mask = pad_right(rows[start : start + batch_size], device=device)
+        weights = mask.float()
+        weights[:, :skip] = 0.0
+        weights /= weights.sum(1, keepdim=True)
+        pooled: dict[str, torch.Tensor] = {}
+
+        def read(
+            act: torch.Tensor,
+            *,
+            hook: Any,
+            name: str,
+            weights: torch.Tensor = weights,
+            pooled: dict[str, torch.Tensor] = pooled,
+        ) -> None:
+            pooled[name] = torch.einsum("bp,bpd->bd", weights, act.float()).cpu()
+
+        hooks = [(name, functools.partial(read, name=name)) for name in names]
+        with model.hooks(fwd_hooks=hooks):
+            run_body(model, tokens, attention_mask=mask)
+        out.append(torch.stack([pooled[name] for name in names]))
+    return torch.cat(out, 1)
+
+
+def sentence_similarity(
+    model: Any,
+    sentences: Mapping[str, Sequence[str]],
+    *,
+    center: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> SentenceSimilarity:
+    """Layer-wise sentence-embedding similarity (SES) of parallel sentences (Tang et al. 2024).
+
+    Each sentence is tokenized as ``[BOS, *tokens]``; its embedding at layer l is the
+    mean of ``blocks.{l}.hook_resid_post`` over its tokens, BOS excluded (Gemma's BOS
+    residual has a norm ~10x the others' and would make every pair of sentences alike).
+    Batches are right-padded with an attention mask; pads are not pooled. Then
+    ``SES[l, a, b]`` = mean over items i of cos(embedding of a_i, embedding of b_i).
+    Tang et al. take plain cosines; ``center=True`` first subtracts each layer's mean
+    embedding over all sentences of all languages (the residual stream's common
+    direction, which keeps plain cosines near 1 in every layer of Gemma 3).
+
+    Args:
+        model: a TransformerBridge.
+        sentences: language -> sentences; item i of every language is the same sentence.
+        center: subtract the mean embedding of each layer before the cosines.
+        batch_size: sentences per forward pass.
+        progress: show a progress bar per language.
+
+    Raises:
+        UserError: fewer than 2 languages, lists of different lengths or empty, a
+            sentence without tokens, or ``batch_size`` below 1.
+    """
+    _check_positive("batch_size", batch_size)
+    languages = list(sentences)
+    if len(languages) < 2:
+        raise UserError(f"SES needs at least 2 languages, got {languages}")
+    lengths = {lang: len(sentences[lang]) for lang in languages}
+    if len(set(lengths.values())) != 1:
+        raise UserError(f"parallel sentences need the same number per language, got {lengths}")
+    n = lengths[languages[0]]
+    if n == 0:
+        raise UserError(f"no sentences given for languages {languages}")
+    tokenizer = model.tokenizer
+    skip = len(_bos(tokenizer))
+    rows: dict[str, list[list[int]]] = {}
+    for lang in languages:
+        rows[lang] = [_token_ids(tokenizer, str(s)) for s in sentences[lang]]
+        for i, row in enumerate(rows[lang]):
+            if len(row) <= skip:
+                raise UserError(f"sentence {i} of {lang!r} has no tokens: {sentences[lang][i]!r}")
+    pooled = []
+    for lang in tqdm(languages, desc="SES", disable=not progress):
+        pooled.append(_pooled(model, rows[lang], skip, batch_size))
+    embeddings = torch.stack(pooled, 1).double()  # [layer, language, item, d_model]
+    if center:
+        embeddings = embeddings - embeddings.mean((1, 2), keepdim=True)
+    units = torch.nn.functional.normalize(embeddings, dim=-1)
+    similarity = torch.einsum("laid,lbid->lab", units, units) / n  # [layer, lang, lang]
+    return SentenceSimilarity(
+        languages=languages,
+        similarity=similarity.float(),
+        n_sentences=n,
+        model=fingerprint(model),
+        settings={
+            "hook": "blocks.{layer}.hook_resid_post",
+            "pooling": "mean over tokens, BOS excluded",
+            "center": center,
+            "batch_size": batch_size,
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Logit lens on the latent language (Wendler et al. 2024)
+
+
+@dataclass
+class LatentLanguage(Result):
+    """Logit-lens probabilities of the answer in the target language and in English, per
+    layer, at the last position of few-shot translation prompts (Wendler et al. 2024).
+
+    Attributes:
+        source: language of the word to translate.
+        target: language of the answer.
+        item_p_target: ``[item, layer]``: probability summed over the target word's
+            prefix tokens.
+        item_p_english: ``[item, layer]``: the same for the English word.
+        words: per kept item ``{"source", "target", "en"}``.
+        n_dropped: items dropped because the target and English token sets overlap (or
+            one is empty).
+        n_copies: items dropped because the source and English token sets overlap (the
+            source word, e.g. fr "Paris", is then readable as English by copying it);
+            0 when ``drop_copies`` was off or the source is English.
+        n_shots: translation examples before the query.
+        seed: seed of the examples' choice.
+        model: fingerprint of the model.
+    """
+
+    TENSOR_FILE: ClassVar[str] = LATENT_FILE
+
+    source: str
+    target: str
+    item_p_target: Float[torch.Tensor, "item layer"]
+    item_p_english: Float[torch.Tensor, "item layer"]
+    words: list[dict[str, str]]
+    n_dropped: int
+    n_copies: int = 0
+    n_shots: int = 4
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "target": self.target,
+            "words": self.words,
+            "n_dropped": self.n_dropped,
+            "n_copies": self.n_copies,
+            "n_shots": self.n_shots,
+            "seed": self.seed,
+            "model": self.model,
+        }
+
+    def to_tensors(self) -> dict[str, Any]:
+        return {"item_p_target": self.item_p_target, "item_p_english": self.item_p_english}
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_p_target.shape[0])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.item_p_target.shape[1])
+
+    @property
+    def p_target(self) -> Float[torch.Tensor, " layer"]:
+        """Mean over items of P(target word) per layer."""
+        return self.item_p_target.mean(0)
+
+    @property
+    def p_english(self) -> Float[torch.Tensor, " layer"]:
+        """Mean over items of P(English word) per layer."""
+        return self.item_p_english.mean(0)
+
+    def crossover_layer(self) -> int | None:
+        """The first layer from which mean P(target) > mean P(English) in every later layer
+        (None when not even the last layer has it)."""
+        above = (self.p_target > self.p_english).tolist()
+        layer = None
+        for index in range(len(above) - 1, -1, -1):
+            if not above[index]:
+                break
+            layer = index
+        return layer
+
+
+_VOCABULARY: dict[int, tuple[Any, dict[str, list[int]]]] = {}
+
+
+def vocabulary_strings(tokenizer: Any) -> dict[str, list[int]]:
+    """Decoded string -> token ids, over the whole vocabulary, decoded once per tokenizer
+    (Gemma 3's 262k tokens take about 3.5 s)."""
+    cached = _VOCABULARY.get(id(tokenizer))
+    if cached is None or cached[0] is not tokenizer:
+        strings = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        index: dict[str, list[int]] = {}
+        for token_id, text in enumerate(strings):
+            index.setdefault(text, []).append(token_id)
+        cached = (tokenizer, index)  # the tokenizer stays alive, so its id is not reused
+        _VOCABULARY[id(tokenizer)] = cached
+    return cached[1]
+
+
+def prefix_token_ids(tokenizer: Any, word: str) -> list[int]:
+    """Ids of the tokens whose decoded string is a non-empty prefix of ``word`` or of
+    ``" " + word`` (Wendler et al.'s answer tokens); the whitespace-only prefix ``" "`` is
+    left out. Sorted."""
+    index = vocabulary_strings(tokenizer)
+    word = word.strip()
+    prefixes = {text[:k] for text in (word, " " + word) for k in range(1, len(text) + 1)}
+    return sorted({i for p in prefixes if p.strip() for i in index.get(p, [])})
+
+
+def builtin_parallel_words(
+    languages: Sequence[str], *, kinds: Sequence[str] = tuple(WORD_KINDS)
+) -> dict[str, list[str]]:
+    """Parallel words from the built-in facts: country names (subjects), capitals, official
+    languages, continents and currencies (objects), one item per distinct tuple of words
+    across ``languages``; item i of every language is the same word.
+
+    Raises:
+        UserError: an unknown language or kind.
+    """
+    languages = _languages(languages, list(BUILTIN_LANGUAGES), "built-in parallel words")
+    for kind in kinds:
+        if kind not in WORD_KINDS:
+            raise UserError(f"unknown kind of word {kind!r}; valid: {', '.join(WORD_KINDS)}")
+    relations = list(dict.fromkeys(WORD_KINDS[kind][0] for kind in kinds))
+    facts = FactSet.builtin(languages=languages, relations=relations)
+    by_uuid: dict[str, dict[str, Any]] = {}
+    for fact in facts.facts:
+        by_uuid.setdefault(fact.uuid, {})[fact.lang] = fact
+    items: dict[tuple[str, ...], None] = {}
+    for kind in kinds:
+        relation, slot = WORD_KINDS[kind]
+        for uuid in sorted(by_uuid):
+            found = by_uuid[uuid]
+            if len(found) == len(languages) and found[languages[0]].relation == relation:
+                items[tuple(getattr(found[lang], slot) for lang in languages)] = None
+    return {lang: [item[k] for item in items] for k, lang in enumerate(languages)}
+
+
+def translation_prompt(
+    source: str, target: str, shots: Sequence[tuple[str, str]], word: str
+) -> str:
+    """Wendler et al.'s few-shot translation prompt, languages named in themselves:
+    ``Français: "X1" - 中文: "Y1"\\n ... Français: "X" - 中文: "``."""
+    src, tgt = LANGUAGE_NAMES.get(source, source), LANGUAGE_NAMES.get(target, target)
+    lines = [f'{src}: "{x}" - {tgt}: "{y}"' for x, y in shots]
+    return "\n".join([*lines, f'{src}: "{word}" - {tgt}: "'])
+
+
+def final_norm(model: Any) -> Any:
+    """The model's final normalisation (the bridge's ``ln_final``: Llama/Gemma's
+    ``model.norm``, GPT-2's ``ln_f``), which the logit lens applies before unembedding."""
+    norm = getattr(model, "ln_final", None)
+    if norm is None:
+        raise ValueError(f"model {fingerprint(model)['name']!r} has no final norm (ln_final)")
+    return norm
+
+
+@torch.inference_mode()
+def _last_position_lens(
+    model: Any, rows: list[list[int]], id_sets: list[list[int]], batch_size: int, progress: bool
+) -> Float[torch.Tensor, "set item layer"]:
+    """Per row, layer and id set: the logit-lens probability summed over the set's ids, at
+    the row's last position. ``id_sets`` holds, per set kind, one id list per row, laid out
+    as ``[kind0 row0, kind0 row1, ..., kind1 row0, ...]``."""
+    names = _layer_names(model)
+    device = model_device(model)
+    norm = final_norm(model)
+    n_rows, kinds = len(rows), len(id_sets) // len(rows)
+    out = torch.zeros(kinds, n_rows, len(names))
+    starts = range(0, n_rows, batch_size)
+    for start in tqdm(starts, desc="logit lens", disable=not progress):
+        batch = rows[start : start + batch_size]
+        tokens, mask = pad_right(batch, device=device)
+        last = torch.tensor([len(r) - 1 for r in batch], device=device)
+        states: dict[str, torch.Tensor] = {}
+
+        def read(
+            act: torch.Tensor,
+            *,
+            hook: Any,
+            name: str,
+            last: torch.Tensor = last,
+            states: dict[str, torch.Tensor] = states,
+        ) -> None:
+            states[name] = act[torch.arange(len(last), device=act.device), last]
+
+        hooks = [(name, functools.partial(read, name=name)) for name in names]
+        with model.hooks(fwd_hooks=hooks):
+            run_body(model, tokens, attention_mask=mask)
+        for layer, name in enumerate(names):
+            probs = unembed(model, norm(states[name])).float().softmax(-1)
+            for b in range(len(batch)):
+                for kind in range(kinds):
+                    ids = torch.tensor(id_sets[kind * n_rows + start + b], device=probs.device)
+                    out[kind, start + b, layer] = probs[b, ids].sum().cpu()
+    return out
+
+
+def latent_language(
+    model: Any,
+    *,
+    source: str,
+    target: str,
+    words: Mapping[str, Sequence[str]] | None = None,
+    n_shots: int = 4,
+    seed: int = 0,
+    drop_copies: bool = True,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> LatentLanguage:
+    """Logit lens on the latent language of translation (Wendler et al. 2024).
+
+    For each item (a word in ``source``, ``target`` and English), the prompt holds
+    ``n_shots`` translations of other items (chosen with ``seed``) and then the item's
+    source word (:func:`translation_prompt`). At its last position, for every layer,
+    the final norm and unembedding are applied to ``blocks.{l}.hook_resid_post``
+    (soft-capped as the model's own logits), and the softmax is summed over the ids of
+    :func:`prefix_token_ids` of the target word and, separately, of the English word.
+    Items whose two id sets share a token are dropped, as are items where either set is
+    empty (no token is a prefix of the word); ``n_dropped`` counts both. With
+    ``drop_copies``, items whose source word shares a prefix token with the English word
+    (fr "Paris", de "Berlin") are dropped too and counted in ``n_copies``: copying the
+    source word from the prompt would read as English.
+
+    Args:
+        model: a TransformerBridge.
+        source: language of the words to translate (may be ``"en"``).
+        target: language of the answer (not ``"en"``: it is compared with English).
+        words: language -> parallel words (item i is the same word in every language);
+            default :func:`builtin_parallel_words`.
+        n_shots: translation examples per prompt.
+        seed: seed of the examples' choice.
+        drop_copies: drop items whose source and English words share a token.
+        batch_size: prompts per forward pass (right-padded).
+        progress: show a progress bar.
+
+    Raises:
+        UserError: an unknown language, ``source == target``, target English, words of
+            different lengths, too few words for ``n_shots``, or every item dropped.
+    """
+    _check_positive("batch_size", batch_size)
+    if n_shots < 0:
+        raise UserError(f"n_shots must be at least 0, got {n_shots}")
+    if words is None:
+        available = [lang for lang in BUILTIN_LANGUAGES if lang in LANGUAGE_NAMES]
+    else:
+        available = list(words)
+        lengths = {lang: len(words[lang]) for lang in available}
+        if len(set(lengths.values())) > 1:
+            raise UserError(f"parallel words need the same number per language, got {lengths}")
+    if ENGLISH not in available:
+        raise UserError(
+            f"the words have no English ({ENGLISH!r}), the latent language compared with; "
+            f"they have {', '.join(available)}"
+        )
+    source = normalize_language(source, available)
+    target = normalize_language(target, available)
+    if source == target:
+        raise UserError(f"source and target are both {source!r}; give two different languages")
+    if target == ENGLISH:
+        raise UserError(f"target {target!r} is the latent language compared with; choose another")
+    langs = list(dict.fromkeys([source, target, ENGLISH]))
+    table = builtin_parallel_words(langs) if words is None else {k: list(words[k]) for k in langs}
+    n_words = len(table[source])
+    if n_words < n_shots + 1:
+        raise UserError(
+            f"n_shots={n_shots} needs at least {n_shots + 1} words, but there are {n_words}; "
+            f"give more words or valid n_shots 0..{max(n_words - 1, 0)}"
+        )
+    tokenizer = model.tokenizer
+    target_ids = [prefix_token_ids(tokenizer, w) for w in table[target]]
+    english_ids = [prefix_token_ids(tokenizer, w) for w in table[ENGLISH]]
+    keep = [
+        i
+        for i in range(n_words)
+        if target_ids[i] and english_ids[i] and not set(target_ids[i]) & set(english_ids[i])
+    ]
+    n_dropped = n_words - len(keep)
+    if drop_copies and source != ENGLISH:
+        source_ids = [prefix_token_ids(tokenizer, w) for w in table[source]]
+        keep = [i for i in keep if not set(source_ids[i]) & set(english_ids[i])]
+    if not keep:
+        raise UserError(
+            f"all {n_words} items were dropped: in every item the target ({target}) or the "
+            "source word shares tokens with the English word (or has none)"
+        )
+    rows = []
+    for i in keep:
+        others = [j for j in range(n_words) if j != i]
+        shots = random.Random(f"{seed}:{i}").sample(others, n_shots)
+        pairs = [(table[source][j], table[target][j]) for j in shots]
+        rows.append(
+            _token_ids(tokenizer, translation_prompt(source, target, pairs, table[source][i]))
+        )
+    sets = [target_ids[i] for i in keep] + [english_ids[i] for i in keep]
+    probs = _last_position_lens(model, rows, sets, batch_size, progress)
+    return LatentLanguage(
+        source=source,
+        target=target,
+        item_p_target=probs[0],
+        item_p_english=probs[1],
+        words=[
+            {"source": table[source][i], "target": table[target][i], "en": table[ENGLISH][i]}
+            for i in keep
+        ],
+        n_dropped=n_dropped,
+        n_copies=n_words - n_dropped - len(keep),
+        n_shots=n_shots,
+        seed=seed,
+        model=fingerprint(model),
+    )
+
+
+__all__ = [
+    "LANGUAGE_NAMES",
+    "LatentLanguage",
+    "SentenceSimilarity",
+    "builtin_parallel_sentences",
+    "builtin_parallel_words",
+    "final_norm",
+    "latent_language",
+    "prefix_token_ids",
+    "sentence_similarity",
+    "translation_prompt",
+    "vocabulary_strings",
+]
