@@ -214,15 +214,25 @@ class CompareMethodsConfig(Config):
 
 
 @dataclass(frozen=True)
-class SteerConfig(Config):
-    """``mlneurons steer``: output-language steering by activating language neurons."""
+class GenerationConfig(Config):
+    """The options of the commands that answer built-in questions under interventions."""
 
-    method: ClassVar[str] = "steer"
     POSITIVE = ("n_questions", "max_new_tokens", "batch_size")
 
     neurons: str = ""
-    model: str | None = None
+    model: str | None = None  # default: the model the neurons were selected on
     stats: str | None = None
+    n_questions: int = 12
+    max_new_tokens: int = 16
+    batch_size: int = 8
+
+
+@dataclass(frozen=True)
+class SteerConfig(GenerationConfig):
+    """``mlneurons steer``: output-language steering by activating language neurons."""
+
+    method: ClassVar[str] = "steer"
+
     source: str = ""
     target: str = ""
     mode: str = "replace"
@@ -231,7 +241,6 @@ class SteerConfig(Config):
     source_value: float | None = None
     n_questions: int = 24
     max_new_tokens: int = 32
-    batch_size: int = 8
 
     MODES: ClassVar[tuple[str, ...]] = ("replace", "add", "diffmean", "scale")
 
@@ -246,24 +255,17 @@ class SteerConfig(Config):
 
 
 @dataclass(frozen=True)
-class SteerSweepConfig(Config):
+class SteerSweepConfig(GenerationConfig):
     """``mlneurons steer-sweep``: steering modes x strengths x LAPE budgets (Gurgurov et al.)."""
 
     method: ClassVar[str] = "steer-sweep"
-    POSITIVE = ("n_questions", "max_new_tokens", "batch_size")
 
-    neurons: str = ""
-    model: str | None = None
-    stats: str | None = None
     source: str = ""
     target: str = ""
     modes: Sequence[str] = ("replace", "add", "diffmean", "scale")
     alphas: Sequence[float] | None = None
     top_rates: Sequence[float] = (0.01, 0.03)
     source_value: float | None = 0.0
-    n_questions: int = 12
-    max_new_tokens: int = 16
-    batch_size: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -274,23 +276,16 @@ class SteerSweepConfig(Config):
 
 
 @dataclass(frozen=True)
-class FallbackConfig(Config):
+class FallbackConfig(GenerationConfig):
     """``mlneurons fallback``: deactivate growing shares of a language's neurons."""
 
     method: ClassVar[str] = "fallback"
-    POSITIVE = ("n_questions", "max_new_tokens", "batch_size")
     ORDERS: ClassVar[tuple[str, ...]] = ("lape", "probability", "random")
 
-    neurons: str = ""
-    model: str | None = None
-    stats: str | None = None
     language: str = ""
     shares: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 1.0)
     order: str = "lape"
     seed: int = 0
-    n_questions: int = 12
-    max_new_tokens: int = 16
-    batch_size: int = 8
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -421,6 +416,7 @@ __all__ = [
     "Config",
     "FactNeuronsConfig",
     "FallbackConfig",
+    "GenerationConfig",
     "LapeConfig",
     "LogitLensConfig",
     "Lrp2Config",

@@ -2,12 +2,14 @@
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
 from tiny import LANGS, PLANTED, language_text
 
 from mlneurons import ActivationStats, LanguageNeurons
+from mlneurons import fingerprint as mlneurons_fingerprint
 from mlneurons.interfaces.cli import main as cli_main
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -210,6 +212,27 @@ def test_steering_modes_example(planted_dir, planted_model, tmp_path):
     # all of zh's neurons off: the planted model no longer writes zh words
     assert curve.points[0]["distribution"]["zh"] == 1.0
     assert curve.points[-1]["distribution"]["zh"] < 1.0
+
+
+def test_where_the_language_is_example(planted_dir, planted_model, tmp_path):
+    import torch
+
+    example = _load_example("where_the_language_is")
+    LanguageNeurons(
+        {lang: torch.tensor(PLANTED[lang]) for lang in LANGS},
+        2,
+        32,
+        model=mlneurons_fingerprint(planted_model),
+    ).save(tmp_path)
+    sentences = {lang: [language_text(lang, 6, seed=s) for s in range(4)] for lang in LANGS}
+    words = {lang: [f"{lang}{i}" for i in range(1, 7)] for lang in ("fr", "zh", "en")}
+    ses, lens, correlation = example.ses_and_logit_lens(
+        tmp_path, model_name=str(planted_dir), sentences=sentences, words=words
+    )
+    assert ses.similarity.shape == (2, 4, 4) and lens.n_items == 6
+    assert math.isnan(correlation)  # 4 neurons in each layer: no correlation is defined
+    off_diagonal = ses.similarity.sum((1, 2)).double().sub(4).div(12)  # 12 ordered pairs
+    assert torch.allclose(ses.mean_offdiagonal().double(), off_diagonal)
 
 
 def test_facts_example(planted_dir, tmp_path):

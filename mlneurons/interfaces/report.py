@@ -185,7 +185,7 @@ def run_report(
         parser.parse_args(argv)
     print(f"report budget '{name}'" + (" (about 15 minutes on 2 CPU cores)" if not full else ""))
     for step in STEPS:
-        print(f"  {step.name:13s} {budgets[step.name] or '(the command defaults)'}")
+        print(f"  {step.name:15s} {budgets[step.name] or '(the command defaults)'}")
     started, rerun = time.time(), set()
     loaded_models: dict[Any, Any] = {}  # the steps share one loaded model
     for step in STEPS:

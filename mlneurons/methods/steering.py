@@ -112,6 +112,16 @@ REPETITION_PENALTY = 1.1
 """Greedy decoding's repetition penalty: without it a 270M model loops on short answers."""
 
 
+def generation_settings(template: str, max_new_tokens: int) -> dict[str, Any]:
+    """How answers were generated, as every steering result records it."""
+    return {
+        "template": template,
+        "max_new_tokens": max_new_tokens,
+        "greedy": True,
+        "repetition_penalty": REPETITION_PENALTY,
+    }
+
+
 def check_cached_generation(model: Any) -> None:
     """Canary: batched, left-padded greedy generation with the key/value cache gives the
     tokens of one prompt at a time without any cache (once per model)."""
@@ -249,10 +259,7 @@ def steer(
         samples,
         model=fingerprint(model),
         settings={
-            "template": template,
-            "max_new_tokens": max_new_tokens,
-            "greedy": True,
-            "repetition_penalty": REPETITION_PENALTY,
+            **generation_settings(template, max_new_tokens),
             "languages": list(languages or []),
         },
     )
@@ -708,10 +715,7 @@ def steering_sweep(
         points=points,
         model=fingerprint(model),
         settings={
-            "template": template,
-            "max_new_tokens": max_new_tokens,
-            "greedy": True,
-            "repetition_penalty": REPETITION_PENALTY,
+            **generation_settings(template, max_new_tokens),
             "source_value": source_value,
             "n_questions": len(prompts),
             "modes": modes,
@@ -866,10 +870,7 @@ def fallback_curve(
         points=points,
         model=fingerprint(model),
         settings={
-            "template": template,
-            "max_new_tokens": max_new_tokens,
-            "greedy": True,
-            "repetition_penalty": REPETITION_PENALTY,
+            **generation_settings(template, max_new_tokens),
             "n_neurons": len(ranked),
             "n_questions": len(prompts),
             "seed": seed,
