@@ -129,9 +129,10 @@ if common.require(run, "steering_sweep.json"):
         f" in {sweep.source}, fluency perplexity {sweep.baseline['fluency_ppl'] or float('nan'):.1f}."
         " Rates in %; fluency: perplexity of the answers under the unsteered model."
     )
-    st.dataframe(_percent(points, measures).style.format(precision=2, na_rep="–"), hide_index=True)
+    shown = _percent(points, measures)
+    st.dataframe(shown.style.format(precision=2, na_rep="–"), hide_index=True)
     measure = st.radio("Plot", [*measures, "fluency_ppl"], horizontal=True, key="sweep_measure")
-    chart = points.assign(setting=points["mode"] + " top " + points["top_rate"].astype(str))
+    chart = shown.assign(setting=points["mode"] + " top " + points["top_rate"].astype(str))
     st.line_chart(chart, x="alpha", y=measure, color="setting", height=260)
     labels = [f"{p['mode']} alpha {p['alpha']:g} top {p['top_rate']:g}" for p in sweep.points]
     chosen = st.selectbox("Answers of", range(len(labels)), format_func=labels.__getitem__)
