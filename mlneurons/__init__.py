@@ -29,7 +29,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "ProbeConfig",
         "FactNeuronsConfig",
         "SteerConfig",
+        "SteerSweepConfig",
+        "FallbackConfig",
         "AblateConfig",
+        "CompareMethodsConfig",
+        "SesConfig",
+        "LogitLensConfig",
         "TraceConfig",
         "Lrp2Config",
     ),
@@ -41,8 +46,23 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.stats.collector": ("HookStats", "Labelled", "collect", "hook_points"),
     "mlneurons.stats.activation": ("ActivationStats", "collect_activation_stats"),
     "mlneurons.methods.lape": ("LanguageNeurons",),
-    "mlneurons.methods.interventions": ("activate", "deactivate", "intervene"),
-    "mlneurons.methods.steering": ("SteeringResult", "steer"),
+    "mlneurons.methods.baselines": ("lap", "lave", "random_selection", "matched_control"),
+    "mlneurons.methods.interventions": ("activate", "deactivate", "intervene", "scale"),
+    "mlneurons.methods.steering": (
+        "SteeringResult",
+        "steer",
+        "steering_intervention",
+        "SteeringSweep",
+        "steering_sweep",
+        "FallbackCurve",
+        "fallback_curve",
+    ),
+    "mlneurons.methods.readouts": (
+        "SentenceSimilarity",
+        "sentence_similarity",
+        "LatentLanguage",
+        "latent_language",
+    ),
     "mlneurons.methods.probing": ("probe",),
     "mlneurons.methods.probing.result": ("ProbeResult",),
     "mlneurons.methods.probing.masked": ("zhao_match", "partial_p_at_1"),
@@ -55,7 +75,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "language_vectors",
         "projection",
     ),
-    "mlneurons.evaluation.perplexity": ("PerplexityMatrix", "perplexity", "perplexity_matrix"),
+    "mlneurons.evaluation.perplexity": (
+        "PerplexityMatrix",
+        "perplexity",
+        "perplexity_matrix",
+        "MethodComparison",
+        "compare_methods",
+    ),
     "mlneurons.evaluation.langid": ("identify",),
 }
 _MODULES = {"lape": "mlneurons.methods.lape", "plots": "mlneurons.interfaces.plots"}
@@ -83,21 +109,33 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.config import (
         AblateConfig,
+        CompareMethodsConfig,
         FactNeuronsConfig,
+        FallbackConfig,
         LapeConfig,
+        LogitLensConfig,
         Lrp2Config,
         ProbeConfig,
+        SesConfig,
         SteerConfig,
+        SteerSweepConfig,
         TraceConfig,
     )
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
     from mlneurons.data.facts import Fact, FactSet
     from mlneurons.errors import FastPathMismatch, UserError
     from mlneurons.evaluation.langid import identify
-    from mlneurons.evaluation.perplexity import PerplexityMatrix, perplexity, perplexity_matrix
+    from mlneurons.evaluation.perplexity import (
+        MethodComparison,
+        PerplexityMatrix,
+        compare_methods,
+        perplexity,
+        perplexity_matrix,
+    )
     from mlneurons.interfaces import plots
     from mlneurons.methods import lape
-    from mlneurons.methods.interventions import activate, deactivate, intervene
+    from mlneurons.methods.baselines import lap, lave, matched_control, random_selection
+    from mlneurons.methods.interventions import activate, deactivate, intervene, scale
     from mlneurons.methods.lape import LanguageNeurons
     from mlneurons.methods.lrp2 import (
         LanguageVectors,
@@ -110,7 +148,21 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.methods.probing import probe
     from mlneurons.methods.probing.masked import partial_p_at_1, zhao_match
     from mlneurons.methods.probing.result import ProbeResult
-    from mlneurons.methods.steering import SteeringResult, steer
+    from mlneurons.methods.readouts import (
+        LatentLanguage,
+        SentenceSimilarity,
+        latent_language,
+        sentence_similarity,
+    )
+    from mlneurons.methods.steering import (
+        FallbackCurve,
+        SteeringResult,
+        SteeringSweep,
+        fallback_curve,
+        steer,
+        steering_intervention,
+        steering_sweep,
+    )
     from mlneurons.methods.tracing import TracingResult, trace
     from mlneurons.models.fingerprint import fingerprint
     from mlneurons.models.hooks import mlp_neuron_hook
