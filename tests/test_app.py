@@ -155,6 +155,11 @@ def test_interventions_steer_and_loss_change(tiny_run):
     without, with_ = (t.value.split() for t in at.text[:2])
     assert without and all(w.startswith("fr") for w in without)
     assert with_ and all(w.startswith("zh") for w in with_)
+    at.radio(key="mode").set_value("add: + mean x scale")
+    at.button[0].click().run()
+    clean(at)
+    with_ = at.text[1].value.split()  # adding zh's mean activation also switches to zh
+    assert with_ and all(w.startswith("zh") for w in with_)
     at.selectbox(key="ppl_row").set_value("en")
     at.selectbox(key="ppl_col").set_value("en").run()
     at.text_area(key="ppl_text_en").set_value("en1 en2 en3 en4 en5").run()

@@ -43,13 +43,19 @@ with st.form("generate"):
         key="steer",
         bind="query-params",
     )
-    modes = ["mean activation x scale", "constant = scale"]
+    modes = [  # the steering modes of steering_intervention, then a constant value
+        "replace: mean x scale",
+        "add: + mean x scale",
+        "diffmean: + (mean - others' mean) x scale",
+        "scale: x scale",
+        "constant = scale",
+    ]
     mode = c.radio("Steering value", modes, key="mode", disabled=stats is None, bind="query-params")
     scale = d.number_input("Scale", value=1.0, step=0.5, key="scale", bind="query-params")
     new_tokens = st.slider("New tokens", 4, 64, 24, key="new_tokens", bind="query-params")
     submitted = st.form_submit_button("Generate", type="primary")
 if stats is None:
-    mode = modes[1]
+    mode = modes[-1]
     st.caption("No stats.safetensors: steering sets a constant value (the scale).")
 
 if submitted:
@@ -57,7 +63,7 @@ if submitted:
     if model is not None:
         with common.shown_errors("Generation"):
             from mlneurons.methods.interventions import activate, deactivate, intervene
-            from mlneurons.methods.steering import generate_answers
+            from mlneurons.methods.steering import generate_answers, steering_intervention
 
             hooks: list = []
             steered = {tuple(p) for p in neurons[target].tolist()} if target != "(none)" else set()
@@ -66,9 +72,18 @@ if submitted:
             )
             if off:
                 hooks += deactivate(off, model=model)
-            if steered:
-                values = stats.mean_activation(target) * scale if mode == modes[0] else scale
-                hooks += activate(neurons[target], values, model=model)
+            if steered and mode == modes[-1]:
+                hooks += activate(neurons[target], scale, model=model)
+            elif steered:
+                hooks += steering_intervention(
+                    neurons,
+                    stats,
+                    source=target,  # no source neurons are touched here
+                    target=target,
+                    mode=mode.split(":")[0],
+                    alpha=scale,
+                    model=model,
+                )
             options = dict(max_new_tokens=new_tokens, batch_size=1, progress=False)
             with st.spinner("Generating twice..."), common.LOCK:
                 before = generate_answers(model, [prompt], **options)[0]
