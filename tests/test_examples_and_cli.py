@@ -155,20 +155,27 @@ def test_deactivate_and_steer_example(planted_dir, planted_model, tmp_path):
     assert all(w.startswith("zh") for _, after in words for w in after)
 
 
-def test_compare_baselines_example(planted_dir, planted_model, tmp_path):
+def _planted_run(planted_model, directory):
+    """Statistics of the planted model and its planted neurons saved in ``directory`` (as
+    ``mlneurons lape`` writes them); returns the corpus of the statistics."""
     import torch
 
     import mlneurons
     from mlneurons import MultilingualCorpus
 
-    example = _load_example("compare_baselines")
     corpus = MultilingualCorpus(
         {lang: (lambda lang=lang: [language_text(lang, 600)]) for lang in LANGS}, seq_len=50
     )
     stats = mlneurons.collect_activation_stats(planted_model, corpus, progress=False)
-    stats.save(tmp_path)
+    stats.save(directory)
     planted = {lang: torch.tensor(PLANTED[lang]) for lang in LANGS}
-    LanguageNeurons(planted, 2, 32, model=stats.model).save(tmp_path)
+    LanguageNeurons(planted, 2, 32, model=stats.model).save(directory)
+    return corpus
+
+
+def test_compare_baselines_example(planted_dir, planted_model, tmp_path):
+    example = _load_example("compare_baselines")
+    corpus = _planted_run(planted_model, tmp_path)
     comparison, matrix = example.baselines_and_controls(
         tmp_path, model_name=str(planted_dir), corpus=corpus, draws=2, bins=4
     )
@@ -181,19 +188,8 @@ def test_compare_baselines_example(planted_dir, planted_model, tmp_path):
 
 
 def test_steering_modes_example(planted_dir, planted_model, tmp_path):
-    import torch
-
-    import mlneurons
-    from mlneurons import MultilingualCorpus
-
     example = _load_example("steering_modes")
-    corpus = MultilingualCorpus(
-        {lang: (lambda lang=lang: [language_text(lang, 600)]) for lang in LANGS}, seq_len=50
-    )
-    stats = mlneurons.collect_activation_stats(planted_model, corpus, progress=False)
-    stats.save(tmp_path)
-    planted = {lang: torch.tensor(PLANTED[lang]) for lang in LANGS}
-    LanguageNeurons(planted, 2, 32, model=stats.model).save(tmp_path)
+    _planted_run(planted_model, tmp_path)
     questions = {lang: [language_text(lang, 5, seed=s) for s in range(3)] for lang in ("fr", "zh")}
     sweep, curve = example.modes_and_fallback(
         tmp_path,

@@ -11,7 +11,6 @@ from mlneurons.evaluation.perplexity import (
     perplexity_matrix,
     sequence_nll,
 )
-from mlneurons.methods.baselines import random_selection
 from mlneurons.methods.interventions import activate, deactivate, intervene
 
 
@@ -169,16 +168,6 @@ def test_planted_deactivation_hits_its_own_language(planted_model):
     assert matrix.deactivated["fr"]["zh"] == pytest.approx(alone["zh"], rel=1e-5)
     base = perplexity(model, corpus.subset(["ja"]), progress=False)
     assert matrix.baseline["ja"] == pytest.approx(base["ja"], rel=1e-5)
-
-
-def test_random_control_same_layers_no_language_neurons():
-    neurons = LanguageNeurons(
-        {"a": torch.tensor([[0, 1], [0, 2], [1, 3]]), "b": torch.tensor([[1, 0]])}, 2, 8
-    )
-    control = random_selection(neurons, seed=3)
-    assert control.counts_per_layer().tolist() == neurons.counts_per_layer().tolist()
-    assert not (control.masks() & neurons.masks().any(0)).any()
-    assert torch.equal(control.masks(), random_selection(neurons, seed=3).masks())
 
 
 def test_steering_switches_the_output_language(planted_model):
