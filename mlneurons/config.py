@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,10 @@ class Config:
         for item in dataclasses.fields(self):  # lists from JSON or argparse become tuples
             if isinstance(getattr(self, item.name), list):
                 object.__setattr__(self, item.name, tuple(getattr(self, item.name)))
+            values = getattr(self, item.name)
+            for value in values if isinstance(values, tuple) else (values,):
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise UserError(f"{item.name}={value!r} is not a finite number")
 
     def to_dict(self) -> dict[str, Any]:
         """``{"method": ..., field: value, ...}``: plain JSON values."""
@@ -247,6 +252,8 @@ class SteerConfig(GenerationConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of("mode", self.mode, self.MODES)
+        if self.mode == "scale" and self.scale == 1:
+            raise UserError("scale=1.0 with mode 'scale' changes nothing; give e.g. --scale 2")
         if self.deactivate_source and self.source_value not in (None, 0):
             raise UserError(
                 f"--deactivate-source sets the source neurons to 0, but --source-value is "

@@ -90,6 +90,9 @@ def test_select_with_every_method(planted_model):
     rs = select_with("rs", stats, top_rate=rate)
     assert rs.counts_per_layer().tolist() == lape_neurons.counts_per_layer().tolist()
     assert not (rs.masks() & lape_neurons.masks().any(0)).any()
+    assert select_with("lap", stats, threshold=0.5).constants["threshold"] == 0.5
+    seeded = select_with("rs", stats, top_rate=rate, seed=5)
+    assert seeded.constants["seed"] == 5 and not torch.equal(seeded.masks(), rs.masks())
     with pytest.raises(UserError, match="'lapx' is not valid; choose from lape, lap, lave, rs"):
         select_with("lapx", stats)
 

@@ -121,6 +121,10 @@ def test_config_choices_are_the_methods_choices():
         ("FallbackConfig", {"shares": (0.5, 1.5)}, "shares=1.5 is not a share in [0, 1]"),
         ("CompareMethodsConfig", {"methods": ("pv",)}, "methods='pv' is not valid"),
         ("AblateConfig", {"control_draws": -1}, "control_draws=-1 is not an integer >= 0"),
+        ("SteerConfig", {"scale": float("inf")}, "scale=inf is not a finite number"),
+        ("SteerSweepConfig", {"source_value": float("nan")}, "source_value=nan is not a finite"),
+        ("SteerSweepConfig", {"alphas": (1.0, float("nan"))}, "alphas=nan is not a finite"),
+        ("SteerConfig", {"mode": "scale"}, "scale=1.0 with mode 'scale' changes nothing"),
     ],
 )
 def test_new_configs_refuse_bad_values(kind, fields, message):

@@ -5,7 +5,7 @@ import torch
 from tiny import LANGS, PLANTED, language_text
 
 import mlneurons
-from mlneurons import LanguageNeurons, MultilingualCorpus
+from mlneurons import ActivationStats, LanguageNeurons, MultilingualCorpus
 from mlneurons.evaluation.perplexity import (
     perplexity,
     perplexity_matrix,
@@ -326,6 +326,19 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
     other.save(tmp_path / "o")
     assert main(no_stats) == 2
     assert "no statistics at" in capsys.readouterr().err
+    foreign = ActivationStats.load(tmp_path / "n")
+    foreign.model = {**foreign.model, "name": "other", "hash": "0"}
+    foreign.save(tmp_path / "foreign.safetensors")
+    argv = [
+        "ablate",
+        *common,
+        "--stats",
+        str(tmp_path / "foreign.safetensors"),
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2  # matched controls binned on another model's statistics: refused
+    assert "the statistics" in capsys.readouterr().err
     assert (
         main(
             [

@@ -317,6 +317,12 @@ def test_fallback_curve(planted_model, planted_stats, tmp_path):
         assert set(p["distribution"]) == set(curve.categories)
     assert curve.categories[0] == "fr" and curve.categories[-2:] == ["unknown", "degenerate"]
     assert FallbackCurve.load(curve.save(tmp_path)).points == curve.points
+    empty = LanguageNeurons({"fr": [], "zh": [[0, 1]]}, 2, 32, model=planted_stats.model)
+    with pytest.warns(UserWarning, match="'fr' has no neurons to deactivate"):
+        flat = fallback_curve(
+            model, questions[:1], neurons=empty, stats=planted_stats, language="fr", progress=False
+        )
+    assert {p["n_deactivated"] for p in flat.points} == {0}
     assert save_figure(plot_fallback_curve(curve), tmp_path / "fallback.png").stat().st_size > 0
     assert _no_hooks_left(model)
     # orders: by firing probability on fr; random is a seeded permutation

@@ -23,7 +23,7 @@ if common.require(run, "sentence_similarity.safetensors"):
     frame = pd.DataFrame({"SES (mean over pairs)": ses.mean_offdiagonal().numpy()})
     neurons = common.saved_neurons(run)
     if neurons is not None and neurons.n_layers == ses.n_layers:
-        counts = neurons.counts_per_layer().sum(0).numpy()
+        counts = neurons.masks().any(0).sum(-1).numpy()  # shared neurons count once
         frame["language neurons (share of the most in a layer)"] = counts / max(counts.max(), 1)
     frame.index.name = "layer"
     st.caption(

@@ -391,6 +391,7 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.evaluation.perplexity import perplexity_matrix
     from mlneurons.interfaces.plots import plot_perplexity_matrix, save_figure
+    from mlneurons.models.fingerprint import check_same_model
     from mlneurons.world import World
 
     cfg = AblateConfig.from_args(args)
@@ -404,20 +405,22 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     )
     stats = _load_stats(args, cfg, "--control-draws 0") if cfg.control_draws else None
     model = _load_model_for(args, neurons)
+    if stats is not None:
+        with _user_input():
+            check_same_model(stats.model, model, what="the statistics")
     world = World.from_env()
-    with _user_input():
-        matrix = perplexity_matrix(
-            model,
-            neurons,
-            corpus,
-            random_control=not cfg.no_random_control,
-            stats=stats,
-            matched_draws=cfg.control_draws,
-            bins=cfg.control_bins,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-            world=world if world.connected else None,
-        )
+    matrix = perplexity_matrix(
+        model,
+        neurons,
+        corpus,
+        random_control=not cfg.no_random_control,
+        stats=stats,
+        matched_draws=cfg.control_draws,
+        bins=cfg.control_bins,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        world=world if world.connected else None,
+    )
     _only_rank_0_goes_on()
     out = Path(args.out)
     matrix.save(out, config=cfg)
@@ -462,8 +465,8 @@ def cmd_compare_methods(args: argparse.Namespace) -> Path:
     neurons = _load_neurons(args)
     stats = _load_stats(args, cfg)
     languages = _languages_of(neurons, cfg.languages) if cfg.languages else neurons.languages
-    with _user_input():
-        stats = stats.select(_languages_of(stats, languages))
+    with _user_input():  # the statistics of the neurons' languages, as LAPE selected on
+        stats = stats.select(_languages_of(stats, neurons.languages))
     constants = {
         key: neurons.constants[key]
         for key in ("top_rate", "filter_rate", "activation_bar_ratio")
@@ -471,8 +474,8 @@ def cmd_compare_methods(args: argparse.Namespace) -> Path:
     }
     makers = {  # LAPE: the saved selection; the others from the same statistics
         "lape": lambda: neurons.only(*languages),
-        "lap": lambda: lap(stats, threshold=cfg.lap_threshold),
-        "lave": lambda: lave(stats, **constants),
+        "lap": lambda: lap(stats, languages, threshold=cfg.lap_threshold),
+        "lave": lambda: lave(stats, **constants).only(*languages),
         "rs": lambda: random_selection(neurons, seed=cfg.seed).only(*languages),
     }
     with _user_input():
@@ -595,21 +598,28 @@ def cmd_steer_sweep(args: argparse.Namespace) -> Path:
     from mlneurons.methods.steering import steering_sweep
 
     cfg = SteerSweepConfig.from_args(args)
-    _, stats, model, questions, source, target = _steering_inputs(args, cfg, cfg.source, cfg.target)
-    with _user_input():
-        sweep = steering_sweep(
-            model,
-            questions,
-            stats=stats,
-            source=source,
-            target=target,
-            modes=_unique(cfg.modes),
-            alphas=cfg.alphas,
-            top_rates=cfg.top_rates,
-            source_value=cfg.source_value,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-        )
+    neurons, stats, model, questions, source, target = _steering_inputs(
+        args, cfg, cfg.source, cfg.target
+    )
+    selection = {  # LAPE re-selected per top_rate with the saved run's other constants
+        key: neurons.constants[key]
+        for key in ("filter_rate", "activation_bar_ratio")
+        if key in neurons.constants
+    }
+    sweep = steering_sweep(
+        model,
+        questions,
+        stats=stats,
+        source=source,
+        target=target,
+        modes=_unique(cfg.modes),
+        alphas=cfg.alphas,
+        top_rates=cfg.top_rates,
+        selection=selection,
+        source_value=cfg.source_value,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+    )
     out = Path(args.out)
     sweep.save(out, config=cfg)
     save_figure(plot_steering_sweep(sweep), out / "steering_sweep.png")
@@ -635,19 +645,18 @@ def cmd_fallback(args: argparse.Namespace) -> Path:
 
     cfg = FallbackConfig.from_args(args)
     neurons, stats, model, questions, language = _steering_inputs(args, cfg, cfg.language)
-    with _user_input():
-        curve = fallback_curve(
-            model,
-            questions,
-            neurons=neurons,
-            stats=stats,
-            language=language,
-            shares=cfg.shares,
-            order=cfg.order,
-            seed=cfg.seed,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-        )
+    curve = fallback_curve(
+        model,
+        questions,
+        neurons=neurons,
+        stats=stats,
+        language=language,
+        shares=cfg.shares,
+        order=cfg.order,
+        seed=cfg.seed,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+    )
     out = Path(args.out)
     curve.save(out, config=cfg)
     save_figure(plot_fallback_curve(curve), out / "fallback.png")
@@ -681,8 +690,7 @@ def cmd_ses(args: argparse.Namespace) -> Path:
     if neurons is not None:
         with _user_input():
             neurons.check_fits(model)
-    with _user_input():
-        result = sentence_similarity(model, sentences, center=cfg.center, batch_size=cfg.batch_size)
+    result = sentence_similarity(model, sentences, center=cfg.center, batch_size=cfg.batch_size)
     result.save(out, config=cfg)
     save_figure(plot_sentence_similarity(result, neurons=neurons), out / "ses.png")
     mean = result.mean_offdiagonal()
@@ -706,17 +714,16 @@ def cmd_logit_lens(args: argparse.Namespace) -> Path:
         if cfg.max_items:
             words = {lang: items[: cfg.max_items] for lang, items in words.items()}
     model = _command_model(args)
-    with _user_input():
-        result = latent_language(
-            model,
-            source=cfg.source,
-            target=cfg.target,
-            words=words,
-            n_shots=cfg.n_shots,
-            seed=cfg.seed,
-            drop_copies=not cfg.keep_copies,
-            batch_size=cfg.batch_size,
-        )
+    result = latent_language(
+        model,
+        source=cfg.source,
+        target=cfg.target,
+        words=words,
+        n_shots=cfg.n_shots,
+        seed=cfg.seed,
+        drop_copies=not cfg.keep_copies,
+        batch_size=cfg.batch_size,
+    )
     out = Path(args.out)
     result.save(out, config=cfg)
     save_figure(plot_latent_language(result), out / "logit_lens.png")

@@ -427,7 +427,7 @@ def plot_sentence_similarity(
                 f"with {result.n_layers}"
             )
         twin = ax.twinx()
-        counts = neurons.counts_per_layer().sum(0)
+        counts = neurons.masks().any(0).sum(-1)  # a neuron of several languages counts once
         twin.bar(layers, counts.tolist(), color="C1", alpha=0.35, label="language neurons")
         twin.set_ylabel("language-specific neurons")
         ax.set_zorder(twin.get_zorder() + 1)

@@ -185,18 +185,20 @@ def matched_control(
 def select_with(
     method: str, stats: ActivationStats, *, reference: LanguageNeurons | None = None, **options: Any
 ) -> LanguageNeurons:
-    """The neurons of one of :data:`METHODS` (``rs`` draws as many as ``reference`` has,
-    default: LAPE on ``stats`` with the same options)."""
+    """The neurons of one of :data:`METHODS` with that selector's own options (``lap``:
+    ``threshold``; ``lape``, ``lave``: LAPE's constants; ``rs``: ``seed``, drawing as many
+    as ``reference`` has, default: LAPE on ``stats`` with the other options)."""
     if method not in METHODS:
         raise UserError(f"method {method!r} is not valid; choose from {', '.join(METHODS)}")
     if method == "lap":
         return lap(stats, **options)
     if method == "lave":
         return lave(stats, **options)
+    seed = options.pop("seed", 0)
     lape_neurons = select(stats, **options)
     if method == "lape":
         return lape_neurons
-    return random_selection(reference or lape_neurons)
+    return random_selection(reference or lape_neurons, seed=seed)
 
 
 __all__ = [

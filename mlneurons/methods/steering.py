@@ -18,6 +18,7 @@ import math
 import re
 import time
 import unicodedata
+import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -615,6 +616,7 @@ def steering_sweep(
     modes: Sequence[str] = STEERING_MODES,
     alphas: Sequence[float] | Mapping[str, Sequence[float]] | None = None,
     top_rates: Sequence[float] = (0.01,),
+    selection: Mapping[str, float] | None = None,
     source_value: float | None = None,
     languages: Sequence[str] | None = None,
     template: str = PROMPT_TEMPLATE,
@@ -642,6 +644,8 @@ def steering_sweep(
         alphas: strengths: one list for every mode, a mode -> list mapping (missing modes
             get :data:`DEFAULT_ALPHAS`), or None for the defaults.
         top_rates: LAPE budgets, e.g. ``(0.01, 0.03)``.
+        selection: LAPE's other constants (``filter_rate``, ``activation_bar_ratio``), e.g.
+            those of the saved run (``neurons.constants``); default: LAPE's defaults.
         source_value: set the source language's own neurons to this (0 = deactivate).
         languages: candidates of the language identifier (default: the statistics' languages).
         identify: maps answers to language codes (default: the offline identifier).
@@ -668,7 +672,7 @@ def steering_sweep(
     identify = _identifier(identify, langs)
     settings = []
     for top_rate in top_rates:
-        neurons = select(stats, top_rate=top_rate)
+        neurons = select(stats, top_rate=top_rate, **dict(selection or {}))
         for mode in modes:
             for alpha in grid[mode]:
                 hooks = steering_intervention(
@@ -824,6 +828,8 @@ def fallback_curve(
     neurons.check_fits(model)
     ranked = fallback_order(neurons, stats, language, order=order, seed=seed)
     language = normalize_language(language, neurons.languages)
+    if not len(ranked):  # an honest but flat curve: every point records 0 deactivated
+        warnings.warn(f"{language!r} has no neurons to deactivate; the curve is flat", stacklevel=2)
     if not shares or not all(0 <= s <= 1 for s in shares):
         raise UserError(f"shares must be fractions in [0, 1], got {list(shares)}")
     _check_generation(max_new_tokens, batch_size, n_samples)
