@@ -1267,7 +1267,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(p)
     p.add_argument(
-        "--full", action="store_true", help="the README's paper-scale budgets (about an hour)"
+        "--full",
+        action="store_true",
+        help="the README's paper-scale budgets (about an hour and a half)",
     )
     p.add_argument("--out", default="runs/report", help="run directory (default runs/report)")
     p.set_defaults(run=cmd_report)

@@ -88,7 +88,7 @@ BUDGETS: dict[str, dict[str, str]] = {
         "ses": "--languages en,es,de,zh,ja",
         "logit-lens": "--source fr --target zh",
     },
-    "full": {  # the README's measured commands (about an hour on 2 CPU cores)
+    "full": {  # the README's measured commands (about an hour and a half on 2 CPU cores)
         "lape": "",
         "ablate": "",
         "compare-methods": "",
