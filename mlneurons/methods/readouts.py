@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -194,36 +194,38 @@ def _languages(asked: Sequence[str], available: Sequence[str], what: str) -> lis
     return list(dict.fromkeys(normalize_language(lang, available) for lang in asked))
 
 
+def _keep(act: torch.Tensor, *, hook: Any, name: str, store: dict[str, torch.Tensor]) -> None:
+    store[name] = act
+
+
+def _residual_batches(
+    model: Any, rows: list[list[int]], batch_size: int, *, desc: str, progress: bool
+) -> Iterator[tuple[int, torch.Tensor, Float[torch.Tensor, "layer batch pos d_model"]]]:
+    """Right-padded batches of ``rows`` through the model: per batch its first row's index,
+    its attention mask and every layer's ``hook_resid_post``."""
+    names = _layer_names(model)
+    device = model_device(model)
+    for start in tqdm(range(0, len(rows), batch_size), desc=desc, disable=not progress):
+        tokens, mask = pad_right(rows[start : start + batch_size], device=device)
+        store: dict[str, torch.Tensor] = {}
+        hooks = [(name, functools.partial(_keep, name=name, store=store)) for name in names]
+        with model.hooks(fwd_hooks=hooks):
+            run_body(model, tokens, attention_mask=mask)
+        yield start, mask, torch.stack([store[name] for name in names])
+
+
 @torch.inference_mode()
 def _pooled(
     model: Any, rows: list[list[int]], skip: int, batch_size: int
 ) -> Float[torch.Tensor, "layer sentence d_model"]:
     """Per layer, each row's ``hook_resid_post`` averaged over its positions from ``skip``
     on (right-padded batches; pads weigh 0), in float32 on the CPU."""
-    names = _layer_names(model)
-    device = model_device(model)
     out: list[torch.Tensor] = []
-    for start in range(0, len(rows), batch_size):
-        tokens, mask = pad_right(rows[start : start + batch_size], device=device)
+    for _, mask, states in _residual_batches(model, rows, batch_size, desc="SES", progress=False):
         weights = mask.float()
         weights[:, :skip] = 0.0
         weights /= weights.sum(1, keepdim=True)
-        pooled: dict[str, torch.Tensor] = {}
-
-        def read(
-            act: torch.Tensor,
-            *,
-            hook: Any,
-            name: str,
-            weights: torch.Tensor = weights,
-            pooled: dict[str, torch.Tensor] = pooled,
-        ) -> None:
-            pooled[name] = torch.einsum("bp,bpd->bd", weights, act.float()).cpu()
-
-        hooks = [(name, functools.partial(read, name=name)) for name in names]
-        with model.hooks(fwd_hooks=hooks):
-            run_body(model, tokens, attention_mask=mask)
-        out.append(torch.stack([pooled[name] for name in names]))
+        out.append(torch.einsum("bp,lbpd->lbd", weights, states.float()).cpu())
     return torch.cat(out, 1)
 
 
@@ -462,38 +464,22 @@ def _last_position_lens(
 ) -> Float[torch.Tensor, "set item layer"]:
     """Per row, layer and id set: the logit-lens probability summed over the set's ids, at
     the row's last position. ``id_sets`` holds, per set kind, one id list per row, laid out
-    as ``[kind0 row0, kind0 row1, ..., kind1 row0, ...]``."""
-    names = _layer_names(model)
-    device = model_device(model)
+    as ``[kind0 row0, kind0 row1, ..., kind1 row0, ...]``. Every layer of a batch is
+    unembedded in one call (the vocabulary matrix is streamed once per batch, not per layer)."""
     norm = final_norm(model)
     n_rows, kinds = len(rows), len(id_sets) // len(rows)
-    out = torch.zeros(kinds, n_rows, len(names))
-    starts = range(0, n_rows, batch_size)
-    for start in tqdm(starts, desc="logit lens", disable=not progress):
-        batch = rows[start : start + batch_size]
-        tokens, mask = pad_right(batch, device=device)
-        last = torch.tensor([len(r) - 1 for r in batch], device=device)
-        states: dict[str, torch.Tensor] = {}
-
-        def read(
-            act: torch.Tensor,
-            *,
-            hook: Any,
-            name: str,
-            last: torch.Tensor = last,
-            states: dict[str, torch.Tensor] = states,
-        ) -> None:
-            states[name] = act[torch.arange(len(last), device=act.device), last]
-
-        hooks = [(name, functools.partial(read, name=name)) for name in names]
-        with model.hooks(fwd_hooks=hooks):
-            run_body(model, tokens, attention_mask=mask)
-        for layer, name in enumerate(names):
-            probs = unembed(model, norm(states[name])).float().softmax(-1)
-            for b in range(len(batch)):
-                for kind in range(kinds):
-                    ids = torch.tensor(id_sets[kind * n_rows + start + b], device=probs.device)
-                    out[kind, start + b, layer] = probs[b, ids].sum().cpu()
+    out = torch.zeros(kinds, n_rows, model.cfg.n_layers)
+    batches = _residual_batches(model, rows, batch_size, desc="logit lens", progress=progress)
+    for start, mask, states in batches:
+        n_layers, batch = states.shape[:2]
+        last = mask.sum(1) - 1  # right-padded: the last real position of each row
+        at_last = states[:, torch.arange(batch, device=states.device), last]  # [layer, batch, d]
+        probs = unembed(model, norm(at_last.flatten(0, 1))).float().softmax(-1)
+        probs = probs.view(n_layers, batch, -1)
+        for b in range(batch):
+            for kind in range(kinds):
+                ids = torch.tensor(id_sets[kind * n_rows + start + b], device=probs.device)
+                out[kind, start + b] = probs[:, b, ids].sum(-1).cpu()
     return out
 
 
