@@ -447,16 +447,17 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     return out
 
 
-def _score(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
-
-
 def cmd_compare_methods(args: argparse.Namespace) -> Path:
     """LAPE against Tang et al.'s baselines: each method's deactivation matrix and specificity."""
     from mlneurons.config import CompareMethodsConfig
     from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.evaluation.perplexity import compare_methods
-    from mlneurons.interfaces.plots import format_increase, plot_method_comparison, save_figure
+    from mlneurons.interfaces.plots import (
+        format_increase,
+        format_specificity,
+        plot_method_comparison,
+        save_figure,
+    )
     from mlneurons.methods.baselines import lap, lave, random_selection
     from mlneurons.models.fingerprint import check_same_model
     from mlneurons.world import World
@@ -505,7 +506,9 @@ def cmd_compare_methods(args: argparse.Namespace) -> Path:
     for method, score in result.specificity().items():
         n = sum(result.counts[method].values())
         own, others = format_increase(score["own"]), format_increase(score["others"])
-        print(f"{method:8s} {n:8d} {own:>10s} {others:>10s} {_score(score['score']):>12s}")
+        print(
+            f"{method:8s} {n:8d} {own:>10s} {others:>10s} {format_specificity(score['score']):>12s}"
+        )
     print(
         "specificity: own / (own + others) log-perplexity increase; 0.5 = all languages hurt "
         "alike, 1 = only the deactivated one"

@@ -252,7 +252,8 @@ def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figu
     )
 
 
-def _specificity(score: float | None) -> str:
+def format_specificity(score: float | None) -> str:
+    """A specificity score (:meth:`MethodComparison.specificity`), "–" when undefined."""
     return "–" if score is None else f"{score:.2f}"
 
 
@@ -262,7 +263,7 @@ def plot_method_comparison(result: MethodComparison, *, title: str = "") -> Figu
     scores = result.specificity()
     panels = [
         (
-            f"{method.upper()}: specificity {_specificity(scores[method]['score'])}",
+            f"{method.upper()}: specificity {format_specificity(scores[method]['score'])}",
             result.relative_change(method),
         )
         for method in result.methods

@@ -364,7 +364,7 @@ def _ablate(out: Path) -> str:
 
 def _compare_methods(out: Path) -> str:
     from mlneurons.evaluation.perplexity import MethodComparison
-    from mlneurons.interfaces.plots import format_increase
+    from mlneurons.interfaces.plots import format_increase, format_specificity
 
     data = _json(out, "methods.json")
     if not data:
@@ -376,7 +376,7 @@ def _compare_methods(out: Path) -> str:
             sum(result.counts[method].values()),
             format_increase(score["own"]),
             format_increase(score["others"]),
-            "–" if score["score"] is None else f"{score['score']:.2f}",
+            format_specificity(score["score"]),
         ]
         for method, score in result.specificity().items()
     ]
