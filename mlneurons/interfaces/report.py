@@ -316,31 +316,34 @@ def _lape(out: Path) -> str:
     )
 
 
-def _change(ppl: float, base: float) -> str:
-    return f"{100 * (ppl / base - 1):+.0f}%"
-
-
 def _ablate(out: Path) -> str:
-    matrix = _json(out, "ppl_matrix.json")
-    if not matrix:
+    from mlneurons.evaluation.perplexity import PerplexityMatrix
+
+    data = _json(out, "ppl_matrix.json")
+    if not data:
         return ""
-    base, off, control = matrix["baseline"], matrix["deactivated"], matrix.get("random_control")
-    matched = matrix.get("matched_control") or {}
+    matrix = PerplexityMatrix.from_json(data)
+    own = matrix.relative_change().diagonal() * 100
+    uniform = (
+        matrix.relative_change("random_control").diagonal() * 100 if matrix.random_control else None
+    )
+    draws = (
+        matrix.matched_draws().diagonal(dim1=1, dim2=2) * 100 if matrix.matched_control else None
+    )
     rows = []
-    for lang in matrix["languages"]:
-        own = off[lang][lang]
-        worst = max(off[lang], key=lambda other: off[lang][other] / base[other])
-        draws = [100 * (v / base[lang] - 1) for v in matched.get(lang, {}).get(lang, [])]
-        mean = sum(draws) / len(draws) if draws else 0.0
-        spread = (sum((d - mean) ** 2 for d in draws) / len(draws)) ** 0.5 if draws else 0.0
+    for i, lang in enumerate(matrix.languages):
+        off = matrix.deactivated[lang]
+        worst = max(off, key=lambda other: off[other] / matrix.baseline[other])
         rows.append(
             [
                 lang,
-                _num(base[lang], 1),
-                _num(own, 1),
-                _change(own, base[lang]),
-                _change(control[lang][lang], base[lang]) if control else "–",
-                f"{mean:+.1f}% ± {spread:.1f}" if draws else "–",
+                _num(matrix.baseline[lang], 1),
+                _num(off[lang], 1),
+                f"{float(own[i]):+.0f}%",
+                "–" if uniform is None else f"{float(uniform[i]):+.0f}%",
+                "–"
+                if draws is None
+                else f"{float(draws[:, i].mean()):+.1f}% ± {float(draws[:, i].std(correction=0)):.1f}",
                 worst,
             ]
         )
@@ -350,7 +353,7 @@ def _ablate(out: Path) -> str:
         "own neurons off",
         "change",
         "uniform control",
-        f"matched control (mean ± sd of {len(draws)})",
+        f"matched control (mean ± sd of {0 if draws is None else len(draws)})",
         "hit hardest",
     ]
     return (
