@@ -54,4 +54,4 @@ bench: setup
 	$(BIN)/python bench/stats_throughput.py
 
 lint: setup
-	$(BIN)/ruff check mlneurons tests examples bench
+	$(BIN)/ruff check mlneurons tests examples bench apps

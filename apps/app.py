@@ -2,6 +2,8 @@
 
     streamlit run apps/app.py -- --run DIR [--model NAME]    (or: mlneurons app --run DIR)
 
+Installed, this folder is the package ``mlneurons.app`` (pyproject.toml maps ``apps/`` there);
+``common`` and ``views/`` are found next to this file wherever it is.
 ``?run=DIR``, ``?model=NAME`` and ``?live=false`` in the URL override the command line.
 """
 

@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
+from mlneurons.models.loading import DEFAULT_MODEL
+
 LOCK = threading.Lock()
 """Held around every forward pass with hooks (the model is shared across sessions)."""
 
-DEFAULT_MODEL = "gemma-3-270m"
 
 # file -> the command that writes it
 PRODUCERS = {
@@ -223,126 +224,19 @@ def shown_errors(what: str) -> Iterator[None]:
         st.error(f"{what} failed: {one_line(exc)}")
 
 
-# ---- tokens and live forwards -----------------------------------------------------------
-
-
-def display_tokens(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], list[list[int]]]:
-    """Readable token strings, with byte-fallback pieces merged into whole characters.
-
-    Returns the strings and, for each, the positions of ``ids`` it covers.
-    """
-    pieces: list[str] = []
-    groups: list[list[int]] = []
-    previous, start = "", 0
-    for i in range(len(ids)):
-        text = tokenizer.decode(list(ids[: i + 1]))
-        if text.endswith("\ufffd") and i + 1 < len(ids):
-            continue  # an incomplete UTF-8 character: wait for its other bytes
-        piece = (
-            text[len(previous) :]
-            if text.startswith(previous)
-            else tokenizer.decode(list(ids[start : i + 1]))
-        )
-        pieces.append(piece)
-        groups.append(list(range(start, i + 1)))
-        previous, start = text, i + 1
-    return pieces, groups
-
-
-def encode(tokenizer: Any, text: str, max_tokens: int = 256) -> list[int]:
-    """Token ids of ``text``, BOS first when the tokenizer has one."""
-    from mlneurons.methods.probing.causal import sentence_ids
-
-    return sentence_ids(tokenizer, text)[:max_tokens]
-
-
-def _bos_count(tokenizer: Any, ids: Sequence[int]) -> int:
-    bos = getattr(tokenizer, "bos_token_id", None)
-    return 1 if bos is not None and ids and ids[0] == bos else 0
-
-
-def _gather(act: Any, *, hook: Any, layer: int, index: Any, to_act: Any, store: dict) -> None:
-    store[layer] = to_act(act[..., index.to(act.device)]).float().cpu()
-
-
-def neuron_activations(
-    model: Any, texts: Sequence[str], pairs: Sequence[tuple[int, int]], max_tokens: int = 256
-) -> list[tuple[list[str], np.ndarray]]:
-    """Per text: display tokens and ``[tokens, neurons]`` activations of ``pairs``.
-
-    One batched forward (right-padded) holding :data:`LOCK`; activations of byte pieces
-    merged into one character are their maximum.
-    """
-    import torch
-
-    from mlneurons.models.forward import model_device, pad_right, run_body
-    from mlneurons.models.hooks import mlp_neuron_hook
-
-    tokenizer = model.tokenizer
-    rows = [encode(tokenizer, text, max_tokens) for text in texts]
-    pairs = [tuple(map(int, p)) for p in pairs]
-    layers = sorted({layer for layer, _ in pairs})
-    store: dict[int, Any] = {}
-    hooks = []
-    for layer in layers:
-        name, to_act = mlp_neuron_hook(model, layer)
-        index = torch.tensor([n for lay, n in pairs if lay == layer])
-        hooks.append(
-            (
-                name,
-                functools.partial(_gather, layer=layer, index=index, to_act=to_act, store=store),
-            )
-        )
-    ids, mask = pad_right(rows, pad_id=tokenizer.pad_token_id or 0)
-    with LOCK, torch.inference_mode(), model.hooks(fwd_hooks=hooks):
-        device = model_device(model)
-        run_body(model, ids.to(device), attention_mask=mask.to(device))
-    columns = {layer: 0 for layer in layers}
-    acts = torch.zeros(len(rows), ids.shape[1], len(pairs))
-    for k, (layer, _) in enumerate(pairs):
-        acts[:, :, k] = store[layer][:, :, columns[layer]]
-        columns[layer] += 1
-    result = []
-    for row, values in zip(rows, acts):
-        skip = _bos_count(tokenizer, row)
-        strings, groups = display_tokens(tokenizer, row[skip:])
-        merged = np.stack(
-            [values[[skip + g for g in group]].max(0).values.numpy() for group in groups]
-        )
-        result.append((strings, merged.reshape(len(strings), len(pairs))))
-    return result
+# ---- live forwards (mlneurons.methods.inspection, holding LOCK) ---------------------------
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def activations(
     name: str, texts: tuple[str, ...], pairs: tuple[tuple[int, int], ...], _model: Any
 ) -> list[tuple[list[str], np.ndarray]]:
-    """:func:`neuron_activations`, cached by model name, texts and neurons."""
-    return neuron_activations(_model, texts, pairs)
+    """Per text: display tokens and ``[tokens, neurons]`` activations of ``pairs``, cached
+    by model name, texts and neurons."""
+    from mlneurons.methods.inspection import neuron_activations
 
-
-def token_losses(
-    model: Any, text: str, hooks: list, max_tokens: int = 256
-) -> tuple[list[str], np.ndarray]:
-    """Display tokens of ``text`` (BOS dropped) and each one's next-token loss under ``hooks``.
-
-    The first token has no prediction (loss 0); merged byte pieces add their losses.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    from mlneurons.models.forward import model_device, unembed
-
-    tokenizer = model.tokenizer
-    row = encode(tokenizer, text, max_tokens)
-    ids = torch.tensor([row], device=model_device(model))
-    with LOCK, torch.inference_mode(), model.hooks(fwd_hooks=list(hooks)):
-        hidden = model.original_model.base_model(input_ids=ids, use_cache=False).last_hidden_state
-        logits = unembed(model, hidden[0, :-1]).float()
-    loss = torch.cat([torch.zeros(1), F.cross_entropy(logits, ids[0, 1:], reduction="none").cpu()])
-    skip = _bos_count(tokenizer, row)
-    strings, groups = display_tokens(tokenizer, row[skip:])
-    return strings, np.array([float(loss[[skip + g for g in group]].sum()) for group in groups])
+    found = neuron_activations(_model, texts, pairs, lock=LOCK)
+    return [(tokens, values.numpy()) for tokens, values in found]
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -350,11 +244,10 @@ def loss_change(
     name: str, text: str, off: tuple[tuple[int, int], ...], _model: Any
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Display tokens of ``text`` with their losses without and with ``off`` deactivated."""
-    from mlneurons.methods.interventions import deactivate
+    from mlneurons.methods.inspection import loss_change as change
 
-    tokens, base = token_losses(_model, text, [])
-    _, changed = token_losses(_model, text, deactivate(list(off), model=_model) if off else [])
-    return tokens, base, changed
+    tokens, before, after = change(_model, text, off, lock=LOCK)
+    return tokens, before.numpy(), after.numpy()
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -381,19 +274,11 @@ def language_vectors(run: Path) -> Any:
 
 def next_token_table(model: Any, text: str, hooks: list, k: int = 10) -> list[dict[str, Any]]:
     """The ``k`` most likely next tokens after ``text`` under ``hooks``."""
-    import torch
+    from mlneurons.methods.inspection import next_token_table as table
 
-    from mlneurons.models.forward import model_device, unembed
-
-    row = encode(model.tokenizer, text)
-    ids = torch.tensor([row], device=model_device(model))
-    with LOCK, torch.inference_mode(), model.hooks(fwd_hooks=list(hooks)):
-        hidden = model.original_model.base_model(input_ids=ids, use_cache=False).last_hidden_state
-        probs = torch.softmax(unembed(model, hidden[0, -1]).float(), -1).cpu()
-    top = probs.topk(k)
     return [
-        {"token": shown(model.tokenizer.decode([int(i)])), "probability": round(float(p), 4)}
-        for p, i in zip(top.values, top.indices)
+        {"token": shown(t.token), "probability": round(t.probability, 4)}
+        for t in table(model, text, hooks=hooks, k=k, lock=LOCK)
     ]
 
 
@@ -401,30 +286,15 @@ def next_token_table(model: Any, text: str, hooks: list, k: int = 10) -> list[di
 def logit_effects(
     name: str, layer: int, neuron: int, _model: Any, k: int = 10
 ) -> tuple[list, list]:
-    """Tokens the neuron promotes and suppresses most: its W_out row times W_U (no forward).
+    """Tokens the neuron promotes and suppresses most: its W_out row times W_U (no forward)."""
+    from mlneurons.methods.inspection import logit_effects as effects
 
-    Special and unused tokens (``<...>``) and lone byte pieces are left out.
-    """
-    import re
-
-    import torch
-
-    with torch.inference_mode():
-        w_out = _model.blocks[layer].mlp.out.weight[:, neuron]  # [d_model]
-        scores = (_model.original_model.get_output_embeddings().weight @ w_out).float().cpu()
-    decode = _model.tokenizer.decode
-
-    def rows(values: Any, idx: Any) -> list[dict[str, Any]]:
-        found = []
-        for value, i in zip(values.tolist(), idx.tolist()):
-            token = decode([i])
-            if token.strip() and "\ufffd" not in token and not re.fullmatch(r"<[^<>]*>", token):
-                found.append({"token": token, "logit": round(value, 3)})
-        return found[:k]
-
-    n = min(20 * k, len(scores))
-    top, bottom = scores.topk(n), scores.topk(n, largest=False)
-    return rows(top.values, top.indices), rows(bottom.values, bottom.indices)
+    promoted, suppressed = effects(_model, layer, neuron, k=k)
+    rows = [
+        [{"token": t.token, "logit": round(t.logit, 3)} for t in ts]
+        for ts in (promoted, suppressed)
+    ]
+    return rows[0], rows[1]
 
 
 def identify(text: str, languages: Sequence[str]) -> tuple[str, float]:
@@ -610,7 +480,7 @@ def fact_set(facts: dict[str, Any]) -> Any:
 
 def parallel_sentences(languages: Sequence[str]) -> dict[str, list[str]]:
     """The built-in steering questions, parallel across languages (empty where there are none)."""
-    from mlneurons.evaluation.langid import load_questions, question_languages
+    from mlneurons.data.questions import load_questions, question_languages
 
     have = set(question_languages())
     return {lang: load_questions(lang) if lang in have else [] for lang in languages}

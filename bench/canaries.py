@@ -15,9 +15,11 @@ import time
 import torch
 
 import mlneurons
-from mlneurons.methods import lrp2, steering
+from mlneurons.methods import lrp2
 from mlneurons.methods.probing import causal as probing
+from mlneurons.models import generation
 from mlneurons.models.forward import run_body
+from mlneurons.models.loading import DEFAULT_MODEL
 from mlneurons.stats import collector as stats
 
 DEFAULT_RUN_S = {"lape": 184.0, "probe": 654.0, "lrp2": 992.0, "steer": 56.0}
@@ -25,13 +27,13 @@ CANARIES = {
     "lape": stats.check_statistics_pass,
     "probe": probing.check_cached_scoring,
     "lrp2": lrp2.check_block_replay,
-    "steer": steering.check_cached_generation,
+    "steer": generation.check_cached_generation,
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     args = parser.parse_args()
     for command, check in CANARIES.items():
         model = mlneurons.load_model(args.model, device="cpu")

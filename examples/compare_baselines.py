@@ -14,13 +14,13 @@ from pathlib import Path
 
 import mlneurons
 from mlneurons import ActivationStats, LanguageNeurons, MultilingualCorpus
-from mlneurons.evaluation.perplexity import (
+from mlneurons.methods.baselines import lap, lave, random_selection
+from mlneurons.methods.deactivation import (
     MethodComparison,
     PerplexityMatrix,
     compare_methods,
     perplexity_matrix,
 )
-from mlneurons.methods.baselines import lap, lave, random_selection
 
 
 def baselines_and_controls(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import mlneurons
 from mlneurons import ActivationStats, LanguageNeurons, MultilingualCorpus
-from mlneurons.evaluation.langid import load_questions
-from mlneurons.evaluation.perplexity import PerplexityMatrix, perplexity_matrix
+from mlneurons.data.questions import load_questions
+from mlneurons.methods.deactivation import PerplexityMatrix, perplexity_matrix
 from mlneurons.methods.interventions import activate, deactivate
 from mlneurons.methods.steering import SteeringResult, steer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlneurons
 from mlneurons import ActivationStats, LanguageNeurons
-from mlneurons.evaluation.langid import load_questions
+from mlneurons.data.questions import load_questions
 from mlneurons.methods.steering import FallbackCurve, SteeringSweep, fallback_curve, steering_sweep
 
 
@@ -54,7 +54,7 @@ def modes_and_fallback(
     for mode in sweep.modes:
         best = sweep.best(mode)
         if best is not None:
-            print(f"best {mode}: alpha {best['alpha']:g}, top_rate {best['top_rate']:g}")
+            print(f"best {mode}: alpha {best.alpha:g}, top_rate {best.top_rate:g}")
 
     curve = fallback_curve(
         model,
@@ -67,7 +67,7 @@ def modes_and_fallback(
         identify=identify,
     )
     for point, dominant in zip(curve.points, curve.dominant()):
-        print(f"{point['share']:.0%} of {target}'s neurons off: answers mostly in {dominant}")
+        print(f"{point.share:.0%} of {target}'s neurons off: answers mostly in {dominant}")
     return sweep, curve
 
 

@@ -18,10 +18,10 @@ import torch
 
 import mlneurons
 from mlneurons import LanguageNeurons
+from mlneurons.data.parallel import builtin_parallel_sentences
 from mlneurons.methods.readouts import (
     LatentLanguage,
     SentenceSimilarity,
-    builtin_parallel_sentences,
     latent_language,
     sentence_similarity,
 )

@@ -10,8 +10,9 @@ Quick start::
 
 Every public name is importable from here; the module that defines it is imported on
 first use, so ``import mlneurons`` (and ``mlneurons --help``) does not import torch.
-The layers, bottom up: ``data`` and ``models``, then ``stats``, then ``methods`` and
-``evaluation``, then ``interfaces`` (see the README's architecture section).
+The layers, bottom up: ``data`` and ``models``, then ``stats``, then ``evaluation``
+(metrics only), then ``methods``, then ``interfaces`` (see the README's architecture
+section).
 """
 
 from __future__ import annotations
@@ -54,8 +55,23 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "steering_intervention",
         "SteeringSweep",
         "steering_sweep",
+        "SweepPoint",
         "FallbackCurve",
+        "FallbackPoint",
         "fallback_curve",
+    ),
+    "mlneurons.methods.deactivation": (
+        "PerplexityMatrix",
+        "perplexity_matrix",
+        "MethodComparison",
+        "compare_methods",
+    ),
+    "mlneurons.methods.inspection": (
+        "neuron_activations",
+        "token_losses",
+        "loss_change",
+        "next_token_table",
+        "logit_effects",
     ),
     "mlneurons.methods.readouts": (
         "SentenceSimilarity",
@@ -75,13 +91,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "language_vectors",
         "projection",
     ),
-    "mlneurons.evaluation.perplexity": (
-        "PerplexityMatrix",
-        "perplexity",
-        "perplexity_matrix",
-        "MethodComparison",
-        "compare_methods",
-    ),
+    "mlneurons.evaluation.perplexity": ("perplexity",),
     "mlneurons.evaluation.langid": ("identify",),
 }
 _MODULES = {"lape": "mlneurons.methods.lape", "plots": "mlneurons.interfaces.plots"}
@@ -125,16 +135,23 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.data.facts import Fact, FactSet
     from mlneurons.errors import FastPathMismatch, UserError
     from mlneurons.evaluation.langid import identify
-    from mlneurons.evaluation.perplexity import (
-        MethodComparison,
-        PerplexityMatrix,
-        compare_methods,
-        perplexity,
-        perplexity_matrix,
-    )
+    from mlneurons.evaluation.perplexity import perplexity
     from mlneurons.interfaces import plots
     from mlneurons.methods import lape
     from mlneurons.methods.baselines import lap, lave, matched_control, random_selection
+    from mlneurons.methods.deactivation import (
+        MethodComparison,
+        PerplexityMatrix,
+        compare_methods,
+        perplexity_matrix,
+    )
+    from mlneurons.methods.inspection import (
+        logit_effects,
+        loss_change,
+        neuron_activations,
+        next_token_table,
+        token_losses,
+    )
     from mlneurons.methods.interventions import activate, deactivate, intervene, scale
     from mlneurons.methods.lape import LanguageNeurons
     from mlneurons.methods.lrp2 import (
@@ -156,8 +173,10 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     )
     from mlneurons.methods.steering import (
         FallbackCurve,
+        FallbackPoint,
         SteeringResult,
         SteeringSweep,
+        SweepPoint,
         fallback_curve,
         steer,
         steering_intervention,

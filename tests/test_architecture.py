@@ -20,9 +20,9 @@ LAYERS = {  # bottom up; a module may import its own layer or any lower one
     "data": 1,
     "models": 1,
     "stats": 2,
-    "methods": 3,
     "evaluation": 3,
-    "interfaces": 4,
+    "methods": 4,
+    "interfaces": 5,
 }
 
 

@@ -9,12 +9,7 @@ from tiny import LANGS, PLANTED, language_text
 import mlneurons
 from mlneurons import LanguageNeurons, MultilingualCorpus
 from mlneurons.errors import UserError
-from mlneurons.evaluation.perplexity import (
-    MethodComparison,
-    compare_methods,
-    perplexity,
-    perplexity_matrix,
-)
+from mlneurons.evaluation.perplexity import perplexity
 from mlneurons.methods.baselines import (
     lap,
     lave,
@@ -23,6 +18,7 @@ from mlneurons.methods.baselines import (
     random_selection,
     select_with,
 )
+from mlneurons.methods.deactivation import MethodComparison, compare_methods, perplexity_matrix
 from mlneurons.methods.interventions import deactivate
 from mlneurons.stats.activation import ActivationStats
 

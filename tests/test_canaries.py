@@ -7,9 +7,10 @@ from tiny import make_bloom, make_gpt2, make_random_llama, tiny_facts
 
 import mlneurons
 from mlneurons import MultilingualCorpus
-from mlneurons.methods import lrp2, steering
+from mlneurons.methods import lrp2
 from mlneurons.methods.probing import causal as probing
 from mlneurons.models import fingerprint as models
+from mlneurons.models import generation
 from mlneurons.models.canary import FastPathMismatch, verify
 from mlneurons.provenance import versions
 from mlneurons.stats import activation as stats
@@ -122,11 +123,11 @@ def test_generation_canary_catches_attention_that_ignores_the_cache(model_dirs, 
     from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
 
     model = fresh(model_dirs)
-    steering.check_cached_generation(model)  # sound as installed
+    generation.check_cached_generation(model)  # sound as installed
     model = fresh(model_dirs)
     monkeypatch.setattr(AttentionBridge, "_update_kv_cache", ignore_past)
     with pytest.raises(FastPathMismatch, match="cached batched generation"):
-        steering.generate_answers(model, ["en1 en2", "fr1 fr2 fr3"], progress=False)
+        generation.generate_answers(model, ["en1 en2", "fr1 fr2 fr3"], progress=False)
 
 
 def test_verify_compares_shapes_and_tolerances():

@@ -10,7 +10,8 @@ from typecheck import REFUSED
 
 import mlneurons
 from mlneurons import LanguageNeurons
-from mlneurons.evaluation.perplexity import PerplexityMatrix, _masked_post
+from mlneurons.evaluation.perplexity import _masked_post
+from mlneurons.methods.deactivation import PerplexityMatrix
 from mlneurons.methods.interventions import activate
 from mlneurons.methods.lrp2 import LanguageVectors, evaluate_lrp2
 from mlneurons.methods.probeless import FactNeurons

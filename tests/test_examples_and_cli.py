@@ -202,12 +202,12 @@ def test_steering_modes_example(planted_dir, planted_model, tmp_path):
         max_new_tokens=4,
         identify=lambda texts: [t.split()[0][:2] if t.split() else "unknown" for t in texts],
     )
-    by_mode = {p["mode"]: p for p in sweep.points if p["alpha"] == 1.0}
-    assert sweep.baseline["target_rate"] == 0 and by_mode["add"]["target_rate"] == 1.0
-    assert sweep.best("replace")["target_rate"] == 1.0
+    by_mode = {p.mode: p for p in sweep.points if p.alpha == 1.0}
+    assert sweep.baseline.target_rate == 0 and by_mode["add"].target_rate == 1.0
+    assert sweep.best("replace").target_rate == 1.0
     # all of zh's neurons off: the planted model no longer writes zh words
-    assert curve.points[0]["distribution"]["zh"] == 1.0
-    assert curve.points[-1]["distribution"]["zh"] < 1.0
+    assert curve.points[0].distribution["zh"] == 1.0
+    assert curve.points[-1].distribution["zh"] < 1.0
 
 
 def test_where_the_language_is_example(planted_dir, planted_model, tmp_path):

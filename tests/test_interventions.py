@@ -6,11 +6,8 @@ from tiny import LANGS, PLANTED, language_text
 
 import mlneurons
 from mlneurons import ActivationStats, LanguageNeurons, MultilingualCorpus
-from mlneurons.evaluation.perplexity import (
-    perplexity,
-    perplexity_matrix,
-    sequence_nll,
-)
+from mlneurons.evaluation.perplexity import perplexity, sequence_nll
+from mlneurons.methods.deactivation import perplexity_matrix
 from mlneurons.methods.interventions import activate, deactivate, intervene
 
 

@@ -6,6 +6,7 @@ from importlib import resources
 
 import pytest
 
+from mlneurons.data import questions as builtin_questions
 from mlneurons.evaluation import langid
 
 LANGUAGES = ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi")
@@ -45,7 +46,7 @@ def _raw_questions() -> dict[str, list[str]]:
 def test_questions_file_covers_the_languages():
     data = _raw_questions()
     assert sorted(data) == sorted(LANGUAGES)
-    assert langid.question_languages() == sorted(LANGUAGES)
+    assert builtin_questions.question_languages() == sorted(LANGUAGES)
     for lang, questions in data.items():
         assert len(questions) >= 24, lang
         assert len(set(questions)) == len(questions), f"duplicate questions in {lang}"
@@ -54,7 +55,7 @@ def test_questions_file_covers_the_languages():
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_questions_are_short_and_in_the_right_script(lang):
-    for question in langid.load_questions(lang):
+    for question in builtin_questions.load_questions(lang):
         letters = [ch for ch in question if unicodedata.category(ch)[0] in "LM"]
         scripts = {unicodedata.name(ch).split()[0] for ch in letters}
         assert scripts <= SCRIPTS[lang], (question, scripts - SCRIPTS[lang])
@@ -68,7 +69,7 @@ def test_questions_are_short_and_in_the_right_script(lang):
 
 @pytest.mark.parametrize("lang", LANGUAGES)
 def test_every_question_is_identified_as_its_language(lang):
-    questions = langid.load_questions(lang)
+    questions = builtin_questions.load_questions(lang)
     assert len(questions) >= 20
     found = langid.identify_many(questions, languages=LANGUAGES)
     wrong = [(q, got) for q, got in zip(questions, found) if got != lang]
@@ -144,16 +145,16 @@ def test_unsupported_language_codes_are_named():
 
 
 def test_load_questions():
-    questions = langid.load_questions("fr")
+    questions = builtin_questions.load_questions("fr")
     assert questions == _raw_questions()["fr"]
-    assert langid.load_questions(" FR ") == questions
+    assert builtin_questions.load_questions(" FR ") == questions
     questions.clear()  # a new list each time
-    assert len(langid.load_questions("fr")) >= 24
+    assert len(builtin_questions.load_questions("fr")) >= 24
 
 
 def test_load_questions_unknown_language():
     with pytest.raises(ValueError) as info:
-        langid.load_questions("tlh")
+        builtin_questions.load_questions("tlh")
     message = str(info.value)
     assert "'tlh'" in message
     assert "ar, de, en, es, fr, hi, ja, ru, zh" in message
@@ -162,8 +163,9 @@ def test_load_questions_unknown_language():
 def test_identifier_is_imported_lazily():
     code = (
         "import sys, mlneurons, mlneurons.evaluation.langid as m\n"
+        "from mlneurons.data.questions import load_questions\n"
         "assert 'py3langid' not in sys.modules\n"
-        "m.load_questions('en')\n"
+        "load_questions('en')\n"
         "assert 'py3langid' not in sys.modules\n"
         "assert m.identify('Hola, ¿qué tal?') == 'es'\n"
         "assert 'py3langid' in sys.modules\n"

@@ -14,7 +14,7 @@ from tiny import language_text, make_random_llama
 import mlneurons
 from mlneurons import MultilingualCorpus
 from mlneurons.evaluation.perplexity import perplexity, sequence_nll
-from mlneurons.methods.steering import REPETITION_PENALTY, generate_answers
+from mlneurons.models.generation import REPETITION_PENALTY, generate_answers
 
 
 @pytest.fixture(scope="module")

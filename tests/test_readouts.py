@@ -6,14 +6,13 @@ import torch
 from tiny import bos_ids, language_text, make_random_llama, vocabulary
 
 from mlneurons.data.facts import FactSet
+from mlneurons.data.parallel import builtin_parallel_sentences, builtin_parallel_words
+from mlneurons.data.questions import load_questions
 from mlneurons.errors import UserError
-from mlneurons.evaluation.langid import load_questions
 from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.methods.readouts import (
     LatentLanguage,
     SentenceSimilarity,
-    builtin_parallel_sentences,
-    builtin_parallel_words,
     latent_language,
     prefix_token_ids,
     sentence_similarity,

@@ -2,14 +2,13 @@
 
 import html
 import json
-import subprocess
 import sys
 
 import pytest
 from tiny import tiny_facts
 
 from mlneurons.data.facts import FactSet
-from mlneurons.interfaces import cli, report
+from mlneurons.interfaces import app_server, cli, report
 from mlneurons.interfaces.cli import main as cli_main
 
 FACTS = "--languages en,de --batch-size 64"
@@ -47,11 +46,11 @@ COMMANDS = {
 @pytest.fixture()
 def tiny_budget(monkeypatch):
     """Tiny budgets, and the tiny fact set and words (which the tiny tokenizer knows) as built-in."""
-    from mlneurons.methods import readouts
+    from mlneurons.data import parallel
 
     monkeypatch.setitem(report.BUDGETS, "default", TINY)
     monkeypatch.setattr(
-        readouts,
+        parallel,
         "builtin_parallel_words",
         lambda languages: {lang: [f"{lang}{i}" for i in range(1, 7)] for lang in languages},
     )
@@ -169,23 +168,25 @@ def test_bad_options_exit_2(argv, message, capsys):
 def test_app_runs_streamlit_on_the_run(monkeypatch, tmp_path, capsys):
     script = tmp_path / "app.py"
     script.write_text("")
-    monkeypatch.setattr(cli, "APP_SCRIPT", script)
+    monkeypatch.setattr(app_server, "app_script", lambda: script)
     seen = []
-    monkeypatch.setattr(
-        subprocess,
-        "run",
-        lambda command: seen.append(command) or subprocess.CompletedProcess(command, 0),
-    )
+    monkeypatch.setattr(app_server, "run_until_stopped", lambda command: seen.append(command) or 0)
     assert cli_main(["app", "--run", str(tmp_path), "--port", "8600"]) == 0
     assert seen == [
         [sys.executable, "-m", "streamlit", "run", str(script), "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.port", "8600", "--browser.gatherUsageStats", "false", "--", "--run",
          str(tmp_path)]
     ]  # fmt: skip
+    assert "http://127.0.0.1:8600" in capsys.readouterr().err
 
 
 def test_app_user_errors(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli, "APP_SCRIPT", tmp_path / "missing.py")
+    import importlib.resources
+
+    def missing(package):
+        raise ModuleNotFoundError(package)
+
+    monkeypatch.setattr(importlib.resources, "files", missing)
     assert cli_main(["app", "--run", str(tmp_path)]) == 2
     assert "app script" in capsys.readouterr().err
     import importlib.util

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -10,9 +11,13 @@ from mlneurons.errors import UserError
 from mlneurons.interfaces.plots import plot_fallback_curve, plot_steering_sweep, save_figure
 from mlneurons.methods import steering
 from mlneurons.methods.steering import (
+    FALLBACK_FILE,
     STEERING_MODES,
+    SWEEP_FILE,
+    AnswerSample,
     FallbackCurve,
     SteeringSweep,
+    SweepPoint,
     answer_ids,
     answer_nll,
     fallback_curve,
@@ -202,49 +207,74 @@ def test_sweep_measures_every_setting(planted_model, planted_stats, monkeypatch,
         progress=False,
     )
     assert len(sweep.points) == 2 * 5 and len(calls) == 1 + 10  # unsteered answers once
-    assert sweep.baseline["target_rate"] == 0 and sweep.baseline["source_rate"] == 1
-    by = {(p["mode"], p["alpha"], p["top_rate"]): p for p in sweep.points}
+    assert sweep.baseline.target_rate == 0 and sweep.baseline.source_rate == 1
+    assert sweep.baseline.mode is None and sweep.baseline.seconds > 0
+    by = {(p.mode, p.alpha, p.top_rate): p for p in sweep.points}
     # LAPE at 12.5% of 64 neurons keeps the 8 planted neurons: 2 per language
-    assert by["replace", 20.0, 0.125]["n_neurons"] == 2
-    assert by["replace", 20.0, 0.125]["n_source_neurons"] == 2
-    assert by["replace", 20.0, 0.125]["target_rate"] == 1.0
-    assert by["add", 20.0, 0.125]["target_rate"] == 1.0
+    assert by["replace", 20.0, 0.125].n_neurons == 2
+    assert by["replace", 20.0, 0.125].n_source_neurons == 2
+    assert by["replace", 20.0, 0.125].target_rate == 1.0
+    assert by["add", 20.0, 0.125].target_rate == 1.0
     # planted zh neurons are exactly 0 on French tokens: scaling them changes nothing
-    assert by["scale", 50.0, 0.125]["target_rate"] == 0.0
+    assert by["scale", 50.0, 0.125].target_rate == 0.0
     # ... and with both fr neurons deactivated the model stops: empty answers, no fluency
-    assert by["scale", 50.0, 0.125]["empty_rate"] == 1.0
-    assert by["scale", 50.0, 0.125]["fluency_ppl"] is None
+    assert by["scale", 50.0, 0.125].empty_rate == 1.0
+    assert by["scale", 50.0, 0.125].fluency_ppl is None
     for p in sweep.points:
-        assert len(p["samples"]) == 2 and 0 <= p["degenerate_rate"] <= 1 and p["seconds"] > 0
-        assert p["empty_rate"] == 1.0 or (p["fluency_ppl"] > 1 and p["answer_tokens"] > 0)
+        assert len(p.samples) == 2 and 0 <= p.degenerate_rate <= 1 and p.seconds > 0
+        assert p.empty_rate == 1.0 or (p.fluency_ppl > 1 and p.answer_tokens > 0)
+        assert isinstance(p.samples[0], AnswerSample)
     best = sweep.best("replace")
-    assert best["mode"] == "replace" and best["target_rate"] == 1.0
-    assert SteeringSweep.load(sweep.save(tmp_path)).points == sweep.points
+    assert best.mode == "replace" and best.target_rate == 1.0
+    loaded = SteeringSweep.load(sweep.save(tmp_path))
+    assert loaded.points == sweep.points and loaded.baseline == sweep.baseline
+    saved = json.loads((tmp_path / SWEEP_FILE).read_text())  # the layout of earlier files
+    assert list(saved["baseline"]) == [
+        "target_rate",
+        "source_rate",
+        "degenerate_rate",
+        "empty_rate",
+        "fluency_ppl",
+        "answer_tokens",
+        "samples",
+        "seconds",
+    ]
+    assert list(saved["points"][0])[:5] == [
+        "mode",
+        "alpha",
+        "top_rate",
+        "n_neurons",
+        "n_source_neurons",
+    ]
+    assert set(saved["points"][0]["samples"][0]) == {"prompt", "answer", "lang", "degenerate"}
     assert save_figure(plot_steering_sweep(sweep), tmp_path / "sweep.png").stat().st_size > 0
     assert "unsteered" in sweep.summary()
     assert _no_hooks_left(model)
 
 
-def test_best_skips_degenerate_and_breaks_ties_by_fluency():
-    def point(alpha, target, ppl, degenerate=0.0):
-        return {
-            "mode": "add",
-            "alpha": alpha,
-            "top_rate": 0.01,
-            "target_rate": target,
-            "fluency_ppl": ppl,
-            "degenerate_rate": degenerate,
-        }
+def _point(alpha=None, target=0.0, ppl=None, degenerate=0.0):
+    setting = {} if alpha is None else {"mode": "add", "alpha": alpha, "top_rate": 0.01}
+    return SweepPoint(
+        **setting,
+        target_rate=target,
+        source_rate=0.0,
+        degenerate_rate=degenerate,
+        empty_rate=0.0,
+        fluency_ppl=ppl,
+        answer_tokens=0,
+    )
 
+
+def test_best_skips_degenerate_and_breaks_ties_by_fluency():
     sweep = SteeringSweep(
         "fr",
         "zh",
         ["fr", "zh"],
-        {},
-        [point(1, 0.5, 10.0), point(2, 0.8, 30.0), point(3, 0.8, 20.0), point(4, 1.0, 5, 0.6)],
+        _point(),
+        [_point(1, 0.5, 10.0), _point(2, 0.8, 30.0), _point(3, 0.8, 20.0), _point(4, 1.0, 5, 0.6)],
     )
-    assert sweep.best("add")["alpha"] == 3
-    assert sweep.best("add", max_degenerate=1.0)["alpha"] == 4
+    assert sweep.best("add").alpha == 3
+    assert sweep.best("add", max_degenerate=1.0).alpha == 4
     assert sweep.best("scale") is None
     with pytest.raises(UserError, match="valid modes"):
         sweep.best("multiply")
@@ -309,20 +339,29 @@ def test_fallback_curve(planted_model, planted_stats, tmp_path):
         identify=_first_word_language,
         progress=False,
     )
-    assert [p["n_deactivated"] for p in curve.points] == [0, 1, 2]
-    assert curve.points[0]["distribution"]["fr"] == 1.0
-    assert curve.points[-1]["distribution"]["fr"] < 1.0
+    assert [p.n_deactivated for p in curve.points] == [0, 1, 2]
+    assert curve.points[0].distribution["fr"] == 1.0
+    assert curve.points[-1].distribution["fr"] < 1.0
     for p in curve.points:
-        assert math.isclose(sum(p["distribution"].values()), 1.0)
-        assert set(p["distribution"]) == set(curve.categories)
+        assert math.isclose(sum(p.distribution.values()), 1.0)
+        assert set(p.distribution) == set(curve.categories)
     assert curve.categories[0] == "fr" and curve.categories[-2:] == ["unknown", "degenerate"]
     assert FallbackCurve.load(curve.save(tmp_path)).points == curve.points
+    saved = json.loads((tmp_path / FALLBACK_FILE).read_text())  # the layout of earlier files
+    assert list(saved["points"][0]) == [
+        "share",
+        "n_deactivated",
+        "degenerate_rate",
+        "samples",
+        "seconds",
+        "distribution",
+    ]
     empty = LanguageNeurons({"fr": [], "zh": [[0, 1]]}, 2, 32, model=planted_stats.model)
     with pytest.warns(UserWarning, match="'fr' has no neurons to deactivate"):
         flat = fallback_curve(
             model, questions[:1], neurons=empty, stats=planted_stats, language="fr", progress=False
         )
-    assert {p["n_deactivated"] for p in flat.points} == {0}
+    assert {p.n_deactivated for p in flat.points} == {0}
     assert save_figure(plot_fallback_curve(curve), tmp_path / "fallback.png").stat().st_size > 0
     assert _no_hooks_left(model)
     # orders: by firing probability on fr; random is a seeded permutation

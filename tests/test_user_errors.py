@@ -23,6 +23,7 @@ import mlneurons.models.loading
 import mlneurons.stats.activation
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import OBJECTS_DIR, FactSet
+from mlneurons.data.questions import load_questions
 from mlneurons.errors import UserError
 from mlneurons.interfaces.cli import main as cli_main
 from mlneurons.methods import lape
@@ -154,9 +155,7 @@ def test_one_language_normaliser(tmp_path):
     facts = FactSet.from_mlama(tiny_facts().to_mlama(tmp_path / "m"), languages=["DE", "eng"])
     assert facts.languages == ["de", "en"]
     assert tiny_facts().subset(languages=["EN"]).languages == ["en"]
-    assert mlneurons.evaluation.langid.load_questions(
-        "FRA"
-    ) == mlneurons.evaluation.langid.load_questions("fr")
+    assert load_questions("FRA") == load_questions("fr")
     assert mlneurons.evaluation.langid.identify("fr1 fr2", languages=["FR", "ENG"]) in ("fr", "en")
     neurons = LanguageNeurons({"fr": torch.tensor([[0, 1]])}, 2, 32)
     assert neurons["FR"].tolist() == [[0, 1]]

@@ -27,7 +27,7 @@ st.caption(
     "language hurt alike, 1 = only the deactivated language."
 )
 if common.require(run, "methods.json"):
-    from mlneurons.evaluation.perplexity import MethodComparison
+    from mlneurons.methods.deactivation import MethodComparison
 
     comparison = MethodComparison.from_json(common.read(run, "methods.json"))
     scores = comparison.specificity()
@@ -86,7 +86,7 @@ if common.require(run, "methods.json"):
 st.header("Matched controls")
 matrix_json = common.read(run, "ppl_matrix.json") if common.has(run, "ppl_matrix.json") else None
 if matrix_json and matrix_json.get("matched_control"):
-    from mlneurons.evaluation.perplexity import PerplexityMatrix
+    from mlneurons.methods.deactivation import PerplexityMatrix
 
     matrix = PerplexityMatrix.from_json(matrix_json)
     own = matrix.relative_change().diagonal()
@@ -125,8 +125,8 @@ if common.require(run, "steering_sweep.json"):
     points = pd.DataFrame(sweep.points)[columns].astype({"fluency_ppl": float})
     st.caption(
         f"Questions in {sweep.source} steered to {sweep.target}. Unsteered: "
-        f"{sweep.baseline['target_rate']:.0%} in {sweep.target}, {sweep.baseline['source_rate']:.0%}"
-        f" in {sweep.source}, fluency perplexity {sweep.baseline['fluency_ppl'] or float('nan'):.1f}."
+        f"{sweep.baseline.target_rate:.0%} in {sweep.target}, {sweep.baseline.source_rate:.0%}"
+        f" in {sweep.source}, fluency perplexity {sweep.baseline.fluency_ppl or float('nan'):.1f}."
         " Rates in %; fluency: perplexity of the answers under the unsteered model."
     )
     shown = _percent(points, measures)
@@ -134,9 +134,9 @@ if common.require(run, "steering_sweep.json"):
     measure = st.radio("Plot", [*measures, "fluency_ppl"], horizontal=True, key="sweep_measure")
     chart = shown.assign(setting=points["mode"] + " top " + points["top_rate"].astype(str))
     st.line_chart(chart, x="alpha", y=measure, color="setting", height=260)
-    labels = [f"{p['mode']} alpha {p['alpha']:g} top {p['top_rate']:g}" for p in sweep.points]
+    labels = [f"{p.mode} alpha {p.alpha:g} top {p.top_rate:g}" for p in sweep.points]
     chosen = st.selectbox("Answers of", range(len(labels)), format_func=labels.__getitem__)
-    st.dataframe(pd.DataFrame(sweep.points[chosen]["samples"]), hide_index=True)
+    st.dataframe(pd.DataFrame(sweep.points[chosen].samples), hide_index=True)
     common.reproduce(
         run,
         "steer-sweep",
@@ -151,8 +151,8 @@ if common.require(run, "fallback.json"):
 
     curve = FallbackCurve.from_json(common.read(run, "fallback.json"))
     shares = pd.DataFrame(
-        [{c: 100 * p["distribution"][c] for c in curve.categories} for p in curve.points],
-        index=[f"{p['share']:.0%} off ({p['n_deactivated']})" for p in curve.points],
+        [{c: 100 * p.distribution[c] for c in curve.categories} for p in curve.points],
+        index=[f"{p.share:.0%} off ({p.n_deactivated})" for p in curve.points],
     )
     st.caption(
         f"Questions in {curve.language}; growing shares of its neurons deactivated "

@@ -63,7 +63,8 @@ if submitted:
     if model is not None:
         with common.shown_errors("Generation"):
             from mlneurons.methods.interventions import activate, deactivate, intervene
-            from mlneurons.methods.steering import generate_answers, steering_intervention
+            from mlneurons.methods.steering import steering_intervention
+            from mlneurons.models.generation import generate_answers
 
             hooks: list = []
             steered = {tuple(p) for p in neurons[target].tolist()} if target != "(none)" else set()
@@ -143,8 +144,8 @@ if common.has(run, "steering.json"):
 st.header("Perplexity matrix")
 if not common.require(run, "ppl_matrix.json"):
     st.stop()
-from mlneurons.evaluation.perplexity import PerplexityMatrix  # noqa: E402
 from mlneurons.methods.baselines import matched_control, random_selection  # noqa: E402
+from mlneurons.methods.deactivation import PerplexityMatrix  # noqa: E402
 
 matrix = PerplexityMatrix.from_json(common.read(run, "ppl_matrix.json"))
 kinds = ["deactivated"] + (["random_control"] if matrix.random_control else [])

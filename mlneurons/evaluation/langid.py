@@ -1,4 +1,4 @@
-"""Language identification of model outputs, and the prompts of steering experiments.
+"""Language identification of model outputs.
 
 Used to check whether a model answers in a target language after its language
 neurons are activated (Tang et al. 2024). Identification runs offline with
@@ -6,20 +6,14 @@ neurons are activated (Tang et al. 2024). Identification runs offline with
 imported on first use only. Restricting the candidates (``languages=``) to the
 languages of an experiment makes short texts reliable: a question of 5 to 20 words
 is enough to tell the nine default languages apart.
-
-Questions for prompting come from ``mlneurons/data/questions.json``: at least 24
-short everyday and general-knowledge questions per language, comparable across
-languages.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import unicodedata
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any
 
 from mlneurons.data.builtin_text import normalize_language
@@ -70,41 +64,6 @@ def identify_many(texts: Sequence[str], *, languages: Sequence[str] | None = Non
 def supported_languages() -> list[str]:
     """ISO 639-1 codes that :func:`identify` can return, sorted."""
     return sorted(_two_letter_labels())
-
-
-def load_questions(language: str) -> list[str]:
-    """Short open questions in a language, for prompting a model.
-
-    Args:
-        language: a code of :func:`question_languages`, normalised as everywhere
-            (``" FR "`` and ``"fra"`` give ``"fr"``).
-
-    Returns:
-        A new list of questions, in a fixed order.
-
-    Raises:
-        UserError: there are no questions in that language.
-    """
-    questions = _questions()
-    try:
-        key = normalize_language(language, questions)
-    except UserError:
-        raise UserError(
-            f"no questions for language {language!r}; available: {', '.join(sorted(questions))}"
-        ) from None
-    return list(questions[key])
-
-
-def question_languages() -> list[str]:
-    """ISO 639-1 codes that :func:`load_questions` has questions for, sorted."""
-    return sorted(_questions())
-
-
-@functools.cache
-def _questions() -> dict[str, tuple[str, ...]]:
-    path = resources.files("mlneurons").joinpath("data", "questions.json")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {lang: tuple(qs) for lang, qs in data.items()}
 
 
 def _identify(identifier: Any, text: str) -> str:

@@ -389,8 +389,8 @@ def cmd_ablate(args: argparse.Namespace) -> Path:
     """Perplexity matrix: deactivate each language's neurons, evaluate every language."""
     from mlneurons.config import AblateConfig
     from mlneurons.data.corpus import MultilingualCorpus
-    from mlneurons.evaluation.perplexity import perplexity_matrix
     from mlneurons.interfaces.plots import plot_perplexity_matrix, save_figure
+    from mlneurons.methods.deactivation import perplexity_matrix
     from mlneurons.models.fingerprint import check_same_model
     from mlneurons.world import World
 
@@ -451,7 +451,6 @@ def cmd_compare_methods(args: argparse.Namespace) -> Path:
     """LAPE against Tang et al.'s baselines: each method's deactivation matrix and specificity."""
     from mlneurons.config import CompareMethodsConfig
     from mlneurons.data.corpus import MultilingualCorpus
-    from mlneurons.evaluation.perplexity import compare_methods
     from mlneurons.interfaces.plots import (
         format_increase,
         format_specificity,
@@ -459,6 +458,7 @@ def cmd_compare_methods(args: argparse.Namespace) -> Path:
         save_figure,
     )
     from mlneurons.methods.baselines import lap, lave, random_selection
+    from mlneurons.methods.deactivation import compare_methods
     from mlneurons.models.fingerprint import check_same_model
     from mlneurons.world import World
 
@@ -573,7 +573,7 @@ def cmd_steer(args: argparse.Namespace) -> Path:
 def _steering_inputs(args: argparse.Namespace, cfg: Any, *languages: str) -> tuple[Any, ...]:
     """Neurons, statistics, model and the first ``--n-questions`` questions in
     ``languages[0]``, checked before any generation; the languages normalised."""
-    from mlneurons.evaluation.langid import load_questions
+    from mlneurons.data.questions import load_questions
     from mlneurons.models.fingerprint import check_same_model
 
     neurons = _load_neurons(args)
@@ -633,8 +633,8 @@ def cmd_steer_sweep(args: argparse.Namespace) -> Path:
             print(f"best {mode}: none (every setting gave mostly degenerate answers)")
             continue
         print(
-            f"best {mode}: alpha {best['alpha']:g}, top_rate {best['top_rate']:g}: "
-            f"{best['target_rate']:.0%} in {target}, fluency ppl {best['fluency_ppl'] or 0:.1f}"
+            f"best {mode}: alpha {best.alpha:g}, top_rate {best.top_rate:g}: "
+            f"{best.target_rate:.0%} in {target}, fluency ppl {best.fluency_ppl or 0:.1f}"
         )
     print(f"wrote {out}/: steering_sweep.json steering_sweep.png")
     return out
@@ -664,10 +664,10 @@ def cmd_fallback(args: argparse.Namespace) -> Path:
     curve.save(out, config=cfg)
     save_figure(plot_fallback_curve(curve), out / "fallback.png")
     for point, dominant in zip(curve.points, curve.dominant()):
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in point["distribution"].items() if v)
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in point.distribution.items() if v)
         print(
-            f"{point['share']:>5.0%} of {language}'s neurons off "
-            f"({point['n_deactivated']}): mostly {dominant}; {shares}"
+            f"{point.share:>5.0%} of {language}'s neurons off "
+            f"({point.n_deactivated}): mostly {dominant}; {shares}"
         )
     print(f"wrote {out}/: fallback.json fallback.png")
     return out
@@ -676,13 +676,14 @@ def cmd_fallback(args: argparse.Namespace) -> Path:
 def cmd_ses(args: argparse.Namespace) -> Path:
     """Sentence-embedding similarity of parallel sentences per layer, beside LAPE's counts."""
     from mlneurons.config import SesConfig
+    from mlneurons.data import parallel
     from mlneurons.interfaces.plots import plot_sentence_similarity, save_figure
     from mlneurons.methods.lape import NEURONS_FILE, LanguageNeurons
-    from mlneurons.methods.readouts import builtin_parallel_sentences, sentence_similarity
+    from mlneurons.methods.readouts import sentence_similarity
 
     cfg = SesConfig.from_args(args)
     with _user_input():
-        sentences = builtin_parallel_sentences(cfg.languages, n=cfg.sentences)
+        sentences = parallel.builtin_parallel_sentences(cfg.languages, n=cfg.sentences)
     out = Path(args.out)
     neurons_dir = Path(cfg.neurons) if cfg.neurons else out  # a report's LAPE neurons
     neurons = None
@@ -708,12 +709,14 @@ def cmd_ses(args: argparse.Namespace) -> Path:
 def cmd_logit_lens(args: argparse.Namespace) -> Path:
     """The logit lens at the last position of translation prompts: target vs English."""
     from mlneurons.config import LogitLensConfig
+    from mlneurons.data import parallel
     from mlneurons.interfaces.plots import plot_latent_language, save_figure
-    from mlneurons.methods.readouts import ENGLISH, builtin_parallel_words, latent_language
+    from mlneurons.methods.readouts import latent_language
 
     cfg = LogitLensConfig.from_args(args)
     with _user_input():
-        words = builtin_parallel_words(list(dict.fromkeys([cfg.source, cfg.target, ENGLISH])))
+        langs = [cfg.source, cfg.target, parallel.ENGLISH]
+        words = parallel.builtin_parallel_words(list(dict.fromkeys(langs)))
         if cfg.max_items:
             words = {lang: items[: cfg.max_items] for lang, items in words.items()}
     model = _command_model(args)
@@ -1007,41 +1010,12 @@ def cmd_report(args: argparse.Namespace) -> Path:
     )
 
 
-APP_SCRIPT = Path(__file__).resolve().parents[2] / "apps" / "app.py"
-"""The Streamlit app of a source checkout."""
-
-
 def cmd_app(args: argparse.Namespace) -> Path:
-    """Start the Streamlit app on a run directory (until Ctrl-C)."""
-    import importlib.util
-    import subprocess
+    """Start the Streamlit app on a run directory (until Ctrl-C, SIGTERM or SIGHUP)."""
+    from mlneurons.interfaces.app_server import serve
 
-    if importlib.util.find_spec("streamlit") is None:
-        raise UserError("the app needs streamlit: pip install 'mlneurons[app]'")
     run = Path(args.run_dir)
-    if not run.is_dir():
-        raise UserError(
-            f"--run {args.run_dir!r} is not a directory; write one with `mlneurons report --out "
-            f"{args.run_dir}` (or `make demo`), or name any directory written by mlneurons"
-        )
-    if not APP_SCRIPT.is_file():
-        raise UserError(
-            f"the app script {APP_SCRIPT} is missing: `mlneurons app` needs a source checkout "
-            "of mlneurons (its apps/ folder)"
-        )
-    command = [
-        sys.executable, "-m", "streamlit", "run", str(APP_SCRIPT),
-        "--server.headless", "true", "--server.address", "127.0.0.1",
-        "--server.port", str(args.port),
-        "--browser.gatherUsageStats", "false", "--", "--run", str(run),
-    ]  # fmt: skip
-    if args.model:
-        command += ["--model", args.model]
-    print(f"app on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    try:
-        code = subprocess.run(command).returncode
-    except KeyboardInterrupt:
-        code = 0
+    code = serve(run, model=args.model, port=args.port)
     if code:
         raise SystemExit(code)
     return run

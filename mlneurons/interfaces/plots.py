@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from mlneurons.evaluation.perplexity import MethodComparison, PerplexityMatrix
+from mlneurons.methods.deactivation import MethodComparison, PerplexityMatrix
 from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
@@ -327,17 +327,17 @@ def plot_steering_sweep(sweep: SteeringSweep, *, title: str = "") -> Figure:
     mode, one line style per LAPE top rate; the unsteered answers as a grey line."""
     fig, axes = _subplots(2, 2, figsize=(10, 7), squeeze=False)
     modes = sweep.modes
-    top_rates = list(dict.fromkeys(p["top_rate"] for p in sweep.points))
+    top_rates = list(dict.fromkeys(p.top_rate for p in sweep.points))
     colours = {mode: f"C{i}" for i, mode in enumerate(modes)}
     for ax, (key, label) in zip(axes.flat, SWEEP_PANELS):
         rate = key != "fluency_ppl"
         for k, top_rate in enumerate(top_rates):
             for mode in modes:
                 points = sorted(
-                    (p for p in sweep.points if p["mode"] == mode and p["top_rate"] == top_rate),
-                    key=lambda p: p["alpha"],
+                    (p for p in sweep.points if p.mode == mode and p.top_rate == top_rate),
+                    key=lambda p: p.alpha,
                 )
-                pairs = [(p["alpha"], p[key]) for p in points if p[key] is not None]
+                pairs = [(p.alpha, getattr(p, key)) for p in points if getattr(p, key) is not None]
                 if not pairs:
                     continue
                 ax.plot(
@@ -347,9 +347,9 @@ def plot_steering_sweep(sweep: SteeringSweep, *, title: str = "") -> Figure:
                     markersize=4,
                     color=colours[mode],
                     linestyle=_LINE_STYLES[k % len(_LINE_STYLES)],
-                    label=f"{mode}, top {top_rate:g} (n={points[0]['n_neurons']})",
+                    label=f"{mode}, top {top_rate:g} (n={points[0].n_neurons})",
                 )
-        base = sweep.baseline[key]
+        base = getattr(sweep.baseline, key)
         if base is not None:
             ax.axhline(100 * base if rate else base, color="grey", linestyle="--", linewidth=1)
         ax.set_xlabel("α")
@@ -370,16 +370,16 @@ def plot_steering_sweep(sweep: SteeringSweep, *, title: str = "") -> Figure:
 
 def plot_fallback_curve(curve: FallbackCurve, *, title: str = "") -> Figure:
     """Stacked bars: per share of deactivated neurons, the languages of the answers."""
-    shown = [c for c in curve.categories if any(p["distribution"][c] for p in curve.points)]
+    shown = [c for c in curve.categories if any(p.distribution[c] for p in curve.points)]
     fig, ax = _subplots(figsize=(2 + 0.9 * len(curve.points), 4.5))
     x = list(range(len(curve.points)))
     bottom = [0.0] * len(curve.points)
     for i, category in enumerate(shown):
-        heights = [p["distribution"][category] for p in curve.points]
+        heights = [p.distribution[category] for p in curve.points]
         colour = {DEGENERATE: "#404040", "unknown": "#b0b0b0"}.get(category, f"C{i % 10}")
         ax.bar(x, heights, bottom=bottom, color=colour, label=category, edgecolor="white")
         bottom = [b + h for b, h in zip(bottom, heights)]
-    ax.set_xticks(x, [f"{p['share']:.0%}\n({p['n_deactivated']})" for p in curve.points])
+    ax.set_xticks(x, [f"{p.share:.0%}\n({p.n_deactivated})" for p in curve.points])
     ax.set_xlabel(f"share of {curve.language} neurons deactivated ({curve.order} order)")
     ax.set_ylabel("share of answers")
     ax.set_ylim(0, 1)

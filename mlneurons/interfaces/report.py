@@ -317,7 +317,7 @@ def _lape(out: Path) -> str:
 
 
 def _ablate(out: Path) -> str:
-    from mlneurons.evaluation.perplexity import PerplexityMatrix
+    from mlneurons.methods.deactivation import PerplexityMatrix
 
     data = _json(out, "ppl_matrix.json")
     if not data:
@@ -366,8 +366,8 @@ def _ablate(out: Path) -> str:
 
 
 def _compare_methods(out: Path) -> str:
-    from mlneurons.evaluation.perplexity import MethodComparison
     from mlneurons.interfaces.plots import format_increase, format_specificity
+    from mlneurons.methods.deactivation import MethodComparison
 
     data = _json(out, "methods.json")
     if not data:
@@ -440,7 +440,7 @@ def _steer_sweep(out: Path) -> str:
         if best is None:
             rows.append([mode, "–", "–", "–", "mostly degenerate", "", "", ""])
         else:
-            setting = [mode, f"{best['alpha']:g}", f"{best['top_rate']:g}", best["n_neurons"]]
+            setting = [mode, f"{best.alpha:g}", f"{best.top_rate:g}", best.n_neurons]
             rows.append(setting + _sweep_cells(best))
     header = ["mode", "alpha", "top_rate", "neurons", f"in {sweep.target}"]
     header += [f"in {sweep.source}", "degenerate", "fluency ppl"]
@@ -454,26 +454,29 @@ def _steer_sweep(out: Path) -> str:
     )
 
 
-def _sweep_cells(point: dict[str, Any]) -> list[str]:
+def _sweep_cells(point: Any) -> list[str]:  # a SweepPoint
     return [
-        _pct(point["target_rate"]),
-        _pct(point["source_rate"]),
-        _pct(point["degenerate_rate"]),
-        _num(point["fluency_ppl"], 1),
+        _pct(point.target_rate),
+        _pct(point.source_rate),
+        _pct(point.degenerate_rate),
+        _num(point.fluency_ppl, 1),
     ]
 
 
 def _fallback(out: Path) -> str:
+    from mlneurons.methods.steering import FallbackCurve
+
     data = _json(out, "fallback.json")
     if not data:
         return ""
-    categories = data["categories"]
+    curve = FallbackCurve.from_json(data)
+    categories = curve.categories
     rows = [
-        [f"{p['share']:.0%}", p["n_deactivated"], *(_pct(p["distribution"][c]) for c in categories)]
-        for p in data["points"]
+        [f"{p.share:.0%}", p.n_deactivated, *(_pct(p.distribution[c]) for c in categories)]
+        for p in curve.points
     ]
     return (
-        f"<p>Growing shares of {_e(data['language'])}'s neurons deactivated ({_e(data['order'])} "
+        f"<p>Growing shares of {_e(curve.language)}'s neurons deactivated ({_e(curve.order)} "
         "order); the languages the answers fall back to:</p>"
         + _table(["share off", "neurons", *categories], rows)
         + _images(out, ["fallback.png"])

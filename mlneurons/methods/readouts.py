@@ -27,10 +27,11 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
+from mlneurons.data import parallel
 from mlneurons.data.builtin_text import normalize_language
-from mlneurons.data.facts import BUILTIN_LANGUAGES, FactSet
+from mlneurons.data.facts import BUILTIN_LANGUAGES
+from mlneurons.data.parallel import ENGLISH
 from mlneurons.errors import UserError
-from mlneurons.evaluation.langid import load_questions, question_languages
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, pad_right, run_body, unembed
 from mlneurons.results import Result
@@ -58,17 +59,6 @@ LANGUAGE_NAMES: dict[str, str] = {
     "zh": "中文",
 }
 """Each language's name in itself, as the translation prompts name it."""
-
-WORD_KINDS: dict[str, tuple[str, str]] = {
-    "country": ("P30", "subject"),
-    "capital": ("P36", "object"),
-    "language": ("P37", "object"),
-    "continent": ("P30", "object"),
-    "currency": ("P38", "object"),
-}
-"""Kinds of built-in parallel words: (relation of the built-in facts, slot)."""
-
-ENGLISH = "en"
 
 
 def _bos(tokenizer: Any) -> list[int]:
@@ -142,56 +132,6 @@ class SentenceSimilarity(Result):
             if lang not in self.languages:
                 raise UserError(f"no language {lang!r} in this result; it has {self.languages}")
         return self.similarity[:, self.languages.index(a), self.languages.index(b)]
-
-
-def builtin_parallel_sentences(
-    languages: Sequence[str], *, n: int | None = None
-) -> dict[str, list[str]]:
-    """Built-in parallel sentences: the questions of :func:`load_questions` (when every
-    language has them), then fact sentences (built-in facts of one uuid filled into each
-    language's template), taking the relations in turn. Item i is parallel across languages.
-
-    Args:
-        languages: ISO 639-1 codes of the built-in fact set (at least one).
-        n: items to keep (the first ``n``); all when None.
-
-    Raises:
-        UserError: an unknown language, no languages, or ``n`` below 1.
-    """
-    languages = _languages(languages, list(BUILTIN_LANGUAGES), "built-in parallel sentences")
-    if n is not None:
-        _check_positive("n", n)
-    out: dict[str, list[str]] = {lang: [] for lang in languages}
-    if all(lang in question_languages() for lang in languages):
-        for lang in languages:
-            out[lang].extend(load_questions(lang))
-    facts = FactSet.builtin(languages=languages)
-    by_uuid: dict[str, dict[str, str]] = {}
-    relation_of: dict[str, str] = {}
-    for fact in facts.facts:
-        by_uuid.setdefault(fact.uuid, {})[fact.lang] = facts.fill(fact)
-        relation_of[fact.uuid] = fact.relation
-    per_relation = {
-        rel: sorted(
-            u for u in by_uuid if relation_of[u] == rel and len(by_uuid[u]) == len(languages)
-        )
-        for rel in facts.relations
-    }
-    longest = max((len(u) for u in per_relation.values()), default=0)
-    for k in range(longest):  # round robin over relations
-        for uuids in per_relation.values():
-            if k < len(uuids):
-                for lang in languages:
-                    out[lang].append(by_uuid[uuids[k]][lang])
-    return {lang: items[:n] for lang, items in out.items()}
-
-
-def _languages(asked: Sequence[str], available: Sequence[str], what: str) -> list[str]:
-    if isinstance(asked, str):
-        asked = [asked]
-    if not asked:
-        raise UserError(f"no languages given for {what}; available: {', '.join(available)}")
-    return list(dict.fromkeys(normalize_language(lang, available) for lang in asked))
 
 
 def _keep(act: torch.Tensor, *, hook: Any, name: str, store: dict[str, torch.Tensor]) -> None:
@@ -410,35 +350,6 @@ def prefix_token_ids(tokenizer: Any, word: str) -> list[int]:
     return sorted({i for p in prefixes if p.strip() for i in index.get(p, [])})
 
 
-def builtin_parallel_words(
-    languages: Sequence[str], *, kinds: Sequence[str] = tuple(WORD_KINDS)
-) -> dict[str, list[str]]:
-    """Parallel words from the built-in facts: country names (subjects), capitals, official
-    languages, continents and currencies (objects), one item per distinct tuple of words
-    across ``languages``; item i of every language is the same word.
-
-    Raises:
-        UserError: an unknown language or kind.
-    """
-    languages = _languages(languages, list(BUILTIN_LANGUAGES), "built-in parallel words")
-    for kind in kinds:
-        if kind not in WORD_KINDS:
-            raise UserError(f"unknown kind of word {kind!r}; valid: {', '.join(WORD_KINDS)}")
-    relations = list(dict.fromkeys(WORD_KINDS[kind][0] for kind in kinds))
-    facts = FactSet.builtin(languages=languages, relations=relations)
-    by_uuid: dict[str, dict[str, Any]] = {}
-    for fact in facts.facts:
-        by_uuid.setdefault(fact.uuid, {})[fact.lang] = fact
-    items: dict[tuple[str, ...], None] = {}
-    for kind in kinds:
-        relation, slot = WORD_KINDS[kind]
-        for uuid in sorted(by_uuid):
-            found = by_uuid[uuid]
-            if len(found) == len(languages) and found[languages[0]].relation == relation:
-                items[tuple(getattr(found[lang], slot) for lang in languages)] = None
-    return {lang: [item[k] for item in items] for k, lang in enumerate(languages)}
-
-
 def translation_prompt(
     source: str, target: str, shots: Sequence[tuple[str, str]], word: str
 ) -> str:
@@ -514,7 +425,7 @@ def latent_language(
         source: language of the words to translate (may be ``"en"``).
         target: language of the answer (not ``"en"``: it is compared with English).
         words: language -> parallel words (item i is the same word in every language);
-            default :func:`builtin_parallel_words`.
+            default :func:`~mlneurons.data.parallel.builtin_parallel_words`.
         n_shots: translation examples per prompt.
         seed: seed of the examples' choice.
         drop_copies: drop items whose source and English words share a token.
@@ -547,7 +458,10 @@ def latent_language(
     if target == ENGLISH:
         raise UserError(f"target {target!r} is the latent language compared with; choose another")
     langs = list(dict.fromkeys([source, target, ENGLISH]))
-    table = builtin_parallel_words(langs) if words is None else {k: list(words[k]) for k in langs}
+    if words is None:
+        table = parallel.builtin_parallel_words(langs)
+    else:
+        table = {k: list(words[k]) for k in langs}
     n_words = len(table[source])
     if n_words < n_shots + 1:
         raise UserError(
@@ -602,8 +516,6 @@ __all__ = [
     "LANGUAGE_NAMES",
     "LatentLanguage",
     "SentenceSimilarity",
-    "builtin_parallel_sentences",
-    "builtin_parallel_words",
     "final_norm",
     "latent_language",
     "prefix_token_ids",

@@ -14,8 +14,8 @@ see which language the model falls back to.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import re
 import time
 import unicodedata
 import warnings
@@ -41,14 +41,9 @@ from mlneurons.methods.interventions import (
     scale,
 )
 from mlneurons.methods.lape import LanguageNeurons, lape_entropy, select
-from mlneurons.models.canary import canary_ids, verify
 from mlneurons.models.fingerprint import check_same_model, fingerprint
-from mlneurons.models.forward import (
-    honour_cache_keyword,
-    log_likelihood_sums,
-    model_device,
-    pad_right,
-)
+from mlneurons.models.generation import generate_answers, generation_settings
+from mlneurons.models.scoring import token_logprobs
 from mlneurons.results import Result
 from mlneurons.stats.activation import ActivationStats
 
@@ -107,100 +102,6 @@ class SteeringResult(Result):
         """Share of answers still in the source language."""
         key = f"lang_{which}"
         return sum(s[key] == self.source for s in self.samples) / len(self.samples)
-
-
-REPETITION_PENALTY = 1.1
-"""Greedy decoding's repetition penalty: without it a 270M model loops on short answers."""
-
-
-def generation_settings(template: str, max_new_tokens: int) -> dict[str, Any]:
-    """How answers were generated, as every steering result records it."""
-    return {
-        "template": template,
-        "max_new_tokens": max_new_tokens,
-        "greedy": True,
-        "repetition_penalty": REPETITION_PENALTY,
-    }
-
-
-def check_cached_generation(model: Any) -> None:
-    """Canary: batched, left-padded greedy generation with the key/value cache gives the
-    tokens of one prompt at a time without any cache (once per model)."""
-    honour_cache_keyword()
-    pad = getattr(model.tokenizer, "pad_token_id", None)
-    if pad is None:
-        return  # one prompt at a time only (generate_answers refuses batches)
-    prompts = [canary_ids(model, 4), canary_ids(model, 7, offset=1)]
-    options = {
-        "max_new_tokens": 2,
-        "do_sample": False,
-        "stop_at_eos": False,
-        "verbose": False,
-        "return_type": "tokens",
-        "repetition_penalty": REPETITION_PENALTY,
-    }
-
-    def compare() -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        mask = (torch.arange(width) >= torch.tensor([[width - len(p)] for p in prompts])).long()
-        device = model_device(model)
-        out = model.generate(ids.to(device), attention_mask=mask.to(device), **options)
-        alone = [
-            model.generate(torch.tensor([p], device=device), use_past_kv_cache=False, **options)
-            for p in prompts
-        ]
-        return out[:, width:], torch.cat([a[:, len(p) :] for a, p in zip(alone, prompts)])
-
-    verify(model, "cached batched generation", compare, rtol=0.0, atol=0.0)
-
-
-def generate_answers(
-    model: Any,
-    prompts: Sequence[str],
-    *,
-    max_new_tokens: int = 32,
-    batch_size: int = 8,
-    repetition_penalty: float = REPETITION_PENALTY,
-    progress: bool = True,
-) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches), first line or paragraph only.
-
-    Raises:
-        UserError: ``batch_size`` or ``max_new_tokens`` below 1, or batches of several
-            prompts with a tokenizer that has no pad token.
-    """
-    for name, value in (("batch_size", batch_size), ("max_new_tokens", max_new_tokens)):
-        if value < 1:
-            raise UserError(f"{name} must be at least 1, got {value}")
-    answers: list[str] = []
-    tokenizer = model.tokenizer
-    if tokenizer.pad_token_id is None and batch_size > 1 and len(prompts) > 1:
-        raise UserError(
-            f"the tokenizer of {fingerprint(model)['name']!r} has no pad token, which batches of "
-            f"{batch_size} prompts need; use batch size 1 (--batch-size 1) or set "
-            "tokenizer.pad_token"
-        )
-    check_cached_generation(model)
-    for start in tqdm(range(0, len(prompts), batch_size), desc="generate", disable=not progress):
-        batch = list(prompts[start : start + batch_size])
-        padding = len(batch) > 1
-        inputs = tokenizer(batch, padding=padding, padding_side="left", return_tensors="pt")
-        width = inputs["input_ids"].shape[1]
-        out = model.generate(
-            inputs["input_ids"],
-            attention_mask=inputs["attention_mask"],
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            verbose=False,
-            repetition_penalty=repetition_penalty,
-            return_type="tokens",
-        )
-        for row in out:
-            text = tokenizer.decode(row[width:], skip_special_tokens=True)
-            first = text.strip().split("\n\n")[0]
-            answers.append(re.split(r"\nQ[:：]", first)[0].strip())  # ASCII or full-width colon
-    return answers
 
 
 def steer(
@@ -395,7 +296,7 @@ def answer_nll(
         raise UserError(f"{len(prompts)} prompts but {len(answers)} answers")
     if batch_size < 1:
         raise UserError(f"batch_size must be at least 1, got {batch_size}")
-    tokenizer, hf = model.tokenizer, model.original_model
+    tokenizer = model.tokenizer
     rows, starts = [], []
     for prompt, answer in zip(prompts, answers):
         ids = list(tokenizer(prompt)["input_ids"])
@@ -405,25 +306,15 @@ def answer_nll(
         starts.append(len(ids))
     nll = torch.zeros(len(rows), dtype=torch.float64)
     counts = torch.tensor([len(r) - s for r, s in zip(rows, starts)], dtype=torch.long)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = model_device(model)
     scored = [k for k in range(len(rows)) if counts[k] > 0]
-    with torch.inference_mode():
-        for begin in range(0, len(scored), batch_size):
-            chunk = scored[begin : begin + batch_size]
-            ids, mask = pad_right([rows[k] for k in chunk], pad, device=device)
-            hidden = hf.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
-            hidden = hidden.last_hidden_state
-            states, targets, owners = [], [], []
-            for j, k in enumerate(chunk):
-                start, end = starts[k], len(rows[k])
-                states.append(hidden[j, start - 1 : end - 1])
-                targets.append(ids[j, start:end])
-                owners.append(torch.full((end - start,), j))
-            sums = log_likelihood_sums(
-                model, torch.cat(states), torch.cat(targets), torch.cat(owners), len(chunk)
-            )
-            nll[chunk] = -sums.double()
+    scores = token_logprobs(
+        model,
+        [rows[k] for k in scored],
+        batch_size=batch_size,
+        score_from=[starts[k] for k in scored],
+    )
+    for k, values in zip(scored, scores.logprobs):
+        nll[k] = -values.double().sum()
     return nll, counts
 
 
@@ -452,6 +343,79 @@ def _judge(
     return langs, degenerate
 
 
+@dataclass(frozen=True)
+class AnswerSample:
+    """One generated answer as a sweep or fallback curve keeps it."""
+
+    prompt: str
+    answer: str
+    lang: str
+    degenerate: bool
+
+
+def _samples(
+    prompts: list[str], answers: list[str], langs: list[str], degenerate: list[bool], n: int
+) -> tuple[AnswerSample, ...]:
+    return tuple(AnswerSample(*sample) for sample in zip(prompts, answers, langs, degenerate))[:n]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepPoint:
+    """One steering setting of a sweep and its numbers (the unsteered baseline has no setting).
+
+    Attributes:
+        mode, alpha, top_rate: the setting (None on the baseline).
+        n_neurons: target neurons steered; n_source_neurons: source neurons set to the
+            sweep's ``source_value``.
+        target_rate, source_rate: shares of answers in the target (source) language that
+            are not degenerate (:func:`is_degenerate`).
+        degenerate_rate, empty_rate: shares of degenerate and of empty answers.
+        fluency_ppl: perplexity of the answers under the unsteered model given the
+            prompt; None when no answer has a token.
+        answer_tokens: answer tokens scored for ``fluency_ppl``.
+        samples: the first few answers.
+        seconds: time to generate and measure.
+    """
+
+    SETTING: ClassVar[tuple[str, ...]] = (
+        "mode",
+        "alpha",
+        "top_rate",
+        "n_neurons",
+        "n_source_neurons",
+    )
+
+    mode: str | None = None
+    alpha: float | None = None
+    top_rate: float | None = None
+    n_neurons: int | None = None
+    n_source_neurons: int | None = None
+    target_rate: float
+    source_rate: float
+    degenerate_rate: float
+    empty_rate: float
+    fluency_ppl: float | None
+    answer_tokens: int
+    samples: tuple[AnswerSample, ...] = ()
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The saved dict; the baseline's has no setting keys."""
+        data = dataclasses.asdict(self)
+        if self.mode is None:
+            for key in self.SETTING:
+                del data[key]
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SweepPoint:
+        samples = tuple(AnswerSample(**sample) for sample in data.get("samples", ()))
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            **{k: v for k, v in data.items() if k in names and k != "samples"}, samples=samples
+        )
+
+
 def _measure(
     model: Any,
     prompts: list[str],
@@ -462,46 +426,32 @@ def _measure(
     identify: Callable[[list[str]], list[str]],
     batch_size: int,
     n_samples: int,
-) -> dict[str, Any]:
+) -> SweepPoint:
     """The sweep's numbers for one set of answers (scored under ``model`` as it is hooked)."""
     langs, degenerate = _judge(model, answers, identify)
     nll, counts = answer_nll(model, prompts, answers, batch_size=batch_size)
     n = len(answers)
-    return {
-        "target_rate": sum(lang == target and not d for lang, d in zip(langs, degenerate)) / n,
-        "source_rate": sum(lang == source and not d for lang, d in zip(langs, degenerate)) / n,
-        "degenerate_rate": sum(degenerate) / n,
-        "empty_rate": sum(not a.strip() for a in answers) / n,
-        "fluency_ppl": _fluency(nll, counts),
-        "answer_tokens": int(counts.sum()),
-        "samples": [
-            {"prompt": p, "answer": a, "lang": lang, "degenerate": d}
-            for p, a, lang, d in list(zip(prompts, answers, langs, degenerate))[:n_samples]
-        ],
-    }
+    return SweepPoint(
+        target_rate=sum(lang == target and not d for lang, d in zip(langs, degenerate)) / n,
+        source_rate=sum(lang == source and not d for lang, d in zip(langs, degenerate)) / n,
+        degenerate_rate=sum(degenerate) / n,
+        empty_rate=sum(not a.strip() for a in answers) / n,
+        fluency_ppl=_fluency(nll, counts),
+        answer_tokens=int(counts.sum()),
+        samples=_samples(prompts, answers, langs, degenerate, n_samples),
+    )
 
 
 @dataclass
 class SteeringSweep(Result):
     """A grid of steering settings (mode, α, LAPE top rate), each measured on the same questions.
 
-    Rates are shares of all answers: ``target_rate`` counts answers identified as the
-    target language that are not degenerate (:func:`is_degenerate`), likewise
-    ``source_rate``. ``fluency_ppl`` is the perplexity of the answers' tokens under the
-    unsteered model given the prompt (lower: more fluent; repetitive text scores low
-    too, hence ``degenerate_rate``).
-
     Attributes:
         source: language of the questions.
         target: language steered to.
         languages: candidate languages of the language identifier.
-        baseline: the unsteered answers' ``target_rate``, ``source_rate``,
-            ``degenerate_rate``, ``empty_rate``, ``fluency_ppl``, ``answer_tokens``,
-            ``seconds`` and ``samples``.
-        points: one dict per setting: ``mode``, ``alpha``, ``top_rate``, ``n_neurons``
-            (target neurons steered), ``n_source_neurons`` (source neurons set to
-            ``source_value``), the numbers of ``baseline`` and ``samples`` (a few
-            ``{"prompt", "answer", "lang", "degenerate"}``).
+        baseline: the unsteered answers' numbers (a :class:`SweepPoint` without setting).
+        points: one :class:`SweepPoint` per setting.
         model: fingerprint of the model.
         settings: generation settings, ``source_value``, number of questions.
     """
@@ -511,49 +461,66 @@ class SteeringSweep(Result):
     source: str
     target: str
     languages: list[str]
-    baseline: dict[str, Any]
-    points: list[dict[str, Any]]
+    baseline: SweepPoint
+    points: list[SweepPoint]
     model: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "baseline": self.baseline.to_json(),
+            "points": [p.to_json() for p in self.points],
+        }
+
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], tensors: dict[str, Any] | None = None
+    ) -> SteeringSweep:
+        points = {
+            "baseline": SweepPoint.from_json(data["baseline"]),
+            "points": [SweepPoint.from_json(p) for p in data["points"]],
+        }
+        return super().from_json({**data, **points})
 
     @property
     def modes(self) -> list[str]:
         """The modes of the sweep, in order."""
-        return list(dict.fromkeys(p["mode"] for p in self.points))
+        return list(dict.fromkeys(p.mode for p in self.points if p.mode is not None))
 
-    def best(self, mode: str, *, max_degenerate: float = 0.5) -> dict[str, Any] | None:
+    def best(self, mode: str, *, max_degenerate: float = 0.5) -> SweepPoint | None:
         """The setting of ``mode`` with the highest target rate, ties broken by lower
         fluency perplexity, then by smaller α; settings where more than ``max_degenerate``
         of the answers are degenerate are excluded. None when no setting qualifies."""
         check_mode(mode)
         candidates = [
-            p for p in self.points if p["mode"] == mode and p["degenerate_rate"] <= max_degenerate
+            p for p in self.points if p.mode == mode and p.degenerate_rate <= max_degenerate
         ]
         if not candidates:
             return None
         return min(
             candidates,
             key=lambda p: (
-                -p["target_rate"],
-                math.inf if p["fluency_ppl"] is None else p["fluency_ppl"],
-                p["alpha"],
+                -p.target_rate,
+                math.inf if p.fluency_ppl is None else p.fluency_ppl,
+                p.alpha,
             ),
         )
 
     def summary(self) -> str:
         """One line per setting (and the baseline): rates in %, fluency, neurons, seconds."""
 
-        def line(name: str, p: dict[str, Any]) -> str:
-            ppl = "-" if p["fluency_ppl"] is None else f"{p['fluency_ppl']:.1f}"
+        def line(name: str, p: SweepPoint) -> str:
+            ppl = "-" if p.fluency_ppl is None else f"{p.fluency_ppl:.1f}"
             return (
-                f"{name:<28} {self.target} {p['target_rate']:>4.0%}  {self.source} "
-                f"{p['source_rate']:>4.0%}  degenerate {p['degenerate_rate']:>4.0%}  "
-                f"ppl {ppl:>7}  {p.get('seconds', 0):.1f}s"
+                f"{name:<28} {self.target} {p.target_rate:>4.0%}  {self.source} "
+                f"{p.source_rate:>4.0%}  degenerate {p.degenerate_rate:>4.0%}  "
+                f"ppl {ppl:>7}  {p.seconds:.1f}s"
             )
 
         lines = [line("unsteered", self.baseline)]
         for p in self.points:
-            name = f"{p['mode']} a={p['alpha']:g} top={p['top_rate']:g} n={p['n_neurons']}"
+            name = f"{p.mode} a={p.alpha:g} top={p.top_rate:g} n={p.n_neurons}"
             lines.append(line(name, p))
         return "\n".join(lines)
 
@@ -687,14 +654,14 @@ def steering_sweep(
                 )
                 check_intervention(model, hooks)
                 n_source = 0 if source_value is None else len(neurons.difference(source, target))
-                point = {
-                    "mode": mode,
-                    "alpha": alpha,
-                    "top_rate": float(top_rate),
-                    "n_neurons": len(neurons[target]),
-                    "n_source_neurons": n_source,
-                }
-                settings.append((point, hooks))
+                setting = dict(
+                    mode=mode,
+                    alpha=alpha,
+                    top_rate=float(top_rate),
+                    n_neurons=len(neurons[target]),
+                    n_source_neurons=n_source,
+                )
+                settings.append((setting, hooks))
     options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
     measure = dict(
         source=source, target=target, identify=identify, batch_size=batch_size, n_samples=n_samples
@@ -703,14 +670,15 @@ def steering_sweep(
         began = time.perf_counter()
         answers = generate_answers(model, prompts, **options)
         baseline = _measure(model, prompts, answers, **measure)
-        baseline["seconds"] = time.perf_counter() - began
+        baseline = dataclasses.replace(baseline, seconds=time.perf_counter() - began)
         points = []
-        for point, hooks in tqdm(settings, desc="steering sweep", disable=not progress):
+        for setting, hooks in tqdm(settings, desc="steering sweep", disable=not progress):
             began = time.perf_counter()
             with intervene(model, hooks):
                 answers = generate_answers(model, prompts, **options)
-            points.append({**point, **_measure(model, prompts, answers, **measure)})
-            points[-1]["seconds"] = time.perf_counter() - began
+            point = _measure(model, prompts, answers, **measure)
+            seconds = time.perf_counter() - began
+            points.append(dataclasses.replace(point, **setting, seconds=seconds))
     return SteeringSweep(
         source=source,
         target=target,
@@ -761,6 +729,33 @@ def fallback_order(
     return pairs[ranked]
 
 
+@dataclass(frozen=True)
+class FallbackPoint:
+    """One share of a fallback curve.
+
+    Attributes:
+        share: the fraction of the language's neurons deactivated.
+        n_deactivated: how many neurons that is.
+        degenerate_rate: share of degenerate answers (:func:`is_degenerate`).
+        samples: the first few answers.
+        seconds: time to generate and judge.
+        distribution: each category's share of the answers, a degenerate answer
+            counting as ``"degenerate"`` whatever its identified language.
+    """
+
+    share: float
+    n_deactivated: int
+    degenerate_rate: float
+    samples: tuple[AnswerSample, ...]
+    seconds: float
+    distribution: dict[str, float]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FallbackPoint:
+        samples = tuple(AnswerSample(**sample) for sample in data["samples"])
+        return cls(**{**data, "samples": samples})
+
+
 @dataclass
 class FallbackCurve(Result):
     """Which language a model answers in as growing shares of one language's neurons are
@@ -771,10 +766,7 @@ class FallbackCurve(Result):
         order: how the neurons were ranked (:func:`fallback_order`).
         categories: the keys of every distribution, in plotting order: ``language``,
             the identifier's other languages, ``"unknown"``, ``"degenerate"``.
-        points: per share ``{"share", "n_deactivated", "distribution", "degenerate_rate",
-            "seconds", "samples"}``; ``distribution`` maps each category to its share of
-            the answers, a degenerate answer (:func:`is_degenerate`) counting as
-            ``"degenerate"`` whatever its identified language.
+        points: one :class:`FallbackPoint` per share.
         model: fingerprint of the model.
         settings: generation settings, number of neurons and questions, seed.
     """
@@ -784,13 +776,20 @@ class FallbackCurve(Result):
     language: str
     order: str
     categories: list[str]
-    points: list[dict[str, Any]]
+    points: list[FallbackPoint]
     model: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_json(
+        cls, data: dict[str, Any], tensors: dict[str, Any] | None = None
+    ) -> FallbackCurve:
+        points = [FallbackPoint.from_json(p) for p in data["points"]]
+        return super().from_json({**data, "points": points})
+
     def dominant(self) -> list[str]:
         """Per share, the most frequent category of answers."""
-        return [max(self.categories, key=lambda c: p["distribution"][c]) for p in self.points]
+        return [max(self.categories, key=lambda c: p.distribution[c]) for p in self.points]
 
 
 def fallback_curve(
@@ -838,7 +837,7 @@ def fallback_curve(
     identify = _identifier(identify, langs)
     categories = [language, *[c for c in langs if c != language], UNKNOWN, DEGENERATE]
     options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
-    points = []
+    measured = []
     with torch.inference_mode():
         for share in tqdm(list(shares), desc=f"fallback {language}", disable=not progress):
             began = time.perf_counter()
@@ -850,25 +849,20 @@ def fallback_curve(
             for label in labels:
                 if label not in categories:
                     categories.insert(-2, label)
-            counts = Counter(labels)
-            points.append(
-                {
-                    "share": float(share),
-                    "n_deactivated": k,
-                    "degenerate_rate": sum(degenerate) / len(answers),
-                    "samples": [
-                        {"prompt": p, "answer": a, "lang": lang, "degenerate": d}
-                        for p, a, lang, d in list(zip(prompts, answers, found, degenerate))[
-                            :n_samples
-                        ]
-                    ],
-                    "seconds": time.perf_counter() - began,
-                    "counts": dict(counts),
-                }
+            point = dict(
+                share=float(share),
+                n_deactivated=k,
+                degenerate_rate=sum(degenerate) / len(answers),
+                samples=_samples(prompts, answers, found, degenerate, n_samples),
+                seconds=time.perf_counter() - began,
             )
-    for point in points:
-        counts = point.pop("counts")
-        point["distribution"] = {c: counts.get(c, 0) / len(prompts) for c in categories}
+            measured.append((point, Counter(labels)))
+    points = [
+        FallbackPoint(
+            **point, distribution={c: counts.get(c, 0) / len(prompts) for c in categories}
+        )
+        for point, counts in measured
+    ]
     return FallbackCurve(
         language=language,
         order=order,
@@ -893,13 +887,15 @@ __all__ = [
     "STEERING_FILE",
     "STEERING_MODES",
     "SWEEP_FILE",
+    "AnswerSample",
     "FallbackCurve",
+    "FallbackPoint",
     "SteeringResult",
     "SteeringSweep",
+    "SweepPoint",
     "answer_nll",
     "fallback_curve",
     "fallback_order",
-    "generate_answers",
     "is_degenerate",
     "steer",
     "steering_intervention",

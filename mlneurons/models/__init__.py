@@ -1,2 +1,3 @@
 """Models layer: loading TransformerBridges, fingerprints, hook points, forward helpers,
-block replay and the canaries that check each fast path against its exact one."""
+per-token scoring, greedy generation, tokens for display, block replay and the canaries
+that check each fast path against its exact one."""

@@ -39,8 +39,8 @@ def honour_cache_keyword() -> None:
 
 def run_body(
     model: Any, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None
-) -> None:
-    """Run the transformer body for its hooks only, without the unembedding.
+) -> torch.Tensor:
+    """Run the transformer body without the unembedding; returns the final (normed) states.
 
     Statistics never need logits, and the 262k-vocabulary matmul dominates a Gemma
     forward. Hooks attached with ``model.hooks(...)`` fire as in a full forward.
@@ -49,7 +49,7 @@ def run_body(
     if body is None:
         raise ValueError("run_body needs a TransformerBridge booted from a Hugging Face model")
     kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
-    body(input_ids=tokens, use_cache=False, **kwargs)
+    return body(input_ids=tokens, use_cache=False, **kwargs).last_hidden_state
 
 
 def cached_body(
@@ -85,6 +85,23 @@ UNEMBED_ROWS = 256
 fast per row as a batch of 32."""
 
 
+def target_logprobs(
+    model: Any, states: torch.Tensor, targets: torch.Tensor, *, rows: int = UNEMBED_ROWS
+) -> torch.Tensor:
+    """The log-probability of each of ``targets`` given its final (normed) state.
+
+    The unembedding runs ``rows`` states at a time, so full-vocabulary logits of all
+    states never exist at once. Returns a float32 CPU tensor, one value per state.
+    """
+    parts = [torch.zeros(0)]
+    for start in range(0, len(states), rows):
+        part = slice(start, start + rows)
+        logits = unembed(model, states[part]).float()
+        nll = F.cross_entropy(logits, targets[part].to(logits.device), reduction="none")
+        parts.append(-nll.cpu())
+    return torch.cat(parts)
+
+
 def log_likelihood_sums(
     model: Any,
     states: torch.Tensor,
@@ -94,17 +111,10 @@ def log_likelihood_sums(
     *,
     rows: int = UNEMBED_ROWS,
 ) -> torch.Tensor:
-    """Per owner, the summed log-probability of ``targets`` given final (normed) ``states``.
-
-    The unembedding runs ``rows`` states at a time, so full-vocabulary logits of all
-    states never exist at once. Returns a float32 CPU tensor of ``n_owners`` sums.
-    """
+    """Per owner, the summed log-probability of ``targets`` given final (normed) ``states``
+    (:func:`target_logprobs`). Returns a float32 CPU tensor of ``n_owners`` sums."""
     totals = torch.zeros(n_owners)
-    for start in range(0, len(states), rows):
-        part = slice(start, start + rows)
-        logits = unembed(model, states[part]).float()
-        nll = F.cross_entropy(logits, targets[part].to(logits.device), reduction="none")
-        totals.index_add_(0, owners[part].cpu(), -nll.cpu())
+    totals.index_add_(0, owners.cpu(), target_logprobs(model, states, targets, rows=rows))
     return totals
 
 

@@ -15,7 +15,10 @@ from mlneurons.errors import UserError, check_device, did_you_mean
 from mlneurons.models.fingerprint import checkpoint_identity, weights_state
 from mlneurons.models.forward import honour_cache_keyword
 
-BUILTIN_MODELS = ("gemma-3-270m",)
+DEFAULT_MODEL = "gemma-3-270m"
+"""The model every command, example and the app use when none is named (built in)."""
+
+BUILTIN_MODELS = (DEFAULT_MODEL,)
 """Models that ship inside registry packages and load without network."""
 
 
@@ -145,7 +148,7 @@ def replica_placement(
 
 
 def load_model(
-    name_or_path: str = "gemma-3-270m",
+    name_or_path: str = DEFAULT_MODEL,
     *,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,

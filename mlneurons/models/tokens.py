@@ -1,0 +1,47 @@
+"""Token ids of a text and readable token strings, as the live views show them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def encode(tokenizer: Any, text: str, max_tokens: int = 256) -> list[int]:
+    """Token ids of ``text``, BOS first when the tokenizer has one, at most ``max_tokens``."""
+    ids = list(tokenizer(text)["input_ids"])
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and (not ids or ids[0] != bos):
+        ids = [bos, *ids]
+    return ids[:max_tokens]
+
+
+def bos_count(tokenizer: Any, ids: Sequence[int]) -> int:
+    """1 when ``ids`` start with the tokenizer's BOS, else 0."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return 1 if bos is not None and len(ids) and ids[0] == bos else 0
+
+
+def display_tokens(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], list[list[int]]]:
+    """Readable token strings, with byte-fallback pieces merged into whole characters.
+
+    Returns the strings and, for each, the positions of ``ids`` it covers.
+    """
+    pieces: list[str] = []
+    groups: list[list[int]] = []
+    previous, start = "", 0
+    for i in range(len(ids)):
+        text = tokenizer.decode(list(ids[: i + 1]))
+        if text.endswith("\ufffd") and i + 1 < len(ids):
+            continue  # an incomplete UTF-8 character: wait for its other bytes
+        piece = (
+            text[len(previous) :]
+            if text.startswith(previous)
+            else tokenizer.decode(list(ids[start : i + 1]))
+        )
+        pieces.append(piece)
+        groups.append(list(range(start, i + 1)))
+        previous, start = text, i + 1
+    return pieces, groups
+
+
+__all__ = ["bos_count", "display_tokens", "encode"]
