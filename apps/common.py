@@ -24,29 +24,10 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from mlneurons.models.loading import DEFAULT_MODEL
+from mlneurons.models import DEFAULT_MODEL
 
 LOCK = threading.Lock()
 """Held around every forward pass with hooks (the model is shared across sessions)."""
-
-
-# file -> the command that writes it
-PRODUCERS = {
-    "neurons.json": "mlneurons lape --out {run}",
-    "stats.safetensors": "mlneurons lape --out {run}",
-    "ppl_matrix.json": "mlneurons ablate --neurons {run} --out {run}",
-    "steering.json": "mlneurons steer --neurons {run} --source fr --target zh --out {run}",
-    "methods.json": "mlneurons compare-methods --neurons {run} --out {run}",
-    "steering_sweep.json": "mlneurons steer-sweep --neurons {run} --source es --target zh --out {run}",
-    "fallback.json": "mlneurons fallback --neurons {run} --language zh --out {run}",
-    "sentence_similarity.safetensors": "mlneurons ses --out {run}",
-    "latent_language.safetensors": "mlneurons logit-lens --source fr --target zh --out {run}",
-    "probe.json": "mlneurons probe --out {run}",
-    "fact_neurons.json": "mlneurons fact-neurons --probe {run} --out {run}",
-    "trace.json": "mlneurons trace --probe {run} --out {run}",
-    "lrp2.json": "mlneurons lrp2 --out {run}",
-    "language_vectors.safetensors": "mlneurons lrp2 --out {run}",
-}
 
 
 # ---- the run --------------------------------------------------------------------------
@@ -73,13 +54,16 @@ def has(run: Path | None, *names: str) -> bool:
 
 def require(run: Path | None, *names: str) -> bool:
     """True when the run holds every file; otherwise say which command writes the first missing."""
+    from mlneurons.interfaces.commands import producer_of
+
     for name in names:
         if not has(run, name):
-            where = str(run) if run is not None else "DIR"
+            where = run if run is not None else Path("DIR")
+            spec = producer_of(name)
             st.info(f"This run has no `{name}`. Produce it with:")
             st.code(
-                PRODUCERS[name].format(run=shlex.quote(where))
-                + f"\n# or everything at once:\nmlneurons report --out {shlex.quote(where)}",
+                (spec.producer(where) + "\n# or everything at once:\n" if spec else "")
+                + f"mlneurons report --out {shlex.quote(str(where))}",
                 language="bash",
             )
             return False
@@ -415,54 +399,29 @@ def download_png(label: str, make_figure: Any, file_name: str, key: str) -> None
     )
 
 
-def reproduce(run: Path, command: str, reconstructed: str) -> None:
-    """Show the CLI command that reproduces a result: from ``report.json`` when it names one."""
-    recorded = _report_command(run, command)
+def reproduce(run: Path, command: str) -> None:
+    """Show the command line that reproduces a command's result: its config in the run's
+    ``cfg.json`` (``Config.to_argv``), else a command that writes it."""
+    from mlneurons.interfaces.commands import command as spec_of
+
+    spec = spec_of(command)
+    recorded = spec.reproduce(run)
     with st.expander(f"Reproduce: `mlneurons {command}`"):
         if recorded:
-            st.caption("As recorded in report.json:")
+            st.caption("From the config this run recorded (cfg.json):")
             st.code(recorded, language="bash")
         else:
-            st.caption("Reconstructed from the result's settings (no report.json step for it):")
-            st.code(reconstructed, language="bash")
+            st.caption("This run records no config for it (cfg.json); a command that writes it:")
+            st.code(spec.producer(run), language="bash")
 
 
-def _report_command(run: Path, command: str) -> str | None:
-    report = read(run, "report.json") if has(run, "report.json") else None
-    if not report:
-        return None
-    steps = report.get("steps", report) if isinstance(report, dict) else report
-    entries = steps.values() if isinstance(steps, dict) else steps
-    for entry in entries:
-        if not isinstance(entry, dict) or "command" not in entry:
-            continue
-        text = entry["command"]
-        text = shlex.join(map(str, text)) if isinstance(text, list) else str(text)
-        words = text.split()
-        if command in words[:3] or entry.get("name") == command or entry.get("step") == command:
-            return text
-    return None
+def describe(run: Path, command: str) -> None:
+    """The findings of a command's result in this run, worded as the CLI and report word them."""
+    from mlneurons.interfaces.commands import command as spec_of
 
-
-def model_option(run: Path, name: str | None = None) -> str:
-    """``--model NAME`` for a reconstructed command (the built-in default is left out)."""
-    name = name or recorded_model(run).get("name") or DEFAULT_MODEL
-    return "" if name == DEFAULT_MODEL else f" --model {shlex.quote(name)}"
-
-
-def fact_options(settings: dict[str, Any]) -> str:
-    """The fact-set options of a reconstructed fact command, from a result's ``facts`` settings."""
-    facts = settings.get("facts") or {}
-    parts = []
-    if facts.get("source") == "mlama":
-        parts.append(f"--facts mlama:{shlex.quote(str(facts.get('directory')))}")
-    if facts.get("languages"):
-        parts.append("--languages " + ",".join(facts["languages"]))
-    if facts.get("relations") and facts.get("source") != "mlama":
-        parts.append("--relations " + ",".join(facts["relations"]))
-    if facts.get("facts_per_relation"):
-        parts.append(f"--max-facts-per-relation {facts['facts_per_relation']}")
-    return " ".join(parts)
+    spec = spec_of(command)
+    for line in spec.describe(spec.load(run)):
+        st.caption(line)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -17,9 +17,8 @@ import torch
 import mlneurons
 from mlneurons.methods import lrp2
 from mlneurons.methods.probing import causal as probing
-from mlneurons.models import generation
+from mlneurons.models import DEFAULT_MODEL, generation
 from mlneurons.models.forward import run_body
-from mlneurons.models.loading import DEFAULT_MODEL
 from mlneurons.stats import collector as stats
 
 DEFAULT_RUN_S = {"lape": 184.0, "probe": 654.0, "lrp2": 992.0, "steer": 56.0}

@@ -11,8 +11,11 @@ Quick start::
 Every public name is importable from here; the module that defines it is imported on
 first use, so ``import mlneurons`` (and ``mlneurons --help``) does not import torch.
 The layers, bottom up: ``data`` and ``models``, then ``stats``, then ``evaluation``
-(metrics only), then ``methods``, then ``interfaces`` (see the README's architecture
-section).
+(metrics only), then ``methods``, then ``interfaces`` (docs/architecture.md).
+
+Every command is one library call: ``mlneurons.run(mlneurons.SteerConfig(neurons=
+"runs/lape", source="es", target="zh"), out="runs/steer")``, or with the config a run
+recorded: ``mlneurons.run(mlneurons.Config.load("runs/report", method="steer"))``.
 """
 
 from __future__ import annotations
@@ -25,20 +28,20 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.errors": ("UserError", "FastPathMismatch"),
     "mlneurons.world": ("World",),
-    "mlneurons.config": (
-        "LapeConfig",
-        "ProbeConfig",
-        "FactNeuronsConfig",
-        "SteerConfig",
-        "SteerSweepConfig",
-        "FallbackConfig",
-        "AblateConfig",
-        "CompareMethodsConfig",
-        "SesConfig",
-        "LogitLensConfig",
-        "TraceConfig",
-        "Lrp2Config",
-    ),
+    "mlneurons.config": ("Config",),
+    "mlneurons.interfaces.commands": ("run",),
+    "mlneurons.interfaces.commands.lape": ("LapeConfig",),
+    "mlneurons.interfaces.commands.ablate": ("AblateConfig",),
+    "mlneurons.interfaces.commands.compare_methods": ("CompareMethodsConfig",),
+    "mlneurons.interfaces.commands.steer": ("SteerConfig",),
+    "mlneurons.interfaces.commands.steer_sweep": ("SteerSweepConfig",),
+    "mlneurons.interfaces.commands.fallback": ("FallbackConfig",),
+    "mlneurons.interfaces.commands.probe": ("ProbeConfig",),
+    "mlneurons.interfaces.commands.fact_neurons": ("FactNeuronsConfig",),
+    "mlneurons.interfaces.commands.trace": ("TraceConfig",),
+    "mlneurons.interfaces.commands.lrp2": ("Lrp2Config",),
+    "mlneurons.interfaces.commands.ses": ("SesConfig",),
+    "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
     "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
     "mlneurons.data.facts": ("Fact", "FactSet"),
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
@@ -46,8 +49,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.models.hooks": ("mlp_neuron_hook",),
     "mlneurons.stats.collector": ("HookStats", "Labelled", "collect", "hook_points"),
     "mlneurons.stats.activation": ("ActivationStats", "collect_activation_stats"),
-    "mlneurons.methods.lape": ("LanguageNeurons",),
-    "mlneurons.methods.baselines": ("lap", "lave", "random_selection", "matched_control"),
+    "mlneurons.methods.lape": ("LanguageNeurons", "LapeResult", "LapeSummary", "summarize"),
+    "mlneurons.methods.baselines": (
+        "lap",
+        "lave",
+        "random_selection",
+        "matched_control",
+        "select_methods",
+    ),
     "mlneurons.methods.interventions": ("activate", "deactivate", "intervene", "scale"),
     "mlneurons.methods.steering": (
         "SteeringResult",
@@ -102,6 +111,8 @@ __all__ = sorted([*_WHERE, *_MODULES])
 
 def __getattr__(name: str) -> Any:
     """Import the defining module of a public name on first use (PEP 562)."""
+    if name == "Config":  # its load() and from_dict() know every command's config
+        importlib.import_module("mlneurons.interfaces.commands").every()
     if name in _MODULES:
         value: Any = importlib.import_module(_MODULES[name])
     elif name in _WHERE:
@@ -117,28 +128,34 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
-    from mlneurons.config import (
-        AblateConfig,
-        CompareMethodsConfig,
-        FactNeuronsConfig,
-        FallbackConfig,
-        LapeConfig,
-        LogitLensConfig,
-        Lrp2Config,
-        ProbeConfig,
-        SesConfig,
-        SteerConfig,
-        SteerSweepConfig,
-        TraceConfig,
-    )
+    from mlneurons.config import Config
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
     from mlneurons.data.facts import Fact, FactSet
     from mlneurons.errors import FastPathMismatch, UserError
     from mlneurons.evaluation.langid import identify
     from mlneurons.evaluation.perplexity import perplexity
     from mlneurons.interfaces import plots
+    from mlneurons.interfaces.commands import run
+    from mlneurons.interfaces.commands.ablate import AblateConfig
+    from mlneurons.interfaces.commands.compare_methods import CompareMethodsConfig
+    from mlneurons.interfaces.commands.fact_neurons import FactNeuronsConfig
+    from mlneurons.interfaces.commands.fallback import FallbackConfig
+    from mlneurons.interfaces.commands.lape import LapeConfig
+    from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
+    from mlneurons.interfaces.commands.lrp2 import Lrp2Config
+    from mlneurons.interfaces.commands.probe import ProbeConfig
+    from mlneurons.interfaces.commands.ses import SesConfig
+    from mlneurons.interfaces.commands.steer import SteerConfig
+    from mlneurons.interfaces.commands.steer_sweep import SteerSweepConfig
+    from mlneurons.interfaces.commands.trace import TraceConfig
     from mlneurons.methods import lape
-    from mlneurons.methods.baselines import lap, lave, matched_control, random_selection
+    from mlneurons.methods.baselines import (
+        lap,
+        lave,
+        matched_control,
+        random_selection,
+        select_methods,
+    )
     from mlneurons.methods.deactivation import (
         MethodComparison,
         PerplexityMatrix,
@@ -153,7 +170,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         token_losses,
     )
     from mlneurons.methods.interventions import activate, deactivate, intervene, scale
-    from mlneurons.methods.lape import LanguageNeurons
+    from mlneurons.methods.lape import LanguageNeurons, LapeResult, LapeSummary, summarize
     from mlneurons.methods.lrp2 import (
         LanguageVectors,
         LRP2Result,

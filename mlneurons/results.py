@@ -108,6 +108,11 @@ class Result:
         return write_json(directory, self.FILE, record)
 
     @classmethod
+    def files(cls) -> tuple[str, ...]:
+        """The names of the files :meth:`save` writes (constant for each class)."""
+        return tuple(name for name in (cls.FILE, cls.TENSOR_FILE) if name)
+
+    @classmethod
     def load(cls: type[R], path: str | Path) -> R:
         """Read what :meth:`save` wrote (a directory, or the file itself)."""
         if cls.TENSOR_FILE:

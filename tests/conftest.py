@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import pytest
 from jaxtyping import install_import_hook
@@ -7,8 +8,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 # Shapes and dtypes in jaxtyping annotations are checked at run time (as TransformerLens'
-# tests do): every mlneurons module imported from here on is decorated with beartype.
-install_import_hook("mlneurons", "typecheck.checker")
+# tests do): every mlneurons module imported from here on is decorated with beartype, but
+# the command configs, whose own checks turn a bad value into the one-line error a user
+# sees (a Literal refused by beartype first would hide it).
+PACKAGE = Path(__file__).resolve().parents[1] / "mlneurons"
+CONFIGS = {"mlneurons.config", "mlneurons.interfaces.commands"}
+CHECKED = [
+    name
+    for name in sorted(
+        f"mlneurons.{path.stem}" for path in [*PACKAGE.glob("*.py"), *PACKAGE.glob("*/")]
+    )
+    if name not in CONFIGS and not name.startswith("mlneurons.__")
+    and name != "mlneurons.interfaces"
+] + sorted(
+    f"mlneurons.interfaces.{path.stem}"
+    for path in (PACKAGE / "interfaces").glob("*.py")
+    if path.stem != "__init__"
+)
+install_import_hook(CHECKED, "typecheck.checker")
 
 
 @pytest.fixture(scope="session")

@@ -256,12 +256,17 @@ def test_model_errors_are_shown_not_raised(tiny_run):
     assert at.dataframe  # the saved results still show
 
 
-def test_reproduce_uses_the_report_command(tiny_run, tmp_path):
+def test_reproduce_uses_the_runs_config(tiny_run, tmp_path):
+    """The "Reproduce" line is the command line of the config the run recorded (cfg.json)."""
+    from mlneurons.interfaces.commands.lape import LapeConfig
+
     for name in ("stats.safetensors", "neurons.json", "neurons_meta.json", "summary.json"):
         shutil.copy(tiny_run / name, tmp_path / name)
-    command = "mlneurons lape --languages en,fr,zh,ja --out somewhere"
-    (tmp_path / "report.json").write_text(json.dumps({"steps": {"lape": {"command": command}}}))
+    LapeConfig(languages=("en", "fr", "zh", "ja"), top_rate=0.05, seq_len=64).save(tmp_path)
     at = clean(open_app(tmp_path, live="false"))
+    command = (
+        f"mlneurons lape --languages en,fr,zh,ja --seq-len 64 --top-rate 0.05 --out {tmp_path}"
+    )
     assert any(c.value == command for c in at.code)
 
 

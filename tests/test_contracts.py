@@ -101,7 +101,7 @@ def test_lrp2_default_layers_on_a_two_block_model(planted_model):
     vectors = LanguageVectors(["en", "de"], torch.zeros(2, 2, planted_model.cfg.d_model), [1, 1])
     vectors.model = mlneurons.fingerprint(planted_model)
     # every third block of two is block 0 alone: too few for a (LIRP, LSRP) pair
-    with pytest.raises(ValueError, match=r"at least two blocks in 0\.\.1, got \[0\]"):
+    with pytest.raises(ValueError, match=r"layers 0: give at least two layers in 0\.\.1"):
         evaluate_lrp2(planted_model, tiny_facts(), vectors, progress=False)
 
 

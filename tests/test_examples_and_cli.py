@@ -94,7 +94,8 @@ def test_cli_lape_writes_everything(planted_dir, text_dir, tmp_path, capsys):
     assert summary["neurons_per_language"] == {"en": 2, "fr": 2, "zh": 2}
     assert summary["model"]["hash"] == ActivationStats.load(out).model["hash"]
     assert LanguageNeurons.load(out).counts() == summary["neurons_per_language"]
-    from mlneurons.config import Config, LapeConfig
+    from mlneurons.config import Config
+    from mlneurons.interfaces.commands.lape import LapeConfig
 
     config = Config.load(out)  # cfg.json reproduces the run
     assert config == LapeConfig(

@@ -2,14 +2,17 @@
 
 import html
 import json
+import shlex
 import sys
 
 import pytest
 from tiny import tiny_facts
 
+from mlneurons.config import Config
 from mlneurons.data.facts import FactSet
 from mlneurons.interfaces import app_server, cli, report
 from mlneurons.interfaces.cli import main as cli_main
+from mlneurons.interfaces.commands import command
 
 FACTS = "--languages en,de --batch-size 64"
 TINY = {
@@ -27,20 +30,38 @@ TINY = {
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
 }
-COMMANDS = {
-    "lape": "cmd_lape",
-    "ablate": "cmd_ablate",
-    "compare-methods": "cmd_compare_methods",
-    "steer": "cmd_steer",
-    "steer-sweep": "cmd_steer_sweep",
-    "fallback": "cmd_fallback",
-    "probe": "cmd_probe",
-    "fact-neurons": "cmd_fact_neurons",
-    "trace": "cmd_trace",
-    "lrp2": "cmd_lrp2",
-    "ses": "cmd_ses",
-    "logit-lens": "cmd_logit_lens",
-}
+COMMANDS = list(TINY)
+
+
+def overrides(name: str, text: str) -> dict:
+    """A budget written as options (``--top-rate 0.1``) as the config values it sets."""
+    import dataclasses
+    import shlex
+
+    from mlneurons.config import flag_of
+    from mlneurons.interfaces.commands import command
+
+    spec = command(name)
+    required = [item for item in dataclasses.fields(spec.config) if item.metadata["required"]]
+    placeholders = [
+        w for item in required if flag_of(item) not in text for w in (flag_of(item), "?")
+    ]
+    args = cli.build_parser([name]).parse_args(
+        [name, *shlex.split(text), *placeholders, "--out", "o"]
+    )
+    cfg, default = spec.config.from_args(args).to_dict(), spec.config().to_dict()
+    return {k: v for k, v in cfg.items() if v != default[k] and v != "?"}
+
+
+def use_budgets(monkeypatch, budgets: dict[str, str]) -> None:
+    """Make ``budgets`` (command -> options) the report's default budgets."""
+    import dataclasses
+    import importlib
+
+    for name, text in budgets.items():
+        module = importlib.import_module(f"mlneurons.interfaces.commands.{name.replace('-', '_')}")
+        step = dataclasses.replace(module.SPEC.step, budgets={"default": overrides(name, text)})
+        monkeypatch.setattr(module, "SPEC", dataclasses.replace(module.SPEC, step=step))
 
 
 @pytest.fixture()
@@ -48,7 +69,7 @@ def tiny_budget(monkeypatch):
     """Tiny budgets, and the tiny fact set and words (which the tiny tokenizer knows) as built-in."""
     from mlneurons.data import parallel
 
-    monkeypatch.setitem(report.BUDGETS, "default", TINY)
+    use_budgets(monkeypatch, TINY)
     monkeypatch.setattr(
         parallel,
         "builtin_parallel_words",
@@ -62,19 +83,18 @@ def tiny_budget(monkeypatch):
 
 
 def _count_calls(monkeypatch) -> tuple[list[str], set[str]]:
-    """Wrap the step commands: each call is recorded; steps put into the returned set are
+    """Wrap the report's steps: each call is recorded; steps put into the returned set are
     interrupted (as by Ctrl-C) instead of run."""
     calls, interrupt = [], set()
-    for step, name in COMMANDS.items():
-        original = getattr(cli, name)
+    original = report.run_command
 
-        def wrapper(args, step=step, original=original):
-            calls.append(step)
-            if step in interrupt:
-                raise KeyboardInterrupt
-            return original(args)
+    def wrapper(spec, cfg, out, models=None):
+        calls.append(spec.name)
+        if spec.name in interrupt:
+            raise KeyboardInterrupt
+        return original(spec, cfg, out, models)
 
-        monkeypatch.setattr(cli, name, wrapper)
+    monkeypatch.setattr(report, "run_command", wrapper)
     return calls, interrupt
 
 
@@ -97,19 +117,23 @@ def test_report_writes_everything_and_resumes(
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert calls == ["trace", "lrp2", "ses", "logit-lens"]  # the finished steps are skipped
-    for budget in TINY.values():  # every budget is printed
-        assert budget in printed
+    for step in TINY:  # every budget is printed as its command's options
+        planned = report.step_config(command(step), "default", out, model=None, device=None)
+        assert shlex.join(planned.to_argv()[1:]) in printed
     assert printed.rstrip().endswith(f"mlneurons app --run {out} --model {planted_dir}")
 
-    for step in report.STEPS:
-        for name in step.outputs:
-            assert (out / name).exists(), name
+    for spec in report.steps():
+        assert spec.saved(out), spec.name
     record = json.loads((out / "report.json").read_text())
     assert list(record["steps"]) == list(COMMANDS)
     for step, entry in record["steps"].items():
         assert entry["status"] == "done" and entry["wall_time_s"] >= 0
-        assert entry["command"].startswith(f"mlneurons {step} {TINY[step]}")
+        assert entry["command"].startswith(f"mlneurons {step} ")
         assert entry["command"].endswith(f"--model {planted_dir} --out {out}")
+        cfg = Config.load(out, method=step)  # the config each step recorded reproduces it
+        assert entry["argv"] == [*cfg.to_argv(), "--out", str(out)]
+        for field, value in overrides(step, TINY[step]).items():  # with the step's budget
+            assert cfg.to_dict()[field] == value, (step, field)
     assert f"--neurons {out}" in record["steps"]["steer"]["command"]
     assert f"--probe {out}" in record["steps"]["trace"]["command"]
     configs = json.loads((out / "cfg.json").read_text())  # one config per command
@@ -133,14 +157,14 @@ def test_report_writes_everything_and_resumes(
     (out / "probe.json").unlink()  # probing again makes its users run again
     assert cli_main(argv) == 0
     assert calls == ["probe", "fact-neurons", "trace"]
-    monkeypatch.setitem(TINY, "ablate", "--tokens-per-language 32 --seq-len 32")
+    use_budgets(monkeypatch, {"ablate": "--tokens-per-language 32 --seq-len 32"})
     calls.clear()
     assert cli_main(argv) == 0  # another budget runs again
     assert calls == ["ablate"]
 
 
 def test_report_step_user_error_is_recorded(planted_dir, monkeypatch, tmp_path, capsys):
-    monkeypatch.setitem(report.BUDGETS, "default", {**TINY, "lape": "--languages en,xx"})
+    use_budgets(monkeypatch, {**TINY, "lape": "--languages en,xx"})
     out = tmp_path / "run"
     assert cli_main(["report", "--model", str(planted_dir), "--out", str(out)]) == 2
     assert "unknown language 'xx'" in capsys.readouterr().err

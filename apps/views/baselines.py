@@ -3,15 +3,12 @@ and strengths; the fallback curve."""
 
 from __future__ import annotations
 
-import shlex
-
 import common
 import pandas as pd
 import streamlit as st
 
 run = common.run_dir()
 st.title("Baselines and steering")
-quoted = shlex.quote(str(run))
 
 
 def _percent(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -22,14 +19,13 @@ def _percent(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 st.header("LAPE against its baselines")
 st.caption(
     "Tang et al. compare LAPE with LAP (firing probability above a threshold), LAVE (LAPE's "
-    "entropy on mean activation values) and RS (random neurons, as many per layer as LAPE). "
-    "Specificity: own / (own + others) of the mean log-perplexity increases; 0.5 = every "
-    "language hurt alike, 1 = only the deactivated language."
+    "entropy on mean activation values) and RS (random neurons, as many per layer as LAPE)."
 )
 if common.require(run, "methods.json"):
     from mlneurons.methods.deactivation import MethodComparison
 
     comparison = MethodComparison.from_json(common.read(run, "methods.json"))
+    common.describe(run, "compare-methods")
     scores = comparison.specificity()
     st.dataframe(
         pd.DataFrame(
@@ -75,12 +71,7 @@ if common.require(run, "methods.json"):
             "methods.png",
             key="dl_methods_png",
         )
-    common.reproduce(
-        run,
-        "compare-methods",
-        f"mlneurons compare-methods --neurons {quoted} --methods {','.join(comparison.methods)} "
-        f"--tokens-per-language {comparison.tokens_per_language} --out {quoted}",
-    )
+    common.reproduce(run, "compare-methods")
 
 # ---- matched controls ---------------------------------------------------------------------
 st.header("Matched controls")
@@ -110,9 +101,9 @@ if matrix_json and matrix_json.get("matched_control"):
     )
 else:
     st.info("This run's perplexity matrix has no matched controls. Produce them with:")
-    st.code(
-        f"mlneurons ablate --neurons {quoted} --control-draws 3 --out {quoted}", language="bash"
-    )
+    from mlneurons.interfaces.commands import command
+
+    st.code(command("ablate").producer(run), language="bash")
 
 # ---- steering sweep -----------------------------------------------------------------------
 st.header("Steering modes and strengths")
@@ -123,12 +114,8 @@ if common.require(run, "steering_sweep.json"):
     measures = ["target_rate", "source_rate", "degenerate_rate"]
     columns = ["mode", "alpha", "top_rate", "n_neurons", *measures, "fluency_ppl"]
     points = pd.DataFrame(sweep.points)[columns].astype({"fluency_ppl": float})
-    st.caption(
-        f"Questions in {sweep.source} steered to {sweep.target}. Unsteered: "
-        f"{sweep.baseline.target_rate:.0%} in {sweep.target}, {sweep.baseline.source_rate:.0%}"
-        f" in {sweep.source}, fluency perplexity {sweep.baseline.fluency_ppl or float('nan'):.1f}."
-        " Rates in %; fluency: perplexity of the answers under the unsteered model."
-    )
+    common.describe(run, "steer-sweep")
+    st.caption("Rates in %; fluency: perplexity of the answers under the unsteered model.")
     shown = _percent(points, measures)
     st.dataframe(shown.style.format(precision=2, na_rep="–"), hide_index=True)
     measure = st.radio("Plot", [*measures, "fluency_ppl"], horizontal=True, key="sweep_measure")
@@ -137,12 +124,7 @@ if common.require(run, "steering_sweep.json"):
     labels = [f"{p.mode} alpha {p.alpha:g} top {p.top_rate:g}" for p in sweep.points]
     chosen = st.selectbox("Answers of", range(len(labels)), format_func=labels.__getitem__)
     st.dataframe(pd.DataFrame(sweep.points[chosen].samples), hide_index=True)
-    common.reproduce(
-        run,
-        "steer-sweep",
-        f"mlneurons steer-sweep --neurons {quoted} --source {sweep.source} --target "
-        f"{sweep.target} --out {quoted}",
-    )
+    common.reproduce(run, "steer-sweep")
 
 # ---- fallback -----------------------------------------------------------------------------
 st.header("Fallback curve")
@@ -154,14 +136,8 @@ if common.require(run, "fallback.json"):
         [{c: 100 * p.distribution[c] for c in curve.categories} for p in curve.points],
         index=[f"{p.share:.0%} off ({p.n_deactivated})" for p in curve.points],
     )
-    st.caption(
-        f"Questions in {curve.language}; growing shares of its neurons deactivated "
-        f"({curve.order} order). Share of answers per identified language, in %."
-    )
+    common.describe(run, "fallback")
+    st.caption("Share of answers per identified language, in %.")
     st.bar_chart(shares, height=260)
     st.dataframe(shares.style.format("{:.0f}"))
-    common.reproduce(
-        run,
-        "fallback",
-        f"mlneurons fallback --neurons {quoted} --language {curve.language} --out {quoted}",
-    )
+    common.reproduce(run, "fallback")

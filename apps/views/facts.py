@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 import common
 import numpy as np
 import pandas as pd
@@ -20,9 +18,6 @@ fact_neurons = (
 )
 languages = probe["languages"]
 settings = probe.get("settings", {})
-quoted = shlex.quote(str(run))
-options = common.fact_options(settings)
-model_option = common.model_option(run, probe.get("model", {}).get("name"))
 
 from mlneurons.methods.tracing import CODES  # noqa: E402
 
@@ -94,21 +89,11 @@ if trace:
             "trace.png",
             key="dl_trace_png",
         )
-common.reproduce(run, "probe", f"mlneurons probe{model_option} {options} --out {quoted}")
+common.reproduce(run, "probe")
 if trace:
-    common.reproduce(
-        run,
-        "trace",
-        f"mlneurons trace{model_option} {options} --probe {quoted} --chunk-tokens "
-        f"{trace.get('settings', {}).get('chunk_tokens', 512)} --out {quoted}",
-    )
+    common.reproduce(run, "trace")
 if fact_neurons:
-    common.reproduce(
-        run,
-        "fact-neurons",
-        f"mlneurons fact-neurons{model_option} {options} --probe {quoted} --k {fact_neurons['k']} "
-        f"--out {quoted}",
-    )
+    common.reproduce(run, "fact-neurons")
 
 # ---- one fact ------------------------------------------------------------------------
 labels = {f"{r['uuid']}  ({r['relation']}: {r['gold']})": r["uuid"] for r in rows.values()}

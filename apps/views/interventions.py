@@ -3,8 +3,6 @@ perplexity matrix, where a cell shows the per-token loss change of its condition
 
 from __future__ import annotations
 
-import shlex
-
 import common
 import numpy as np
 import pandas as pd
@@ -20,7 +18,6 @@ if neurons is None:
     st.stop()
 stats = common.stats(run)
 languages = neurons.languages
-quoted = shlex.quote(str(run))
 
 # ---- generate with and without ---------------------------------------------------------
 st.header("Outputs with and without")
@@ -122,23 +119,12 @@ else:
 if common.has(run, "steering.json"):
     steering = common.read(run, "steering.json")
     st.subheader(f"Saved steering run: {steering['source']} -> {steering['target']}")
-    st.caption(
-        f"answers in {steering['target']}: {steering['accuracy_before']:.0%} before, "
-        f"{steering['accuracy_after']:.0%} after"
-    )
+    common.describe(run, "steer")
     samples = pd.DataFrame(steering["samples"])
     st.dataframe(samples, hide_index=True)
     common.download_csv("Steering samples (CSV)", samples, "steering.csv", key="dl_steering")
     settings = {**steering.get("settings", {}), **steering.get("config", {})}
-    common.reproduce(
-        run,
-        "steer",
-        f"mlneurons steer --neurons {quoted} --source {steering['source']} --target "
-        f"{steering['target']} --n-questions {len(steering['samples'])} --max-new-tokens "
-        f"{settings.get('max_new_tokens', 32)} --scale {settings.get('scale', 1.0):g}"
-        + (" --deactivate-source" if settings.get("deactivate_source") else "")
-        + f" --out {quoted}",
-    )
+    common.reproduce(run, "steer")
 
 # ---- perplexity matrix -------------------------------------------------------------------
 st.header("Perplexity matrix")
@@ -159,12 +145,11 @@ change = pd.DataFrame(
     columns=matrix.languages,
 )
 change.index.name = "deactivated"
+common.describe(run, "ablate")
 st.caption(
     "Relative perplexity change in % (rows: whose neurons are off; columns: evaluated; "
     "matched control: the mean of its draws, the per-token view shows draw 1). "
-    "Baseline: "
-    + ", ".join(f"{k} {v:.1f}" for k, v in matrix.baseline.items())
-    + ". Click a cell to see its per-token loss change."
+    "Click a cell to see its per-token loss change."
 )
 event = st.dataframe(
     change.style.format("{:+.1f}").background_gradient(cmap="Reds", axis=None),
@@ -191,12 +176,7 @@ with c:
     common.download_png(
         "Matrix (PNG)", lambda: plot_perplexity_matrix(matrix), "ppl_matrix.png", key="dl_ppl_png"
     )
-common.reproduce(
-    run,
-    "ablate",
-    f"mlneurons ablate --neurons {quoted} --languages {','.join(matrix.languages)} "
-    f"--tokens-per-language {matrix.tokens_per_language} --out {quoted}",
-)
+common.reproduce(run, "ablate")
 
 left, right = st.columns(2)
 row = left.selectbox("Deactivated", matrix.languages, key="ppl_row", bind="query-params")

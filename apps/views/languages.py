@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 
 import common
 import numpy as np
@@ -107,27 +106,14 @@ with cols[3]:
         key="dl_overlap_png",
     )
 
-corpus = summary.get("corpus") or (stats.corpus if stats is not None else {})
-files = [Path(f[0]) for paths in (corpus.get("files") or {}).values() for f in paths]
-folder = f" --corpus {shlex.quote(str(files[0].parent))}" if files else ""
 if reselected:
-    command = (
-        f"mlneurons lape --stats {shlex.quote(str(run))} --top-rate {top_rate:g} "
-        f"--filter-rate {filter_rate:g} --out {shlex.quote(str(run))}-top{top_rate:g}"
-    )
-else:
-    command = (
-        f"mlneurons lape{common.model_option(run)}{folder} --languages {','.join(languages)}"
-        + (
-            f" --tokens-per-language {corpus['tokens_per_language']}"
-            if corpus.get("tokens_per_language")
-            else ""
-        )
-        + (f" --seq-len {corpus['seq_len']}" if corpus.get("seq_len", 256) != 256 else "")
-        + f" --top-rate {constants.get('top_rate', 0.01):g} --filter-rate "
-        f"{constants.get('filter_rate', 0.95):g} --out {shlex.quote(str(run))}"
-    )
-common.reproduce(run, "lape", command)
+    from mlneurons.interfaces.commands.lape import LapeConfig
+
+    reselect = LapeConfig(stats=str(run), top_rate=top_rate, filter_rate=filter_rate)
+    with st.expander(f"Select these neurons: `mlneurons lape --stats {run.name}`"):
+        argv = [*reselect.to_argv(), "--out", f"{run}-top{top_rate:g}"]
+        st.code(shlex.join(["mlneurons", *argv]), language="bash")
+common.reproduce(run, "lape")
 
 # ---- language columns: live activations over parallel sentences ---------------------------
 st.header("Language columns")

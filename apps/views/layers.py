@@ -4,15 +4,12 @@ translation prompts (Wendler et al.)."""
 
 from __future__ import annotations
 
-import shlex
-
 import common
 import pandas as pd
 import streamlit as st
 
 run = common.run_dir()
 st.title("Layers")
-quoted = shlex.quote(str(run))
 
 # ---- SES ----------------------------------------------------------------------------------
 st.header("Sentence-embedding similarity")
@@ -26,10 +23,10 @@ if common.require(run, "sentence_similarity.safetensors"):
         counts = neurons.masks().any(0).sum(-1).numpy()  # shared neurons count once
         frame["language neurons (share of the most in a layer)"] = counts / max(counts.max(), 1)
     frame.index.name = "layer"
+    common.describe(run, "ses")
     st.caption(
-        f"Mean cosine of the mean-pooled residual states (BOS excluded) of {ses.n_sentences} "
-        f"parallel sentences in {', '.join(ses.languages)}. Tang et al.: high in the middle "
-        "layers, where few language neurons are, low where they concentrate."
+        "BOS excluded. Tang et al.: high in the middle layers, where few language neurons are, "
+        "low where they concentrate."
     )
     st.line_chart(frame, height=280)
     left, right = st.columns(2)
@@ -39,9 +36,7 @@ if common.require(run, "sentence_similarity.safetensors"):
     layer = st.slider("Layer of the matrix", 0, ses.n_layers - 1, ses.n_layers // 2, key="ses_l")
     matrix = pd.DataFrame(ses.similarity[layer].numpy(), index=ses.languages, columns=ses.languages)
     st.dataframe(matrix.style.format("{:.3f}").background_gradient(cmap="Blues", axis=None))
-    common.reproduce(
-        run, "ses", f"mlneurons ses --languages {','.join(ses.languages)} --out {quoted}"
-    )
+    common.reproduce(run, "ses")
 
 # ---- logit lens ---------------------------------------------------------------------------
 st.header("Latent language (logit lens)")
@@ -49,18 +44,10 @@ if common.require(run, "latent_language.safetensors"):
     from mlneurons.methods.readouts import LatentLanguage
 
     lens = LatentLanguage.load(run)
-    crossover = lens.crossover_layer()
     st.caption(
-        f"{lens.n_shots}-shot {lens.source} → {lens.target} translation prompts; at the last "
-        f"position each layer's residual is read through the final norm and unembedding. "
-        f"{lens.n_items} words ({lens.n_dropped} dropped with overlapping token sets, "
-        f"{lens.n_copies} whose source word shares a token with English). "
-        + (
-            f"{lens.target} overtakes English from layer {crossover} on."
-            if crossover is not None
-            else f"{lens.target} never stays above English."
-        )
+        "At the last position each layer's residual is read through the final norm and unembedding."
     )
+    common.describe(run, "logit-lens")
     curves = pd.DataFrame(
         {f"P({lens.target})": lens.p_target.numpy(), "P(en)": lens.p_english.numpy()}
     )
@@ -72,8 +59,4 @@ if common.require(run, "latent_language.safetensors"):
     words["P(en)"] = lens.item_p_english[:, layer].numpy()
     st.dataframe(words.style.format(precision=4), hide_index=True)
     common.download_csv("Words (CSV)", words, "logit_lens_words.csv", key="dl_lens")
-    common.reproduce(
-        run,
-        "logit-lens",
-        f"mlneurons logit-lens --source {lens.source} --target {lens.target} --out {quoted}",
-    )
+    common.reproduce(run, "logit-lens")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 import common
 import pandas as pd
 import streamlit as st
@@ -17,7 +15,6 @@ from mlneurons.interfaces.plots import plot_lrp2_grid  # noqa: E402
 from mlneurons.methods.lrp2 import LRP2Result, projection  # noqa: E402
 
 result = LRP2Result.from_json(data)
-quoted = shlex.quote(str(run))
 
 summary = pd.DataFrame(
     {
@@ -34,10 +31,8 @@ summary = pd.DataFrame(
         for lang in result.languages
     }
 ).T.astype(float)
-st.caption(
-    f"Pivot {result.pivot}; layers chosen on dev facts, P@1 and Trans (Jaccard of correct facts "
-    f"with {result.pivot}) on held-out test facts, before and after the projection."
-)
+common.describe(run, "lrp2")
+st.caption(f"Trans: Jaccard of the correct facts with {result.pivot}.")
 st.dataframe(
     summary.style.format("{:.2f}", na_rep="-", subset=summary.columns[2:]).format(
         "{:.0f}", subset=summary.columns[:2]
@@ -49,13 +44,7 @@ with a:
 with b:
     common.download_json("lrp2.json", data, "lrp2.json", key="dl_lrp2_json")
 probe = common.read(run, "probe.json") if common.has(run, "probe.json") else None
-options = common.fact_options(probe.get("settings", {})) if probe else ""
-common.reproduce(
-    run,
-    "lrp2",
-    f"mlneurons lrp2{common.model_option(run, result.model.get('name'))} {options} --pivot "
-    f"{result.pivot} --layers {','.join(map(str, result.layers))} --out {quoted}",
-)
+common.reproduce(run, "lrp2")
 
 language = st.selectbox("Language", result.languages, key="lrp2_lang", bind="query-params")
 st.header(f"Grid: {language} -> {result.pivot} -> {language}")

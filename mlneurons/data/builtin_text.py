@@ -345,7 +345,7 @@ def checked_text_sha256(language: str) -> str:
 
     The text comes from the installed ``dataset_build`` and is cleaned at run time, so a
     new release of either can change it; results then record another hash and differ
-    from the README's figures, which the warning says once per language.
+    from the figures in docs/, which the warning says once per language.
     """
     code = normalize_language(language)
     digest = text_sha256(code)

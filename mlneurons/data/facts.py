@@ -33,9 +33,13 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 OBJECTS_DIR = "TREx_multilingual_objects"
+
+CandidateSource = Literal["files", "gold"]
+"""Where an mLAMA directory's candidates come from: the ``TREx_multilingual_objects``
+files, or each relation's gold objects where a file is missing (mLAMA TyQ, easier)."""
 """Folder of the candidate-object files at the root of an mLAMA directory."""
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_facts"

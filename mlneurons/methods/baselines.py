@@ -4,15 +4,14 @@ Every selector returns :class:`~mlneurons.methods.lape.LanguageNeurons`, so its 
 deactivate, steer and compare exactly like LAPE's (``mlneurons compare-methods``).
 
 The paper's full text was not in the sources we could search; the definitions below
-follow its description of the baselines as the field cites them
-(``shared/reference/followups.md``), and each docstring says what we chose where it
-is unclear.
+follow its description of the baselines as the field cites them, and each docstring
+says what we chose where it is unclear.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from jaxtyping import Bool, Int
@@ -23,8 +22,9 @@ from mlneurons.errors import UserError
 from mlneurons.methods.lape import LanguageNeurons, select, select_by_entropy
 from mlneurons.stats.activation import ActivationStats
 
-METHODS = ("lape", "lap", "lave", "rs")
+Selector = Literal["lape", "lap", "lave", "rs"]
 """The selectors of :func:`select_with`: LAPE and Tang et al.'s three baselines."""
+METHODS: tuple[str, ...] = get_args(Selector)
 
 
 def _languages(stats: ActivationStats, languages: Sequence[str] | None) -> ActivationStats:
@@ -201,8 +201,47 @@ def select_with(
     return random_selection(reference or lape_neurons, seed=seed)
 
 
+def select_methods(
+    methods: Sequence[Selector],
+    neurons: LanguageNeurons,
+    stats: ActivationStats,
+    *,
+    languages: Sequence[str] | None = None,
+    lap_threshold: float = 0.95,
+    seed: int = 0,
+) -> dict[str, LanguageNeurons]:
+    """The neurons of each selector for a method comparison (``mlneurons compare-methods``).
+
+    LAPE keeps the saved selection ``neurons``; LAP and LAVE select from ``stats`` (of the
+    neurons' languages, as LAPE selected on; LAVE with LAPE's saved constants); RS draws
+    as many neurons per layer as LAPE has. Each keeps only ``languages`` (default: all
+    of the neurons').
+    """
+    chosen = [
+        normalize_language(code, neurons.languages) for code in languages or neurons.languages
+    ]
+    stats = _languages(stats, neurons.languages)
+    constants = {
+        key: neurons.constants[key]
+        for key in ("top_rate", "filter_rate", "activation_bar_ratio")
+        if key in neurons.constants
+    }
+    makers = {
+        "lape": lambda: neurons.only(*chosen),
+        "lap": lambda: lap(stats, chosen, threshold=lap_threshold),
+        "lave": lambda: lave(stats, **constants).only(*chosen),
+        "rs": lambda: random_selection(neurons, seed=seed).only(*chosen),
+    }
+    for method in methods:
+        if method not in makers:
+            raise UserError(f"method {method!r} is not valid; choose from {', '.join(METHODS)}")
+    return {method: makers[method]() for method in dict.fromkeys(methods)}
+
+
 __all__ = [
     "METHODS",
+    "Selector",
+    "select_methods",
     "lap",
     "lave",
     "matched_control",

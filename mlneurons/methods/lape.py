@@ -1,7 +1,7 @@
 """LAPE: language activation probability entropy (Tang et al., ACL 2024).
 
-:func:`select` follows the reference ``identify.py`` step by step (constants and
-pitfalls in ``shared/reference/methods.md``); :class:`LanguageNeurons` holds the
+:func:`select` follows the selection script published with the paper step by step
+(each constant and pitfall is named where it is used); :class:`LanguageNeurons` holds the
 result, per language a list of (layer, neuron) pairs, and reads and writes the
 mask format published with the paper.
 """
@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -21,14 +21,16 @@ from mlneurons.config import rate
 from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
 from mlneurons.models.fingerprint import check_same_model, fingerprint
-from mlneurons.stats.activation import ActivationStats
+from mlneurons.results import Result
+from mlneurons.stats.activation import STATS_FILE, ActivationStats
 
 NEURONS_FILE = "neurons.json"
 NEURONS_META_FILE = "neurons_meta.json"
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass
-class LanguageNeurons:
+class LanguageNeurons(Result):
     """Language-specific neurons: per language, its (layer, neuron) pairs.
 
     A neuron may belong to several languages (LAPE assigns a kept neuron to every
@@ -128,14 +130,23 @@ class LanguageNeurons:
         flat = self.masks().flatten(1).float()
         return (flat @ flat.T).long()
 
-    def save(self, directory: str | Path) -> Path:
-        """Write ``neurons.json`` (language -> list of [layer, neuron]) and ``neurons_meta.json``.
+    FILE: ClassVar[str] = NEURONS_FILE
+
+    @classmethod
+    def files(cls) -> tuple[str, ...]:
+        return (NEURONS_FILE, NEURONS_META_FILE)
+
+    def save(self, directory: str | Path, *, config: Any = None) -> Path:
+        """Write ``neurons.json`` (language -> list of [layer, neuron]) and ``neurons_meta.json``
+        (and ``cfg.json`` with ``config``).
 
         Returns:
             The path of ``neurons.json``.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            config.save(directory)
         neurons = {lang: pairs.tolist() for lang, pairs in self.neurons.items()}
         meta = {
             "n_layers": self.n_layers,
@@ -242,6 +253,93 @@ class LanguageNeurons:
         return path
 
 
+@dataclass
+class LapeSummary(Result):
+    """What a LAPE run found, in numbers: ``summary.json``.
+
+    Attributes:
+        model: fingerprint of the model.
+        languages: the languages compared.
+        tokens_per_language: tokens counted per language.
+        corpus: description of the corpus.
+        constants: the selection constants.
+        neurons_per_language: number of language-specific neurons per language.
+        neurons_per_layer: per language, its neurons in each layer.
+        wall_time_s: seconds the run took (statistics and selection).
+        stats: the statistics file re-used (None when they were collected).
+    """
+
+    FILE: ClassVar[str] = SUMMARY_FILE
+
+    model: dict[str, Any]
+    languages: list[str]
+    tokens_per_language: dict[str, int]
+    corpus: dict[str, Any]
+    constants: dict[str, Any]
+    neurons_per_language: dict[str, int]
+    neurons_per_layer: dict[str, list[int]]
+    wall_time_s: float | None = None
+    stats: str | None = None
+
+
+def summarize(
+    stats: ActivationStats,
+    neurons: LanguageNeurons,
+    *,
+    wall_time_s: float | None = None,
+    stats_path: str | None = None,
+) -> LapeSummary:
+    """The :class:`LapeSummary` of neurons selected from ``stats``."""
+    per_layer = neurons.counts_per_layer()
+    return LapeSummary(
+        model=stats.model,
+        languages=list(stats.languages),
+        tokens_per_language=dict(zip(stats.languages, stats.token_counts.tolist())),
+        corpus=stats.corpus,
+        constants=neurons.constants,
+        neurons_per_language=neurons.counts(),
+        neurons_per_layer={lang: per_layer[i].tolist() for i, lang in enumerate(neurons.languages)},
+        wall_time_s=None if wall_time_s is None else round(wall_time_s, 1),
+        stats=stats_path,
+    )
+
+
+@dataclass
+class LapeResult(Result):
+    """Everything a LAPE run writes: statistics, neurons and summary (one directory)."""
+
+    FILE: ClassVar[str] = SUMMARY_FILE
+
+    stats: ActivationStats
+    neurons: LanguageNeurons
+    summary: LapeSummary
+
+    @classmethod
+    def files(cls) -> tuple[str, ...]:
+        return (STATS_FILE, *LanguageNeurons.files(), SUMMARY_FILE)
+
+    def save(self, directory: str | Path, *, config: Any = None) -> Path:
+        """Write the three into ``directory``; statistics re-used from that very file stay."""
+        directory = Path(directory)
+        source = Path(self.summary.stats) if self.summary.stats else None
+        if source is not None and source.suffix != ".safetensors":
+            source = source / STATS_FILE
+        if source is None or source.resolve() != (directory / STATS_FILE).resolve():
+            self.stats.save(directory / STATS_FILE)
+        self.neurons.save(directory)
+        return self.summary.save(directory, config=config)
+
+    @classmethod
+    def load(cls, path: str | Path) -> LapeResult:
+        directory = Path(path)
+        directory = directory.parent if directory.is_file() else directory
+        return cls(
+            ActivationStats.load(directory),
+            LanguageNeurons.load(directory),
+            LapeSummary.load(directory),
+        )
+
+
 def lape_entropy(
     activation_probs: Float[torch.Tensor, "language layer neuron"],
 ) -> Float[torch.Tensor, "layer neuron"]:
@@ -261,7 +359,7 @@ def select(
     activation_bar_ratio: float = 0.95,
     model: dict[str, Any] | None = None,
 ) -> LanguageNeurons:
-    """Select language-specific neurons by LAPE, exactly as the reference ``identify.py``.
+    """Select language-specific neurons by LAPE, exactly as the paper's published selection script.
 
     1. LAPE = entropy of the activation probabilities normalised across languages.
     2. τ = the ``filter_rate`` quantile (``kthvalue(round(filter_rate·N))``) of all
@@ -385,7 +483,11 @@ def as_pairs(neurons: LanguageNeurons | Iterable[Any] | torch.Tensor) -> Int[tor
 
 __all__ = [
     "LanguageNeurons",
+    "LapeResult",
+    "LapeSummary",
     "NEURONS_FILE",
+    "SUMMARY_FILE",
+    "summarize",
     "as_pairs",
     "lape_entropy",
     "select",

@@ -20,8 +20,10 @@ import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
 
-from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.data.builtin_text import normalize_language
+from mlneurons.data.corpus import MultilingualCorpus, available_languages
 from mlneurons.data.facts import FactSet
+from mlneurons.errors import UserError
 from mlneurons.methods.interventions import Hooks
 from mlneurons.methods.probeless import FactNeurons, fact_neurons
 from mlneurons.methods.probing import probe
@@ -462,6 +464,38 @@ def _micro(result: ProbeResult, lang: str) -> float:
     return result.p_at_1()[lang]["micro"]
 
 
+def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+    """The candidate layers of the grid, sorted (default: every third block); a UserError
+    unless they are at least two blocks of ``model``."""
+    n_layers = int(model.cfg.n_layers)
+    chosen = sorted(set(layers if layers is not None else range(0, n_layers, 3)))
+    if len(chosen) < 2 or chosen[0] < 0 or chosen[-1] >= n_layers:
+        given = ",".join(map(str, layers if layers is not None else chosen))
+        raise UserError(
+            f"layers {given}: give at least two layers in 0..{n_layers - 1} (this model has "
+            f"{n_layers})"
+        )
+    return chosen
+
+
+def check_languages(facts: FactSet, pivot: str) -> str:
+    """The pivot normalised to the fact set's languages; a UserError unless it is one of
+    them and every fact language has built-in text for its language vector."""
+    try:
+        pivot = normalize_language(pivot, facts.languages)
+    except UserError:
+        raise UserError(
+            f"pivot={pivot!r} is not among the fact languages {facts.languages}"
+        ) from None
+    no_text = [lang for lang in facts.languages if lang not in available_languages()]
+    if no_text:
+        raise UserError(
+            f"no built-in text for the language vectors of {no_text}; choose --languages among "
+            f"{available_languages()}"
+        )
+    return pivot
+
+
 def evaluate_lrp2(
     model: Any,
     facts: FactSet,
@@ -489,10 +523,7 @@ def evaluate_lrp2(
             False re-probes from scratch for every pair (the naive grid).
     """
     check_same_model(vectors.model, model, what="these language vectors")
-    n_layers = int(model.cfg.n_layers)
-    layers = sorted(set(layers if layers is not None else range(0, n_layers, 3)))
-    if len(layers) < 2 or layers[0] < 0 or layers[-1] >= n_layers:
-        raise ValueError(f"layers must hold at least two blocks in 0..{n_layers - 1}, got {layers}")
+    layers = check_layers(model, layers)
     languages = [lang for lang in (languages or facts.languages) if lang != pivot]
     for lang in [*languages, pivot]:
         vectors[lang]  # raises for a language without a vector
@@ -559,6 +590,8 @@ def evaluate_lrp2(
 
 
 __all__ = [
+    "check_languages",
+    "check_layers",
     "LRP2_FILE",
     "LRP2Result",
     "VECTORS_FILE",

@@ -22,7 +22,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 from jaxtyping import Float, Int
@@ -46,6 +46,8 @@ from mlneurons.models.generation import generate_answers, generation_settings
 from mlneurons.models.scoring import token_logprobs
 from mlneurons.results import Result
 from mlneurons.stats.activation import ActivationStats
+from mlneurons.stats.distributed import gather
+from mlneurons.world import World
 
 STEERING_FILE = "steering.json"
 PROMPT_TEMPLATE = "Q: {question}\nA:"
@@ -116,6 +118,7 @@ def steer(
     max_new_tokens: int = 32,
     batch_size: int = 8,
     identify: Callable[[list[str]], list[str]] | None = None,
+    world: World | None = None,
     progress: bool = True,
 ) -> SteeringResult:
     """Generate answers with and without ``intervention`` and measure the target-language rate.
@@ -131,7 +134,23 @@ def steer(
         template: prompt format with a ``{question}`` slot.
         identify: maps answers to language codes (default: the offline identifier of
             :mod:`mlneurons.evaluation.langid`, restricted to ``languages``).
+        world: under torchrun, each rank answers the questions ``[rank::size]`` and rank 0
+            gets every answer, in the questions' order (the other ranks get their own).
     """
+    if world is not None:
+        mine = steer(
+            model, questions[world.rank :: world.size], source=source, target=target,
+            intervention=intervention, languages=languages, template=template,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, identify=identify,
+            progress=progress,
+        )  # fmt: skip
+        parts = gather([mine.samples], world)
+        if world.rank != 0:
+            return mine
+        samples = [parts[i % world.size][i // world.size] for i in range(len(questions))]
+        return SteeringResult.from_samples(
+            mine.source, mine.target, samples, model=mine.model, settings=mine.settings
+        )
     if not questions:
         raise UserError(f"no questions given for source language {source!r}")
     if "{question}" not in template:
@@ -167,7 +186,7 @@ def steer(
     )
 
 
-STEERING_MODES: tuple[str, ...] = ("replace", "add", "diffmean", "scale")
+SteeringMode = Literal["replace", "add", "diffmean", "scale"]
 """The steering modes on the act_fn output ``a`` of the target language's neurons, with
 μ_t the target language's mean activation (:meth:`ActivationStats.mean_activation`):
 
@@ -176,6 +195,7 @@ STEERING_MODES: tuple[str, ...] = ("replace", "add", "diffmean", "scale")
 * ``diffmean``: a ← a + α·(μ_t − mean of μ over the statistics' other languages);
 * ``scale``: a ← α·a (multiplicative language arithmetics).
 """
+STEERING_MODES: tuple[str, ...] = get_args(SteeringMode)
 
 DEFAULT_ALPHAS: dict[str, tuple[float, ...]] = {
     "replace": (0.5, 1.0),
@@ -188,7 +208,9 @@ DEFAULT_ALPHAS: dict[str, tuple[float, ...]] = {
 
 SWEEP_FILE = "steering_sweep.json"
 FALLBACK_FILE = "fallback.json"
-FALLBACK_ORDERS: tuple[str, ...] = ("lape", "probability", "random")
+FallbackOrder = Literal["lape", "probability", "random"]
+"""How a fallback curve ranks a language's neurons (:func:`fallback_order`)."""
+FALLBACK_ORDERS: tuple[str, ...] = get_args(FallbackOrder)
 DEGENERATE = "degenerate"
 """The category of degenerate answers in a fallback distribution (see :func:`is_degenerate`)."""
 

@@ -12,11 +12,9 @@ import torch
 
 from mlneurons.cache import cache_dir
 from mlneurons.errors import UserError, check_device, did_you_mean
+from mlneurons.models import DEFAULT_MODEL
 from mlneurons.models.fingerprint import checkpoint_identity, weights_state
 from mlneurons.models.forward import honour_cache_keyword
-
-DEFAULT_MODEL = "gemma-3-270m"
-"""The model every command, example and the app use when none is named (built in)."""
 
 BUILTIN_MODELS = (DEFAULT_MODEL,)
 """Models that ship inside registry packages and load without network."""

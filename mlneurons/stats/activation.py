@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float, Int
 
 from mlneurons.cache import cache_dir
 from mlneurons.data.corpus import MultilingualCorpus
-from mlneurons.results import read_tensors
+from mlneurons.results import Result, read_tensors
 from mlneurons.stats.collector import HookStats, Labelled
 from mlneurons.stats.distributed import run_pass
 
@@ -27,7 +27,7 @@ STATS_FILE = "stats.safetensors"
 
 
 @dataclass
-class ActivationStats:
+class ActivationStats(Result):
     """Per-language firing counts and activation sums of every MLP neuron.
 
     Attributes:
@@ -154,9 +154,16 @@ class ActivationStats:
             {"model": self.model, "source": self.corpus},
         )
 
-    def save(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-        """Write ``path`` if it ends in ``.safetensors``, else ``path/stats.safetensors``; returns it."""
+    TENSOR_FILE: ClassVar[str] = STATS_FILE
+
+    def save(
+        self, path: str | Path, *, extra: dict[str, Any] | None = None, config: Any = None
+    ) -> Path:
+        """Write ``path`` if it ends in ``.safetensors``, else ``path/stats.safetensors`` (and
+        ``cfg.json`` beside it with ``config``); returns it."""
         path = Path(path)
+        if config is not None:
+            config.save(path.parent if path.suffix == ".safetensors" else path)
         if path.suffix != ".safetensors":
             path = path / STATS_FILE
         return self.to_collected().save(path, extra=extra)

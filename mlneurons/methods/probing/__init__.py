@@ -3,40 +3,90 @@ one result type in ``result``; :func:`probe` picks the right one for the model."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from mlneurons.data.facts import FactSet
-from mlneurons.methods.probing.causal import probe_causal
-from mlneurons.methods.probing.masked import probe_masked
-from mlneurons.methods.probing.result import ProbeResult
-from mlneurons.models.hooks import is_masked_lm
+from mlneurons.errors import UserError
+
+if TYPE_CHECKING:
+    from mlneurons.data.facts import FactSet
+    from mlneurons.methods.probing.result import ProbeResult
+    from mlneurons.world import World
+
+ProbingMethod = Literal["typed", "zhao"]
+"""How facts are probed: ``typed`` ranks each relation's candidates (mLAMA); ``zhao``
+decodes a masked LM's answer without candidates (Zhao et al.'s full match)."""
 
 
 def probe(
     model: Any,
     facts: FactSet,
     *,
+    method: ProbingMethod = "typed",
     interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 32,
+    world: World | None = None,
     progress: bool = True,
 ) -> ProbeResult:
     """Probe every fact of ``facts``: rank its typed candidates, P@1 = gold ranked first.
 
     Causal LMs score whole sentences (:func:`probe_causal`); masked LMs use mLAMA's typed
-    ranking (:func:`probe_masked`).
+    ranking (:func:`probe_masked`). ``method="zhao"`` decodes a masked LM's answer without
+    candidates instead (:func:`~mlneurons.methods.probing.masked.zhao_match`).
 
     Args:
         model: a causal or masked-LM TransformerBridge.
         facts: facts, templates and candidates (e.g. ``FactSet.builtin()``).
+        method: ``typed`` (rank the candidates) or ``zhao`` (masked LMs only).
         interventions: hooks active while probing (e.g. an LRP2 projection).
         batch_size: candidate sentences per forward pass.
+        world: under torchrun, each rank probes the facts ``[rank::size]`` and every rank
+            gets all predictions, in the order of one process's run.
     """
+    from mlneurons.methods.probing.causal import probe_causal
+    from mlneurons.methods.probing.masked import probe_masked, zhao_match
+    from mlneurons.models.hooks import is_masked_lm
+
+    if method == "zhao" and not is_masked_lm(model):
+        raise UserError("--method zhao needs a masked LM (BERT, XLM-R); use --method typed")
+    if method not in ("typed", "zhao"):
+        raise UserError(f"method={method!r} is not valid; choose from typed, zhao")
+    part = facts.shard(world.rank, world.size) if world is not None else facts
     if interventions:
         with model.hooks(fwd_hooks=list(interventions)):
-            return probe(model, facts, batch_size=batch_size, progress=progress)
-    run = probe_masked if is_masked_lm(model) else probe_causal
-    return run(model, facts, batch_size=batch_size, progress=progress)
+            result = probe(model, part, method=method, batch_size=batch_size, progress=progress)
+    elif method == "zhao":
+        result = zhao_match(model, part, batch_size=batch_size, progress=progress)
+    else:
+        run = probe_masked if is_masked_lm(model) else probe_causal
+        result = run(model, part, batch_size=batch_size, progress=progress)
+    return result if world is None else _gathered(result, facts, world)
 
 
-__all__ = ["probe", "probe_causal", "probe_masked"]
+def _gathered(result: ProbeResult, facts: FactSet, world: World) -> ProbeResult:
+    """The probing result of all ranks' facts, in the order of one process's run."""
+    from mlneurons.stats.distributed import gather
+
+    rows = gather(result.predictions, world)
+    order = [(f.uuid, f.lang, f.relation) for group in facts.groups().values() for f in group]
+    position = {key: i for i, key in enumerate(order)}
+    rows.sort(key=lambda row: position[(row["uuid"], row["lang"], row["relation"])])
+    settings = {**result.settings, "facts": facts.description}
+    languages, relations = facts.languages, facts.relations
+    return dataclasses.replace(
+        result, languages=languages, relations=relations, predictions=rows, settings=settings
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """``probe_causal`` and ``probe_masked``, imported on first use (they import torch)."""
+    if name in ("probe_causal", "probe_masked"):
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{name.split('_')[1]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["ProbingMethod", "probe", "probe_causal", "probe_masked"]

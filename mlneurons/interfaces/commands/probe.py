@@ -1,0 +1,170 @@
+"""``mlneurons probe``: factual probing across languages (P@1 and Jaccard)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from mlneurons.config import Config, option
+from mlneurons.data.facts import CandidateSource
+from mlneurons.errors import UserError
+from mlneurons.interfaces.commands.inputs import load_facts, user_input
+from mlneurons.interfaces.spec import Command, Context, Step, Table
+from mlneurons.methods.probing import ProbingMethod
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from mlneurons.data.facts import FactSet
+    from mlneurons.methods.probing.result import ProbeResult
+
+
+@dataclass(frozen=True)
+class FactsConfig(Config):
+    """The options of the commands that probe facts."""
+
+    facts: str = option("builtin", "'builtin' (default) or mlama:DIR")
+    candidates: CandidateSource = option(
+        "files",
+        "mlama:DIR only: 'files' (default) needs TREx_multilingual_objects/{lang}.json for "
+        "every language and relation; 'gold' ranks the gold objects of a relation where the "
+        "file is missing (mLAMA TyQ, an easier task)",
+    )
+    languages: Sequence[str] | None = option(
+        None, "comma-separated languages (default: all of the fact set)"
+    )
+    relations: Sequence[str] | None = option(
+        None, "comma-separated relations, e.g. P36,P37 (default: all)"
+    )
+    max_facts_per_relation: int | None = option(
+        None, "probe only the first N facts (by uuid) of each relation", minimum=1
+    )
+    batch_size: int = option(32, "sentences per forward", minimum=1)
+
+    def check(self) -> None:
+        if self.facts != "builtin" and not self.facts.startswith("mlama:"):
+            raise UserError(f"facts={self.facts!r} is not valid; give 'builtin' or 'mlama:DIR'")
+
+
+@dataclass(frozen=True)
+class ProbeConfig(FactsConfig):
+    """``mlneurons probe``: factual probing (mLAMA typed ranking, Zhao et al.'s matching)."""
+
+    method: ClassVar[str] = "probe"
+
+    probing: ProbingMethod = option(
+        "typed",
+        "typed: rank the typed candidates (default); zhao: masked LMs only, full-match greedy "
+        "decoding without candidates (Zhao et al.)",
+        flag="--method",
+    )
+
+
+@dataclass(frozen=True)
+class ReuseProbeConfig(FactsConfig):
+    """The options of the commands built on a probing result (fact-neurons, trace)."""
+
+    probe: str | None = option(
+        None, "reuse probe.json from this directory instead of probing again"
+    )
+
+
+def run(cfg: ProbeConfig, context: Context) -> ProbeResult:
+    """Probe the facts: P@1 per language and relation, Jaccard of correct facts."""
+    from mlneurons.methods.probing import probe
+
+    facts = load_facts(cfg)
+    result = probe(
+        context.model(cfg),
+        facts,
+        method=cfg.probing,
+        batch_size=cfg.batch_size,
+        world=context.parallel,
+    )
+    context.only_rank_0()
+    return result
+
+
+def facts_and_probing(
+    cfg: ReuseProbeConfig, context: Context
+) -> tuple[FactSet, TransformerBridge, ProbeResult]:
+    """The fact set, the model and the probing result of a command built on probing: read
+    from ``cfg.probe`` (checked against the model), else probed now and kept in the output
+    directory with its figures. Under torchrun every rank gets every prediction."""
+    from mlneurons.methods.probing import probe
+    from mlneurons.methods.probing.result import ProbeResult
+    from mlneurons.models.fingerprint import check_same_model
+
+    facts = load_facts(cfg)
+    if cfg.probe:  # read before the model loads
+        with user_input():
+            saved = ProbeResult.load(cfg.probe)
+    model = context.model(cfg)
+    if cfg.probe:
+        with user_input():
+            check_same_model(saved.model, model, what=f"{cfg.probe}/probe.json")
+        return facts, model, saved
+    result = probe(model, facts, batch_size=cfg.batch_size, world=context.parallel)
+    if context.world.rank == 0:
+        context.keep(result, figures=figures(result, cfg, context.out or Path()))
+    return facts, model, result
+
+
+def describe(result: ProbeResult) -> list[str]:
+    lines = [f"{len(result.predictions)} predictions (facts x languages)"]
+    for lang, row in result.p_at_1().items():
+        lines.append(f"{lang}: P@1 macro {row['macro']:.1%}, micro {row['micro']:.1%}")
+    pivot = result.languages[0]
+    shared = ", ".join(
+        f"{lang} {value:.2f}" if value is not None else f"{lang} –"
+        for lang, value in result.jaccard().get(pivot, {}).items()
+        if lang != pivot
+    )
+    lines.append(f"Jaccard of correctly predicted facts with {pivot}: {shared or '–'}")
+    return lines
+
+
+def tables(result: ProbeResult) -> list[Table]:
+    table = result.p_at_1()
+
+    def pct(value: Any) -> str:
+        return "–" if value is None else f"{100 * value:.1f}%"
+
+    rows = [
+        [lang, *(pct(table[lang].get(r)) for r in result.relations), pct(table[lang]["macro"])]
+        for lang in result.languages
+    ]
+    return [Table(["language", *result.relations, "macro"], rows, "P@1 per relation.")]
+
+
+def figures(result: ProbeResult, cfg: Any, out: Path) -> dict:
+    from mlneurons.interfaces import plots
+
+    title = f"P@1: {result.model.get('name', '')}"
+    return {
+        "p_at_1.png": lambda: plots.plot_p_at_1(result, title=title),
+        "jaccard.png": lambda: plots.plot_jaccard(result),
+    }
+
+
+FACTS = {"languages": ("en", "es", "de", "zh", "ja"), "max_facts_per_relation": 5}
+FULL_FACTS = {
+    "languages": ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi"),
+    "max_facts_per_relation": 10,
+}
+"""The report's fact budgets, shared by probe, fact-neurons and trace."""
+
+SPEC = Command(
+    name="probe",
+    title="Factual probing: P@1 and Jaccard",
+    config=ProbeConfig,
+    result="mlneurons.methods.probing.result:ProbeResult",
+    run=run,
+    describe=describe,
+    figures=figures,
+    tables=tables,
+    step=Step(budgets={"default": FACTS, "full": FULL_FACTS}),
+    parallel=True,
+)
