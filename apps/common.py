@@ -415,12 +415,29 @@ def reproduce(run: Path, command: str) -> None:
             st.code(spec.producer(run), language="bash")
 
 
+@st.cache_data(show_spinner=False, max_entries=32)
+def _result(run: str, command: str, mtime: float) -> Any:
+    from mlneurons.interfaces.commands import command as spec_of
+
+    return spec_of(command).load(run)
+
+
+def result(run: Path, command: str) -> Any:
+    """The result of ``command`` in the run, read through its result class (cached), or None."""
+    from mlneurons.interfaces.commands import command as spec_of
+
+    spec = spec_of(command)
+    if not spec.saved(run):
+        return None
+    mtime = max(_mtime(run / name) for name in spec.result_class().files())
+    return _result(str(run), command, mtime)
+
+
 def describe(run: Path, command: str) -> None:
     """The findings of a command's result in this run, worded as the CLI and report word them."""
     from mlneurons.interfaces.commands import command as spec_of
 
-    spec = spec_of(command)
-    for line in spec.describe(spec.load(run)):
+    for line in spec_of(command).describe(result(run, command)):
         st.caption(line)
 
 

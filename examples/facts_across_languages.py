@@ -17,6 +17,7 @@ from mlneurons.methods.probeless import FactNeurons, fact_neurons
 from mlneurons.methods.probing import probe
 from mlneurons.methods.probing.result import ProbeResult
 from mlneurons.methods.tracing import TracingResult, trace
+from mlneurons.models import DEFAULT_MODEL
 
 
 def facts_across_languages(
@@ -44,7 +45,7 @@ def facts_across_languages(
 
 def main(argv: list[str] | None = None) -> tuple[ProbeResult, FactNeurons, TracingResult]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--languages", default="en,de,fr,zh")
     parser.add_argument("--max-facts", type=int, default=10, help="facts per relation")
     args = parser.parse_args(argv)

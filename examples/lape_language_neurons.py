@@ -14,6 +14,7 @@ from pathlib import Path
 import mlneurons
 from mlneurons import LanguageNeurons, MultilingualCorpus
 from mlneurons.interfaces.plots import plot_layer_distribution, save_figure
+from mlneurons.models import DEFAULT_MODEL
 
 
 def find_language_neurons(
@@ -53,7 +54,7 @@ def find_language_neurons(
 
 def main(argv: list[str] | None = None) -> LanguageNeurons:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--languages", default="en,fr,zh,ja")
     parser.add_argument("--corpus", default=None, help="folder of {lang}.txt (default: built-in)")
     parser.add_argument("--tokens-per-language", type=int, default=8192)

@@ -14,6 +14,7 @@ import mlneurons
 from mlneurons import MultilingualCorpus
 from mlneurons.data.facts import FactSet
 from mlneurons.methods.lrp2 import LRP2Result, evaluate_lrp2, language_vectors
+from mlneurons.models import DEFAULT_MODEL
 
 
 def lrp2_transfer(
@@ -38,7 +39,7 @@ def lrp2_transfer(
 
 def main(argv: list[str] | None = None) -> LRP2Result:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="gemma-3-270m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--languages", default="en,de,zh")
     parser.add_argument("--max-facts", type=int, default=6, help="facts per relation")
     parser.add_argument("--layers", default="3,9,15")

@@ -18,7 +18,8 @@ CHECKED = [
     for name in sorted(
         f"mlneurons.{path.stem}" for path in [*PACKAGE.glob("*.py"), *PACKAGE.glob("*/")]
     )
-    if name not in CONFIGS and not name.startswith("mlneurons.__")
+    if name not in CONFIGS
+    and not name.startswith("mlneurons.__")
     and name != "mlneurons.interfaces"
 ] + sorted(
     f"mlneurons.interfaces.{path.stem}"

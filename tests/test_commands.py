@@ -117,7 +117,9 @@ def test_a_new_command_is_one_module_and_one_registry_line(monkeypatch, tmp_path
     out = tmp_path / "run"
 
     assert cli_main(["corpus-size", "--split", "dev", "--out", str(out)]) == 2
-    assert "invalid choice: 'dev' (choose from 'train', 'heldout', 'all')" in capsys.readouterr().err
+    assert (
+        "invalid choice: 'dev' (choose from 'train', 'heldout', 'all')" in capsys.readouterr().err
+    )
     assert (
         cli_main(["corpus-size", "--languages", "en,de", "--split", "all", "--out", str(out)]) == 0
     )

@@ -257,7 +257,9 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
     assert main([*compare, "--seq-len", "50", "--out", str(tmp_path / "c")]) == 0
     printed = capsys.readouterr().out
     lines = printed.splitlines()
-    assert all(any(line.startswith(f"{m} ") for line in lines) for m in ("lape", "lap", "lave", "rs"))
+    assert all(
+        any(line.startswith(f"{m} ") for line in lines) for m in ("lape", "lap", "lave", "rs")
+    )
     methods = json.loads((tmp_path / "c" / "methods.json").read_text())
     assert methods["methods"] == ["lape", "lap", "lave", "rs"]
     assert methods["counts"]["lape"] == {"en": 2, "fr": 2} and methods["counts"]["rs"] == {

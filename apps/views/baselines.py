@@ -22,9 +22,7 @@ st.caption(
     "entropy on mean activation values) and RS (random neurons, as many per layer as LAPE)."
 )
 if common.require(run, "methods.json"):
-    from mlneurons.methods.deactivation import MethodComparison
-
-    comparison = MethodComparison.from_json(common.read(run, "methods.json"))
+    comparison = common.result(run, "compare-methods")
     common.describe(run, "compare-methods")
     scores = comparison.specificity()
     st.dataframe(
@@ -60,7 +58,7 @@ if common.require(run, "methods.json"):
     a, b = st.columns(2)
     with a:
         common.download_json(
-            "Comparison (JSON)", common.read(run, "methods.json"), "methods.json", key="dl_methods"
+            "Comparison (JSON)", comparison.to_json(), "methods.json", key="dl_methods"
         )
     with b:
         from mlneurons.interfaces.plots import plot_method_comparison
@@ -75,11 +73,8 @@ if common.require(run, "methods.json"):
 
 # ---- matched controls ---------------------------------------------------------------------
 st.header("Matched controls")
-matrix_json = common.read(run, "ppl_matrix.json") if common.has(run, "ppl_matrix.json") else None
-if matrix_json and matrix_json.get("matched_control"):
-    from mlneurons.methods.deactivation import PerplexityMatrix
-
-    matrix = PerplexityMatrix.from_json(matrix_json)
+matrix = common.result(run, "ablate")
+if matrix is not None and matrix.matched_control:
     own = matrix.relative_change().diagonal()
     uniform = matrix.relative_change("random_control").diagonal() if matrix.random_control else None
     draws = matrix.matched_draws().diagonal(dim1=1, dim2=2)  # [draw, language]
@@ -108,9 +103,7 @@ else:
 # ---- steering sweep -----------------------------------------------------------------------
 st.header("Steering modes and strengths")
 if common.require(run, "steering_sweep.json"):
-    from mlneurons.methods.steering import SteeringSweep
-
-    sweep = SteeringSweep.from_json(common.read(run, "steering_sweep.json"))
+    sweep = common.result(run, "steer-sweep")
     measures = ["target_rate", "source_rate", "degenerate_rate"]
     columns = ["mode", "alpha", "top_rate", "n_neurons", *measures, "fluency_ppl"]
     points = pd.DataFrame(sweep.points)[columns].astype({"fluency_ppl": float})
@@ -129,9 +122,7 @@ if common.require(run, "steering_sweep.json"):
 # ---- fallback -----------------------------------------------------------------------------
 st.header("Fallback curve")
 if common.require(run, "fallback.json"):
-    from mlneurons.methods.steering import FallbackCurve
-
-    curve = FallbackCurve.from_json(common.read(run, "fallback.json"))
+    curve = common.result(run, "fallback")
     shares = pd.DataFrame(
         [{c: 100 * p.distribution[c] for c in curve.categories} for p in curve.points],
         index=[f"{p.share:.0%} off ({p.n_deactivated})" for p in curve.points],

@@ -11,31 +11,29 @@ run = common.run_dir()
 st.title("Facts across languages")
 if not common.require(run, "probe.json"):
     st.stop()
-probe = common.read(run, "probe.json")
-trace = common.read(run, "trace.json") if common.has(run, "trace.json") else None
-fact_neurons = (
-    common.read(run, "fact_neurons.json") if common.has(run, "fact_neurons.json") else None
-)
-languages = probe["languages"]
-settings = probe.get("settings", {})
+probe = common.result(run, "probe")
+trace = common.result(run, "trace")
+fact_neurons = common.result(run, "fact-neurons")
+languages = probe.languages
+settings = probe.settings
 
 from mlneurons.methods.tracing import CODES  # noqa: E402
 
 # ---- summary ---------------------------------------------------------------------------
 left, middle, right = st.columns([3, 2, 2])
-p_at_1 = pd.DataFrame(probe["p_at_1"]).T
+p_at_1 = pd.DataFrame(probe.p_at_1()).T
 left.markdown("**P@1** per language")
 left.dataframe(p_at_1.style.format("{:.0%}"))
 middle.markdown("**Shared correct facts** (Jaccard)")
 middle.dataframe(
-    pd.DataFrame(probe["jaccard"])
+    pd.DataFrame(probe.jaccard())
     .loc[languages, languages]
     .style.format("{:.2f}")
     .background_gradient(cmap="Greens", vmin=0, vmax=1)
 )
 if fact_neurons:
-    right.markdown(f"**PROBELESS neuron overlap** (top-{fact_neurons['k']}, mean Jaccard)")
-    overlap = pd.DataFrame(fact_neurons["overlap"]).astype(float)
+    right.markdown(f"**PROBELESS neuron overlap** (top-{fact_neurons.k}, mean Jaccard)")
+    overlap = pd.DataFrame(fact_neurons.overlap()).astype(float)
     right.dataframe(overlap.style.format("{:.2f}", na_rep="-").background_gradient(cmap="Purples"))
 elif trace is None:
     with right:
@@ -44,10 +42,10 @@ elif trace is None:
 # ---- the grid: facts x languages -------------------------------------------------------
 rows: dict[tuple[str, str], dict[str, str]] = {}
 codes: dict[tuple[str, str], dict[str, int]] = {}
-for p in probe["predictions"]:
+for p in probe.predictions:
     key = (p["relation"], p["uuid"])
     row = rows.setdefault(key, {"relation": p["relation"], "uuid": p["uuid"], "gold": p["gold"]})
-    code = trace["codes"].get(p["lang"], {}).get(p["uuid"]) if trace else None
+    code = trace.codes.get(p["lang"], {}).get(p["uuid"]) if trace else None
     codes.setdefault(key, {})[p["lang"]] = code if code is not None else 2 * bool(p["correct"]) + 1
     row[p["lang"]] = ("✓" if p["correct"] else "✗") + (f" {code}" if code is not None else "")
 grid = pd.DataFrame(list(rows.values()))
@@ -75,17 +73,14 @@ a, b, c = st.columns(3)
 with a:
     common.download_csv("Grid (CSV)", grid, "facts_grid.csv", key="dl_grid")
 with b:
-    common.download_json(
-        "Predictions (JSON)", probe["predictions"], "predictions.json", key="dl_pred"
-    )
+    common.download_json("Predictions (JSON)", probe.predictions, "predictions.json", key="dl_pred")
 if trace:
     with c:
         from mlneurons.interfaces.plots import plot_tracing
-        from mlneurons.methods.tracing import TracingResult
 
         common.download_png(
             "Tracing (PNG)",
-            lambda: plot_tracing(TracingResult.from_json(trace)),
+            lambda: plot_tracing(trace),
             "trace.png",
             key="dl_trace_png",
         )
@@ -103,7 +98,7 @@ st.header(f"Fact {uuid}")
 facts = None
 with common.shown_errors("Reading the fact set"):
     facts = common.fact_set(settings.get("facts", {}))
-by_language = {p["lang"]: p for p in probe["predictions"] if p["uuid"] == uuid}
+by_language = {p["lang"]: p for p in probe.predictions if p["uuid"] == uuid}
 found = {}
 if facts is not None:
     found = {f.lang: f for f in facts.facts if f.uuid == uuid and f.lang in by_language}
@@ -116,7 +111,7 @@ detail = pd.DataFrame(
             "predicted": p["predicted"],
             "correct": p["correct"],
             "code": codes[(p["relation"], uuid)].get(lang) if trace else None,
-            "rule": (trace.get("categories", {}).get(lang, {}).get(uuid, "") if trace else ""),
+            "rule": trace.categories.get(lang, {}).get(uuid, "") if trace else "",
         }
         for lang, p in by_language.items()
     ]
@@ -125,10 +120,12 @@ st.dataframe(detail, hide_index=True)
 
 fact_sets: dict[str, list] = {}
 if fact_neurons:
-    fact_sets = {lang: per[uuid] for lang, per in fact_neurons["neurons"].items() if uuid in per}
+    fact_sets = {
+        lang: per[uuid].tolist() for lang, per in fact_neurons.neurons.items() if uuid in per
+    }
     if fact_sets:
         left, right = st.columns(2)
-        left.markdown(f"**PROBELESS neurons** (top-{fact_neurons['k']}, best first)")
+        left.markdown(f"**PROBELESS neurons** (top-{fact_neurons.k}, best first)")
         left.dataframe(
             pd.DataFrame(
                 {lang: [common.neuron_label(p) for p in pairs] for lang, pairs in fact_sets.items()}

@@ -116,14 +116,13 @@ if generation:
 else:
     st.caption("Choose the languages and press Generate (greedy, the run's saved neurons).")
 
-if common.has(run, "steering.json"):
-    steering = common.read(run, "steering.json")
-    st.subheader(f"Saved steering run: {steering['source']} -> {steering['target']}")
+steering = common.result(run, "steer")
+if steering is not None:
+    st.subheader(f"Saved steering run: {steering.source} -> {steering.target}")
     common.describe(run, "steer")
-    samples = pd.DataFrame(steering["samples"])
+    samples = pd.DataFrame(steering.samples)
     st.dataframe(samples, hide_index=True)
     common.download_csv("Steering samples (CSV)", samples, "steering.csv", key="dl_steering")
-    settings = {**steering.get("settings", {}), **steering.get("config", {})}
     common.reproduce(run, "steer")
 
 # ---- perplexity matrix -------------------------------------------------------------------
@@ -131,9 +130,8 @@ st.header("Perplexity matrix")
 if not common.require(run, "ppl_matrix.json"):
     st.stop()
 from mlneurons.methods.baselines import matched_control, random_selection  # noqa: E402
-from mlneurons.methods.deactivation import PerplexityMatrix  # noqa: E402
 
-matrix = PerplexityMatrix.from_json(common.read(run, "ppl_matrix.json"))
+matrix = common.result(run, "ablate")
 kinds = ["deactivated"] + (["random_control"] if matrix.random_control else [])
 kinds += ["matched_control"] if matrix.matched_control and stats is not None else []
 kind = st.radio(
@@ -167,9 +165,7 @@ a, b, c, d = st.columns(4)
 with a:
     common.download_csv("Matrix (CSV)", change, "ppl_change.csv", key="dl_ppl_csv")
 with b:
-    common.download_json(
-        "Matrix (JSON)", common.read(run, "ppl_matrix.json"), "ppl_matrix.json", key="dl_ppl_json"
-    )
+    common.download_json("Matrix (JSON)", matrix.to_json(), "ppl_matrix.json", key="dl_ppl_json")
 with c:
     from mlneurons.interfaces.plots import plot_perplexity_matrix
 

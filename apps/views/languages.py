@@ -17,7 +17,6 @@ if not (common.has(run, "stats.safetensors") or common.require(run, "neurons.jso
 stats = common.stats(run)
 saved = common.saved_neurons(run)
 constants = dict(saved.constants) if saved is not None else {}
-summary = common.read(run, "summary.json") or {}
 
 # ---- selection: saved, or re-selected live from the statistics (no forward pass) ----------
 if stats is not None:

@@ -10,11 +10,9 @@ run = common.run_dir()
 st.title("LRP2: language representation projection")
 if not common.require(run, "lrp2.json"):
     st.stop()
-data = common.read(run, "lrp2.json")
+result = common.result(run, "lrp2")
 from mlneurons.interfaces.plots import plot_lrp2_grid  # noqa: E402
-from mlneurons.methods.lrp2 import LRP2Result, projection  # noqa: E402
-
-result = LRP2Result.from_json(data)
+from mlneurons.methods.lrp2 import projection  # noqa: E402
 
 summary = pd.DataFrame(
     {
@@ -42,8 +40,8 @@ a, b = st.columns(2)
 with a:
     common.download_csv("Summary (CSV)", summary, "lrp2_summary.csv", key="dl_lrp2_csv")
 with b:
-    common.download_json("lrp2.json", data, "lrp2.json", key="dl_lrp2_json")
-probe = common.read(run, "probe.json") if common.has(run, "probe.json") else None
+    common.download_json("lrp2.json", result.to_json(), "lrp2.json", key="dl_lrp2_json")
+probe = common.result(run, "probe")
 common.reproduce(run, "lrp2")
 
 language = st.selectbox("Language", result.languages, key="lrp2_lang", bind="query-params")
@@ -89,7 +87,7 @@ st.header("Projection on a prompt")
 if not common.require(run, "language_vectors.safetensors"):
     st.stop()
 vectors = common.language_vectors(run)
-facts = common.fact_set(probe["settings"].get("facts", {})) if probe else None
+facts = common.fact_set(probe.settings.get("facts", {})) if probe else None
 default = ""
 if facts is not None and language in facts.languages:
     fact = facts.facts_for(language)[0]

@@ -225,7 +225,7 @@ def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--model", type=_model, default=None, help=_help(config))
     p.add_argument("--device", type=_device, default=None, help="torch device (default: cuda if available, else cpu)")  # fmt: skip
     p.add_argument(
-        "--full", action="store_true", help="the README's paper-scale budgets (about 1.5 hours)"
+        "--full", action="store_true", help="the paper-scale budgets of docs/ (about 1.5 hours)"
     )
     p.add_argument("--out", default="runs/report", help="run directory (default runs/report)")
 

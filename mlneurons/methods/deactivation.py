@@ -2,7 +2,7 @@
 of neuron selectors.
 
 Rows of the matrix are the deactivated language, columns the evaluated one. Unlike
-the reference ``ppl.py`` (which prints mean NLL), values here are perplexities,
+the paper's published evaluation script (which prints mean NLL), values here are perplexities,
 exp(mean NLL), on held-out text, with the no-intervention baseline and two controls
 per language: as many random neurons from the same layers, and matched controls drawn
 from the same layers and firing-probability bins.
