@@ -53,5 +53,7 @@ test-latest:
 bench: setup
 	$(BIN)/python bench/stats_throughput.py
 
+# mypy reads its settings (strict) from pyproject.toml's [tool.mypy]
 lint: setup
 	$(BIN)/ruff check mlneurons tests examples bench apps
+	$(BIN)/mypy mlneurons

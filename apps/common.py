@@ -25,6 +25,7 @@ import numpy as np
 import streamlit as st
 
 from mlneurons.models import DEFAULT_MODEL
+from mlneurons.models.bridge import TransformerBridge
 
 LOCK = threading.Lock()
 """Held around every forward pass with hooks (the model is shared across sessions)."""
@@ -149,7 +150,7 @@ _LOADED: set[str] = set()
 
 
 @st.cache_resource(max_entries=1, show_spinner=False)
-def _load_model(name: str) -> Any:
+def _load_model(name: str) -> TransformerBridge:
     import torch
 
     import mlneurons
@@ -165,7 +166,7 @@ def live() -> bool:
     return bool(st.session_state.get("live", True))
 
 
-def get_model(run: Path | None) -> Any:
+def get_model(run: Path | None) -> TransformerBridge | None:
     """The model for live views, loaded once per process with progress; None if off or failed."""
     if not live():
         st.caption("Live views are off (sidebar): nothing here needs a model.")
@@ -213,7 +214,7 @@ def shown_errors(what: str) -> Iterator[None]:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def activations(
-    name: str, texts: tuple[str, ...], pairs: tuple[tuple[int, int], ...], _model: Any
+    name: str, texts: tuple[str, ...], pairs: tuple[tuple[int, int], ...], _model: TransformerBridge
 ) -> list[tuple[list[str], np.ndarray]]:
     """Per text: display tokens and ``[tokens, neurons]`` activations of ``pairs``, cached
     by model name, texts and neurons."""
@@ -225,7 +226,7 @@ def activations(
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def loss_change(
-    name: str, text: str, off: tuple[tuple[int, int], ...], _model: Any
+    name: str, text: str, off: tuple[tuple[int, int], ...], _model: TransformerBridge
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Display tokens of ``text`` with their losses without and with ``off`` deactivated."""
     from mlneurons.methods.inspection import loss_change as change
@@ -235,7 +236,9 @@ def loss_change(
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def candidate_scores(name: str, sentences: tuple[str, ...], _model: Any) -> np.ndarray:
+def candidate_scores(
+    name: str, sentences: tuple[str, ...], _model: TransformerBridge
+) -> np.ndarray:
     """Log-likelihood of each candidate sentence (mlneurons.methods.probing), cached."""
     from mlneurons.methods.probing.causal import candidate_scores as scores
 
@@ -256,7 +259,9 @@ def language_vectors(run: Path) -> Any:
     return _vectors(str(path), _mtime(path)) if path.exists() else None
 
 
-def next_token_table(model: Any, text: str, hooks: list, k: int = 10) -> list[dict[str, Any]]:
+def next_token_table(
+    model: TransformerBridge, text: str, hooks: list, k: int = 10
+) -> list[dict[str, Any]]:
     """The ``k`` most likely next tokens after ``text`` under ``hooks``."""
     from mlneurons.methods.inspection import next_token_table as table
 
@@ -268,7 +273,7 @@ def next_token_table(model: Any, text: str, hooks: list, k: int = 10) -> list[di
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def logit_effects(
-    name: str, layer: int, neuron: int, _model: Any, k: int = 10
+    name: str, layer: int, neuron: int, _model: TransformerBridge, k: int = 10
 ) -> tuple[list, list]:
     """Tokens the neuron promotes and suppresses most: its W_out row times W_U (no forward)."""
     from mlneurons.methods.inspection import logit_effects as effects

@@ -125,7 +125,8 @@ class Config:
             _KINDS[cls.method] = cls
 
     def __post_init__(self) -> None:
-        hints = _hints(type(self))
+        kind: type = type(self)  # a class is hashable (mypy checks Config's own __hash__)
+        hints = _hints(kind)
         for item in dataclasses.fields(self):
             value = getattr(self, item.name)
             if isinstance(value, list):  # lists from JSON or argparse become tuples

@@ -85,7 +85,8 @@ class Result:
 
     def to_json(self) -> dict[str, Any]:
         """The JSON fields (default: every dataclass field)."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        fields: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return fields
 
     def to_tensors(self) -> dict[str, Any]:
         """The tensors of a ``TENSOR_FILE`` result."""

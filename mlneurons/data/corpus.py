@@ -214,10 +214,11 @@ class MultilingualCorpus:
                     f"text_column {text_column!r} is not a column of language {lang!r}; "
                     f"columns are {part.column_names}"
                 )
-        sources: dict[str, Source] = {
-            lang: (lambda part=part: (row[text_column] for row in part))
-            for lang, part in parts.items()
-        }
+
+        def texts(part: Any) -> TextSource:
+            return lambda: (row[text_column] for row in part)
+
+        sources: dict[str, Source] = {lang: texts(part) for lang, part in parts.items()}
         return cls(
             sources,
             description={
@@ -236,7 +237,7 @@ class MultilingualCorpus:
     ) -> MultilingualCorpus:
         """Raw token ids per language (1-D LongTensors), packed as they are (with a BOS per
         row when ``add_bos``, the default)."""
-        sources: dict[str, Source] = {}
+        tensors: dict[str, torch.Tensor] = {}
         for lang, ids in token_ids.items():
             ids = torch.as_tensor(ids)
             if ids.dim() != 1 or ids.dtype not in (torch.int64, torch.int32):
@@ -244,8 +245,9 @@ class MultilingualCorpus:
                     f"token ids of {lang!r} must be a 1-D integer tensor, got "
                     f"{tuple(ids.shape)} {ids.dtype}"
                 )
-            sources[lang] = ids.long()
-        digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in sources.values()))
+            tensors[lang] = ids.long()
+        digest = hashlib.sha256(b"".join(t.numpy().tobytes() for t in tensors.values()))
+        sources: dict[str, Source] = dict(tensors)
         return cls(
             sources, description={"source": "token_ids", "hash": digest.hexdigest()[:16]}, **options
         )
@@ -404,7 +406,7 @@ def _read_lines(paths: list[Path]) -> TextSource:
 
 def tokenizer_key(tokenizer: Any) -> str:
     """A short hash of what a tokenizer does (its serialised rules or vocabulary)."""
-    known = getattr(tokenizer, "_mlneurons_key", None)
+    known: str | None = getattr(tokenizer, "_mlneurons_key", None)
     if known is not None:
         return known
     digest = hashlib.sha256(str(getattr(tokenizer, "name_or_path", "")).encode())

@@ -69,7 +69,7 @@ def supported_languages() -> list[str]:
 def _identify(identifier: Any, text: str) -> str:
     if not any(unicodedata.category(ch).startswith("L") for ch in text):
         return UNKNOWN
-    label = identifier.classify(text)[0]
+    label: str = identifier.classify(text)[0]
     if label == _NO_LANGUAGE:
         return UNKNOWN
     # A Japanese sentence has kana; the n-gram model can miss them in a short

@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
 from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.forward import model_device
 from mlneurons.models.scoring import token_logprobs
 from mlneurons.stats.distributed import all_reduce_sum
@@ -24,7 +25,7 @@ from mlneurons.world import World
 
 
 def sequence_nll(
-    model: Any, tokens: Int[torch.Tensor, "batch seq"], *, chunk_tokens: int = 512
+    model: TransformerBridge, tokens: Int[torch.Tensor, "batch seq"], *, chunk_tokens: int = 512
 ) -> Float[torch.Tensor, " batch"]:
     """Summed next-token negative log-likelihood of each row (natural log).
 
@@ -37,7 +38,7 @@ def sequence_nll(
 
 
 def perplexity(
-    model: Any,
+    model: TransformerBridge,
     corpus: MultilingualCorpus,
     *,
     interventions: Sequence[tuple[str, Any]] = (),
@@ -61,7 +62,7 @@ def perplexity(
 
 
 def masked_perplexities(
-    model: Any,
+    model: TransformerBridge,
     corpus: MultilingualCorpus,
     masks: Bool[torch.Tensor, "condition layer neuron"],
     *,
@@ -115,7 +116,8 @@ def _masked_post(
     act: torch.Tensor, *, hook: Any, layer: int, state: dict[str, Any]
 ) -> torch.Tensor:
     """Multiply ``hook_post`` by each row's keep-mask (0 = deactivated)."""
-    return act * state["keep"][:, layer, None, :].to(act.device, act.dtype)
+    keep: torch.Tensor = state["keep"]
+    return act * keep[:, layer, None, :].to(act.device, act.dtype)
 
 
 __all__ = ["masked_perplexities", "perplexity", "sequence_nll"]

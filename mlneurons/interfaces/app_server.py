@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from mlneurons.errors import UserError
@@ -126,7 +127,7 @@ def _send(child: subprocess.Popen[bytes], signum: int) -> None:
         pass
 
 
-def _die_with_parent():
+def _die_with_parent() -> Callable[[], None] | None:
     """On Linux, a ``preexec_fn`` that has the child sent SIGTERM when this process dies."""
     if not sys.platform.startswith("linux"):
         return None

@@ -163,7 +163,8 @@ def _help(item: dataclasses.Field[Any]) -> str:
     """The field's help, with its default unless the help says it."""
     from mlneurons.models import DEFAULT_MODEL
 
-    text, default = item.metadata["help"], item.default
+    text: str = item.metadata["help"]
+    default = item.default
     if item.name == "model" and default is None and "default" not in text:
         return f"{text} (default {DEFAULT_MODEL})"
     if default in (None, "", ()) or isinstance(default, bool) or "(default" in text:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from matplotlib.figure import Figure
@@ -38,7 +39,7 @@ def _on_dark(values: torch.Tensor) -> torch.Tensor:
 def _annotated_image(
     ax: Any,
     values: torch.Tensor,
-    texts: list[list[str | None]],
+    texts: Sequence[Sequence[str | None]],
     white: torch.Tensor,
     labels: list[str],
     *,
@@ -80,7 +81,7 @@ def plot_layer_distribution(neurons: LanguageNeurons, *, title: str = "") -> Fig
 
 
 def plot_heatmap(
-    table: dict[str, dict[str, float]] | torch.Tensor,
+    table: Mapping[str, Mapping[str, float | None]] | torch.Tensor,
     labels: list[str],
     *,
     title: str,
@@ -89,7 +90,7 @@ def plot_heatmap(
     cmap: str = "viridis",
 ) -> Figure:
     """A language x language matrix with its values written in the cells."""
-    if isinstance(table, dict):  # None (e.g. no shared facts) is drawn empty, marked "–"
+    if not isinstance(table, torch.Tensor):  # None (e.g. no shared facts): empty, marked "–"
         rows = [[table[a][b] for b in labels] for a in labels]
         nan = float("nan")
         table = torch.tensor(
@@ -335,7 +336,7 @@ def plot_steering_sweep(sweep: SteeringSweep, *, title: str = "") -> Figure:
             for mode in modes:
                 points = sorted(
                     (p for p in sweep.points if p.mode == mode and p.top_rate == top_rate),
-                    key=lambda p: p.alpha,
+                    key=lambda p: cast(float, p.alpha),  # None only on the baseline
                 )
                 pairs = [(p.alpha, getattr(p, key)) for p in points if getattr(p, key) is not None]
                 if not pairs:

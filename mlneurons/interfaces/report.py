@@ -26,6 +26,7 @@ from mlneurons.config import Config
 from mlneurons.interfaces.commands import every
 from mlneurons.interfaces.spec import Command, Table, run_command
 from mlneurons.models import DEFAULT_MODEL
+from mlneurons.models.bridge import TransformerBridge
 
 REPORT_FILE = "report.json"
 INDEX_FILE = "index.html"
@@ -50,7 +51,8 @@ def step_config(
         values["model"] = model
     if device:
         values["device"] = device
-    return spec.config(**values)
+    cfg: Config = spec.config(**values)
+    return cfg
 
 
 def command_line(argv: list[str]) -> str:
@@ -116,8 +118,9 @@ def run_report(
     print(f"report budget '{name}'" + (" (about 15 minutes on 2 CPU cores)" if not full else ""))
     for step, argv in plans.items():
         print(f"  {step:15s} {shlex.join(argv[1:-2]) or '(the command defaults)'}")
-    started, rerun = time.time(), set()
-    loaded_models: dict[Any, Any] = {}  # the steps share one loaded model
+    started, rerun = time.time(), set[str]()
+    # the steps share one loaded model
+    loaded_models: dict[tuple[Any, ...], TransformerBridge] = {}
     for spec in specs:
         argv, entry = plans[spec.name], record["steps"].get(spec.name, {})
         needs = set(spec.step.needs) if spec.step else set()

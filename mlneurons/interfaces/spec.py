@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from mlneurons.config import Config, flag_of
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.results import Result
 from mlneurons.world import World
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-    from transformer_lens.model_bridge import TransformerBridge
 
 C = TypeVar("C", bound=Config)
 R = TypeVar("R", bound=Result)
@@ -50,7 +50,7 @@ class Context:
 
     out: Path | None = None
     world: World = field(default_factory=World.from_env)
-    models: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    models: dict[tuple[Any, ...], TransformerBridge] = field(default_factory=dict)
     written: list[str] = field(default_factory=list)
     """The files saved into :attr:`out` so far."""
 
@@ -217,7 +217,7 @@ def execute(spec: Command[Any, Any], cfg: Config, context: Context) -> Result | 
     if not isinstance(cfg, spec.config):
         raise UserError(f"{spec.name} takes a {spec.config.__name__}, not a {type(cfg).__name__}")
     try:
-        result = spec.run(cfg, context)
+        result: Result = spec.run(cfg, context)
     except OtherRank:
         return None
     if context.out is not None:
@@ -227,7 +227,10 @@ def execute(spec: Command[Any, Any], cfg: Config, context: Context) -> Result | 
 
 
 def run_command(
-    spec: Command[Any, Any], cfg: Config, out: Path, models: dict[Any, Any] | None = None
+    spec: Command[Any, Any],
+    cfg: Config,
+    out: Path,
+    models: dict[tuple[Any, ...], TransformerBridge] | None = None,
 ) -> Result | None:
     """Run ``spec`` with ``cfg`` into ``out`` as the command line does: print its findings
     (``describe``) and the files it wrote. ``models``: loaded models shared by a report's steps.

@@ -11,7 +11,7 @@ from the same layers and firing-probability bins.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from jaxtyping import Float
@@ -21,6 +21,7 @@ from mlneurons.errors import UserError
 from mlneurons.evaluation.perplexity import masked_perplexities
 from mlneurons.methods.baselines import matched_control, probability_bins, random_selection
 from mlneurons.methods.lape import LanguageNeurons
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.results import Result
 from mlneurons.stats.activation import ActivationStats
@@ -106,7 +107,9 @@ class PerplexityMatrix(Result):
         return {lang: bool(change[i].argmax() == i) for i, lang in enumerate(self.languages)}
 
 
-def _check_languages(model: Any, corpus: MultilingualCorpus, *selections: LanguageNeurons) -> None:
+def _check_languages(
+    model: TransformerBridge, corpus: MultilingualCorpus, *selections: LanguageNeurons
+) -> None:
     for neurons in selections:
         neurons.check_fits(model)
         missing = [lang for lang in corpus.languages if lang not in neurons.languages]
@@ -117,7 +120,7 @@ def _check_languages(model: Any, corpus: MultilingualCorpus, *selections: Langua
 
 
 def perplexity_matrix(
-    model: Any,
+    model: TransformerBridge,
     neurons: LanguageNeurons,
     corpus: MultilingualCorpus,
     *,
@@ -155,13 +158,17 @@ def perplexity_matrix(
         control = random_selection(neurons, seed=seed)
         conditions += [("random_control", lang, control) for lang in languages]
     widened = []
-    for draw in range(matched_draws if stats is not None else 0):
-        matched = matched_control(neurons, stats, bins=bins, seed=seed + draw)
-        widened.append(matched.constants["widened"])
-        conditions += [("matched_control", lang, matched) for lang in languages]
+    if stats is not None:
+        for draw in range(matched_draws):
+            matched = matched_control(neurons, stats, bins=bins, seed=seed + draw)
+            widened.append(matched.constants["widened"])
+            conditions += [("matched_control", lang, matched) for lang in languages]
     empty = torch.zeros(neurons.n_layers, neurons.d_mlp, dtype=torch.bool)
     masks = torch.stack(
-        [empty if sel is None else sel.only(lang).masks()[0] for _, lang, sel in conditions]
+        [
+            empty if sel is None or lang is None else sel.only(lang).masks()[0]
+            for _, lang, sel in conditions
+        ]
     )
     ppl, counts = masked_perplexities(
         model, corpus, masks, batch_size=batch_size, world=world, progress=progress
@@ -169,11 +176,13 @@ def perplexity_matrix(
     table: dict[str, dict[str, Any]] = {"deactivated": {}, "random_control": {}}
     matched_table: dict[str, dict[str, list[float]]] = {}
     for ci, (kind, lang, _) in enumerate(conditions):
+        if lang is None:  # the baseline
+            continue
         if kind == "matched_control":
             row = matched_table.setdefault(lang, {c: [] for c in languages})
             for c, value in zip(languages, ppl[ci].tolist()):
                 row[c].append(value)
-        elif lang is not None:
+        else:
             table[kind][lang] = dict(zip(languages, ppl[ci].tolist()))
     return PerplexityMatrix(
         languages=languages,
@@ -251,7 +260,7 @@ class MethodComparison(Result):
 
 
 def compare_methods(
-    model: Any,
+    model: TransformerBridge,
     selections: dict[str, LanguageNeurons],
     corpus: MultilingualCorpus,
     *,
@@ -267,7 +276,8 @@ def compare_methods(
     _check_languages(model, corpus, *selections.values())
     languages = corpus.languages
     conditions = [(method, lang) for method in selections for lang in languages]
-    empty = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.bool)
+    d_mlp = cast(int, model.cfg.d_mlp)  # set for every model with MLP blocks
+    empty = torch.zeros(model.cfg.n_layers, d_mlp, dtype=torch.bool)
     masks = torch.stack(
         [empty] + [selections[method].only(lang).masks()[0] for method, lang in conditions]
     )

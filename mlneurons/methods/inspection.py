@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Float
 
 from mlneurons.methods.interventions import deactivate
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.forward import model_device, pad_right, run_body
 from mlneurons.models.hooks import mlp_neuron_hook
 from mlneurons.models.scoring import token_logprobs
@@ -85,7 +86,7 @@ def _gather(
 
 
 def neuron_activations(
-    model: Any,
+    model: TransformerBridge,
     texts: Sequence[str],
     pairs: Sequence[tuple[int, int]],
     *,
@@ -121,7 +122,7 @@ def neuron_activations(
 
 
 def token_losses(
-    model: Any,
+    model: TransformerBridge,
     text: str,
     *,
     hooks: Sequence[tuple[str, Any]] = (),
@@ -140,7 +141,7 @@ def token_losses(
 
 
 def loss_change(
-    model: Any,
+    model: TransformerBridge,
     text: str,
     off: Sequence[tuple[int, int]],
     *,
@@ -156,7 +157,7 @@ def loss_change(
 
 
 def next_token_table(
-    model: Any,
+    model: TransformerBridge,
     text: str,
     *,
     hooks: Sequence[tuple[str, Any]] = (),
@@ -178,7 +179,7 @@ _SPECIAL = re.compile(r"<[^<>]*>")
 
 
 def logit_effects(
-    model: Any, layer: int, neuron: int, *, k: int = 10
+    model: TransformerBridge, layer: int, neuron: int, *, k: int = 10
 ) -> tuple[list[TokenLogit], list[TokenLogit]]:
     """The tokens a neuron promotes and suppresses most: its ``W_out`` row times ``W_U``
     (direct logit effect, no forward pass; logit soft-capping not applied).
@@ -188,7 +189,8 @@ def logit_effects(
     """
     with torch.inference_mode():
         w_out = model.blocks[layer].mlp.out.weight[:, neuron]  # [d_model]
-        scores = (model.original_model.get_output_embeddings().weight @ w_out).float().cpu()
+        hf: Any = model.original_model  # a transformers model
+        scores = (hf.get_output_embeddings().weight @ w_out).float().cpu()
     decode = model.tokenizer.decode
 
     def rows(values: torch.Tensor, idx: torch.Tensor) -> list[TokenLogit]:

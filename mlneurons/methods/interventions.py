@@ -19,20 +19,23 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from jaxtyping import Float, Int
 
 from mlneurons.errors import UserError
 from mlneurons.methods.lape import LanguageNeurons, as_pairs
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 
 Hooks = list[tuple[str, Any]]
 """A list of ``(hook_name, fn)`` pairs: what every intervention is."""
 
 
-def _check_fits(pairs: Int[torch.Tensor, "k 2"], model: Any, neurons: Any) -> None:
+def _check_fits(
+    pairs: Int[torch.Tensor, "k 2"], model: TransformerBridge | None, neurons: Any
+) -> None:
     """Raise if ``pairs`` (or the LanguageNeurons they came from) do not fit ``model``.
 
     Negative indices are refused even without a model.
@@ -65,7 +68,7 @@ def _zero(act: torch.Tensor, *, hook: Any, index: torch.Tensor) -> torch.Tensor:
     return act.index_fill(-1, index.to(act.device), 0.0)
 
 
-def deactivate(neurons: Any, *, model: Any = None) -> Hooks:
+def deactivate(neurons: Any, *, model: TransformerBridge | None = None) -> Hooks:
     """Set the chosen neurons' activation to 0 at every position (LAPE deactivation).
 
     Args:
@@ -136,7 +139,7 @@ def activate(
     neurons: Any,
     values: float | Float[torch.Tensor, " k"] | Float[torch.Tensor, "layer neuron"],
     *,
-    model: Any,
+    model: TransformerBridge,
     add: bool = False,
 ) -> Hooks:
     """Set the chosen neurons' activation to ``values`` at every position, decode steps included.
@@ -160,8 +163,9 @@ def activate(
     hooks: Hooks = []
     for layer in torch.unique(pairs[:, 0]).tolist():
         chosen = pairs[:, 0] == layer
-        store: dict[str, torch.Tensor] | None = {} if gated else None
+        store: dict[str, torch.Tensor] | None = None
         if gated:
+            store = {}
             hooks.append(
                 (f"blocks.{layer}.mlp.in.hook_out", functools.partial(_stash, store=store))
             )
@@ -184,7 +188,7 @@ def scale(
     neurons: Any,
     factor: float | Float[torch.Tensor, " k"] | Float[torch.Tensor, "layer neuron"],
     *,
-    model: Any,
+    model: TransformerBridge,
 ) -> Hooks:
     """Multiply the chosen neurons' activation by ``factor`` at every position (a ← α·a).
 
@@ -213,7 +217,7 @@ def scale(
 
 
 @contextmanager
-def intervene(model: Any, *interventions: Hooks) -> Iterator[Any]:
+def intervene(model: TransformerBridge, *interventions: Hooks) -> Iterator[Any]:
     """Apply interventions inside a ``with`` block; their hooks are removed on exit and on error.
 
     Example::
@@ -227,7 +231,7 @@ def intervene(model: Any, *interventions: Hooks) -> Iterator[Any]:
         yield model
 
 
-def check_intervention(model: Any, hooks: Hooks) -> None:
+def check_intervention(model: TransformerBridge, hooks: Hooks) -> None:
     """Raise before any forward pass if a hook point or a neuron index does not fit ``model``.
 
     Catches what ``deactivate(neurons)`` without ``model=`` could not check when built;
@@ -236,7 +240,7 @@ def check_intervention(model: Any, hooks: Hooks) -> None:
     Raises:
         UserError: naming the hook point or neuron and the valid range.
     """
-    d_mlp = int(model.cfg.d_mlp)
+    d_mlp = int(cast(int, model.cfg.d_mlp))  # set for every model with MLP blocks
     for name, fn in hooks:
         if name not in model.hook_dict:
             raise UserError(

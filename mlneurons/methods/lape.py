@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -20,6 +20,7 @@ from jaxtyping import Bool, Float, Int
 from mlneurons.config import rate
 from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import check_same_model, fingerprint
 from mlneurons.results import Result
 from mlneurons.stats.activation import STATS_FILE, ActivationStats
@@ -68,6 +69,10 @@ class LanguageNeurons(Result):
                 )
             self.neurons[lang] = torch.unique(pairs, dim=0) if len(pairs) else pairs
 
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        """:attr:`neurons` as ``__post_init__`` leaves it: a dict of ``[k, 2]`` LongTensors."""
+        return cast(dict[str, torch.Tensor], self.neurons)
+
     @property
     def languages(self) -> list[str]:
         return list(self.neurons)
@@ -75,13 +80,13 @@ class LanguageNeurons(Result):
     def __getitem__(self, language: str) -> Int[torch.Tensor, "k 2"]:
         """The (layer, neuron) pairs of ``language`` (normalised: ``"FR"`` is ``"fr"``)."""
         try:
-            return self.neurons[normalize_language(language, self.languages)]
+            return self._tensors()[normalize_language(language, self.languages)]
         except UserError:
             raise UserError(
                 f"unknown language {language!r}; these neurons have {self.languages}"
             ) from None
 
-    def check_fits(self, model: Any) -> None:
+    def check_fits(self, model: TransformerBridge) -> None:
         """Raise if these neurons were selected on another model (shape or fingerprint)."""
         fp = fingerprint(model)
         if (self.n_layers, self.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
@@ -117,7 +122,7 @@ class LanguageNeurons(Result):
     def masks(self) -> Bool[torch.Tensor, "language layer neuron"]:
         """Boolean masks, one per language."""
         mask = torch.zeros(len(self.neurons), self.n_layers, self.d_mlp, dtype=torch.bool)
-        for i, pairs in enumerate(self.neurons.values()):
+        for i, pairs in enumerate(self._tensors().values()):
             mask[i, pairs[:, 0], pairs[:, 1]] = True
         return mask
 
@@ -147,7 +152,7 @@ class LanguageNeurons(Result):
         directory.mkdir(parents=True, exist_ok=True)
         if config is not None:
             config.save(directory)
-        neurons = {lang: pairs.tolist() for lang, pairs in self.neurons.items()}
+        neurons = {lang: pairs.tolist() for lang, pairs in self._tensors().items()}
         meta = {
             "n_layers": self.n_layers,
             "d_mlp": self.d_mlp,
@@ -192,7 +197,7 @@ class LanguageNeurons(Result):
         languages: Sequence[str],
         *,
         d_mlp: int | None = None,
-        model: Any = None,
+        model: TransformerBridge | None = None,
     ) -> LanguageNeurons:
         """Read a mask published with the LAPE paper (``*.neuron.pth``).
 
@@ -245,7 +250,7 @@ class LanguageNeurons(Result):
         """Write the mask format of the LAPE paper: a list over languages of lists over layers."""
         data = [
             [pairs[pairs[:, 0] == layer, 1].clone() for layer in range(self.n_layers)]
-            for pairs in self.neurons.values()
+            for pairs in self._tensors().values()
         ]
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from jaxtyping import Float
@@ -41,6 +41,7 @@ from mlneurons.methods.probing.causal import (
     scored_positions,
 )
 from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.canary import verify
 from mlneurons.models.fingerprint import check_same_model, fingerprint
 from mlneurons.models.forward import (
@@ -138,7 +139,7 @@ def sentence_batches(
 
 @torch.inference_mode()
 def language_vectors(
-    model: Any,
+    model: TransformerBridge,
     corpus: MultilingualCorpus,
     *,
     max_sentences: int = 1000,
@@ -201,7 +202,7 @@ def projection(
     lirp_layer: int,
     lsrp_layer: int,
     pivot: str = "en",
-    model: Any = None,
+    model: TransformerBridge | None = None,
 ) -> Hooks:
     """LIRP at ``lirp_layer`` and LSRP at ``lsrp_layer`` for text in ``language``.
 
@@ -239,7 +240,7 @@ Pair = tuple[int, int]
 
 @torch.inference_mode()
 def projection_grid_scores(
-    model: Any,
+    model: TransformerBridge,
     sentences: list[str],
     vectors: LanguageVectors,
     language: str,
@@ -263,7 +264,7 @@ def projection_grid_scores(
 
 
 def grid_scores(
-    model: Any,
+    model: TransformerBridge,
     plan: CandidateBatches,
     vectors: LanguageVectors,
     language: str,
@@ -290,7 +291,7 @@ def grid_scores(
     device = model_device(model)
     v_lang, v_pivot = vectors[language], vectors[pivot]
     later = {i: sorted({j for a, j in pairs if a == i}) for i in sorted({i for i, _ in pairs})}
-    body = model.original_model.base_model
+    body = cast(torch.nn.Module, model.original_model.base_model)
 
     def into(hidden: torch.Tensor, i: int) -> torch.Tensor:  # LIRP
         return hidden + (v_pivot[i] - v_lang[i]).to(hidden.device, hidden.dtype)
@@ -345,7 +346,7 @@ def grid_scores(
     return {pair: scores[k] for pair, k in index.items()}
 
 
-def check_block_replay(model: Any) -> None:
+def check_block_replay(model: TransformerBridge) -> None:
     """Canary: the shared grid's block replay equals probing under :func:`projection` hooks
     (once per model), on random language vectors as large as the residual stream."""
     check_cached_scoring(model)  # the exact path below scores with the cached prefix
@@ -355,7 +356,8 @@ def check_block_replay(model: Any) -> None:
     ids = canary_sentences(model)
     plan = id_batches(ids, batch_size=2)
     generator = torch.Generator().manual_seed(0)
-    scale = model.original_model.get_input_embeddings().weight.detach().float().norm(dim=-1)
+    hf: Any = model.original_model  # a transformers model
+    scale = hf.get_input_embeddings().weight.detach().float().norm(dim=-1)
     vectors = LanguageVectors(
         ["en", "xx"],
         torch.randn(2, n_layers, d_model, generator=generator) * scale.mean().item() / d_model**0.5,
@@ -375,7 +377,7 @@ def check_block_replay(model: Any) -> None:
 
 
 def probe_projection_grid(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     vectors: LanguageVectors,
     language: str,
@@ -464,7 +466,7 @@ def _micro(result: ProbeResult, lang: str) -> float:
     return result.p_at_1()[lang]["micro"]
 
 
-def check_layers(model: Any, layers: Sequence[int] | None) -> list[int]:
+def check_layers(model: TransformerBridge, layers: Sequence[int] | None) -> list[int]:
     """The candidate layers of the grid, sorted (default: every third block); a UserError
     unless they are at least two blocks of ``model``."""
     n_layers = int(model.cfg.n_layers)
@@ -497,7 +499,7 @@ def check_languages(facts: FactSet, pivot: str) -> str:
 
 
 def evaluate_lrp2(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     vectors: LanguageVectors,
     *,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from jaxtyping import Float
@@ -21,6 +21,7 @@ from jaxtyping import Float
 from mlneurons.data.facts import FactSet
 from mlneurons.methods.probing.causal import common_prefix_length, sentence_ids
 from mlneurons.methods.probing.masked import mask_activations
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import pad_right
 from mlneurons.models.hooks import is_masked_lm
@@ -73,7 +74,7 @@ def per_label_vectors(collected: HookStats) -> Float[torch.Tensor, "label point 
 
 @torch.inference_mode()
 def object_position_activations(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     *,
     keys: list[tuple[str, str]] | None = None,
@@ -166,13 +167,13 @@ class FactNeurons(Result):
     d_mlp: int
     model: dict[str, Any] = field(default_factory=dict)
 
-    def overlap(self) -> dict[str, dict[str, float]]:
+    def overlap(self) -> dict[str, dict[str, float | None]]:
         """Mean Jaccard of top-k sets over the facts both languages have (Zhao et al.'s similarity)."""
         sets = {
             lang: {u: {tuple(p) for p in pairs.tolist()} for u, pairs in per.items()}
             for lang, per in self.neurons.items()
         }
-        table: dict[str, dict[str, float]] = {}
+        table: dict[str, dict[str, float | None]] = {}
         for a in self.languages:
             table[a] = {}
             for b in self.languages:
@@ -209,7 +210,7 @@ class FactNeurons(Result):
 
 
 def fact_neurons(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     correct: dict[tuple[str, str], bool],
     *,
@@ -238,7 +239,7 @@ def fact_neurons(
         world=world,
         progress=progress,
     )
-    n_layers, d_mlp = int(model.cfg.n_layers), int(model.cfg.d_mlp)
+    n_layers, d_mlp = int(model.cfg.n_layers), int(cast(int, model.cfg.d_mlp))
     if not 0 < k <= n_layers * d_mlp:
         raise ValueError(f"k must be in 1..{n_layers * d_mlp}, got {k}")
     neurons: dict[str, dict[str, torch.Tensor]] = {}

@@ -32,6 +32,7 @@ from mlneurons.data.builtin_text import normalize_language
 from mlneurons.data.facts import BUILTIN_LANGUAGES
 from mlneurons.data.parallel import ENGLISH
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, pad_right, run_body, unembed
 from mlneurons.results import Result
@@ -71,7 +72,7 @@ def _token_ids(tokenizer: Any, text: str) -> list[int]:
     return _bos(tokenizer) + list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _layer_names(model: Any) -> list[str]:
+def _layer_names(model: TransformerBridge) -> list[str]:
     return [f"blocks.{layer}.hook_resid_post" for layer in range(int(model.cfg.n_layers))]
 
 
@@ -139,7 +140,7 @@ def _keep(act: torch.Tensor, *, hook: Any, name: str, store: dict[str, torch.Ten
 
 
 def _residual_batches(
-    model: Any, rows: list[list[int]], batch_size: int, *, desc: str, progress: bool
+    model: TransformerBridge, rows: list[list[int]], batch_size: int, *, desc: str, progress: bool
 ) -> Iterator[tuple[int, torch.Tensor, Float[torch.Tensor, "layer batch pos d_model"]]]:
     """Right-padded batches of ``rows`` through the model: per batch its first row's index,
     its attention mask and every layer's ``hook_resid_post``."""
@@ -156,7 +157,7 @@ def _residual_batches(
 
 @torch.inference_mode()
 def _pooled(
-    model: Any, rows: list[list[int]], skip: int, batch_size: int
+    model: TransformerBridge, rows: list[list[int]], skip: int, batch_size: int
 ) -> Float[torch.Tensor, "layer sentence d_model"]:
     """Per layer, each row's ``hook_resid_post`` averaged over its positions from ``skip``
     on (right-padded batches; pads weigh 0), in float32 on the CPU."""
@@ -170,7 +171,7 @@ def _pooled(
 
 
 def sentence_similarity(
-    model: Any,
+    model: TransformerBridge,
     sentences: Mapping[str, Sequence[str]],
     *,
     center: bool = False,
@@ -360,7 +361,7 @@ def translation_prompt(
     return "\n".join([*lines, f'{src}: "{word}" - {tgt}: "'])
 
 
-def final_norm(model: Any) -> Any:
+def final_norm(model: TransformerBridge) -> Any:
     """The model's final normalisation (the bridge's ``ln_final``: Llama/Gemma's
     ``model.norm``, GPT-2's ``ln_f``), which the logit lens applies before unembedding."""
     norm = getattr(model, "ln_final", None)
@@ -371,7 +372,11 @@ def final_norm(model: Any) -> Any:
 
 @torch.inference_mode()
 def _last_position_lens(
-    model: Any, rows: list[list[int]], id_sets: list[list[int]], batch_size: int, progress: bool
+    model: TransformerBridge,
+    rows: list[list[int]],
+    id_sets: list[list[int]],
+    batch_size: int,
+    progress: bool,
 ) -> Float[torch.Tensor, "set item layer"]:
     """Per row, layer and id set: the logit-lens probability summed over the set's ids, at
     the row's last position. ``id_sets`` holds, per set kind, one id list per row, laid out
@@ -395,7 +400,7 @@ def _last_position_lens(
 
 
 def latent_language(
-    model: Any,
+    model: TransformerBridge,
     *,
     source: str,
     target: str,

@@ -41,6 +41,7 @@ from mlneurons.methods.interventions import (
     scale,
 )
 from mlneurons.methods.lape import LanguageNeurons, lape_entropy, select
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import check_same_model, fingerprint
 from mlneurons.models.generation import generate_answers, generation_settings
 from mlneurons.models.scoring import token_logprobs
@@ -107,7 +108,7 @@ class SteeringResult(Result):
 
 
 def steer(
-    model: Any,
+    model: TransformerBridge,
     questions: Sequence[str],
     *,
     source: str,
@@ -163,7 +164,9 @@ def steer(
             languages = [normalize_language(code, supported) for code in languages]
         source, target = (normalize_language(c, languages or supported) for c in (source, target))
     prompts = [template.format(question=q.strip()) for q in questions]
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+    options: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+    )
     with torch.inference_mode():
         before = generate_answers(model, prompts, **options)
         with intervene(model, intervention):
@@ -251,7 +254,7 @@ def steering_intervention(
     mode: str = "replace",
     alpha: float = 1.0,
     source_value: float | None = None,
-    model: Any,
+    model: TransformerBridge,
 ) -> Hooks:
     """The hooks of one steering setting (language arithmetics, Gurgurov et al. 2025).
 
@@ -298,7 +301,7 @@ def answer_ids(tokenizer: Any, answer: str) -> list[int]:
 
 
 def answer_nll(
-    model: Any,
+    model: TransformerBridge,
     prompts: Sequence[str],
     answers: Sequence[str],
     *,
@@ -355,7 +358,7 @@ def _fluency(nll: torch.Tensor, counts: torch.Tensor) -> float | None:
 
 
 def _judge(
-    model: Any,
+    model: TransformerBridge,
     answers: list[str],
     identify: Callable[[list[str]], list[str]],
 ) -> tuple[list[str], list[bool]]:
@@ -439,7 +442,7 @@ class SweepPoint:
 
 
 def _measure(
-    model: Any,
+    model: TransformerBridge,
     prompts: list[str],
     answers: list[str],
     *,
@@ -596,7 +599,7 @@ def _check_generation(max_new_tokens: int, batch_size: int, n_samples: int) -> N
 
 
 def steering_sweep(
-    model: Any,
+    model: TransformerBridge,
     questions: Sequence[str],
     *,
     stats: ActivationStats,
@@ -661,7 +664,8 @@ def steering_sweep(
     identify = _identifier(identify, langs)
     settings = []
     for top_rate in top_rates:
-        neurons = select(stats, top_rate=top_rate, **dict(selection or {}))
+        constants: dict[str, Any] = dict(selection or {})
+        neurons = select(stats, top_rate=top_rate, **constants)
         for mode in modes:
             for alpha in grid[mode]:
                 hooks = steering_intervention(
@@ -684,8 +688,10 @@ def steering_sweep(
                     n_source_neurons=n_source,
                 )
                 settings.append((setting, hooks))
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
-    measure = dict(
+    options: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False
+    )
+    measure: dict[str, Any] = dict(
         source=source, target=target, identify=identify, batch_size=batch_size, n_samples=n_samples
     )
     with torch.inference_mode():
@@ -815,7 +821,7 @@ class FallbackCurve(Result):
 
 
 def fallback_curve(
-    model: Any,
+    model: TransformerBridge,
     questions: Sequence[str],
     *,
     neurons: LanguageNeurons,
@@ -858,7 +864,9 @@ def fallback_curve(
     langs = list(languages) if languages is not None else list(stats.languages)
     identify = _identifier(identify, langs)
     categories = [language, *[c for c in langs if c != language], UNKNOWN, DEGENERATE]
-    options = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False)
+    options: dict[str, Any] = dict(
+        max_new_tokens=max_new_tokens, batch_size=batch_size, progress=False
+    )
     measured = []
     with torch.inference_mode():
         for share in tqdm(list(shares), desc=f"fallback {language}", disable=not progress):
@@ -871,7 +879,7 @@ def fallback_curve(
             for label in labels:
                 if label not in categories:
                     categories.insert(-2, label)
-            point = dict(
+            point: dict[str, Any] = dict(
                 share=float(share),
                 n_deactivated=k,
                 degenerate_rate=sum(degenerate) / len(answers),

@@ -170,6 +170,7 @@ def _language_presence(
             needed[entity] = needed.get(entity, 0) + 1
     present = [False] * len(facts)
     pending = set(needed)  # the entities still worth searching for
+    patterns: dict[str, re.Pattern[str] | None]
     if lang in UNSPACED_LANGUAGES:  # no word boundaries to respect: plain substrings
         patterns = {entity: None for entity in pending}
     else:  # whole words only: "Iran" is not in "Tirana"
@@ -190,7 +191,7 @@ def _language_presence(
                     entity
                     for entity in pending
                     if entity in text
-                    and (patterns[entity] is None or patterns[entity].search(text))
+                    and ((pattern := patterns[entity]) is None or pattern.search(text))
                 }
                 for entity in found:
                     for k, other in by_entity[entity]:

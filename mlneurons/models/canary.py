@@ -11,16 +11,16 @@ disagree, instead of returning different numbers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from mlneurons.errors import FastPathMismatch
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.provenance import describe_versions
 
 
 def verify(
-    model: Any,
+    model: TransformerBridge,
     path: str,
     compare: Callable[[], tuple[torch.Tensor, torch.Tensor]],
     *,
@@ -58,11 +58,12 @@ def verify(
     except BaseException:
         del done[path]
         raise
-    done[path] = float(diff.max()) if diff.numel() else 0.0
-    return done[path]
+    largest = float(diff.max()) if diff.numel() else 0.0
+    done[path] = largest
+    return largest
 
 
-def canary_ids(model: Any, length: int, *, offset: int = 0) -> list[int]:
+def canary_ids(model: TransformerBridge, length: int, *, offset: int = 0) -> list[int]:
     """``length`` ordinary token ids (BOS first when the tokenizer has one), the same every run.
 
     Ids come from the middle of the vocabulary, away from the special tokens at its start.

@@ -6,11 +6,12 @@ import copy
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
 from mlneurons.cache import cache_dir
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.provenance import provenance
 
 _VOLATILE_CONFIG = (
@@ -38,7 +39,7 @@ def checkpoint_hash(directory: str | Path) -> str:
     )
     key = json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
     store = cache_dir() / "checkpoint-hashes.json"
-    known = json.loads(store.read_text()) if store.exists() else {}
+    known: dict[str, str] = json.loads(store.read_text()) if store.exists() else {}
     if key not in known:
         digest = hashlib.sha256()
         for f in files:
@@ -54,14 +55,14 @@ def checkpoint_hash(directory: str | Path) -> str:
     return known[key]
 
 
-def weights_state(model: Any) -> tuple[int, int]:
+def weights_state(model: TransformerBridge) -> tuple[int, int]:
     """Changes whenever a parameter is edited in place (its version counter) or replaced
     by another tensor object; moving the model to another device changes neither."""
     params = list(model.parameters())
     return sum(p._version for p in params), hash(tuple(id(p) for p in params))
 
 
-def _values_hash(model: Any) -> str:
+def _values_hash(model: TransformerBridge) -> str:
     """sha256 over every parameter's values (as float32): the identity of edited weights."""
     digest = hashlib.sha256()
     for name, param in sorted(model.named_parameters()):
@@ -70,7 +71,7 @@ def _values_hash(model: Any) -> str:
     return digest.hexdigest()
 
 
-def checkpoint_identity(model: Any, name_or_path: str, path: str) -> str:
+def checkpoint_identity(model: TransformerBridge, name_or_path: str, path: str) -> str:
     """What the weights were loaded from, independent of dtype: a local checkpoint's file
     hash, a hub snapshot's commit, else the parameter values."""
     if Path(path).is_dir():
@@ -81,7 +82,7 @@ def checkpoint_identity(model: Any, name_or_path: str, path: str) -> str:
     return "values:" + _values_hash(model)
 
 
-def fingerprint(model: Any) -> dict[str, Any]:
+def fingerprint(model: TransformerBridge) -> dict[str, Any]:
     """A model fingerprint recorded in every saved result.
 
     ``hash`` is a sha256 over the HF config and the identity of the checkpoint the weights
@@ -112,7 +113,7 @@ def fingerprint(model: Any) -> dict[str, Any]:
     result = {
         "name": getattr(model, "mlneurons_name", None) or str(model.cfg.model_name),
         "n_layers": int(model.cfg.n_layers),
-        "d_mlp": int(model.cfg.d_mlp),
+        "d_mlp": int(cast(int, model.cfg.d_mlp)),  # set for every model with MLP blocks
         "d_model": int(model.cfg.d_model),
         "hash": digest.hexdigest()[:16],
         "dtype": str(dtype).removeprefix("torch."),
@@ -124,7 +125,7 @@ def fingerprint(model: Any) -> dict[str, Any]:
 
 
 def check_same_model(
-    recorded: dict[str, Any] | None, model: Any, *, what: str, verb: str = "computed"
+    recorded: dict[str, Any] | None, model: TransformerBridge, *, what: str, verb: str = "computed"
 ) -> None:
     """Raise if a saved result was computed on a different model than ``model``."""
     if not recorded:

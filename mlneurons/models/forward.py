@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mlneurons.models.bridge import TransformerBridge
+
 
 def honour_cache_keyword() -> None:
     """Make the bridge's attention read the key/value cache under its new keyword ``cache``.
@@ -34,11 +36,12 @@ def honour_cache_keyword() -> None:
         return update(self, k, v, **kwargs)
 
     update_kv_cache._mlneurons_cache_keyword = True  # type: ignore[attr-defined]
-    AttentionBridge._update_kv_cache = update_kv_cache
+    # a deliberate patch of the class's method, once per process
+    AttentionBridge._update_kv_cache = update_kv_cache  # type: ignore[method-assign]
 
 
 def run_body(
-    model: Any, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None
+    model: TransformerBridge, tokens: torch.Tensor, *, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Run the transformer body without the unembedding; returns the final (normed) states.
 
@@ -49,7 +52,8 @@ def run_body(
     if body is None:
         raise ValueError("run_body needs a TransformerBridge booted from a Hugging Face model")
     kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
-    return body(input_ids=tokens, use_cache=False, **kwargs).last_hidden_state
+    states: torch.Tensor = body(input_ids=tokens, use_cache=False, **kwargs).last_hidden_state
+    return states
 
 
 def cached_body(
@@ -69,10 +73,10 @@ def cached_body(
     return out.last_hidden_state, returned
 
 
-def unembed(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+def unembed(model: TransformerBridge, hidden: torch.Tensor) -> torch.Tensor:
     """Logits from final hidden states, with the model's logit soft-capping if it has one."""
-    hf = model.original_model
-    logits = hf.get_output_embeddings()(hidden)
+    hf: Any = model.original_model  # a transformers model: its methods are not typed on nn.Module
+    logits: torch.Tensor = hf.get_output_embeddings()(hidden)
     cap = getattr(hf.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -86,7 +90,11 @@ fast per row as a batch of 32."""
 
 
 def target_logprobs(
-    model: Any, states: torch.Tensor, targets: torch.Tensor, *, rows: int = UNEMBED_ROWS
+    model: TransformerBridge,
+    states: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    rows: int = UNEMBED_ROWS,
 ) -> torch.Tensor:
     """The log-probability of each of ``targets`` given its final (normed) state.
 
@@ -103,7 +111,7 @@ def target_logprobs(
 
 
 def log_likelihood_sums(
-    model: Any,
+    model: TransformerBridge,
     states: torch.Tensor,
     targets: torch.Tensor,
     owners: torch.Tensor,
@@ -118,7 +126,7 @@ def log_likelihood_sums(
     return totals
 
 
-def model_device(model: Any) -> torch.device:
+def model_device(model: TransformerBridge) -> torch.device:
     """The device of the model's first parameter (where inputs go)."""
     return next(model.parameters()).device
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
 
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.canary import canary_ids, verify
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import honour_cache_keyword, model_device
@@ -33,7 +34,7 @@ def generation_settings(template: str, max_new_tokens: int) -> dict[str, Any]:
     }
 
 
-def check_cached_generation(model: Any) -> None:
+def check_cached_generation(model: TransformerBridge) -> None:
     """Canary: batched, left-padded greedy generation with the key/value cache gives the
     tokens of one prompt at a time without any cache (once per model)."""
     honour_cache_keyword()
@@ -41,7 +42,7 @@ def check_cached_generation(model: Any) -> None:
     if pad is None:
         return  # one prompt at a time only (generate_answers refuses batches)
     prompts = [canary_ids(model, 4), canary_ids(model, 7, offset=1)]
-    options = {
+    options: dict[str, Any] = {
         "max_new_tokens": 2,
         "do_sample": False,
         "stop_at_eos": False,
@@ -55,9 +56,18 @@ def check_cached_generation(model: Any) -> None:
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
         mask = (torch.arange(width) >= torch.tensor([[width - len(p)] for p in prompts])).long()
         device = model_device(model)
-        out = model.generate(ids.to(device), attention_mask=mask.to(device), **options)
+        # return_type="tokens": token id tensors
+        out = cast(
+            torch.Tensor,
+            model.generate(ids.to(device), attention_mask=mask.to(device), **options),
+        )
         alone = [
-            model.generate(torch.tensor([p], device=device), use_past_kv_cache=False, **options)
+            cast(
+                torch.Tensor,
+                model.generate(
+                    torch.tensor([p], device=device), use_past_kv_cache=False, **options
+                ),
+            )
             for p in prompts
         ]
         return out[:, width:], torch.cat([a[:, len(p) :] for a, p in zip(alone, prompts)])
@@ -66,7 +76,7 @@ def check_cached_generation(model: Any) -> None:
 
 
 def generate_answers(
-    model: Any,
+    model: TransformerBridge,
     prompts: Sequence[str],
     *,
     max_new_tokens: int = 32,

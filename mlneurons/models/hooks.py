@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 
+from mlneurons.models.bridge import TransformerBridge
 
-def mlp_neuron_hook(model: Any, layer: int) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
+
+def mlp_neuron_hook(
+    model: TransformerBridge, layer: int
+) -> tuple[str, Callable[[torch.Tensor], torch.Tensor]]:
     """The hook point that carries layer ``layer``'s MLP neuron activations.
 
     LAPE's "activation" is the act_fn output the MLP multiplies: ``act_fn(gate)`` in
@@ -46,13 +49,13 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def hooks_attached(model: Any) -> bool:
+def hooks_attached(model: TransformerBridge) -> bool:
     """Whether any TransformerLens forward hook is attached to ``model`` right now."""
     return any(point.fwd_hooks for point in model.hook_dict.values())
 
 
 @contextmanager
-def unwrapped(model: Any) -> Iterator[None]:
+def unwrapped(model: TransformerBridge) -> Iterator[None]:
     """Run the plain Hugging Face modules inside the bridge, without its wrappers.
 
     The bridge swaps its components (which re-implement attention and normalisation so
@@ -79,7 +82,7 @@ def unwrapped(model: Any) -> Iterator[None]:
             parent._modules[name] = child
 
 
-def is_masked_lm(model: Any) -> bool:
+def is_masked_lm(model: TransformerBridge) -> bool:
     """Whether ``model`` wraps a masked LM (BERT, XLM-R) rather than a causal one."""
     hf = getattr(model, "original_model", None)
     return hf is not None and "MaskedLM" in type(hf).__name__

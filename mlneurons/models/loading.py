@@ -13,6 +13,7 @@ import torch
 from mlneurons.cache import cache_dir
 from mlneurons.errors import UserError, check_device, did_you_mean
 from mlneurons.models import DEFAULT_MODEL
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import checkpoint_identity, weights_state
 from mlneurons.models.forward import honour_cache_keyword
 
@@ -151,7 +152,7 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     placement: dict[str, Any] | None = None,
-) -> Any:
+) -> TransformerBridge:
     """Load a TransformerBridge for a hub name, a local HF directory, or a built-in model.
 
     Args:
@@ -175,10 +176,10 @@ def load_model(
     path = resolve_model_path(name_or_path)
     local = Path(path).exists()
     with _offline(local):
-        from transformer_lens.model_bridge import TransformerBridge
+        from transformer_lens.model_bridge import TransformerBridge as Bridge
 
         try:
-            model = TransformerBridge.boot_transformers(
+            model = Bridge.boot_transformers(
                 path, device=device, dtype=dtype or torch.float32, **(placement or {})
             )
         except OSError as exc:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.hooks import is_masked_lm
 
 
@@ -84,7 +85,7 @@ def _find_cache(index: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
     )
 
 
-def hf_blocks(model: Any) -> tuple[list[torch.nn.Module], torch.nn.Module]:
+def hf_blocks(model: TransformerBridge) -> tuple[list[torch.nn.Module], torch.nn.Module]:
     """The HF decoder blocks and final norm that the bridge's ``blocks`` and ``ln_final`` wrap."""
     blocks = getattr(model, "blocks", None)
     norm = getattr(model, "ln_final", None)

@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Float
 
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.forward import (
     UNEMBED_ROWS,
     model_device,
@@ -44,7 +45,7 @@ class TokenScores:
     last: Float[torch.Tensor, "row vocab"] | None = None
 
 
-def check_causal_lm(model: Any) -> None:
+def check_causal_lm(model: TransformerBridge) -> None:
     """Raise unless ``model`` is a causal LM booted from Hugging Face (it can be scored)."""
     hf = getattr(model, "original_model", None)
     if hf is None or hf.get_output_embeddings() is None:
@@ -54,7 +55,7 @@ def check_causal_lm(model: Any) -> None:
 
 
 def token_logprobs(
-    model: Any,
+    model: TransformerBridge,
     rows: Sequence[Sequence[int]] | torch.Tensor,
     *,
     hooks: Sequence[tuple[str, Any]] = (),

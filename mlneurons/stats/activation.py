@@ -19,6 +19,7 @@ from jaxtyping import Float, Int
 
 from mlneurons.cache import cache_dir
 from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.results import Result, read_tensors
 from mlneurons.stats.collector import HookStats, Labelled
 from mlneurons.stats.distributed import run_pass
@@ -213,7 +214,7 @@ def corpus_batch_count(corpus: MultilingualCorpus, tokenizer: Any, batch_size: i
 
 
 def collect_activation_stats(
-    model: Any,
+    model: TransformerBridge,
     corpus: MultilingualCorpus,
     *,
     batch_size: int = 8,

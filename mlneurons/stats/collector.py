@@ -30,6 +30,7 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from mlneurons.errors import UserError, did_you_mean
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.canary import canary_ids, verify
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, run_body
@@ -124,7 +125,8 @@ class HookStats:
 
     @property
     def model(self) -> dict[str, Any]:
-        return self.meta.get("model", {})
+        model: dict[str, Any] = self.meta.get("model", {})
+        return model
 
     def index(self, label: str) -> int:
         """Position of ``label`` on the first axis."""
@@ -294,7 +296,9 @@ def _zeros_like(tensor: torch.Tensor, n: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- hook points
 
 
-def hook_points(model: Any, names_filter: NamesFilter = None) -> list[tuple[str, Transform]]:
+def hook_points(
+    model: TransformerBridge, names_filter: NamesFilter = None
+) -> list[tuple[str, Transform]]:
     """``(hook name, transform)`` of the points to collect at, in forward order.
 
     The default is every layer's MLP neurons, read as their act_fn output (see
@@ -322,7 +326,7 @@ def hook_points(model: Any, names_filter: NamesFilter = None) -> list[tuple[str,
     return [(name, identity) for name in sorted(set(names), key=order.__getitem__)]
 
 
-def act_fn_modules(model: Any) -> list[torch.nn.Module] | None:
+def act_fn_modules(model: TransformerBridge) -> list[torch.nn.Module] | None:
     """Each layer's own act_fn module, or None when the MLPs do not call one module each
     (e.g. processed weights in compatibility mode): then only the exact path counts."""
     n_layers = int(model.cfg.n_layers)
@@ -396,6 +400,7 @@ class Accumulator:
                     kind, value, batch.skip
                 )
         else:
+            assert self._labels is not None  # start() sets labels and weights together
             for kind in kinds:
                 per_row = _reduce_rows(kind, value, self._weights)
                 total = self._total(kind, point, value)
@@ -444,7 +449,11 @@ def _hook(
 
 @contextmanager
 def attached(
-    model: Any, points: list[tuple[str, Transform]], acc: Accumulator, *, exact: bool = False
+    model: TransformerBridge,
+    points: list[tuple[str, Transform]],
+    acc: Accumulator,
+    *,
+    exact: bool = False,
 ) -> Iterator[str]:
     """Attach the accumulating hooks at ``points``; always detach them. Yields the path taken.
 
@@ -482,7 +491,7 @@ def attached(
             handle.remove()
 
 
-def run_batch(model: Any, batch: Labelled, acc: Accumulator) -> None:
+def run_batch(model: TransformerBridge, batch: Labelled, acc: Accumulator) -> None:
     """One forward pass of ``batch`` for the hooks; stops once every point was read."""
     device = model_device(model)
     acc.start(batch)
@@ -499,7 +508,7 @@ def run_batch(model: Any, batch: Labelled, acc: Accumulator) -> None:
         )
 
 
-def check_statistics_pass(model: Any) -> None:
+def check_statistics_pass(model: TransformerBridge) -> None:
     """Canary: the fast statistics pass counts exactly what bridge hooks count (once per model)."""
     if act_fn_modules(model) is None:
         return  # statistics use the exact path already
@@ -531,7 +540,7 @@ def check_statistics_pass(model: Any) -> None:
 
 
 def collect(
-    model: Any,
+    model: TransformerBridge,
     batches: Iterable[Labelled],
     *,
     labels: list[str],

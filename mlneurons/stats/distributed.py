@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.results import read_json, write_json
 from mlneurons.stats.collector import KINDS, HookStats, Labelled, collect
@@ -75,7 +76,7 @@ def _differs(saved: dict[str, Any], given: dict[str, Any]) -> str:
 
 
 def collect_sharded(
-    model: Any,
+    model: TransformerBridge,
     batches: Callable[[], Iterable[Labelled]],
     *,
     directory: str | Path,
@@ -140,7 +141,7 @@ def collect_sharded(
 
 
 def _shard(
-    model: Any,
+    model: TransformerBridge,
     batches: Callable[[], Iterable[Labelled]],
     directory: Path,
     shard: int,
@@ -255,7 +256,7 @@ def _tensors(stats: HookStats) -> list[torch.Tensor]:
 
 
 def run_pass(
-    model: Any,
+    model: TransformerBridge,
     batches: Callable[[], Iterable[Labelled]],
     *,
     labels: list[str],

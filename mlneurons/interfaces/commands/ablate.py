@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from mlneurons.config import Config, option
 from mlneurons.interfaces.commands.inputs import (
@@ -17,6 +17,9 @@ from mlneurons.interfaces.commands.inputs import (
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.methods.deactivation import PerplexityMatrix
 
 MODEL_HELP = "model (default: the one the neurons were selected on)"
@@ -55,15 +58,25 @@ class AblateConfig(NeuronsConfig):
     control_bins: int = option(20, "firing-probability bins per layer", minimum=1)
 
 
-def heldout(languages: Sequence[str], cfg: AblateConfig | Config) -> object:
+class HeldoutBudget(Protocol):
+    """A config with a held-out text budget: :class:`AblateConfig`, ``CompareMethodsConfig``."""
+
+    @property
+    def seq_len(self) -> int: ...
+
+    @property
+    def tokens_per_language(self) -> int: ...
+
+
+def heldout(languages: Sequence[str], cfg: HeldoutBudget) -> MultilingualCorpus:
     """The built-in held-out text of ``languages`` at the config's budget."""
     from mlneurons.data.corpus import MultilingualCorpus
 
     return MultilingualCorpus.builtin(
         list(languages),
         split="heldout",
-        seq_len=cfg.seq_len,  # type: ignore[attr-defined]
-        tokens_per_language=cfg.tokens_per_language,  # type: ignore[attr-defined]
+        seq_len=cfg.seq_len,
+        tokens_per_language=cfg.tokens_per_language,
     )
 
 
@@ -160,7 +173,9 @@ def tables(matrix: PerplexityMatrix) -> list[Table]:
     return [Table(header, rows, caption)]
 
 
-def figures(matrix: PerplexityMatrix, cfg: AblateConfig, out: Path) -> dict:
+def figures(
+    matrix: PerplexityMatrix, cfg: AblateConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     title = f"Perplexity change: {matrix.model.get('name', '')}"

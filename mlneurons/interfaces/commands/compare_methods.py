@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from mlneurons.config import option
 from mlneurons.interfaces.commands.ablate import NeuronsConfig, heldout
@@ -20,6 +20,8 @@ from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.baselines import Selector
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from mlneurons.methods.deactivation import MethodComparison
 
 SPECIFICITY = (
@@ -79,8 +81,8 @@ def tables(result: MethodComparison) -> list[Table]:
         [
             method,
             sum(result.counts[method].values()),
-            format_increase(score["own"]),
-            format_increase(score["others"]),
+            format_increase(cast(float, score["own"])),  # None only for "score"
+            format_increase(cast(float, score["others"])),
             format_specificity(score["score"]),
         ]
         for method, score in result.specificity().items()
@@ -100,13 +102,16 @@ def describe(result: MethodComparison) -> list[str]:
     for method, score in result.specificity().items():
         lines.append(
             f"{method} {sum(result.counts[method].values())} neurons: own language "
-            f"{format_increase(score['own'])}, others {format_increase(score['others'])}, "
+            f"{format_increase(cast(float, score['own']))}, "
+            f"others {format_increase(cast(float, score['others']))}, "
             f"specificity {format_specificity(score['score'])}"
         )
     return [*lines, SPECIFICITY]
 
 
-def figures(result: MethodComparison, cfg: CompareMethodsConfig, out: Path) -> dict:
+def figures(
+    result: MethodComparison, cfg: CompareMethodsConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {"methods.png": lambda: plots.plot_method_comparison(result)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -16,6 +17,8 @@ from mlneurons.interfaces.commands.probe import (
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from mlneurons.methods.probeless import FactNeurons
 
 
@@ -70,7 +73,9 @@ def tables(result: FactNeurons) -> list[Table]:
     return [Table(["language", f"overlap with {pivot}", "correct facts"], rows)]
 
 
-def figures(result: FactNeurons, cfg: FactNeuronsConfig, out: Path) -> dict:
+def figures(
+    result: FactNeurons, cfg: FactNeuronsConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {"fact_neuron_overlap.png": lambda: plots.plot_fact_neuron_overlap(result)}

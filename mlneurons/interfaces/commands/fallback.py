@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import option
 from mlneurons.errors import UserError
 from mlneurons.interfaces.commands.steer import GenerationConfig, steering_inputs
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.steering import FallbackCurve, FallbackOrder
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -84,7 +87,9 @@ def tables(curve: FallbackCurve) -> list[Table]:
     return [Table(["share off", "neurons", *curve.categories], rows, caption)]
 
 
-def figures(curve: FallbackCurve, cfg: FallbackConfig, out: Path) -> dict:
+def figures(
+    curve: FallbackCurve, cfg: FallbackConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {"fallback.png": lambda: plots.plot_fallback_curve(curve)}

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
-    from transformer_lens.model_bridge import TransformerBridge
-
     from mlneurons.config import Config
     from mlneurons.data.facts import FactSet
     from mlneurons.interfaces.spec import Context

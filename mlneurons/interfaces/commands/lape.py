@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlneurons.config import Config, option
 from mlneurons.data.builtin_text import DEFAULT_LANGUAGES
@@ -15,6 +15,8 @@ from mlneurons.interfaces.commands.inputs import unique, user_input
 from mlneurons.interfaces.spec import Command, Context, OtherRank, Step, Table
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from mlneurons.methods.lape import LapeResult
 
 LAPE_SHARDS = "lape-shards"
@@ -76,7 +78,9 @@ def run(cfg: LapeConfig, context: Context) -> LapeResult:
                 )
         languages = stats.languages
     else:
-        options = dict(seq_len=cfg.seq_len, tokens_per_language=cfg.tokens_per_language)
+        options: dict[str, Any] = dict(
+            seq_len=cfg.seq_len, tokens_per_language=cfg.tokens_per_language
+        )
         wanted = list(cfg.languages or DEFAULT_LANGUAGES)
         if cfg.corpus == "builtin":
             corpus = MultilingualCorpus.builtin(wanted, **options)
@@ -105,9 +109,11 @@ def run(cfg: LapeConfig, context: Context) -> LapeResult:
             stats = collected
         else:
             checkpoint = out / LAPE_CHECKPOINT if out is not None else None
-            stats = collect_activation_stats(
+            single = collect_activation_stats(
                 model, corpus, batch_size=cfg.batch_size, checkpoint=checkpoint
             )
+            assert single is not None  # None only for a sharded pass
+            stats = single
             if checkpoint is not None:
                 checkpoint.unlink(missing_ok=True)
     neurons = lape.select(
@@ -141,7 +147,7 @@ def tables(result: LapeResult) -> list[Table]:
     return [Table(["language", "tokens", "neurons"], rows)]
 
 
-def figures(result: LapeResult, cfg: LapeConfig, out: Path) -> dict:
+def figures(result: LapeResult, cfg: LapeConfig, out: Path) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     name = result.stats.model.get("name", "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -11,6 +12,8 @@ from mlneurons.interfaces.commands.inputs import unique, user_input
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from mlneurons.methods.readouts import LatentLanguage
 
 
@@ -72,7 +75,9 @@ def tables(result: LatentLanguage) -> list[Table]:
     return [Table(["layer", f"P({result.target})", "P(en)"], rows, details=True)]
 
 
-def figures(result: LatentLanguage, cfg: LogitLensConfig, out: Path) -> dict:
+def figures(
+    result: LatentLanguage, cfg: LogitLensConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {"logit_lens.png": lambda: plots.plot_latent_language(result)}

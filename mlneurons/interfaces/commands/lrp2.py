@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from mlneurons.config import option
 from mlneurons.interfaces.commands.inputs import load_facts
@@ -13,7 +14,9 @@ from mlneurons.interfaces.commands.probe import FactsConfig
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
-    from mlneurons.methods.lrp2 import LRP2Result
+    from matplotlib.figure import Figure
+
+    from mlneurons.methods.lrp2 import LanguageVectors, LRP2Result
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,11 @@ def run(cfg: Lrp2Config, context: Context) -> LRP2Result:
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")
     # under torchrun the vectors are a sharded pass, the grid rank 0's
     shards = context.out / "vector-shards" if context.parallel and context.out else None
-    vectors = language_vectors(model, corpus, max_sentences=cfg.sentences, shards=shards)
+    # None on the ranks of a launch without rendezvous: not handled here (unlike lape's run)
+    vectors = cast(
+        "LanguageVectors",
+        language_vectors(model, corpus, max_sentences=cfg.sentences, shards=shards),
+    )
     context.only_rank_0()
     context.keep(vectors)
     return evaluate_lrp2(
@@ -92,11 +99,11 @@ def tables(result: LRP2Result) -> list[Table]:
     return [Table([*header, f"fact-neuron overlap with {result.pivot}"], rows)]
 
 
-def figures(result: LRP2Result, cfg: Lrp2Config, out: Path) -> dict:
+def figures(result: LRP2Result, cfg: Lrp2Config, out: Path) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {
-        f"lrp2_grid_{lang}.png": lambda lang=lang: plots.plot_lrp2_grid(result, lang)
+        f"lrp2_grid_{lang}.png": functools.partial(plots.plot_lrp2_grid, result, lang)
         for lang in result.languages
     }
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -13,9 +13,10 @@ from mlneurons.errors import UserError
 from mlneurons.interfaces.commands.inputs import load_facts, user_input
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.probing import ProbingMethod
+from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
-    from transformer_lens.model_bridge import TransformerBridge
+    from matplotlib.figure import Figure
 
     from mlneurons.data.facts import FactSet
     from mlneurons.methods.probing.result import ProbeResult
@@ -139,7 +140,7 @@ def tables(result: ProbeResult) -> list[Table]:
     return [Table(["language", *result.relations, "macro"], rows, "P@1 per relation.")]
 
 
-def figures(result: ProbeResult, cfg: Any, out: Path) -> dict:
+def figures(result: ProbeResult, cfg: Any, out: Path) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     title = f"P@1: {result.model.get('name', '')}"

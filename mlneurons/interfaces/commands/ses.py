@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -12,6 +12,9 @@ from mlneurons.interfaces.commands.inputs import user_input
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from mlneurons.methods.lape import LanguageNeurons
     from mlneurons.methods.readouts import SentenceSimilarity
 
 
@@ -45,7 +48,7 @@ def run(cfg: SesConfig, context: Context) -> SentenceSimilarity:
     return sentence_similarity(model, sentences, center=cfg.center, batch_size=cfg.batch_size)
 
 
-def _neurons(cfg: SesConfig, out: Path | None):  # noqa: ANN202
+def _neurons(cfg: SesConfig, out: Path | None) -> LanguageNeurons | None:
     """The LAPE neurons of ``cfg.neurons``, else of ``out`` (a report's), else None."""
     from mlneurons.methods.lape import NEURONS_FILE, LanguageNeurons
 
@@ -77,7 +80,9 @@ def tables(result: SentenceSimilarity) -> list[Table]:
     return [Table(["layer", "SES"], rows, caption, details=True)]
 
 
-def figures(result: SentenceSimilarity, cfg: SesConfig, out: Path) -> dict:
+def figures(
+    result: SentenceSimilarity, cfg: SesConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {"ses.png": lambda: plots.plot_sentence_similarity(result, neurons=_neurons(cfg, out))}

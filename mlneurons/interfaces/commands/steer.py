@@ -17,10 +17,9 @@ from mlneurons.interfaces.commands.inputs import (
 )
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.steering import SteeringMode, SteeringResult
+from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
-    from transformer_lens.model_bridge import TransformerBridge
-
     from mlneurons.methods.lape import LanguageNeurons
     from mlneurons.stats.activation import ActivationStats
 

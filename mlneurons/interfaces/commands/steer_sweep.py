@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlneurons.config import option
 from mlneurons.interfaces.commands.inputs import unique
@@ -17,6 +17,9 @@ from mlneurons.interfaces.commands.steer import (
 )
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.steering import SteeringMode, SteeringSweep, SweepPoint
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,8 @@ def run(cfg: SteerSweepConfig, context: Context) -> SteeringSweep:
 
     inputs = steering_inputs(cfg, context, cfg.source, cfg.target)
     source, target = inputs.languages
-    selection = {  # LAPE re-selected per top_rate with the saved run's other constants
+    # LAPE re-selected per top_rate with the saved run's other constants
+    selection: dict[str, float] = {
         key: inputs.neurons.constants[key]
         for key in ("filter_rate", "activation_bar_ratio")
         if key in inputs.neurons.constants
@@ -104,7 +108,7 @@ def _cells(point: SweepPoint) -> list[str]:
 
 
 def tables(sweep: SteeringSweep) -> list[Table]:
-    rows = [["unsteered", "–", "–", "–", *_cells(sweep.baseline)]]
+    rows: list[list[Any]] = [["unsteered", "–", "–", "–", *_cells(sweep.baseline)]]
     for mode in sweep.modes:
         best = sweep.best(mode)
         if best is None:
@@ -123,7 +127,9 @@ def tables(sweep: SteeringSweep) -> list[Table]:
     ]
 
 
-def figures(sweep: SteeringSweep, cfg: SteerSweepConfig, out: Path) -> dict:
+def figures(
+    sweep: SteeringSweep, cfg: SteerSweepConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {"steering_sweep.png": lambda: plots.plot_steering_sweep(sweep)}

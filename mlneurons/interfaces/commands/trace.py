@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
@@ -17,6 +18,8 @@ from mlneurons.interfaces.commands.probe import (
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from mlneurons.methods.tracing import TracingResult
 
 
@@ -71,7 +74,7 @@ def tables(result: TracingResult) -> list[Table]:
     return [Table(["language", *CODES.values()], rows)]
 
 
-def figures(result: TracingResult, cfg: TraceConfig, out: Path) -> dict:
+def figures(result: TracingResult, cfg: TraceConfig, out: Path) -> dict[str, Callable[[], Figure]]:
     from mlneurons.interfaces import plots
 
     return {"trace.png": lambda: plots.plot_tracing(result)}

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlneurons.errors import UserError
+from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
     from mlneurons.data.facts import FactSet
@@ -20,7 +21,7 @@ decodes a masked LM's answer without candidates (Zhao et al.'s full match)."""
 
 
 def probe(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     *,
     method: ProbingMethod = "typed",

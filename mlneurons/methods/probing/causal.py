@@ -5,13 +5,14 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
 
 from mlneurons.data.facts import Fact, FactSet
 from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.canary import canary_ids, verify
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import (
@@ -26,7 +27,7 @@ from mlneurons.models.forward import (
 
 def sentence_ids(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text`` starting with BOS (added when the tokenizer does not add it)."""
-    ids = tokenizer(text)["input_ids"]
+    ids: list[int] = tokenizer(text)["input_ids"]
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None and (not ids or ids[0] != bos):
         ids = [bos, *ids]
@@ -99,7 +100,7 @@ def scored_positions(
 
 
 def first_token_log_likelihood(
-    model: Any, hidden: torch.Tensor, targets: list[int]
+    model: TransformerBridge, hidden: torch.Tensor, targets: list[int]
 ) -> torch.Tensor:
     """``[..., len(targets)]``: log-probability of each target after the prefix's last (normed) state."""
     logprobs = torch.log_softmax(unembed(model, hidden).float(), -1)
@@ -114,7 +115,9 @@ def repeated_cache(cache: Any, rows: int) -> Any:
 
 
 @torch.inference_mode()
-def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) -> torch.Tensor:
+def candidate_scores(
+    model: TransformerBridge, sentences: list[str], *, batch_size: int = 32
+) -> torch.Tensor:
     """Log-likelihood of each sentence beyond the tokens that all of them share.
 
     The shared prefix runs once; its key/value cache is copied for each batch of
@@ -127,9 +130,9 @@ def candidate_scores(model: Any, sentences: list[str], *, batch_size: int = 32) 
 
 
 @torch.inference_mode()
-def batch_scores(model: Any, plan: CandidateBatches) -> torch.Tensor:
+def batch_scores(model: TransformerBridge, plan: CandidateBatches) -> torch.Tensor:
     """:func:`candidate_scores` of tokenised sentences, the fast path: shared prefix cached."""
-    body = model.original_model.base_model
+    body = cast(torch.nn.Module, model.original_model.base_model)
     device = model_device(model)
     prefix, cache = cached_body(body, torch.tensor([plan.prefix], device=device))
     scores = first_token_log_likelihood(model, prefix[0, -1], plan.first_targets)
@@ -148,10 +151,10 @@ def batch_scores(model: Any, plan: CandidateBatches) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def full_forward_scores(model: Any, ids: list[list[int]], start: int) -> torch.Tensor:
+def full_forward_scores(model: TransformerBridge, ids: list[list[int]], start: int) -> torch.Tensor:
     """The exact path: each sentence's log-likelihood from token ``start`` on, from one whole
     forward pass per sentence without any cache."""
-    body = model.original_model.base_model
+    body = cast(torch.nn.Module, model.original_model.base_model)
     device = model_device(model)
     scores = []
     for row in ids:
@@ -162,13 +165,13 @@ def full_forward_scores(model: Any, ids: list[list[int]], start: int) -> torch.T
     return torch.cat(scores)
 
 
-def canary_sentences(model: Any) -> list[list[int]]:
+def canary_sentences(model: TransformerBridge) -> list[list[int]]:
     """Three token-id sentences sharing a 5-token prefix, with suffixes of 1, 3 and 4 tokens."""
     prefix = canary_ids(model, 5)
     return [prefix + canary_ids(model, n + 1, offset=n)[1:] for n in (1, 3, 4)]
 
 
-def check_cached_scoring(model: Any) -> None:
+def check_cached_scoring(model: TransformerBridge) -> None:
     """Canary: shared-prefix cached scoring equals full forward passes (once per model)."""
     honour_cache_keyword()
 
@@ -181,7 +184,7 @@ def check_cached_scoring(model: Any) -> None:
 
 
 def probe_causal(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     *,
     batch_size: int = 32,
@@ -207,7 +210,9 @@ def facts_with_candidates(
                 bar.update()
 
 
-def causal_result(model: Any, facts: FactSet, predictions: list[dict[str, Any]]) -> ProbeResult:
+def causal_result(
+    model: TransformerBridge, facts: FactSet, predictions: list[dict[str, Any]]
+) -> ProbeResult:
     """A ProbeResult of causal whole-sentence ranking."""
     return ProbeResult(
         facts.languages,
@@ -222,7 +227,7 @@ def causal_result(model: Any, facts: FactSet, predictions: list[dict[str, Any]])
 
 
 def _predict(
-    model: Any, facts: FactSet, fact: Fact, candidates: list[str], batch_size: int
+    model: TransformerBridge, facts: FactSet, fact: Fact, candidates: list[str], batch_size: int
 ) -> dict[str, Any]:
     scores = candidate_scores(
         model, [facts.fill(fact, c) for c in candidates], batch_size=batch_size

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.data.facts import Fact, FactSet
 from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, pad_right
 from mlneurons.models.hooks import is_masked_lm
@@ -54,7 +55,7 @@ _SPACE_MARKERS = "\u2581\u0120 \t\n"  # sentencepiece "▁", byte-level BPE "Ġ"
 # ----------------------------------------------------------------------------- tokenizing
 
 
-def _check_masked(model: Any) -> Any:
+def _check_masked(model: TransformerBridge) -> Any:
     if not is_masked_lm(model):
         hf = getattr(model, "original_model", None)
         raise ValueError(
@@ -115,7 +116,7 @@ def _mlm_head(hf: Any) -> Any | None:
 
 
 @torch.inference_mode()
-def mask_logits(model: Any, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+def mask_logits(model: TransformerBridge, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """MLM logits at the mask positions of each token row: ``[n_masks, vocab]`` per row.
 
     Rows are right-padded and run as one batch with their attention mask. Where the
@@ -123,7 +124,7 @@ def mask_logits(model: Any, rows: Sequence[Sequence[int]]) -> list[torch.Tensor]
     positions are unembedded; otherwise the full ``original_model`` forward is used.
     """
     tokenizer = model.tokenizer
-    hf = model.original_model
+    hf: Any = model.original_model  # a transformers model (methods per architecture)
     ids, attention = pad_right(rows, _pad_id(tokenizer), device=model_device(model))
     is_mask = (ids == tokenizer.mask_token_id) & attention.bool()
     head = _mlm_head(hf)
@@ -157,7 +158,7 @@ def _groups(facts: FactSet) -> Iterable[tuple[str, str, list[Fact]]]:
 
 @torch.inference_mode()
 def typed_scores(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     lang: str,
     relation: str,
@@ -194,7 +195,7 @@ def typed_scores(
 
 
 def probe_masked(
-    model: Any, facts: FactSet, *, batch_size: int = 32, progress: bool = True
+    model: TransformerBridge, facts: FactSet, *, batch_size: int = 32, progress: bool = True
 ) -> ProbeResult:
     """Probe a masked LM with mLAMA's typed ranking (TyQ, Kassner et al.); P@1 = gold first.
 
@@ -259,7 +260,12 @@ def match(gold: Sequence[int], predictions: Iterable[Sequence[int]]) -> tuple[bo
 
 @torch.inference_mode()
 def greedy_predictions(
-    model: Any, facts: FactSet, group: Sequence[Fact], n_masks: int, *, batch_size: int = 32
+    model: TransformerBridge,
+    facts: FactSet,
+    group: Sequence[Fact],
+    n_masks: int,
+    *,
+    batch_size: int = 32,
 ) -> list[list[int]]:
     """Each fact's query with ``n_masks`` masks: the independent top-1 id of every mask."""
     tokenizer = _check_masked(model)
@@ -271,7 +277,7 @@ def greedy_predictions(
 
 
 def zhao_match(
-    model: Any, facts: FactSet, *, batch_size: int = 32, progress: bool = True
+    model: TransformerBridge, facts: FactSet, *, batch_size: int = 32, progress: bool = True
 ) -> ProbeResult:
     """Probe a masked LM without candidates: Zhao et al.'s full and partial match.
 
@@ -370,7 +376,7 @@ def partial_p_at_1(result: ProbeResult) -> dict[str, dict[str, float]]:
 
 @torch.inference_mode()
 def mask_activations(
-    model: Any,
+    model: TransformerBridge,
     facts: FactSet,
     *,
     batch_size: int = 32,
