@@ -199,6 +199,19 @@ class Command(Generic[C, R]):
         return all((Path(directory) / name).exists() for name in self.result_class().files())
 
 
+def plot(file: str, name: str) -> Callable[[Any, Any, Path], dict[str, Callable[[], Figure]]]:
+    """The figures of a command that draws one plot of its result: ``plots.<name>(result)``
+    into ``file``."""
+
+    def figures(result: Any, cfg: Any, out: Path) -> dict[str, Callable[[], Figure]]:
+        from mlneurons.interfaces import plots
+
+        draw = getattr(plots, name)
+        return {file: lambda: draw(result)}
+
+    return figures
+
+
 def save(result: Result, out: Path, cfg: Config | None, figures: Mapping[str, Any]) -> list[str]:
     """Save ``result`` (with ``cfg``) and draw ``figures`` into ``out``; the file names."""
     from mlneurons.interfaces.plots import save_figure
@@ -251,6 +264,7 @@ __all__ = [
     "Step",
     "Table",
     "execute",
+    "plot",
     "run_command",
     "save",
 ]

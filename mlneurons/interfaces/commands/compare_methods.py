@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from mlneurons.config import option
@@ -16,12 +15,10 @@ from mlneurons.interfaces.commands.inputs import (
     model_for,
     user_input,
 )
-from mlneurons.interfaces.spec import Command, Context, Step, Table
+from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 from mlneurons.methods.baselines import Selector
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from mlneurons.methods.deactivation import MethodComparison
 
 SPECIFICITY = (
@@ -109,14 +106,6 @@ def describe(result: MethodComparison) -> list[str]:
     return [*lines, SPECIFICITY]
 
 
-def figures(
-    result: MethodComparison, cfg: CompareMethodsConfig, out: Path
-) -> dict[str, Callable[[], Figure]]:
-    from mlneurons.interfaces import plots
-
-    return {"methods.png": lambda: plots.plot_method_comparison(result)}
-
-
 SPEC = Command(
     name="compare-methods",
     title="LAPE against its baselines",
@@ -124,7 +113,7 @@ SPEC = Command(
     result="mlneurons.methods.deactivation:MethodComparison",
     run=run,
     describe=describe,
-    figures=figures,
+    figures=plot("methods.png", "plot_method_comparison"),
     tables=tables,
     step=Step(
         budgets={"default": {"tokens_per_language": 256}, "full": {}},

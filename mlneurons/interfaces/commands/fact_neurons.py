@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import option
@@ -14,11 +12,9 @@ from mlneurons.interfaces.commands.probe import (
     ReuseProbeConfig,
     facts_and_probing,
 )
-from mlneurons.interfaces.spec import Command, Context, Step, Table
+from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from mlneurons.methods.probeless import FactNeurons
 
 
@@ -73,14 +69,6 @@ def tables(result: FactNeurons) -> list[Table]:
     return [Table(["language", f"overlap with {pivot}", "correct facts"], rows)]
 
 
-def figures(
-    result: FactNeurons, cfg: FactNeuronsConfig, out: Path
-) -> dict[str, Callable[[], Figure]]:
-    from mlneurons.interfaces import plots
-
-    return {"fact_neuron_overlap.png": lambda: plots.plot_fact_neuron_overlap(result)}
-
-
 SPEC = Command(
     name="fact-neurons",
     title="PROBELESS fact neurons",
@@ -88,7 +76,7 @@ SPEC = Command(
     result="mlneurons.methods.probeless:FactNeurons",
     run=run,
     describe=describe,
-    figures=figures,
+    figures=plot("fact_neuron_overlap.png", "plot_fact_neuron_overlap"),
     tables=tables,
     step=Step(budgets={"default": FACTS, "full": FULL_FACTS}, reuse="probe", needs=("probe",)),
     parallel=True,

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import option
 from mlneurons.errors import UserError
 from mlneurons.interfaces.commands.steer import GenerationConfig, steering_inputs
-from mlneurons.interfaces.spec import Command, Context, Step, Table
+from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 from mlneurons.methods.steering import FallbackCurve, FallbackOrder
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 
 @dataclass(frozen=True)
@@ -87,14 +86,6 @@ def tables(curve: FallbackCurve) -> list[Table]:
     return [Table(["share off", "neurons", *curve.categories], rows, caption)]
 
 
-def figures(
-    curve: FallbackCurve, cfg: FallbackConfig, out: Path
-) -> dict[str, Callable[[], Figure]]:
-    from mlneurons.interfaces import plots
-
-    return {"fallback.png": lambda: plots.plot_fallback_curve(curve)}
-
-
 SPEC = Command(
     name="fallback",
     title="Fallback: which language answers without a language's neurons",
@@ -102,7 +93,7 @@ SPEC = Command(
     result="mlneurons.methods.steering:FallbackCurve",
     run=run,
     describe=describe,
-    figures=figures,
+    figures=plot("fallback.png", "plot_fallback_curve"),
     tables=tables,
     step=Step(
         budgets={

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import Config, option
 from mlneurons.interfaces.commands.inputs import unique, user_input
-from mlneurons.interfaces.spec import Command, Context, Step, Table
+from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from mlneurons.methods.readouts import LatentLanguage
 
 
@@ -75,14 +71,6 @@ def tables(result: LatentLanguage) -> list[Table]:
     return [Table(["layer", f"P({result.target})", "P(en)"], rows, details=True)]
 
 
-def figures(
-    result: LatentLanguage, cfg: LogitLensConfig, out: Path
-) -> dict[str, Callable[[], Figure]]:
-    from mlneurons.interfaces import plots
-
-    return {"logit_lens.png": lambda: plots.plot_latent_language(result)}
-
-
 SPEC = Command(
     name="logit-lens",
     title="Latent language: the logit lens (Wendler et al. 2024)",
@@ -90,7 +78,7 @@ SPEC = Command(
     result="mlneurons.methods.readouts:LatentLanguage",
     run=run,
     describe=describe,
-    figures=figures,
+    figures=plot("logit_lens.png", "plot_latent_language"),
     tables=tables,
     step=Step(
         budgets={

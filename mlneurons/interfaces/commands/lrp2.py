@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import option
 from mlneurons.interfaces.commands.inputs import load_facts
@@ -16,7 +16,7 @@ from mlneurons.interfaces.spec import Command, Context, Step, Table
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mlneurons.methods.lrp2 import LanguageVectors, LRP2Result
+    from mlneurons.methods.lrp2 import LRP2Result
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,8 @@ def run(cfg: Lrp2Config, context: Context) -> LRP2Result:
     corpus = MultilingualCorpus.builtin(facts.languages, split="all")
     # under torchrun the vectors are a sharded pass, the grid rank 0's
     shards = context.out / "vector-shards" if context.parallel and context.out else None
-    # None on the ranks of a launch without rendezvous: not handled here (unlike lape's run)
-    vectors = cast(
-        "LanguageVectors",
-        language_vectors(model, corpus, max_sentences=cfg.sentences, shards=shards),
-    )
+    vectors = language_vectors(model, corpus, max_sentences=cfg.sentences, shards=shards)
+    assert vectors is not None  # None only for shards on a rank that cannot reach the others
     context.only_rank_0()
     context.keep(vectors)
     return evaluate_lrp2(

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from mlneurons.config import option
@@ -15,11 +14,11 @@ from mlneurons.interfaces.commands.steer import (
     GenerationConfig,
     steering_inputs,
 )
-from mlneurons.interfaces.spec import Command, Context, Step, Table
+from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 from mlneurons.methods.steering import SteeringMode, SteeringSweep, SweepPoint
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+    pass
 
 
 @dataclass(frozen=True)
@@ -127,14 +126,6 @@ def tables(sweep: SteeringSweep) -> list[Table]:
     ]
 
 
-def figures(
-    sweep: SteeringSweep, cfg: SteerSweepConfig, out: Path
-) -> dict[str, Callable[[], Figure]]:
-    from mlneurons.interfaces import plots
-
-    return {"steering_sweep.png": lambda: plots.plot_steering_sweep(sweep)}
-
-
 SPEC = Command(
     name="steer-sweep",
     title="Steering modes and strengths",
@@ -142,7 +133,7 @@ SPEC = Command(
     result="mlneurons.methods.steering:SteeringSweep",
     run=run,
     describe=describe,
-    figures=figures,
+    figures=plot("steering_sweep.png", "plot_steering_sweep"),
     tables=tables,
     step=Step(
         budgets={

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import option
@@ -15,11 +13,9 @@ from mlneurons.interfaces.commands.probe import (
     ReuseProbeConfig,
     facts_and_probing,
 )
-from mlneurons.interfaces.spec import Command, Context, Step, Table
+from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from mlneurons.methods.tracing import TracingResult
 
 
@@ -74,12 +70,6 @@ def tables(result: TracingResult) -> list[Table]:
     return [Table(["language", *CODES.values()], rows)]
 
 
-def figures(result: TracingResult, cfg: TraceConfig, out: Path) -> dict[str, Callable[[], Figure]]:
-    from mlneurons.interfaces import plots
-
-    return {"trace.png": lambda: plots.plot_tracing(result)}
-
-
 SPEC = Command(
     name="trace",
     title="Knowledge tracing",
@@ -87,7 +77,7 @@ SPEC = Command(
     result="mlneurons.methods.tracing:TracingResult",
     run=run,
     describe=describe,
-    figures=figures,
+    figures=plot("trace.png", "plot_tracing"),
     tables=tables,
     step=Step(budgets={"default": FACTS, "full": FULL_FACTS}, reuse="probe", needs=("probe",)),
     parallel=True,
