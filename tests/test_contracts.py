@@ -176,7 +176,7 @@ def test_probe_result_save_load_keeps_the_model(tmp_path):
 def test_sentence_ids_start_with_one_bos(tmp_path):
     from tiny import make_tokenizer
 
-    from mlneurons.methods.probing.causal import sentence_ids
+    from mlneurons.models.tokens import sentence_ids
 
     plain = make_tokenizer(tmp_path)  # adds no special tokens of its own
     words = plain("en1 en2", add_special_tokens=False)["input_ids"]

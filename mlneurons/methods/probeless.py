@@ -19,12 +19,13 @@ import torch
 from jaxtyping import Float
 
 from mlneurons.data.facts import FactSet
-from mlneurons.methods.probing.causal import common_prefix_length, sentence_ids
+from mlneurons.methods.probing.causal import common_prefix_length
 from mlneurons.methods.probing.masked import mask_activations
 from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import pad_right
 from mlneurons.models.hooks import is_masked_lm
+from mlneurons.models.tokens import sentence_ids
 from mlneurons.results import Result
 from mlneurons.stats.collector import HookStats, Labelled, collect
 from mlneurons.stats.distributed import gather

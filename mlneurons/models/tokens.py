@@ -6,13 +6,18 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def encode(tokenizer: Any, text: str, max_tokens: int = 256) -> list[int]:
-    """Token ids of ``text``, BOS first when the tokenizer has one, at most ``max_tokens``."""
-    ids = list(tokenizer(text)["input_ids"])
+def sentence_ids(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` starting with BOS (added when the tokenizer does not add it)."""
+    ids: list[int] = list(tokenizer(text)["input_ids"])
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None and (not ids or ids[0] != bos):
         ids = [bos, *ids]
-    return ids[:max_tokens]
+    return ids
+
+
+def encode(tokenizer: Any, text: str, max_tokens: int = 256) -> list[int]:
+    """Token ids of ``text``, BOS first when the tokenizer has one, at most ``max_tokens``."""
+    return sentence_ids(tokenizer, text)[:max_tokens]
 
 
 def bos_count(tokenizer: Any, ids: Sequence[int]) -> int:
@@ -44,4 +49,4 @@ def display_tokens(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], list[
     return pieces, groups
 
 
-__all__ = ["bos_count", "display_tokens", "encode"]
+__all__ = ["bos_count", "display_tokens", "encode", "sentence_ids"]

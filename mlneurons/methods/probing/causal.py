@@ -23,15 +23,7 @@ from mlneurons.models.forward import (
     pad_right,
     unembed,
 )
-
-
-def sentence_ids(tokenizer: Any, text: str) -> list[int]:
-    """Token ids of ``text`` starting with BOS (added when the tokenizer does not add it)."""
-    ids: list[int] = tokenizer(text)["input_ids"]
-    bos = getattr(tokenizer, "bos_token_id", None)
-    if bos is not None and (not ids or ids[0] != bos):
-        ids = [bos, *ids]
-    return ids
+from mlneurons.models.tokens import sentence_ids
 
 
 def common_prefix_length(sequences: list[list[int]]) -> int:
