@@ -174,16 +174,9 @@ class Config:
 
     @classmethod
     def from_args(cls, args: Any) -> Config:
-        """The config of an argparse namespace (fields it lacks keep their defaults); errors
-        name the command-line option (``--batch-size``) instead of the field."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        try:
-            return cls(**{name: getattr(args, name) for name in fields if hasattr(args, name)})
-        except UserError as exc:
-            name, sep, rest = str(exc).partition("=")
-            if sep and name in fields:
-                raise UserError(f"{flag_of(fields[name])} {rest}") from None
-            raise
+        """The config of an argparse namespace (fields it lacks keep their defaults)."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        return cls(**{name: getattr(args, name) for name in names if hasattr(args, name)})
 
     def replace(self, **changes: Any) -> Config:
         """A copy with ``changes`` (checked like a new config)."""

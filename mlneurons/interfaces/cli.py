@@ -253,13 +253,11 @@ def build_parser(only: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def _runs_on_this_rank(spec: Command[Any, Any], cfg: Config) -> bool:
     """False on ranks other than 0 for a command that does not split its work (they would
-    all compute, and write, the same files). A command that reuses a probing result runs
-    on rank 0 alone; lape's shards also merge offline, without a rendezvous."""
+    all compute, and write, the same files)."""
     from mlneurons.world import World
 
     world = World.from_env()
-    parallel = spec.parallel and not getattr(cfg, "probe", None)
-    if world.rank == 0 or (parallel and (world.connected or spec.name == "lape")):
+    if world.rank == 0 or (spec.splits(cfg) and (world.connected or spec.offline_shards)):
         return True
     print(f"rank {world.rank}: mlneurons {spec.name} runs on rank 0 only", file=sys.stderr)
     return False

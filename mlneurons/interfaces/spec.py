@@ -146,7 +146,10 @@ class Command(Generic[C, R]):
         figures: ``figures(result, cfg, out)``: file name -> drawing function.
         tables: its findings as tables (the report and the app show them).
         step: how ``mlneurons report`` runs it (None: not a report step).
-        parallel: it splits its work across the ranks of a torchrun launch.
+        parallel: it splits its work across the ranks of a torchrun launch (for every
+            config, or for those a function of the config picks).
+        offline_shards: its ranks also work without a rendezvous, leaving shards that
+            ``mlneurons merge`` adds (Slurm job arrays).
         default_out: the output directory when ``--out`` is not given (None: required).
         resumes: whether running the same config again resumes an interrupted run.
     """
@@ -160,7 +163,8 @@ class Command(Generic[C, R]):
     figures: Callable[[R, C, Path], Mapping[str, Callable[[], Figure]]] = _no_figures
     tables: Callable[[R], list[Table]] = _no_tables
     step: Step | None = None
-    parallel: bool = False
+    parallel: Callable[[C], bool] | bool = False
+    offline_shards: bool = False
     default_out: str | None = None
     resumes: Callable[[C], bool] | None = None
 
@@ -193,6 +197,10 @@ class Command(Generic[C, R]):
                 value = str(directory) if item.name == reuse else item.name.upper()
                 argv += [flag_of(item), value]
         return shlex.join([*argv, "--out", str(directory)])
+
+    def splits(self, cfg: C) -> bool:
+        """Whether ``cfg``'s run splits its work across the ranks of a launch."""
+        return self.parallel(cfg) if callable(self.parallel) else self.parallel
 
     def saved(self, directory: str | Path) -> bool:
         """Whether ``directory`` holds this command's result."""

@@ -79,5 +79,5 @@ SPEC = Command(
     figures=plot("fact_neuron_overlap.png", "plot_fact_neuron_overlap"),
     tables=tables,
     step=Step(budgets={"default": FACTS, "full": FULL_FACTS}, reuse="probe", needs=("probe",)),
-    parallel=True,
+    parallel=lambda cfg: not cfg.probe,  # a reused probing result: rank 0 alone
 )

@@ -177,6 +177,7 @@ SPEC = Command(
         }
     ),
     parallel=True,
+    offline_shards=True,
     default_out="runs/lape",
     resumes=lambda cfg: not cfg.stats,  # the statistics pass keeps a checkpoint
 )

@@ -80,5 +80,5 @@ SPEC = Command(
     figures=plot("trace.png", "plot_tracing"),
     tables=tables,
     step=Step(budgets={"default": FACTS, "full": FULL_FACTS}, reuse="probe", needs=("probe",)),
-    parallel=True,
+    parallel=lambda cfg: not cfg.probe,  # a reused probing result: rank 0 alone
 )
