@@ -17,6 +17,7 @@ from mlneurons.interfaces.commands.inputs import (
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
+    import torch
     from matplotlib.figure import Figure
 
     from mlneurons.data.corpus import MultilingualCorpus
@@ -105,30 +106,11 @@ def run(cfg: AblateConfig, context: Context) -> PerplexityMatrix:
     return matrix
 
 
-def describe(matrix: PerplexityMatrix) -> list[str]:
-    dominant = [lang for lang, ok in matrix.diagonal_dominance().items() if ok]
-    lines = [
-        "baseline perplexity: " + ", ".join(f"{k} {v:.1f}" for k, v in matrix.baseline.items()),
-        f"own language hit hardest for {len(dominant)}/{len(matrix.languages)}: "
-        + (", ".join(dominant) or "none"),
-    ]
-    own = matrix.relative_change().diagonal()
-    uniform = matrix.relative_change("random_control").diagonal() if matrix.random_control else None
-    draws = matrix.matched_draws().diagonal(dim1=1, dim2=2) if matrix.matched_control else None
-    for i, lang in enumerate(matrix.languages):
-        parts = [f"{lang}: own neurons off {100 * float(own[i]):+.1f}%"]
-        if uniform is not None:
-            parts.append(f"uniform control {100 * float(uniform[i]):+.1f}%")
-        if draws is not None:
-            parts.append(
-                f"matched control ({len(draws)} draws) {100 * float(draws[:, i].mean()):+.1f}% "
-                f"(sd {100 * float(draws[:, i].std(correction=0)):.1f})"
-            )
-        lines.append("; ".join(parts))
-    return lines
-
-
-def tables(matrix: PerplexityMatrix) -> list[Table]:
+def own_changes(
+    matrix: PerplexityMatrix,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """In %, each language's own perplexity change: its neurons off, the uniform control,
+    and the matched control's draws ``[draw, language]`` (None for a control not run)."""
     own = matrix.relative_change().diagonal() * 100
     uniform = (
         matrix.relative_change("random_control").diagonal() * 100 if matrix.random_control else None
@@ -136,6 +118,32 @@ def tables(matrix: PerplexityMatrix) -> list[Table]:
     draws = (
         matrix.matched_draws().diagonal(dim1=1, dim2=2) * 100 if matrix.matched_control else None
     )
+    return own, uniform, draws
+
+
+def describe(matrix: PerplexityMatrix) -> list[str]:
+    dominant = [lang for lang, ok in matrix.diagonal_dominance().items() if ok]
+    lines = [
+        "baseline perplexity: " + ", ".join(f"{k} {v:.1f}" for k, v in matrix.baseline.items()),
+        f"own language hit hardest for {len(dominant)}/{len(matrix.languages)}: "
+        + (", ".join(dominant) or "none"),
+    ]
+    own, uniform, draws = own_changes(matrix)
+    for i, lang in enumerate(matrix.languages):
+        parts = [f"{lang}: own neurons off {float(own[i]):+.1f}%"]
+        if uniform is not None:
+            parts.append(f"uniform control {float(uniform[i]):+.1f}%")
+        if draws is not None:
+            parts.append(
+                f"matched control ({len(draws)} draws) {float(draws[:, i].mean()):+.1f}% "
+                f"(sd {float(draws[:, i].std(correction=0)):.1f})"
+            )
+        lines.append("; ".join(parts))
+    return lines
+
+
+def tables(matrix: PerplexityMatrix) -> list[Table]:
+    own, uniform, draws = own_changes(matrix)
     rows = []
     for i, lang in enumerate(matrix.languages):
         off = matrix.deactivated[lang]
