@@ -115,7 +115,10 @@ def run_report(
     specs = steps()
     configs = {s.name: step_config(s, name, out, model=model, device=device) for s in specs}
     plans = {step: [*cfg.to_argv(), "--out", str(out)] for step, cfg in configs.items()}
-    print(f"report budget '{name}'" + (" (about 15 minutes on 2 CPU cores)" if not full else ""))
+    print(
+        f"report budget '{name}'"
+        + (" (budgeted for 15 minutes on 2 CPU cores)" if not full else "")
+    )
     for step, argv in plans.items():
         print(f"  {step:15s} {shlex.join(argv[1:-2]) or '(the command defaults)'}")
     started, rerun = time.time(), set[str]()
