@@ -155,7 +155,7 @@ def plot_p_at_1(result: ProbeResult, *, title: str = "") -> Figure:
     ax.set_xticks(range(len(result.languages)), result.languages)
     ax.set_ylabel("P@1 (%)")
     ax.set_title(title or "Factual probing: P@1 per language and relation")
-    ax.legend(fontsize=8, ncol=len(keys))
+    ax.legend(fontsize=8, ncol=min(len(keys), 5), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
     return fig
 
