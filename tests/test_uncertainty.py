@@ -111,6 +111,7 @@ def test_paired_rates() -> None:
     assert test.before.value == 0.5 and test.after.value == 0.75
     assert test.difference.value == pytest.approx(0.25)
     assert test.difference.lo < 0.25 < test.difference.hi
+    assert test.difference.method == "Newcombe hybrid score (paired)"
     assert test.p_value == pytest.approx(2 * sum(math.comb(7, i) for i in range(3)) / 2**7)
     assert not test.significant()
     assert u.PairedTest.from_json(test.to_json()) == test
@@ -168,3 +169,71 @@ def test_weights_and_settings() -> None:
         u.Uncertainty(confidence=1.0)
     assert u.Uncertainty.of({"uncertainty": {"confidence": 0.9}}).confidence == 0.9
     assert u.Uncertainty.of({}) == u.Uncertainty()
+
+
+def test_newcombe_paired_difference_by_hand() -> None:
+    """before/after table: both 3, right->wrong 1, wrong->right 4, neither 4 (n = 12)."""
+    before = [True] * 3 + [True] + [False] * 4 + [False] * 4
+    after = [True] * 3 + [False] + [True] * 4 + [False] * 4
+    got = u.paired_difference(before, after)
+    p1, p2 = u.wilson(4, 12), u.wilson(7, 12)
+    association = max(3 * 4 - 1 * 4 - 12 / 2, 0)  # ad - bc - n/2 = 2
+    phi = association / math.sqrt(4 * 8 * 7 * 5)
+    lower = math.sqrt(
+        (p2.value - p2.lo) ** 2
+        - 2 * phi * (p2.value - p2.lo) * (p1.hi - p1.value)
+        + (p1.hi - p1.value) ** 2
+    )
+    upper = math.sqrt(
+        (p2.hi - p2.value) ** 2
+        - 2 * phi * (p2.hi - p2.value) * (p1.value - p1.lo)
+        + (p1.value - p1.lo) ** 2
+    )
+    assert got.value == pytest.approx(3 / 12)
+    assert (got.lo, got.hi) == pytest.approx((3 / 12 - lower, 3 / 12 + upper), abs=1e-12)
+    # no discordant pair: the difference is 0 with an interval of non-zero width
+    same = u.paired_difference([True, False] * 6, [True, False] * 6)
+    assert same.value == 0 and same.lo < 0 < same.hi
+
+
+def test_paired_difference_covers_the_truth() -> None:
+    """48 paired items, P(before) = 0.4, 30% of items redrawn with P = 0.6 after: the
+    true difference is 0.06; the 95% interval covers it in 93-97% of 2,000 samples."""
+    rng = np.random.default_rng(5)
+    hits = 0
+    for _ in range(2000):
+        before = rng.random(48) < 0.4
+        after = np.where(rng.random(48) < 0.7, before, rng.random(48) < 0.6)
+        e = u.paired_difference([bool(x) for x in before], [bool(x) for x in after])
+        hits += e.lo <= 0.3 * 0.2 <= e.hi
+    assert 0.93 <= hits / 2000 <= 0.97
+
+
+def test_macro_rate_over_few_fixed_relations_by_hand_and_by_coverage() -> None:
+    """4 relations (the built-in facts): Price & Bonett's interval, by hand, and its
+    coverage of the mean of 4 fixed rates with 6 facts each (2,000 samples)."""
+    groups = [[True, True, False], [False] * 3, [True] * 3, [True, False, False, False]]
+    got = u.macro_rate(groups)
+    smooth = np.array([(2 + 0.5) / 4, 0.5 / 4, 3.5 / 4, 1.5 / 5])
+    sd = math.sqrt((smooth * (1 - smooth) / np.array([4, 4, 4, 5])).sum()) / 4
+    assert got.value == pytest.approx((2 / 3 + 0 + 1 + 1 / 4) / 4)
+    assert got.lo == pytest.approx(smooth.mean() - 1.959963984540054 * sd)
+    assert got.hi == pytest.approx(smooth.mean() + 1.959963984540054 * sd)
+    assert got.method.startswith("Price-Bonett")
+    rng = np.random.default_rng(2)
+    rates = np.array([0.4, 0.62, 0.29, 0.34])
+    hits = 0
+    for _ in range(2000):
+        sample = [[bool(x) for x in rng.random(6) < r] for r in rates]
+        e = u.macro_rate(sample)
+        hits += e.lo <= rates.mean() <= e.hi
+    assert 0.93 <= hits / 2000 <= 0.97
+
+
+def test_too_few_items_get_no_interval() -> None:
+    e = u.bootstrap(lambda w: (w @ np.arange(4.0)) / w.sum(-1), 4)
+    assert e.value == 1.5 and not e.has_interval and not e.excludes(0)
+    assert e.text(".2f") == "1.50 [no interval: 4 items]"
+    assert e.to_json()["lo"] is None and u.Estimate.from_json(e.to_json()).text(".2f") == e.text(
+        ".2f"
+    )

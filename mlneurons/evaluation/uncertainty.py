@@ -6,12 +6,14 @@ compare with paired differences):
 
 - a rate ``k / n``: the Wilson score interval (:func:`wilson`);
 - a rate averaged over relations (macro P@1): the cluster bootstrap, relations first,
-  then facts within them (:func:`macro_rate`);
+  then facts within them, or Price & Bonett's interval when the relations are too few to
+  resample (:func:`macro_rate`);
 - anything additive over items (perplexity over held-out chunks, Jaccard over shared
   facts, mean differences): the percentile bootstrap over items (:func:`bootstrap`),
   with the statistic written as a function of resampling weights;
 - a before/after on the same items: the exact McNemar test on the discordant pairs
-  and a paired bootstrap interval of the difference (:func:`paired_rates`);
+  and Newcombe's paired score interval of the difference of rates (:func:`paired_rates`;
+  a paired bootstrap, :func:`bootstrap` on the differences, for other paired values);
 - chance levels: a permutation null for the Jaccard of correct facts that keeps each
   language's count of correct facts within each relation (:func:`jaccard_null`), the
   hypergeometric expectation for the overlap of two sets of units (:func:`overlap_null`);
@@ -35,6 +37,9 @@ import numpy as np
 CONFIDENCE = 0.95
 SAMPLES = 1000
 SEED = 0
+MIN_RESAMPLED = 10
+"""Fewer items than this get no bootstrap interval (``lo``/``hi`` nan): the percentile
+bootstrap of a handful of items is far too narrow (92% coverage at 20 chunks, a point at 1)."""
 
 
 @dataclass(frozen=True)
@@ -73,20 +78,33 @@ class Estimate:
     confidence: float = CONFIDENCE
     seed: int | None = None
 
+    @property
+    def has_interval(self) -> bool:
+        """False when there were too few items to resample (``lo``/``hi`` are nan)."""
+        return math.isfinite(self.lo) and math.isfinite(self.hi)
+
     def excludes(self, x: float) -> bool:
-        """Whether ``x`` lies outside the interval (e.g. 0 for a difference: significant)."""
-        return not self.lo <= x <= self.hi
+        """Whether ``x`` lies outside the interval (e.g. 0 for a difference: significant);
+        False without an interval."""
+        return self.has_interval and not self.lo <= x <= self.hi
 
     def text(self, spec: str = ".1%") -> str:
         """``75.0% [46.8%, 91.1%]`` (``spec`` formats the three numbers)."""
+        if not self.has_interval:
+            return f"{self.value:{spec}} [no interval: {self.n} items]"
         return f"{self.value:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields; a missing interval as ``null`` (JSON has no nan)."""
+        data = asdict(self)
+        for key in ("lo", "hi"):
+            data[key] = data[key] if math.isfinite(data[key]) else None
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Estimate:
-        return cls(**data)
+        bounds = {k: math.nan if data.get(k) is None else data[k] for k in ("lo", "hi")}
+        return cls(**{**data, **bounds})
 
 
 @dataclass(frozen=True)
@@ -185,7 +203,9 @@ def percentile(
     draws = np.asarray(draws, dtype=np.float64)
     draws = draws[np.isfinite(draws)]
     if not draws.size:
-        return Estimate(value, value, value, n, method, how.confidence, how.seed)
+        return Estimate(
+            value, math.nan, math.nan, n, f"{method}: no valid resample", how.confidence
+        )
     tail = (1 - how.confidence) / 2 * 100
     lo, hi = np.percentile(draws, [tail, 100 - tail])
     return Estimate(value, float(lo), float(hi), n, method, how.confidence, how.seed)
@@ -208,6 +228,8 @@ def bootstrap(
     if n < 1:
         raise ValueError("bootstrap needs at least one item")
     value = float(statistic(np.ones(n)))
+    if n < MIN_RESAMPLED:
+        return Estimate(value, math.nan, math.nan, n, f"{method}: too few items", how.confidence)
     with np.errstate(divide="ignore", invalid="ignore"):
         draws = statistic(weights(n, how.samples, how.seed))
     return percentile(value, draws, n, f"{method} ({how.samples} resamples)", how)
@@ -222,17 +244,34 @@ def mean(values: Sequence[float] | np.ndarray, how: Uncertainty = Uncertainty())
 def macro_rate(groups: Sequence[Sequence[bool]], how: Uncertainty = Uncertainty()) -> Estimate:
     """The mean over groups (relations) of each group's rate (macro P@1), with the
     two-stage cluster bootstrap: resample the groups, then the items within each drawn
-    group (for 0/1 items a group's resampled rate is Binomial(n_g, p_g) / n_g exactly)."""
+    group (for 0/1 items a group's resampled rate is Binomial(n_g, p_g) / n_g exactly).
+
+    With fewer than :data:`MIN_RESAMPLED` groups the groups are taken as fixed (the
+    built-in facts have 4 relations, not a sample of relations) and the interval is Price
+    & Bonett's (2004) for a linear function of binomial proportions: each rate smoothed to
+    ``(k + 2/G) / (n + 4/G)``, ``mean ± z·sd``, widened to hold the observed value (a
+    stratified bootstrap covered only 88% at 4 groups of 3 items; this, 94-96%).
+    """
     groups = [g for g in groups if len(g)]
     if not groups:
         raise ValueError("a macro rate needs at least one non-empty group")
     size = np.array([len(g) for g in groups])
-    rate = np.array([sum(bool(x) for x in g) for g in groups]) / size
+    hits = np.array([sum(bool(x) for x in g) for g in groups])
+    rate = hits / size
+    value = float(rate.mean())
+    if len(groups) < MIN_RESAMPLED:
+        g = len(groups)
+        smooth = (hits + 2 / g) / (size + 4 / g)
+        sd = math.sqrt(float((smooth * (1 - smooth) / (size + 4 / g)).sum())) / g
+        centre, half = float(smooth.mean()), z_value(how.confidence) * sd
+        lo, hi = min(value, max(0.0, centre - half)), max(value, min(1.0, centre + half))
+        method = f"Price-Bonett, {g} fixed groups"
+        return Estimate(value, lo, hi, int(size.sum()), method, how.confidence)
     rng = np.random.default_rng(how.seed)
     drawn = rng.integers(len(groups), size=(how.samples, len(groups)))
     draws = (rng.binomial(size[drawn], rate[drawn]) / size[drawn]).mean(axis=1)
     method = f"cluster bootstrap, groups then items ({how.samples} resamples)"
-    return percentile(float(rate.mean()), draws, int(size.sum()), method, how)
+    return percentile(value, draws, int(size.sum()), method, how)
 
 
 def binomial_cdf(k: int, n: int) -> float:
@@ -254,20 +293,54 @@ def mcnemar(before: Sequence[bool], after: Sequence[bool]) -> tuple[int, int, fl
     return b, c, p
 
 
+def paired_difference(
+    before: Sequence[bool], after: Sequence[bool], confidence: float = CONFIDENCE
+) -> Estimate:
+    """``rate(after) - rate(before)`` on the same items, with Newcombe's (1998) hybrid
+    score interval for paired proportions (his method 10): the two Wilson intervals
+    combined through the phi correlation of the paired outcomes, with the refinement
+    ``ad - bc -> max(ad - bc - n/2, 0)`` when positive. It is conservative on small sets
+    (simulated coverage of 95% intervals: 96-100% at 12-48 items).
+
+    Chosen over the paired bootstrap, whose percentile interval collapses to a point when
+    no pair is discordant: at 12 items it covered the truth in 72.5% of simulated data
+    sets (``bench/interval_coverage.py``).
+    """
+    x, y = np.asarray(before, dtype=bool), np.asarray(after, dtype=bool)
+    if len(x) != len(y) or not len(x):
+        raise ValueError(f"paired outcomes need equal, non-zero lengths: {len(x)} vs {len(y)}")
+    n = len(x)
+    both, b, c = int((x & y).sum()), int((x & ~y).sum()), int((~x & y).sum())
+    neither = n - both - b - c
+    p1, p2 = wilson(both + b, n, confidence), wilson(both + c, n, confidence)
+    margins = (both + b) * (c + neither) * (both + c) * (b + neither)
+    association = float(both * neither - b * c)
+    if association > 0:  # Newcombe's refinement: positive association shrunk by n / 2
+        association = max(association - n / 2, 0.0)
+    phi = association / math.sqrt(margins) if margins else 0.0
+    d1, d2 = p1.value - p1.lo, p1.hi - p1.value
+    e1, e2 = p2.value - p2.lo, p2.hi - p2.value
+    lower = math.sqrt(max(0.0, e1 * e1 - 2 * phi * e1 * d2 + d2 * d2))
+    upper = math.sqrt(max(0.0, e2 * e2 - 2 * phi * e2 * d1 + d1 * d1))
+    value = p2.value - p1.value
+    return Estimate(
+        value, max(-1.0, value - lower), min(1.0, value + upper), n,
+        "Newcombe hybrid score (paired)", confidence,
+    )  # fmt: skip
+
+
 def paired_rates(
     before: Sequence[bool], after: Sequence[bool], how: Uncertainty = Uncertainty()
 ) -> PairedTest:
-    """Both rates (Wilson), the paired bootstrap interval of ``after - before`` and the
-    exact McNemar test, over the same items."""
+    """Both rates (Wilson), the interval of ``after - before`` (:func:`paired_difference`)
+    and the exact McNemar test, over the same items."""
     b, c, p = mcnemar(before, after)
-    x = np.asarray(before, dtype=np.float64)
-    y = np.asarray(after, dtype=np.float64)
-    n = len(x)
-    difference = bootstrap(lambda w: (w @ (y - x)) / w.sum(-1), n, how, method="paired bootstrap")
+    n = len(before)
+    k_before, k_after = sum(map(bool, before)), sum(map(bool, after))
     return PairedTest(
-        wilson(int(x.sum()), n, how.confidence),
-        wilson(int(y.sum()), n, how.confidence),
-        difference,
+        wilson(k_before, n, how.confidence),
+        wilson(k_after, n, how.confidence),
+        paired_difference(before, after, how.confidence),
         b,
         c,
         p,
@@ -352,6 +425,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 __all__ = [
     "CONFIDENCE",
+    "MIN_RESAMPLED",
     "ChanceLevel",
     "Estimate",
     "PairedTest",
@@ -366,6 +440,7 @@ __all__ = [
     "mcnemar",
     "mean",
     "overlap_null",
+    "paired_difference",
     "paired_rates",
     "percentile",
     "weights",
