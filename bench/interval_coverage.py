@@ -69,8 +69,9 @@ def main() -> None:
             truth = 0.3 * (0.6 - 0.4)  # P(after) - P(before)
             e = u.paired_difference(list(map(bool, before)), list(map(bool, after)))
             hits += e.lo <= truth <= e.hi
+            diff = after - before.astype(float)
             d = u.bootstrap(
-                lambda w, x=after - before.astype(float): (w @ x) / w.sum(-1),
+                lambda w, x=diff: (w @ x) / w.sum(-1),
                 n,
                 u.Uncertainty(seed=i),
             )
