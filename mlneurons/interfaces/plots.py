@@ -17,6 +17,7 @@ from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
 from mlneurons.methods.probing.result import ProbeResult
 from mlneurons.methods.readouts import LatentLanguage, SentenceSimilarity
+from mlneurons.methods.script_controls import ScriptControlsResult
 from mlneurons.methods.steering import DEGENERATE, FallbackCurve, SteeringSweep
 from mlneurons.methods.tracing import CATEGORY_PREFIX, CODES, NAMING, OTHERS, SHARED, TracingResult
 
@@ -488,4 +489,31 @@ def plot_latent_language(result: LatentLanguage, *, title: str = "") -> Figure:
         f"({result.n_items} words; dropped: {result.n_dropped} overlapping, {result.n_copies} copies)"
     )
     ax.set_title(title or default)
+    return fig
+
+
+def plot_script_controls(result: ScriptControlsResult, *, title: str = "") -> Figure:
+    """Per language, the Jaccard of its LAPE neurons between original text and each control,
+    with the Jaccard two random sets of the same sizes would have (hypergeometric, black tick)."""
+    overlaps = result.overlaps()
+    pairs = list(overlaps)
+    width = 0.8 / max(len(pairs), 1)
+    fig, ax = _subplots(figsize=(1.5 + 0.9 * len(result.languages), 4))
+    for k, pair in enumerate(pairs):
+        xs = [i + (k - (len(pairs) - 1) / 2) * width for i in range(len(result.languages))]
+        rows = [overlaps[pair][lang] for lang in result.languages]
+        ax.bar(xs, [row["jaccard"] or 0.0 for row in rows], width, label=pair.replace("~", " vs "))
+        for x, row in zip(xs, rows):
+            expected = row["chance"]["expected"]
+            union = row["a"] + row["b"] - expected
+            chance = expected / union if union > 0 else 0.0
+            ax.hlines(chance, x - width / 2, x + width / 2, color="black", lw=2)
+    ax.set_xticks(range(len(result.languages)), result.languages)
+    ax.set_ylabel("Jaccard of LAPE neuron sets")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=len(pairs))
+    romanised = ", ".join(result.romanised) or "none"
+    ax.set_title(
+        title or f"Script controls (black: chance; romanised text: {romanised})", fontsize=10
+    )
     return fig
