@@ -242,3 +242,15 @@ def test_report_loads_the_model_once(planted_dir, tiny_budget, tmp_path, monkeyp
     out = tmp_path / "run"
     assert cli_main(["report", "--model", str(planted_dir), "--out", str(out)]) == 0
     assert loads == [(str(planted_dir),)]  # seven steps, one model
+
+
+def test_not_significant_findings_are_marked() -> None:
+    from mlneurons.evaluation.uncertainty import flagged
+    from mlneurons.interfaces.report import _table
+    from mlneurons.interfaces.spec import Table
+
+    assert flagged("zh: 25.0% -> 33.3% (not significant, exact McNemar p = 1)")
+    assert flagged("n.s.") and flagged("Jaccard 0.22, not above chance")
+    assert not flagged("zh: 25.0% -> 91.7% (significant, p = 0.004)")
+    html = _table(Table(["pair", "change"], [["en-zh", "+8.3% n.s."], ["en-de", "+40.0%"]]))
+    assert html.count("ns'") == 1 and "class='ns'>+8.3% n.s." in html

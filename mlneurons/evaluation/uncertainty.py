@@ -37,6 +37,10 @@ import numpy as np
 CONFIDENCE = 0.95
 SAMPLES = 1000
 SEED = 0
+NOT_SIGNIFICANT = "not significant"
+"""How findings word a difference that its test or interval does not support (tables: "n.s.");
+the report and the app mark the lines and cells that say so (:func:`flagged`)."""
+NOT_ABOVE_CHANCE = "not above chance"
 MIN_RESAMPLED = 10
 """Fewer items than this get no bootstrap interval (``lo``/``hi`` nan): the percentile
 bootstrap of a handful of items is far too narrow (92% coverage at 20 chunks, a point at 1)."""
@@ -156,6 +160,12 @@ class ChanceLevel:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ChanceLevel:
         return cls(**data)
+
+
+def flagged(text: str) -> bool:
+    """Whether a line or table cell reports something not significant or not above chance."""
+    lowered = str(text).lower()
+    return NOT_SIGNIFICANT in lowered or NOT_ABOVE_CHANCE in lowered or "n.s." in lowered
 
 
 def z_value(confidence: float) -> float:
@@ -426,12 +436,15 @@ def holm(p_values: Sequence[float]) -> list[float]:
 __all__ = [
     "CONFIDENCE",
     "MIN_RESAMPLED",
+    "NOT_ABOVE_CHANCE",
+    "NOT_SIGNIFICANT",
     "ChanceLevel",
     "Estimate",
     "PairedTest",
     "Uncertainty",
     "binomial_cdf",
     "bootstrap",
+    "flagged",
     "holm",
     "hypergeometric_tail",
     "jaccard",
