@@ -572,7 +572,9 @@ def test_aho_corasick_equals_scan_with_gemma_tokenizer(gemma):
     facts = FactSet.builtin(languages=languages)
     text = MultilingualCorpus.builtin(languages, split="all")
     fast = fact_presence(facts, text, gemma.tokenizer, chunk_tokens=64, progress=False)
-    slow = fact_presence(facts, text, gemma.tokenizer, chunk_tokens=64, search="scan")
+    slow = fact_presence(
+        facts, text, gemma.tokenizer, chunk_tokens=64, search="scan", progress=False
+    )
     assert fast == slow and any(fast.values())
 
 
@@ -705,7 +707,7 @@ def test_datasets_corpus_errors(tmp_path, name, options, message):
 
 
 def test_trace_cli_on_a_datasets_corpus(planted_dir, tmp_path):
-    """``--corpus hf:DIR --text-field --language-field``: the codes of the same text as a
+    """``--corpus hf:DIR --text-column --language-column``: the codes of the same text as a
     folder of {lang}.txt (test_probing)."""
     import json
 
@@ -720,7 +722,7 @@ def test_trace_cli_on_a_datasets_corpus(planted_dir, tmp_path):
         tmp_path / "hf" / "all.jsonl"
     )  # one file: a single split, the rows carry their language
     common = ["--model", str(planted_dir), "--facts", f"mlama:{tmp_path / 'mlama'}"]
-    hf = ["--corpus", f"hf:{tmp_path / 'hf'}", "--text-field", "t", "--language-field", "l"]
+    hf = ["--corpus", f"hf:{tmp_path / 'hf'}", "--text-column", "t", "--language-column", "l"]
     assert main(["trace", *common, *hf, "--match", "stem", "--out", str(tmp_path / "t")]) == 0
     result = json.loads((tmp_path / "t" / "trace.json").read_text())
     assert result["codes"]["en"] == {"f1": 3, "f2": 0, "f3": 2}

@@ -37,8 +37,8 @@ class TraceConfig(ReuseProbeConfig):
         "corpus: a save_to_disk folder, a folder of {lang}.jsonl/.json/.parquet/.csv files, "
         "or a dataset in the local Hugging Face cache (streamed, offline)",
     )
-    text_field: str = option("text", "hf: corpora: the column holding the text")
-    language_field: str | None = option(
+    text_column: str = option("text", "hf: corpora: the column holding the text")
+    language_column: str | None = option(
         None, "hf: corpora: the column holding each row's language (default: the splits)"
     )
     chunk_tokens: int = option(512, "co-occurrence window", minimum=1)
@@ -51,15 +51,17 @@ class TraceConfig(ReuseProbeConfig):
     def check(self) -> None:
         super().check()
         hf = self.corpus.startswith(HF)
-        if self.text_field != "text" and not hf:
-            raise UserError(f"text_field={self.text_field!r} applies only to an hf: corpus")
-        if self.language_field is not None and not hf:
-            raise UserError(f"language_field={self.language_field!r} applies only to an hf: corpus")
+        if self.text_column != "text" and not hf:
+            raise UserError(f"text_column={self.text_column!r} applies only to an hf: corpus")
+        if self.language_column is not None and not hf:
+            raise UserError(
+                f"language_column={self.language_column!r} applies only to an hf: corpus"
+            )
 
 
 def open_corpus(cfg: TraceConfig) -> MultilingualCorpus:
     """The corpus of ``cfg.corpus`` other than the built-in one, restricted to the facts'
-    languages, checked (exists, has the fields, has text) before anything long runs."""
+    languages, checked (exists, has the columns, has text) before anything long runs."""
     from mlneurons.data.corpus import MultilingualCorpus
 
     languages = load_facts(cfg).languages
@@ -69,8 +71,8 @@ def open_corpus(cfg: TraceConfig) -> MultilingualCorpus:
             corpus = MultilingualCorpus.from_hf(
                 source,
                 config,
-                text_column=cfg.text_field,
-                language_column=cfg.language_field,
+                text_column=cfg.text_column,
+                language_column=cfg.language_column,
                 languages=languages,
             )
         else:
