@@ -472,8 +472,7 @@ TRICKY_FACTS = [
     ("chad", "en", "Republic of Chad", "Chad", True, True),  # overlapping matches
     ("chad-africa", "en", "chad", "AFRICA", True, True),
     ("us", "en", "U.S.", "Washington", True, True),  # entity edged by punctuation
-    ("us-short", "en", "U.S", "Washington", False, True),  # "u.s" is followed by "." ... then
-    # a word char? no: by " " in "u.s. capital"; "u.s" is whole there, see below
+    ("us-short", "en", "U.S", "Washington", True, True),  # "." after it is no word character
     ("usa", "en", "USA", "Washington", True, True),
     ("strasse", "en", "Straße", "Vienna", True, True),  # casefold: ß -> ss
     ("frank", "de", "Frankreich", "Paris", False, True),  # inflected: "Frankreichs"
@@ -498,10 +497,7 @@ def test_presence_on_tricky_text(bytes_tok, match, search):
         tricky_facts(), text, bytes_tok, match=match, search=search, progress=False
     )
     column = 4 if match == "exact" else 5
-    expected = {(f[0], f[1]): f[column] for f in TRICKY_FACTS}
-    # "u.s" is a whole word in "the u.s. capital" ("." is no word character) in both modes
-    expected[("us-short", "en")] = True
-    assert present == expected
+    assert present == {(f[0], f[1]): f[column] for f in TRICKY_FACTS}
 
 
 @pytest.mark.parametrize("search", ["aho-corasick", "scan"])
@@ -729,3 +725,12 @@ def test_trace_cli_on_a_datasets_corpus(planted_dir, tmp_path):
     assert result["codes"]["de"]["f4"] == 3
     assert sorted(result["settings"]["stemmed"]) == ["de", "en"]
     assert result["settings"]["corpus"]["language_column"] == "l"
+
+
+def test_hf_corpus_names(tmp_path):
+    from mlneurons.interfaces.commands.trace import hf_source
+
+    assert hf_source("wikimedia/wikipedia:20231101.fr") == ("wikimedia/wikipedia", "20231101.fr")
+    assert hf_source("org/name") == ("org/name", None)
+    (tmp_path / "a:b").mkdir()
+    assert hf_source(str(tmp_path / "a:b")) == (str(tmp_path / "a:b"), None)  # a folder: whole
