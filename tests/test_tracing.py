@@ -734,3 +734,16 @@ def test_hf_corpus_names(tmp_path):
     assert hf_source("org/name") == ("org/name", None)
     (tmp_path / "a:b").mkdir()
     assert hf_source(str(tmp_path / "a:b")) == (str(tmp_path / "a:b"), None)  # a folder: whole
+
+
+def test_shares_carry_wilson_intervals() -> None:
+    from mlneurons.evaluation.uncertainty import wilson
+    from mlneurons.methods.tracing import TracingResult
+
+    codes = {"en": {"a": 3, "b": 1, "c": 0, "d": 2}, "sw": {"a": -1}}
+    result = TracingResult(["en", "sw"], codes, {"en": {"d": "others"}}, {})
+    shares = result.shares()
+    assert shares["en"]["present"] == wilson(2, 4)  # codes 1 and 3 are present
+    assert shares["en"]["absent, correct"] == wilson(1, 4) and "sw" not in shares
+    saved = result.to_json()["shares"]["en"]["present"]
+    assert (saved["value"], saved["n"], saved["method"]) == (0.5, 4, "Wilson score")

@@ -60,6 +60,7 @@ from tqdm.auto import tqdm
 
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import Fact, FactSet
+from mlneurons.evaluation.uncertainty import Estimate, Uncertainty, wilson
 from mlneurons.results import Result
 
 CODES: dict[int, str] = {
@@ -471,6 +472,30 @@ class TracingResult(Result):
             out[lang] = counts
         return out
 
+    def shares(self) -> dict[str, dict[str, Estimate]]:
+        """Per language, the share of its traced facts under each code's label and of the
+        facts *present* in its text (codes 1 and 3), with Wilson intervals at the recorded
+        confidence; languages without text (code -1 only) are left out."""
+        confidence = Uncertainty.of(self.settings).confidence
+        out: dict[str, dict[str, Estimate]] = {}
+        for lang in self.languages:
+            codes = [c for c in self.codes.get(lang, {}).values() if c >= 0]
+            if not codes:
+                continue
+            row = {
+                CODES[c]: wilson(codes.count(c), len(codes), confidence) for c in CODES if c >= 0
+            }
+            row["present"] = wilson(sum(c in (1, 3) for c in codes), len(codes), confidence)
+            out[lang] = row
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, with the shares and their intervals for readers of the file."""
+        shares = {
+            lang: {k: e.to_json() for k, e in row.items()} for lang, row in self.shares().items()
+        }
+        return {**super().to_json(), "shares": shares}
+
 
 def trace(
     facts: FactSet,
@@ -484,6 +509,7 @@ def trace(
     naming_relations: Iterable[str] = NAMING_RELATIONS,
     model: dict[str, Any] | None = None,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> TracingResult:
     """Zhao et al.'s knowledge tracing: presence in the text crossed with correctness.
 
@@ -500,6 +526,7 @@ def trace(
         naming_relations: the relations of the "naming cues" rule.
         model: the fingerprint of the model whose predictions were traced.
         progress: show tqdm progress bars.
+        uncertainty: the level of the shares' Wilson intervals (recorded).
 
     Returns:
         The codes of the languages that have entries in ``correct``: -1 where the corpus
@@ -554,6 +581,7 @@ def trace(
         # inflection-aware matching: the languages stemmed; the others matched exactly
         "stemmed": stemmed_languages(traced, match),
         "naming_relations": sorted(relations),
+        "uncertainty": uncertainty.to_json(),
         "corpus": corpus.to_dict(),
         "tokenizer": str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
         "facts": facts.description,

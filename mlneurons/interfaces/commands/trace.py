@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import option
 from mlneurons.errors import UserError
-from mlneurons.interfaces.commands.inputs import load_facts, user_input
+from mlneurons.interfaces.commands.inputs import load_facts, uncertainty, user_input
 from mlneurons.interfaces.commands.probe import (
     FACTS,
     FULL_FACTS,
@@ -119,6 +119,7 @@ def run(cfg: TraceConfig, context: Context) -> TracingResult:
         chunk_tokens=cfg.chunk_tokens,
         match=cfg.match,
         model=probing.model,
+        uncertainty=uncertainty(cfg),
     )
 
 
@@ -132,8 +133,12 @@ def describe(result: TracingResult) -> list[str]:
             f"entities matched by word stem (Snowball) in {', '.join(stemmed) or 'no language'}"
             + (f"; exactly in {', '.join(exact)} (no stemmer)" if exact else "")
         )
+    shares = result.shares()
     for lang, row in result.breakdown().items():
-        lines.append(f"{lang}: " + ", ".join(f"{k} {v}" for k, v in row.items() if v))
+        present = (
+            f" (present in its text: {shares[lang]['present'].text()})" if lang in shares else ""
+        )
+        lines.append(f"{lang}: " + ", ".join(f"{k} {v}" for k, v in row.items() if v) + present)
     return lines
 
 
@@ -141,10 +146,15 @@ def tables(result: TracingResult) -> list[Table]:
     from mlneurons.methods.tracing import CODES
 
     rows = []
+    shares = result.shares()
     for lang in result.languages:
         codes = list(result.codes.get(lang, {}).values())
-        rows.append([lang, *(codes.count(code) for code in CODES)])
-    return [Table(["language", *CODES.values()], rows)]
+        present = shares[lang]["present"].text() if lang in shares else "–"
+        rows.append([lang, *(codes.count(code) for code in CODES), present])
+    caption = (
+        "Facts per tracing code; present = share of the facts found in the text (Wilson interval)."
+    )
+    return [Table(["language", *CODES.values(), "present"], rows, caption)]
 
 
 SPEC = Command(
