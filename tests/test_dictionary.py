@@ -453,3 +453,27 @@ def test_dictionary_features_example(planted_dir, tmp_path):
     for i, lang in enumerate(LANGS):
         assert lape_features[lang].tolist() == [[0, 2 * i]]
         assert nu_features[lang].tolist() == [[0, 2 * i]]
+
+
+# ----------------------------------------------------------------------------- Gemma 3 270M
+
+
+@pytest.mark.slow
+def test_splices_on_the_built_in_model(gemma):
+    """On a real gated model: a random SAE in the residual stream changes no logit, and the
+    identity dictionary on ``mlp.hook_post`` deactivates exactly as the neuron hooks do."""
+    text = "The official language of Brazil is Portuguese, and its capital is Brasília."
+    tokens = torch.tensor([gemma.tokenizer(text)["input_ids"]])
+    base = gemma(tokens)
+    sae = _random(640, 2560, "blocks.6.hook_resid_post", activation="relu")
+    identity = _identity(2048, "blocks.11.mlp.hook_post")
+    chosen = torch.tensor([[0, 5], [0, 77], [0, 1500]])
+    with splice(gemma, sae, identity) as points:
+        assert points == [sae.point, identity.point]
+        assert torch.equal(gemma(tokens), base)
+        with intervene(gemma, deactivate(chosen, points=points[1:])):
+            features = gemma(tokens)
+    assert _clean(gemma)
+    with intervene(gemma, deactivate(chosen + torch.tensor([11, 0]))):
+        assert torch.equal(gemma(tokens), features)
+    assert not torch.equal(features, base)

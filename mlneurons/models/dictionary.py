@@ -353,7 +353,11 @@ def _read(
 ) -> torch.Tensor | None:
     """At the dictionary's hook point: encode, pass the features through their hook point,
     and (SAEs) put back the edit; a transcoder's edit waits in ``state`` for its output."""
-    state.clear()
+    state.pop("edit", None)
+    if x.device != dictionary.W_enc.device:  # a model spread over devices (device_map)
+        if state.get("device") != x.device:
+            state["device"], state["moved"] = x.device, dictionary.to(x.device)
+        dictionary = state["moved"]
     if x.shape[-1] != dictionary.d_in:
         raise UserError(
             f"dictionary {dictionary.source!r} reads {dictionary.d_in} dims but "
@@ -374,7 +378,10 @@ def _write(
 ) -> torch.Tensor | None:
     """At a transcoder's output hook point: add the decoded edit of its features, if any."""
     edit = state.pop("edit", None)
-    return None if edit is None else _edited(y, dictionary, *edit)
+    if edit is None:
+        return None
+    clean, edited = (t.to(y.device) for t in edit)
+    return _edited(y, dictionary.to(y.device), clean, edited)
 
 
 def _probe(model: TransformerBridge, names: list[str]) -> dict[str, tuple[int, int]]:
