@@ -69,6 +69,7 @@ def masked_perplexities(
     batch_size: int = 8,
     world: World | None = None,
     progress: bool = True,
+    points: Sequence[str] | None = None,
 ) -> tuple[Float[torch.Tensor, "condition language"], list[int]]:
     """Perplexity of every language of ``corpus`` with each condition's neurons set to 0.
 
@@ -80,6 +81,8 @@ def masked_perplexities(
     Args:
         world: under ``torchrun`` (:meth:`World.from_env`), rank r runs every W-th batch
             from the r-th and the summed NLLs are added over the ranks.
+        points: the hook point of each "layer" of the masks when the units are not MLP
+            neurons (the feature hook points of spliced dictionaries).
 
     Returns:
         The ``[condition, language]`` perplexities and the predicted tokens per language.
@@ -90,7 +93,10 @@ def masked_perplexities(
     layers = (keep < 1).any(-1).any(0).nonzero().flatten().tolist()
     state: dict[str, Any] = {}
     hooks = [
-        (f"blocks.{layer}.mlp.hook_post", functools.partial(_masked_post, layer=layer, state=state))
+        (
+            points[layer] if points else f"blocks.{layer}.mlp.hook_post",
+            functools.partial(_masked_post, layer=layer, state=state),
+        )
         for layer in layers
     ]
     languages = corpus.languages

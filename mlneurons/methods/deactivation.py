@@ -11,7 +11,7 @@ from the same layers and firing-probability bins.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Float
@@ -171,7 +171,13 @@ def perplexity_matrix(
         ]
     )
     ppl, counts = masked_perplexities(
-        model, corpus, masks, batch_size=batch_size, world=world, progress=progress
+        model,
+        corpus,
+        masks,
+        batch_size=batch_size,
+        world=world,
+        progress=progress,
+        points=neurons.feature_points,
     )
     table: dict[str, dict[str, Any]] = {"deactivated": {}, "random_control": {}}
     matched_table: dict[str, dict[str, list[float]]] = {}
@@ -274,15 +280,24 @@ def compare_methods(
     if not selections:
         raise UserError("name at least one method to compare")
     _check_languages(model, corpus, *selections.values())
+    points = {tuple(sel.feature_points) for sel in selections.values()}
+    if len(points) > 1:
+        raise UserError("compare selections of one kind of unit: all neurons, or all features")
     languages = corpus.languages
     conditions = [(method, lang) for method in selections for lang in languages]
-    d_mlp = cast(int, model.cfg.d_mlp)  # set for every model with MLP blocks
-    empty = torch.zeros(model.cfg.n_layers, d_mlp, dtype=torch.bool)
+    first = next(iter(selections.values()))
+    empty = torch.zeros(first.n_layers, first.d_mlp, dtype=torch.bool)
     masks = torch.stack(
         [empty] + [selections[method].only(lang).masks()[0] for method, lang in conditions]
     )
     ppl, counts = masked_perplexities(
-        model, corpus, masks, batch_size=batch_size, world=world, progress=progress
+        model,
+        corpus,
+        masks,
+        batch_size=batch_size,
+        world=world,
+        progress=progress,
+        points=first.feature_points,
     )
     deactivated: dict[str, dict[str, dict[str, float]]] = {m: {} for m in selections}
     for ci, (method, lang) in enumerate(conditions, start=1):

@@ -21,6 +21,7 @@ from mlneurons.config import rate
 from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
 from mlneurons.models.bridge import TransformerBridge
+from mlneurons.models.dictionary import check_units
 from mlneurons.models.fingerprint import check_same_model, fingerprint
 from mlneurons.results import Result
 from mlneurons.stats.activation import STATS_FILE, ActivationStats
@@ -36,6 +37,10 @@ class LanguageNeurons(Result):
 
     A neuron may belong to several languages (LAPE assigns a kept neuron to every
     language whose activation probability passes the bar).
+
+    The units may also be dictionary features (:mod:`mlneurons.models.dictionary`): then
+    ``model["units"]`` names their dictionaries, a "layer" is the index of a feature hook
+    point in :attr:`feature_points` and ``d_mlp`` the features per point.
 
     Attributes:
         neurons: language -> ``[k, 2]`` LongTensor of (layer, neuron) pairs, sorted.
@@ -86,8 +91,20 @@ class LanguageNeurons(Result):
                 f"unknown language {language!r}; these neurons have {self.languages}"
             ) from None
 
+    @property
+    def feature_points(self) -> list[str]:
+        """The feature hook point of each "layer" when the units are dictionary features;
+        empty for MLP neurons."""
+        points: list[str] = self.model.get("units", {}).get("points", [])
+        return list(points)
+
     def check_fits(self, model: TransformerBridge) -> None:
-        """Raise if these neurons were selected on another model (shape or fingerprint)."""
+        """Raise if these neurons were selected on another model (shape or fingerprint), or
+        if they are dictionary features and ``model`` lacks those dictionaries."""
+        if self.feature_points:
+            check_units(model, self.model["units"], self.d_mlp)
+            check_same_model(self.model, model, what="these features", verb="selected")
+            return
         fp = fingerprint(model)
         if (self.n_layers, self.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
             raise UserError(

@@ -279,17 +279,18 @@ def steering_intervention(
     neurons.check_fits(model)
     target = normalize_language(target, neurons.languages)
     normalize_language(target, stats.languages)
+    points = neurons.feature_points  # dictionary features; empty for MLP neurons
     if mode == "scale":
-        hooks = scale(neurons[target], alpha, model=model)
+        hooks = scale(neurons[target], alpha, model=model, points=points)
     else:
         values = alpha * steering_values(stats, target, mode)
-        hooks = activate(neurons[target], values, model=model, add=mode != "replace")
+        hooks = activate(neurons[target], values, model=model, add=mode != "replace", points=points)
     if source_value is not None:
         own = neurons.difference(source, target)
         if source_value == 0:
-            hooks = hooks + deactivate(own, model=model)
+            hooks = hooks + deactivate(own, model=model, points=points)
         else:
-            hooks = hooks + activate(own, float(source_value), model=model)
+            hooks = hooks + activate(own, float(source_value), model=model, points=points)
     return hooks
 
 
@@ -872,7 +873,8 @@ def fallback_curve(
         for share in tqdm(list(shares), desc=f"fallback {language}", disable=not progress):
             began = time.perf_counter()
             k = round(float(share) * len(ranked))
-            with intervene(model, deactivate(ranked[:k], model=model)):
+            hooks = deactivate(ranked[:k], model=model, points=neurons.feature_points)
+            with intervene(model, hooks):
                 answers = generate_answers(model, prompts, **options)
             found, degenerate = _judge(model, answers, identify)
             labels = [DEGENERATE if d else lang for lang, d in zip(found, degenerate)]

@@ -5,11 +5,14 @@ For every language, layer and neuron this counts how often the neuron fires
 interventions set, over every counted token. It is :func:`mlneurons.stats.collector.collect`
 over the default hook points (every MLP's neurons) with one label per language, so it
 streams, checkpoints, resumes and merges like every other collected statistic.
+
+The same view holds any hook points of equal width, one per "layer": the features of
+spliced dictionaries (:mod:`mlneurons.models.dictionary`) make LAPE run over features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +22,9 @@ from jaxtyping import Float, Int
 
 from mlneurons.cache import cache_dir
 from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.errors import UserError
 from mlneurons.models.bridge import TransformerBridge
+from mlneurons.models.dictionary import feature_widths
 from mlneurons.results import Result, read_tensors
 from mlneurons.stats.collector import HookStats, Labelled
 from mlneurons.stats.distributed import run_pass
@@ -223,6 +228,7 @@ def collect_activation_stats(
     shards: str | Path | None = None,
     n_shards: int | None = None,
     progress: bool = True,
+    points: Sequence[str] | None = None,
 ) -> ActivationStats | None:
     """Stream ``corpus`` through ``model`` and count, per language, how often each MLP neuron fires.
 
@@ -245,10 +251,19 @@ def collect_activation_stats(
             this returns None once this rank's shards are written: ``mlneurons merge``.
         n_shards: logical shards, fixed at the first launch (default 8, at least 2 per rank).
         progress: show a tqdm progress bar.
+        points: other hook points of equal width to count at instead of the MLP neurons,
+            one "layer" each: the feature hook points of spliced dictionaries
+            (:func:`mlneurons.models.dictionary.splice`) give LAPE over features, and the
+            statistics record the dictionaries (``model["units"]``).
 
     Returns:
         The per-language :class:`ActivationStats`.
     """
+    widths = {
+        point: width for point, width in feature_widths(model).items() if point in (points or ())
+    }
+    if len(set(widths.values())) > 1:
+        raise UserError(f"the points are stacked as layers and must be equally wide, got {widths}")
     tokenizer = getattr(model, "tokenizer", None)
     # ranks and restarts of a sharded pass read the rows tokenised once
     token_cache = None if shards is None or tokenizer is None else cache_dir() / "tokens"
@@ -256,13 +271,15 @@ def collect_activation_stats(
         model,
         lambda: corpus_batches(corpus, tokenizer, batch_size, cache=token_cache),
         labels=list(corpus.languages),
-        key={"corpus": corpus.key(), "batch_size": batch_size},
+        key={"corpus": corpus.key(), "batch_size": batch_size}
+        | ({"points": list(points)} if points else {}),
         shards=shards,
         n_shards=n_shards,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         total=corpus_batch_count(corpus, tokenizer, batch_size),
         fires=True,
+        names_filter=list(points) if points else None,
         source=corpus.to_dict(),
         desc="stats",
         progress=progress,

@@ -17,7 +17,10 @@ from mlneurons.interfaces.spec import Command, Context, OtherRank, Step, Table
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.methods.lape import LapeResult
+    from mlneurons.models.bridge import TransformerBridge
+    from mlneurons.stats.activation import ActivationStats
 
 LAPE_SHARDS = "lape-shards"
 """The directory (in ``--out``) of a data-parallel LAPE pass: manifest.json and shards/."""
@@ -55,6 +58,12 @@ class LapeConfig(Config):
         "checkpointed in OUT/shards/ (default 8 under torchrun)",
         minimum=1,
     )
+    dictionary: Sequence[str] | None = option(
+        None,
+        "comma-separated directories of sparse autoencoders or transcoders (cfg.json + "
+        "sae_weights.safetensors, as SAELens saves them): LAPE over their features instead "
+        "of the MLP neurons, one 'layer' per dictionary",
+    )
 
 
 def run(cfg: LapeConfig, context: Context) -> LapeResult:
@@ -66,9 +75,19 @@ def run(cfg: LapeConfig, context: Context) -> LapeResult:
     from mlneurons.data.builtin_text import normalize_language
     from mlneurons.data.corpus import MultilingualCorpus
     from mlneurons.methods import lape
-    from mlneurons.stats.activation import ActivationStats, collect_activation_stats
+    from mlneurons.stats.activation import ActivationStats
 
     start = time.time()
+    if cfg.stats and cfg.dictionary:
+        raise UserError(
+            "--dictionary reads features in a statistics pass; statistics given with --stats "
+            "already hold their units (drop one of the two)"
+        )
+    dictionaries = []
+    if cfg.dictionary:
+        from mlneurons.models.dictionary import load_dictionary
+
+        dictionaries = [load_dictionary(path) for path in cfg.dictionary]
     if cfg.stats:
         with user_input():
             stats = ActivationStats.load(cfg.stats)
@@ -90,32 +109,11 @@ def run(cfg: LapeConfig, context: Context) -> LapeResult:
     if len(languages) < 2:
         raise UserError(f"LAPE compares languages: give at least two, got {languages}")
     if not cfg.stats:
+        from mlneurons.models.dictionary import splice
+
         model = context.model(cfg)
-        out = context.out
-        if context.world.size > 1 or cfg.shards:  # data parallel: logical shards in out
-            if out is None:
-                raise UserError("a data-parallel LAPE pass needs an output directory (--out)")
-            collected = collect_activation_stats(
-                model, corpus, batch_size=cfg.batch_size, shards=out / LAPE_SHARDS,
-                n_shards=cfg.shards,
-            )  # fmt: skip
-            if collected is None:
-                print(
-                    f"rank {context.world.rank}: shards written; once every rank is done, add "
-                    f"them with: mlneurons merge {out / LAPE_SHARDS}"
-                )
-                raise OtherRank
-            context.only_rank_0()
-            stats = collected
-        else:
-            checkpoint = out / LAPE_CHECKPOINT if out is not None else None
-            single = collect_activation_stats(
-                model, corpus, batch_size=cfg.batch_size, checkpoint=checkpoint
-            )
-            assert single is not None  # None only for a sharded pass
-            stats = single
-            if checkpoint is not None:
-                checkpoint.unlink(missing_ok=True)
+        with splice(model, *dictionaries) as points:
+            stats = _collect(cfg, context, model, corpus, points)
     neurons = lape.select(
         stats,
         top_rate=cfg.top_rate,
@@ -126,6 +124,45 @@ def run(cfg: LapeConfig, context: Context) -> LapeResult:
     return lape.LapeResult(stats, neurons, summary)
 
 
+def _collect(
+    cfg: LapeConfig,
+    context: Context,
+    model: TransformerBridge,
+    corpus: MultilingualCorpus,
+    points: list[str],
+) -> ActivationStats:
+    """The statistics pass of ``run`` (data parallel under torchrun or with ``shards``), at
+    the MLP neurons or at ``points``."""
+    from mlneurons.stats.activation import collect_activation_stats
+
+    out = context.out
+    if context.world.size > 1 or cfg.shards:  # data parallel: logical shards in out
+        if out is None:
+            raise UserError("a data-parallel LAPE pass needs an output directory (--out)")
+        collected = collect_activation_stats(
+            model, corpus, batch_size=cfg.batch_size, shards=out / LAPE_SHARDS,
+            n_shards=cfg.shards, points=points,
+        )  # fmt: skip
+        if collected is None:
+            print(
+                f"rank {context.world.rank}: shards written; once every rank is done, add "
+                f"them with: mlneurons merge {out / LAPE_SHARDS}"
+            )
+            raise OtherRank
+        context.only_rank_0()
+        stats = collected
+    else:
+        checkpoint = out / LAPE_CHECKPOINT if out is not None else None
+        single = collect_activation_stats(
+            model, corpus, batch_size=cfg.batch_size, checkpoint=checkpoint, points=points
+        )
+        assert single is not None  # None only for a sharded pass
+        stats = single
+        if checkpoint is not None:
+            checkpoint.unlink(missing_ok=True)
+    return stats
+
+
 def describe(result: LapeResult) -> list[str]:
     summary = result.summary
     counts = ", ".join(f"{lang} {n}" for lang, n in summary.neurons_per_language.items())
@@ -133,11 +170,16 @@ def describe(result: LapeResult) -> list[str]:
         f"{k} {v:.4g}" if isinstance(v, int | float) else f"{k} {v}"
         for k, v in summary.constants.items()
     )
-    return [
-        f"{sum(summary.neurons_per_language.values())} language-specific neurons (a neuron "
+    unit = "feature" if result.neurons.feature_points else "neuron"
+    lines = [
+        f"{sum(summary.neurons_per_language.values())} language-specific {unit}s (a {unit} "
         f"may belong to several languages): {counts}",
         f"LAPE constants: {constants}",
     ]
+    if result.neurons.feature_points:
+        sources = [d["source"] for d in summary.model["units"]["dictionaries"]]
+        lines.append(f"units: the features of {len(sources)} dictionaries ({', '.join(sources)})")
+    return lines
 
 
 def tables(result: LapeResult) -> list[Table]:
