@@ -12,7 +12,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from mlneurons.methods.deactivation import MethodComparison, PerplexityMatrix
-from mlneurons.methods.lape import LanguageNeurons
+from mlneurons.methods.lape import LanguageNeurons, OverlapChance, SelectionStability
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
 from mlneurons.methods.probing.result import ProbeResult
@@ -107,15 +107,90 @@ def plot_heatmap(
     return fig
 
 
-def plot_overlap(neurons: LanguageNeurons, *, title: str = "") -> Figure:
-    """Neurons shared between languages (diagonal: each language's own count)."""
-    return plot_heatmap(
-        neurons.overlap(),
-        neurons.languages,
-        fmt="{:.0f}",
-        colorbar="shared neurons",
-        title=title or "Language overlap of LAPE neurons",
+def plot_overlap(
+    neurons: LanguageNeurons,
+    *,
+    title: str = "",
+    chance: OverlapChance | None = None,
+    confidence: float = 0.95,
+) -> Figure:
+    """Neurons shared between languages (diagonal: each language's own count). With
+    ``chance``, every other cell reads "shared / expected by chance" and "n.s." where the
+    pair is not above chance at ``confidence`` (Holm-adjusted)."""
+    if chance is None:
+        return plot_heatmap(
+            neurons.overlap(),
+            neurons.languages,
+            fmt="{:.0f}",
+            colorbar="shared neurons",
+            title=title or "Language overlap of LAPE neurons",
+        )
+    labels = neurons.languages
+    values = neurons.overlap().double()
+    expected = chance.expected()
+    above = dict(zip(chance.pairs, chance.significant(1 - confidence)))
+    above.update({(b, a): sig for (a, b), sig in list(above.items())})
+    texts = [
+        [
+            f"{v:.0f}"
+            if a == b
+            else f"{v:.0f} / {expected[a, b]:.1f}" + ("" if above[a, b] else "\nn.s.")
+            for b, v in zip(labels, row)
+        ]
+        for a, row in zip(labels, values.tolist())
+    ]
+    n = len(labels)
+    fig, ax = _subplots(figsize=(1.6 + 0.85 * n, 1.2 + 0.7 * n))
+    image = _annotated_image(ax, values, texts, _on_dark(values), labels, fontsize=7)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="shared neurons")
+    ax.set_title(
+        f"{title or 'Language overlap of LAPE neurons'}\n"
+        f"cells: shared / expected by chance (hypergeometric per layer); "
+        f"n.s.: not above chance (Holm, {confidence:.0%})",
+        fontsize=9,
     )
+    return fig
+
+
+def plot_stability(stability: SelectionStability, *, title: str = "") -> Figure:
+    """A LAPE selection's stability under resampled corpus rows: per language the mean
+    Jaccard of a resample's set with the full set (bars, the percentile interval of the
+    resamples as error bars), and how often each neuron of the full set is selected again."""
+    languages = list(stability.jaccard)
+    estimates = [stability.jaccard[lang] for lang in languages]
+    level = f"{estimates[0].confidence:.0%}" if estimates else ""
+    fig, (left, right) = _subplots(1, 2, figsize=(4.5 + 0.9 * len(languages), 4))
+    means = [e.value for e in estimates]
+    errors = [[e.value - e.lo for e in estimates], [e.hi - e.value for e in estimates]]
+    left.bar(range(len(languages)), means, color="tab:blue", alpha=0.8)
+    left.errorbar(range(len(languages)), means, yerr=errors, fmt="none", ecolor="black", capsize=4)
+    left.set_xticks(range(len(languages)), languages)
+    left.set_ylim(0, 1.05)
+    left.set_ylabel(f"Jaccard with the full set (mean, {level} of resamples)")
+    left.grid(axis="y", alpha=0.3)
+    left.set_title("Set re-selected on resampled rows", fontsize=9)
+    shares = stability.share_stable()
+    for lang in languages:
+        frequency = sorted(stability.frequency[lang], reverse=True)
+        if not frequency:
+            continue
+        edges = [i / len(frequency) for i in range(len(frequency) + 1)]
+        right.stairs(frequency, edges, baseline=None, label=f"{lang} ({shares[lang]:.0%})")
+    right.axhline(stability.stable, color="grey", linestyle="--", linewidth=1)
+    right.set_xlim(0, 1)
+    right.set_ylim(0, 1.05)
+    right.set_xlabel("the full set's neurons, most stable first")
+    right.set_ylabel("share of resamples selecting the neuron")
+    right.set_title(f"Selected in >= {stability.stable:.0%} of resamples (legend)", fontsize=9)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8, title="language (stable)", title_fontsize=8, loc="lower left")
+    fig.suptitle(
+        (title or "LAPE selection stability")
+        + f"\n{stability.resamples} bootstrap resamples of the corpus rows, "
+        f"{stability.rows_per_block} row(s) per block",
+        fontsize=10,
+    )
+    return fig
 
 
 def plot_jaccard(result: ProbeResult, *, title: str = "") -> Figure:
