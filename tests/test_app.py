@@ -173,6 +173,12 @@ def test_baselines_page(tiny_run):
     at = clean(open_app(tiny_run, "baselines"))
     methods = at.dataframe[0].value
     assert list(methods["method"]) == ["lape", "lap", "lave", "rs"]
+    assert methods["reading"][1] == "P(fire) > 0.95 (probability reading)"
+    assert (
+        "language neurons excluded (layer matching and the exclusion are this project's"
+        in (methods["reading"][3])
+    )
+    assert "this project's summary, not the paper's" in " ".join(c.value for c in at.caption)
     saved = json.loads((tiny_run / "methods.json").read_text())
     assert methods["neurons"].tolist() == [
         sum(saved["counts"][m].values()) for m in saved["methods"]

@@ -269,7 +269,8 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
     assert (tmp_path / "c" / "methods.png").stat().st_size > 1000
     assert main([*compare, "--methods", "lape,lapx", "--out", str(tmp_path / "c")]) == 2
     assert (
-        "--methods 'lapx' is not valid; choose from lape, lap, lave, rs" in capsys.readouterr().err
+        "--methods 'lapx' is not valid; choose from lape, lap, lap-capped, lave, rs, pv"
+        in capsys.readouterr().err
     )
     no_stats = ["ablate", "--neurons", str(tmp_path / "o"), "--out", str(tmp_path)]
 

@@ -18,10 +18,13 @@ def _percent(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 # ---- methods ------------------------------------------------------------------------------
 st.header("LAPE against its baselines")
 st.caption(
-    "Tang et al. compare LAPE with LAP (firing probability above a threshold), LAVE (LAPE's "
-    "entropy on mean activation values) and RS (random neurons, as many per layer as LAPE)."
+    "Tang et al. compare LAPE with LAP (firing probability above a bar), LAVE (LAPE's "
+    "entropy on mean activation values) and RS (random neurons); PV (relative weight change "
+    "to fine-tuned checkpoints) runs when checkpoints are given."
 )
 if common.require(run, "methods.json"):
+    from mlneurons.methods.baselines import reading
+
     comparison = common.result(run, "compare-methods")
     common.describe(run, "compare-methods")
     scores = comparison.specificity()
@@ -30,10 +33,13 @@ if common.require(run, "methods.json"):
             [
                 {
                     "method": method,
+                    "reading": reading(comparison.constants[method])
+                    if method in comparison.constants
+                    else "not recorded (an older run)",
                     "neurons": sum(comparison.counts[method].values()),
                     "own increase (%)": 100 * score["own"],
                     "others' increase (%)": 100 * score["others"],
-                    "specificity": float("nan") if score["score"] is None else score["score"],
+                    "specificity*": float("nan") if score["score"] is None else score["score"],
                 }
                 for method, score in scores.items()
             ]
@@ -41,10 +47,16 @@ if common.require(run, "methods.json"):
             {
                 "own increase (%)": "{:+.3g}",
                 "others' increase (%)": "{:+.3g}",
-                "specificity": "{:.2f}",
+                "specificity*": "{:.2f}",
             }
         ),
         hide_index=True,
+    )
+    st.caption(
+        "*Specificity = own / (own + others) of the mean log-perplexity increases: this "
+        "project's summary, not the paper's (Tang et al. compare the matrices below). "
+        "Reading: which reading of each baseline ran (LAP: probability or quantile bar; RS: "
+        "layer matching and excluding language neurons are this project's choices)."
     )
     method = st.selectbox("Matrix of", comparison.methods, key="method", bind="query-params")
     change = pd.DataFrame(

@@ -336,19 +336,21 @@ def format_specificity(score: float | None) -> str:
 
 def plot_method_comparison(result: MethodComparison, *, title: str = "") -> Figure:
     """Tang et al.'s comparison of selectors: each method's deactivation matrix, titled
-    with its specificity (:meth:`MethodComparison.specificity`)."""
+    with LAP's reading and its specificity (:meth:`MethodComparison.specificity`, this
+    project's summary, not the paper's: the subtitle says so)."""
     scores = result.specificity()
-    panels = [
-        (
-            f"{method.upper()}: specificity {format_specificity(scores[method]['score'])}",
-            result.relative_change(method),
-        )
-        for method in result.methods
-    ]
+    panels = []
+    for method in result.methods:
+        kind = result.constants.get(method, {}).get("threshold_kind")
+        name = method.upper() + (f" ({kind})" if kind else "")
+        specificity = format_specificity(scores[method]["score"])
+        panels.append((f"{name}: specificity* {specificity}", result.relative_change(method)))
     return _change_panels(
         panels,
         result.languages,
-        title=title or "Deactivating each method's language neurons",
+        title=title
+        or "Deactivating each method's language neurons\n*specificity: own / (own + others) "
+        "of the log-perplexity increases, this project's summary, not Tang et al.'s",
         shared_scale=False,
     )
 

@@ -219,6 +219,8 @@ class MethodComparison(Result):
         counts: method -> language -> number of neurons.
         tokens_per_language: predicted tokens per evaluated language.
         model: fingerprint of the model.
+        constants: method -> the constants of its selection (which reading of a
+            baseline ran: LAP's threshold kind and bar, RS's pool, PV's checkpoints).
     """
 
     FILE: ClassVar[str] = METHODS_FILE
@@ -230,6 +232,7 @@ class MethodComparison(Result):
     counts: dict[str, dict[str, int]]
     tokens_per_language: int
     model: dict[str, Any] = field(default_factory=dict)
+    constants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def relative_change(self, method: str) -> Float[torch.Tensor, "row column"]:
         """(ppl - baseline) / baseline of ``method``: rows deactivated, columns evaluated."""
@@ -243,6 +246,9 @@ class MethodComparison(Result):
         ``score`` = own / (own + others) on log-perplexity increases (nats per token,
         a decrease counted as 0): 0.5 = every language is hurt alike, 1 = only the
         deactivated language is; ``None`` when nothing got worse.
+
+        This score is this project's summary, not Tang et al.'s: the paper compares the
+        methods by their deactivation matrices (figures), with no single number.
 
         On logs, because relative increases span ten orders of magnitude when a method
         deactivates neurons every language needs (LAP), where a difference of
@@ -313,6 +319,7 @@ def compare_methods(
         },
         tokens_per_language=min(counts),
         model=fingerprint(model),
+        constants={m: dict(sel.constants) for m, sel in selections.items()},
     )
 
 

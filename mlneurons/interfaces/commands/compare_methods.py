@@ -1,4 +1,4 @@
-"""``mlneurons compare-methods``: LAPE against Tang et al.'s baselines LAP, LAVE and RS."""
+"""``mlneurons compare-methods``: LAPE against Tang et al.'s baselines LAP, LAVE, RS and PV."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from mlneurons.config import option
+from mlneurons.errors import UserError
 from mlneurons.interfaces.commands.ablate import NeuronsConfig, heldout
 from mlneurons.interfaces.commands.inputs import (
     languages_of,
@@ -16,10 +17,11 @@ from mlneurons.interfaces.commands.inputs import (
     user_input,
 )
 from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
-from mlneurons.methods.baselines import Selector
+from mlneurons.methods.baselines import LapThresholdKind, Selector
 
 if TYPE_CHECKING:
     from mlneurons.methods.deactivation import MethodComparison
+    from mlneurons.methods.lape import LanguageNeurons
 
 SPECIFICITY = (
     "specificity: own / (own + others) of the mean log-perplexity increases (this "
@@ -30,50 +32,101 @@ SPECIFICITY = (
 
 @dataclass(frozen=True)
 class CompareMethodsConfig(NeuronsConfig):
-    """``mlneurons compare-methods``: LAPE against Tang et al.'s baselines LAP, LAVE, RS."""
+    """``mlneurons compare-methods``: LAPE against Tang et al.'s baselines LAP, LAVE, RS, PV."""
 
     method: ClassVar[str] = "compare-methods"
 
     stats: str | None = option(None, "statistics (default: NEURONS/stats.safetensors)")
     methods: Sequence[Selector] = option(
-        ("lape", "lap", "lave", "rs"), "comma-separated methods of lape,lap,lave,rs"
+        ("lape", "lap", "lave", "rs"),
+        "comma-separated methods of lape,lap,lap-capped (LAP keeping at most LAPE's count per "
+        "language),lave,rs,pv (needs --pv-checkpoints)",
     )
     languages: Sequence[str] | None = option(None, "languages (default: those of --neurons)")
     tokens_per_language: int = option(512, "held-out tokens per language", minimum=1)
     seq_len: int = option(256, "tokens per row", minimum=2)
-    lap_threshold: float = option(0.95, "LAP: firing probability a neuron must exceed", rate=True)
+    lap_threshold: float = option(
+        0.95,
+        "LAP: the bar, a firing probability (--lap-threshold-kind probability) or the quantile "
+        "of all firing probabilities (quantile)",
+        rate=True,
+    )
+    lap_threshold_kind: LapThresholdKind = option(
+        "probability",
+        "LAP's reading of 'activation probability exceeds 95 percent': an absolute "
+        "probability, or the quantile of all probabilities (LAPE's filter threshold)",
+    )
     seed: int = option(0, "seed of RS (random selection)")
+    rs_include_language_neurons: bool = option(
+        False,
+        "RS: draw from all neurons of a layer, language neurons included (excluding them is "
+        "this project's choice, not the paper's)",
+    )
+    pv_checkpoints: Sequence[str] | None = option(
+        None,
+        "PV: one fine-tuned checkpoint of --model per language, LANG=PATH,... (a Hugging Face "
+        "directory or a state-dict file)",
+    )
+    pv_top_rate: float = option(
+        0.01, "PV: share of all neurons in a language's top by relative weight change", rate=True
+    )
+
+    def check(self) -> None:
+        if ("pv" in self.methods) != bool(self.pv_checkpoints):
+            raise UserError(
+                "pv_checkpoints LANG=PATH,... and pv in --methods go together: give both or neither"
+            )
 
 
 def run(cfg: CompareMethodsConfig, context: Context) -> MethodComparison:
     """Each method's deactivation matrix on the same held-out text, in shared passes."""
-    from mlneurons.methods.baselines import select_methods
+    from mlneurons.methods.baselines import checkpoint_paths, parameter_variation, select_methods
     from mlneurons.methods.deactivation import compare_methods
 
     neurons = load_neurons(cfg.neurons)
     stats = load_stats(cfg)
     languages = languages_of(neurons, cfg.languages) if cfg.languages else neurons.languages
-    with user_input():
-        selections = select_methods(
-            cfg.methods,
-            neurons,
-            stats,
-            languages=languages,
-            lap_threshold=cfg.lap_threshold,
-            seed=cfg.seed,
-        )
+
+    def selections(pv: LanguageNeurons | None = None) -> dict[str, LanguageNeurons]:
+        with user_input():
+            return select_methods(
+                [m for m in cfg.methods if m != "pv" or pv is not None],
+                neurons,
+                stats,
+                languages=languages,
+                lap_threshold=cfg.lap_threshold,
+                lap_threshold_kind=cfg.lap_threshold_kind,
+                rs_exclude_language_neurons=not cfg.rs_include_language_neurons,
+                seed=cfg.seed,
+                pv=pv,
+            )
+
+    checkpoints = checkpoint_paths(
+        cfg.pv_checkpoints or (), languages if cfg.pv_checkpoints else ()
+    )
+    chosen = selections()  # every input checked before the model loads
     corpus = heldout(languages, cfg)
     model = model_for(cfg, context, neurons, stats)
+    if checkpoints:
+        chosen = selections(parameter_variation(model, checkpoints, top_rate=cfg.pv_top_rate))
     result = compare_methods(
-        model, selections, corpus, batch_size=cfg.batch_size, world=context.parallel
+        model, chosen, corpus, batch_size=cfg.batch_size, world=context.parallel
     )
     context.only_rank_0()
     return result
 
 
+def _readings(result: MethodComparison) -> dict[str, str]:
+    """Each method's reading (:func:`~mlneurons.methods.baselines.reading`), when recorded."""
+    from mlneurons.methods.baselines import reading
+
+    return {m: reading(c) for m, c in result.constants.items() if m in result.methods}
+
+
 def tables(result: MethodComparison) -> list[Table]:
     from mlneurons.interfaces.plots import format_increase, format_specificity
 
+    readings = _readings(result)
     rows = [
         [
             method,
@@ -81,13 +134,16 @@ def tables(result: MethodComparison) -> list[Table]:
             format_increase(cast(float, score["own"])),  # None only for "score"
             format_increase(cast(float, score["others"])),
             format_specificity(score["score"]),
+            readings.get(method, ""),
         ]
         for method, score in result.specificity().items()
     ]
-    header = ["method", "neurons", "own increase", "others' increase", "specificity"]
+    header = ["method", "neurons", "own increase", "others' increase", "specificity*", "reading"]
     caption = (
-        "LAPE against Tang et al.'s baselines (LAP: firing probability above a threshold; "
-        "LAVE: LAPE on mean activation values; RS: random neurons, as many per layer as LAPE)."
+        "LAPE against Tang et al.'s baselines (LAP: firing probability above a bar; LAVE: "
+        "LAPE on mean activation values; RS: random neurons; PV: relative weight change to "
+        "fine-tuned checkpoints). *Specificity is this project's summary, not the paper's: "
+        "Tang et al. compare the deactivation matrices."
     )
     return [Table(header, rows, caption)]
 
@@ -95,7 +151,7 @@ def tables(result: MethodComparison) -> list[Table]:
 def describe(result: MethodComparison) -> list[str]:
     from mlneurons.interfaces.plots import format_increase, format_specificity
 
-    lines = []
+    lines, readings = [], _readings(result)
     for method, score in result.specificity().items():
         lines.append(
             f"{method} {sum(result.counts[method].values())} neurons: own language "
@@ -103,6 +159,8 @@ def describe(result: MethodComparison) -> list[str]:
             f"others {format_increase(cast(float, score['others']))}, "
             f"specificity {format_specificity(score['score'])}"
         )
+        if method in readings and method != "lape":
+            lines.append(f"  {method}: {readings[method]}")
     return [*lines, SPECIFICITY]
 
 
