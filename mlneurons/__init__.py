@@ -39,6 +39,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.probe": ("ProbeConfig",),
     "mlneurons.interfaces.commands.fact_neurons": ("FactNeuronsConfig",),
     "mlneurons.interfaces.commands.trace": ("TraceConfig",),
+    "mlneurons.interfaces.commands.knowledge_neurons": ("KnowledgeNeuronsConfig",),
+    "mlneurons.interfaces.commands.failure_modes": ("FailureModesConfig",),
     "mlneurons.interfaces.commands.lrp2": ("Lrp2Config",),
     "mlneurons.interfaces.commands.ses": ("SesConfig",),
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
@@ -96,6 +98,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.methods.probing.masked": ("zhao_match", "partial_p_at_1"),
     "mlneurons.methods.probeless": ("FactNeurons", "fact_neurons"),
     "mlneurons.methods.tracing": ("TracingResult", "trace"),
+    "mlneurons.methods.knowledge_neurons": (
+        "KnowledgeNeurons",
+        "knowledge_neurons",
+        "language_independent",
+    ),
+    "mlneurons.methods.failure_modes": ("FailureModes", "failure_modes"),
     "mlneurons.methods.lrp2": (
         "LRP2Result",
         "LanguageVectors",
@@ -142,7 +150,9 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.ablate import AblateConfig
     from mlneurons.interfaces.commands.compare_methods import CompareMethodsConfig
     from mlneurons.interfaces.commands.fact_neurons import FactNeuronsConfig
+    from mlneurons.interfaces.commands.failure_modes import FailureModesConfig
     from mlneurons.interfaces.commands.fallback import FallbackConfig
+    from mlneurons.interfaces.commands.knowledge_neurons import KnowledgeNeuronsConfig
     from mlneurons.interfaces.commands.lape import LapeConfig
     from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
     from mlneurons.interfaces.commands.lrp2 import Lrp2Config
@@ -166,6 +176,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         compare_methods,
         perplexity_matrix,
     )
+    from mlneurons.methods.failure_modes import FailureModes, failure_modes
     from mlneurons.methods.inspection import (
         logit_effects,
         loss_change,
@@ -174,6 +185,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         token_losses,
     )
     from mlneurons.methods.interventions import activate, deactivate, intervene, scale
+    from mlneurons.methods.knowledge_neurons import (
+        KnowledgeNeurons,
+        knowledge_neurons,
+        language_independent,
+    )
     from mlneurons.methods.lape import LanguageNeurons, LapeResult, LapeSummary, summarize
     from mlneurons.methods.lrp2 import (
         LanguageVectors,
