@@ -26,6 +26,8 @@ TINY = {
     "probe": FACTS,
     "fact-neurons": FACTS + " --k 3",
     "trace": FACTS,
+    "knowledge-neurons": FACTS,
+    "failure-modes": FACTS,
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
@@ -116,7 +118,8 @@ def test_report_writes_everything_and_resumes(
     interrupt.clear()
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
-    assert calls == ["trace", "lrp2", "ses", "logit-lens"]  # the finished steps are skipped
+    # the finished steps are skipped
+    assert calls == ["trace", "knowledge-neurons", "failure-modes", "lrp2", "ses", "logit-lens"]
     for step in TINY:  # every budget is printed as its command's options
         planned = report.step_config(command(step), "default", out, model=None, device=None)
         assert shlex.join(planned.to_argv()[1:]) in printed
@@ -144,7 +147,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 13 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 15 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
@@ -156,7 +159,7 @@ def test_report_writes_everything_and_resumes(
     assert calls == []
     (out / "probe.json").unlink()  # probing again makes its users run again
     assert cli_main(argv) == 0
-    assert calls == ["probe", "fact-neurons", "trace"]
+    assert calls == ["probe", "fact-neurons", "trace", "knowledge-neurons", "failure-modes"]
     use_budgets(monkeypatch, {"ablate": "--tokens-per-language 32 --seq-len 32"})
     calls.clear()
     assert cli_main(argv) == 0  # another budget runs again
