@@ -200,7 +200,11 @@ SPEC = Command(
     figures=figures,
     tables=tables,
     step=Step(
-        budgets={"default": {"tokens_per_language": 512}, "full": {}},
+        budgets={
+            # 10 rows of 32 tokens: enough rows for a bootstrap interval, and 2 matched draws
+            "default": {"tokens_per_language": 320, "seq_len": 32, "control_draws": 2},
+            "full": {},
+        },
         reuse="neurons",
         needs=("lape",),
     ),

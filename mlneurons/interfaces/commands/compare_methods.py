@@ -174,7 +174,14 @@ SPEC = Command(
     figures=plot("methods.png", "plot_method_comparison"),
     tables=tables,
     step=Step(
-        budgets={"default": {"tokens_per_language": 256}, "full": {}},
+        budgets={
+            "default": {
+                "languages": ("en", "zh", "ja"),
+                "tokens_per_language": 320,
+                "seq_len": 32,
+            },
+            "full": {},
+        },
         reuse="neurons",
         needs=("lape",),
     ),

@@ -119,8 +119,8 @@ SPEC = Command(
             "default": {
                 "languages": ("en", "de", "zh"),
                 "max_facts_per_relation": 6,
-                "layers": (3, 9, 15),
-                "sentences": 100,
+                "layers": (3, 15),
+                "sentences": 60,
             },
             "full": {"languages": ("en", "de", "fr", "zh"), "max_facts_per_relation": 6},
         }
