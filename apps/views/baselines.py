@@ -120,9 +120,12 @@ if common.require(run, "steering_sweep.json"):
     columns = ["mode", "alpha", "top_rate", "n_neurons", *measures, "fluency_ppl"]
     points = pd.DataFrame(sweep.points)[columns].astype({"fluency_ppl": float})
     common.describe(run, "steer-sweep")
-    st.caption("Rates in %; fluency: perplexity of the answers under the unsteered model.")
+    from mlneurons.interfaces.commands import command
+
+    for table in command("steer-sweep").tables(sweep):  # best per mode, every setting
+        st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+        st.caption(table.caption)
     shown = _percent(points, measures)
-    st.dataframe(shown.style.format(precision=2, na_rep="–"), hide_index=True)
     measure = st.radio("Plot", [*measures, "fluency_ppl"], horizontal=True, key="sweep_measure")
     chart = shown.assign(setting=points["mode"] + " top " + points["top_rate"].astype(str))
     st.line_chart(chart, x="alpha", y=measure, color="setting", height=260)
@@ -142,5 +145,9 @@ if common.require(run, "fallback.json"):
     common.describe(run, "fallback")
     st.caption("Share of answers per identified language, in %.")
     st.bar_chart(shares, height=260)
-    st.dataframe(shares.style.format("{:.0f}"))
+    from mlneurons.interfaces.commands import command
+
+    table = command("fallback").tables(curve)[0]  # Wilson intervals, McNemar against none off
+    st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+    st.caption(table.caption)
     common.reproduce(run, "fallback")

@@ -120,6 +120,11 @@ steering = common.result(run, "steer")
 if steering is not None:
     st.subheader(f"Saved steering run: {steering.source} -> {steering.target}")
     common.describe(run, "steer")
+    from mlneurons.interfaces.commands import command
+
+    rates = command("steer").tables(steering)[0]  # intervals, McNemar, n.s. flags
+    st.dataframe(pd.DataFrame(rates.rows, columns=rates.header).astype(str), hide_index=True)
+    st.caption(rates.caption)
     samples = pd.DataFrame(steering.samples)
     st.dataframe(samples, hide_index=True)
     common.download_csv("Steering samples (CSV)", samples, "steering.csv", key="dl_steering")

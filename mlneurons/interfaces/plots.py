@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
+from mlneurons.evaluation.uncertainty import Estimate
 from mlneurons.methods.deactivation import MethodComparison, PerplexityMatrix
 from mlneurons.methods.lape import LanguageNeurons, OverlapChance, SelectionStability
 from mlneurons.methods.lrp2 import LRP2Result
@@ -18,7 +19,7 @@ from mlneurons.methods.probeless import FactNeurons
 from mlneurons.methods.probing.result import ProbeResult
 from mlneurons.methods.readouts import LatentLanguage, SentenceSimilarity
 from mlneurons.methods.script_controls import ScriptControlsResult
-from mlneurons.methods.steering import DEGENERATE, FallbackCurve, SteeringSweep
+from mlneurons.methods.steering import DEGENERATE, FallbackCurve, SteeringSweep, SweepPoint
 from mlneurons.methods.tracing import CATEGORY_PREFIX, CODES, NAMING, OTHERS, SHARED, TracingResult
 
 
@@ -401,36 +402,64 @@ SWEEP_PANELS: tuple[tuple[str, str], ...] = (
 _LINE_STYLES = ("-", "--", ":", "-.")
 
 
+def _error(estimates: Sequence[Estimate | None], scale: float = 1.0) -> list[list[float]] | None:
+    """``yerr`` of :meth:`Axes.errorbar` from estimates (distances below and above each
+    value); None when any estimate is missing (results saved before intervals)."""
+    found = [e for e in estimates if e is not None]
+    if not found or len(found) < len(estimates):
+        return None
+    return [[scale * (e.value - e.lo) for e in found], [scale * (e.hi - e.value) for e in found]]
+
+
 def plot_steering_sweep(sweep: SteeringSweep, *, title: str = "") -> Figure:
     """Target rate, source rate, degenerate share and fluency against α: one colour per
-    mode, one line style per LAPE top rate; the unsteered answers as a grey line."""
+    mode, one line style per LAPE top rate, with error bars (Wilson intervals for rates, the
+    bootstrap over questions for fluency); the unsteered answers as a grey line and band."""
     fig, axes = _subplots(2, 2, figsize=(10, 7), squeeze=False)
     modes = sweep.modes
+    how = sweep.uncertainty
     top_rates = list(dict.fromkeys(p.top_rate for p in sweep.points))
     colours = {mode: f"C{i}" for i, mode in enumerate(modes)}
+    offsets = {mode: 0.015 * (i - (len(modes) - 1) / 2) for i, mode in enumerate(modes)}
+
+    def estimate(point: SweepPoint, key: str) -> Estimate | None:
+        return point.fluency(how) if key == "fluency_ppl" else point.rate(key, how.confidence)
+
     for ax, (key, label) in zip(axes.flat, SWEEP_PANELS):
         rate = key != "fluency_ppl"
+        scale = 100 if rate else 1
         for k, top_rate in enumerate(top_rates):
             for mode in modes:
                 points = sorted(
-                    (p for p in sweep.points if p.mode == mode and p.top_rate == top_rate),
+                    (
+                        p
+                        for p in sweep.points
+                        if p.mode == mode and p.top_rate == top_rate and getattr(p, key) is not None
+                    ),
                     key=lambda p: cast(float, p.alpha),  # None only on the baseline
                 )
-                pairs = [(p.alpha, getattr(p, key)) for p in points if getattr(p, key) is not None]
-                if not pairs:
+                if not points:
                     continue
-                ax.plot(
-                    [a for a, _ in pairs],
-                    [100 * v if rate else v for _, v in pairs],
+                alphas = [cast(float, p.alpha) for p in points]
+                xs = [a * (1 + offsets[mode]) for a in alphas]  # apart, on the log axis too
+                ax.errorbar(
+                    xs,
+                    [scale * getattr(p, key) for p in points],
+                    yerr=_error([estimate(p, key) for p in points], scale),
                     marker="o",
                     markersize=4,
+                    capsize=2,
+                    elinewidth=0.8,
                     color=colours[mode],
                     linestyle=_LINE_STYLES[k % len(_LINE_STYLES)],
                     label=f"{mode}, top {top_rate:g} (n={points[0].n_neurons})",
                 )
         base = getattr(sweep.baseline, key)
         if base is not None:
-            ax.axhline(100 * base if rate else base, color="grey", linestyle="--", linewidth=1)
+            ax.axhline(scale * base, color="grey", linestyle="--", linewidth=1)
+            band = estimate(sweep.baseline, key)
+            if band is not None:
+                ax.axhspan(scale * band.lo, scale * band.hi, color="grey", alpha=0.12, lw=0)
         ax.set_xlabel("α")
         ax.set_ylabel(f"{label} (%)" if rate else label)
         if rate:
@@ -440,32 +469,45 @@ def plot_steering_sweep(sweep: SteeringSweep, *, title: str = "") -> Figure:
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1))
-    labels.append("unsteered")
+    labels.append("unsteered (band: its interval)")
     fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8, frameon=False)
     n = sweep.settings.get("n_questions", "")
-    fig.suptitle(title or f"Steering {sweep.source} -> {sweep.target} ({n} questions)")
+    bars = f"bars: {how.confidence:.0%} CI (Wilson; fluency: bootstrap over questions)"
+    fig.suptitle(title or f"Steering {sweep.source} -> {sweep.target} ({n} questions; {bars})")
     return fig
 
 
 def plot_fallback_curve(curve: FallbackCurve, *, title: str = "") -> Figure:
-    """Stacked bars: per share of deactivated neurons, the languages of the answers."""
+    """Per share of deactivated neurons, each language's share of the answers with its
+    Wilson interval (one line per answer language, side by side at each share)."""
     shown = [c for c in curve.categories if any(p.distribution[c] for p in curve.points)]
-    fig, ax = _subplots(figsize=(2 + 0.9 * len(curve.points), 4.5))
+    how = curve.uncertainty
+    fig, ax = _subplots(figsize=(2.5 + 1.1 * len(curve.points), 4.5))
     x = list(range(len(curve.points)))
-    bottom = [0.0] * len(curve.points)
+    width = 0.5 / max(len(shown), 1)
     for i, category in enumerate(shown):
-        heights = [p.distribution[category] for p in curve.points]
         colour = {DEGENERATE: "#404040", "unknown": "#b0b0b0"}.get(category, f"C{i % 10}")
-        ax.bar(x, heights, bottom=bottom, color=colour, label=category, edgecolor="white")
-        bottom = [b + h for b, h in zip(bottom, heights)]
+        estimates = [p.interval(category, how.confidence) for p in curve.points]
+        ax.errorbar(
+            [v + (i - (len(shown) - 1) / 2) * width for v in x],
+            [100 * p.distribution[category] for p in curve.points],
+            yerr=_error(estimates, 100),
+            marker="o",
+            markersize=5,
+            capsize=3,
+            color=colour,
+            label=category,
+        )
     ax.set_xticks(x, [f"{p.share:.0%}\n({p.n_deactivated})" for p in curve.points])
     ax.set_xlabel(f"share of {curve.language} neurons deactivated ({curve.order} order)")
-    ax.set_ylabel("share of answers")
-    ax.set_ylim(0, 1)
+    ax.set_ylabel(f"share of answers (%, {how.confidence:.0%} Wilson CI)")
+    ax.set_ylim(-3, 103)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="answer language")
-    ax.set_title(title or f"Language fallback when {curve.language} neurons are deactivated")
+    n = curve.settings.get("n_questions", "")
+    default = f"Language fallback when {curve.language} neurons are deactivated ({n} questions)"
+    ax.set_title(title or default)
     return fig
 
 
@@ -495,6 +537,18 @@ def plot_sentence_similarity(
         lw=2,
         label=f"SES, mean of {len(result.languages)} languages' pairs",
     )
+    found = result.mean_offdiagonal_intervals()
+    if found is not None:
+        level = f"{result.uncertainty.confidence:.0%}"
+        ax.fill_between(
+            layers,
+            [e.lo for e in found],
+            [e.hi for e in found],
+            color="C0",
+            alpha=0.25,
+            lw=0,
+            label=f"{level} CI, bootstrap over sentences",
+        )
     ax.set_xlabel("layer")
     ax.set_ylabel("sentence embedding similarity (cosine)")
     ax.set_xticks(range(0, result.n_layers, max(1, result.n_layers // 18)))
@@ -514,7 +568,7 @@ def plot_sentence_similarity(
         ax.patch.set_visible(False)
         more = twin.get_legend_handles_labels()
         handles, labels = handles + more[0], labels + more[1]
-    ax.legend(handles, labels, fontsize=8, loc="lower left")
+    ax.legend(handles, labels, fontsize=8, loc="best")
     ax.set_title(title or f"Sentence embedding similarity per layer (n={result.n_sentences})")
     return fig
 
@@ -536,27 +590,29 @@ def plot_sentence_similarity_matrix(
 
 def plot_latent_language(result: LatentLanguage, *, title: str = "") -> Figure:
     """Logit lens per layer: mean probability of the answer in the target language and in
-    English, with 95% confidence bands over items; the crossover layer is marked
-    (Wendler et al. 2024, their Fig. 2)."""
+    English, with bootstrap confidence bands over the words; the crossover layer is marked,
+    its interval shaded (Wendler et al. 2024, their Fig. 2)."""
     layers = list(range(result.n_layers))
     fig, ax = _subplots(figsize=(8, 4.5))
+    found = result.intervals()
+    level = f"{result.uncertainty.confidence:.0%}"
     series = (
-        (result.item_p_english, "en (the English word)", "C0"),
-        (result.item_p_target, f"{result.target} (the answer)", "C3"),
+        (found["p_english"], "en (the English word)", "C0"),
+        (found["p_target"], f"{result.target} (the answer)", "C3"),
     )
-    for items, label, colour in series:
-        mean = items.mean(0)
-        half = 1.96 * items.std(0) / max(result.n_items, 1) ** 0.5 if result.n_items > 1 else 0
-        ax.plot(layers, mean.tolist(), color=colour, marker="o", markersize=3, label=label)
-        if isinstance(half, torch.Tensor):
-            ax.fill_between(
-                layers, (mean - half).tolist(), (mean + half).tolist(), color=colour, alpha=0.2
-            )
+    for estimates, label, colour in series:
+        ax.plot(layers, [e.value for e in estimates], color=colour, marker="o", markersize=3,
+                label=label)  # fmt: skip
+        ax.fill_between(layers, [e.lo for e in estimates], [e.hi for e in estimates],
+                        color=colour, alpha=0.2, lw=0)  # fmt: skip
     crossover = result.crossover_layer()
     if crossover is not None:
+        span = result.crossover_interval()
         ax.axvline(crossover, color="grey", ls="--", lw=1, label=f"crossover (layer {crossover})")
+        ax.axvspan(span.lo - 0.5, min(span.hi, result.n_layers - 1) + 0.5, color="grey",
+                   alpha=0.1, lw=0, label=f"crossover, {level} CI")  # fmt: skip
     ax.set_xlabel("layer")
-    ax.set_ylabel("probability (logit lens)")
+    ax.set_ylabel(f"probability (logit lens; bands: {level} CI over words)")
     ax.set_xticks(range(0, result.n_layers, max(1, result.n_layers // 18)))
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
