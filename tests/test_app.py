@@ -228,7 +228,10 @@ def test_layers_page(tiny_run, planted_model):
 
 def test_facts_page(tiny_run):
     at = clean(open_app(tiny_run, "facts"))
-    grid = at.dataframe[3].value
+    p_at_1 = at.dataframe[0].value  # with Wilson / cluster-bootstrap intervals
+    assert list(p_at_1.columns)[-2:] == ["macro", "micro"] and "%, " in p_at_1["micro"][0]
+    assert "Holm-adjusted" in captions(at)  # the Jaccard tests across language pairs
+    grid = next(d.value for d in at.dataframe if "uuid" in d.value.columns)
     assert set(grid["uuid"]) == {"f1", "f2", "f3", "f4"} and {"en", "de"} <= set(grid.columns)
     assert grid.set_index("uuid").loc["f1", "en"] == "✓ 2"  # correct, absent from the text
     facts = at.selectbox(key="fact")
@@ -246,6 +249,9 @@ def test_facts_page(tiny_run):
 def test_lrp2_page(tiny_run):
     at = clean(open_app(tiny_run, "lrp2"))
     assert at.header[0].value.startswith("Grid: de")
+    summary = at.dataframe[0].value  # the command's table: intervals and the McNemar test
+    assert "exact McNemar p" in summary.columns and "[" in summary["test P@1 before"][0]
+    assert "exact McNemar" in captions(at) and "Runner-up (" not in captions(at)  # one pair
     tables = [d.value for d in at.dataframe if "probability" in d.value.columns]
     assert len(tables) == 2 and all(len(t) == 10 for t in tables)
     at.selectbox(key="lirp_de").set_value(1).run()  # LIRP after LSRP: refused, shown

@@ -90,8 +90,10 @@ def plot_heatmap(
     colorbar: str,
     fmt: str = "{:.2f}",
     cmap: str = "viridis",
+    notes: Mapping[tuple[str, str], str] | None = None,
 ) -> Figure:
-    """A language x language matrix with its values written in the cells."""
+    """A language x language matrix with its values written in the cells (and
+    ``notes[(a, b)]`` on a second line, e.g. an interval)."""
     if not isinstance(table, torch.Tensor):  # None (e.g. no shared facts): empty, marked "–"
         rows = [[table[a][b] for b in labels] for a in labels]
         nan = float("nan")
@@ -99,10 +101,20 @@ def plot_heatmap(
             [[nan if v is None else v for v in row] for row in rows], dtype=torch.float64
         )
     values = table.double()
-    fig, ax = _subplots(figsize=(1.2 + 0.6 * len(labels), 0.8 + 0.6 * len(labels)))
-    texts = [["–" if v != v else fmt.format(v) for v in row] for row in values.tolist()]
+    notes = notes or {}
+    size = 0.6 if not notes else 1.0
+    fig, ax = _subplots(figsize=(1.2 + size * len(labels), 0.8 + size * len(labels)))
+    texts = [
+        [
+            "–" if v != v else fmt.format(v) + (f"\n{notes[(a, b)]}" if (a, b) in notes else "")
+            for b, v in zip(labels, row)
+        ]
+        for a, row in zip(labels, values.tolist())
+    ]
     white = _on_dark(values) & ~values.isnan()
-    image = _annotated_image(ax, values, texts, white, labels, cmap=cmap)
+    image = _annotated_image(
+        ax, values, texts, white, labels, fontsize=7 if not notes else 6, cmap=cmap
+    )
     fig.colorbar(image, ax=ax, shrink=0.8, label=colorbar)
     ax.set_title(title)
     return fig
@@ -194,43 +206,89 @@ def plot_stability(stability: SelectionStability, *, title: str = "") -> Figure:
     return fig
 
 
+def _interval_notes(
+    tests: Mapping[tuple[str, str], Any], estimate: str
+) -> dict[tuple[str, str], str]:
+    """Per pair (both orders) its interval ``[lo, hi]``, and ``n.s.`` when the Holm-adjusted
+    test does not put it above chance."""
+    notes: dict[tuple[str, str], str] = {}
+    for (a, b), test in tests.items():
+        value = getattr(test, estimate)
+        text = f"[{value.lo:.2f}, {value.hi:.2f}]" + ("" if test.above_chance() else " n.s.")
+        notes[(a, b)] = notes[(b, a)] = text
+    return notes
+
+
 def plot_jaccard(result: ProbeResult, *, title: str = "") -> Figure:
-    """Jaccard similarity of the sets of correctly predicted facts, per pair of languages."""
+    """Jaccard similarity of the sets of correctly predicted facts, per pair of languages,
+    with its bootstrap interval; n.s.: not above the permutation null (Holm)."""
     name = result.model.get("name", "")
-    default = f"Shared correct facts (Jaccard): {name}"
+    level = f"{result.uncertainty().confidence:.0%}"
+    default = (
+        f"Shared correct facts (Jaccard, {level} CI): {name}\n"
+        "n.s.: not above chance (permutation within relations, Holm)"
+    )
     return plot_heatmap(
-        result.jaccard(), result.languages, colorbar="Jaccard", title=title or default
+        result.jaccard(),
+        result.languages,
+        colorbar="Jaccard",
+        title=title or default,
+        notes=_interval_notes(result.jaccard_tests(), "jaccard"),
     )
 
 
 def plot_fact_neuron_overlap(neurons: FactNeurons, *, title: str = "") -> Figure:
-    """Mean Jaccard of the PROBELESS top-k neurons of the facts two languages both get right."""
-    default = f"PROBELESS fact-neuron overlap (k={neurons.k})"
+    """Mean Jaccard of the PROBELESS top-k neurons of the facts two languages both get right,
+    with its bootstrap interval over those facts; n.s.: not above random top-k sets (Holm)."""
+    level = f"{neurons.uncertainty().confidence:.0%}"
+    default = (
+        f"PROBELESS fact-neuron overlap (k={neurons.k}, {level} CI)\n"
+        "n.s.: not above random top-k sets (hypergeometric, Holm)"
+    )
     return plot_heatmap(
         neurons.overlap(),
         neurons.languages,
         colorbar="mean Jaccard of top-k",
         title=title or default,
+        notes=_interval_notes(neurons.overlap_tests(), "overlap"),
     )
 
 
+def _error_bars(estimates: Sequence[Any], scale: float = 100.0) -> list[list[float]]:
+    """Matplotlib's ``yerr`` (distances below and above each value) of intervals; 0 where
+    an estimate is None."""
+    below = [0.0 if e is None else scale * (e.value - e.lo) for e in estimates]
+    above = [0.0 if e is None else scale * (e.hi - e.value) for e in estimates]
+    return [below, above]
+
+
 def plot_p_at_1(result: ProbeResult, *, title: str = "") -> Figure:
-    """P@1 per language, one bar per relation plus the macro average."""
-    table = result.p_at_1()
+    """P@1 per language, one bar per relation plus the macro average, with interval bars
+    (Wilson per relation, cluster bootstrap for macro)."""
+    table = result.p_at_1_intervals()
+    level = f"{result.uncertainty().confidence:.0%}"
     keys = [*result.relations, "macro"]
     width = 0.8 / len(keys)
     fig, ax = _subplots(figsize=(1.5 + 0.7 * len(result.languages), 4))
     for k, key in enumerate(keys):
         xs = [i + (k - (len(keys) - 1) / 2) * width for i in range(len(result.languages))]
+        found = [table.get(lang, {}).get(key) for lang in result.languages]
         ax.bar(
             xs,
-            [100 * table[lang].get(key, 0.0) for lang in result.languages],
+            [0.0 if e is None else 100 * e.value for e in found],
             width,
+            yerr=_error_bars(found),
+            error_kw={
+                "elinewidth": 0.8,
+                "capsize": 1.5,
+                "ecolor": "0.6" if key == "macro" else "0.3",
+            },
             label=key,
             color="black" if key == "macro" else None,
         )
     ax.set_xticks(range(len(result.languages)), result.languages)
-    ax.set_ylabel("P@1 (%)")
+    ax.set_ylabel(f"P@1 (%), {level} CI")
+    ax.set_ylim(0, 105)
     ax.set_title(title or "Factual probing: P@1 per language and relation")
     ax.legend(fontsize=8, ncol=min(len(keys), 5), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(axis="y", alpha=0.3)
@@ -238,7 +296,8 @@ def plot_p_at_1(result: ProbeResult, *, title: str = "") -> Figure:
 
 
 def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
-    """Dev P@1 of every (LIRP, LSRP) layer pair for one language; the selected pair is boxed."""
+    """Dev P@1 of every (LIRP, LSRP) layer pair for one language; the selected pair is boxed
+    in red, the runner-up dashed, with the paired test between them in the title."""
     grid = torch.tensor(
         [[float("nan") if v is None else 100 * v for v in row] for row in result.grid[language]]
     )
@@ -250,8 +309,53 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
     ax.set_ylabel("LIRP layer")
     a, b = (result.layers.index(x) for x in result.selected[language])
     ax.add_patch(Rectangle((b - 0.5, a - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2))
+    title = f"LRP2 grid, {language} -> {result.pivot} -> {language}"
+    other = result.runner_up.get(language)
+    if other:
+        c, d = (result.layers.index(x) for x in other["pair"])
+        ax.add_patch(
+            Rectangle((d - 0.5, c - 0.5), 1, 1, fill=False, edgecolor="orange", linestyle="--")
+        )
+        p = other["test"]["p_value"]
+        word = "distinct from" if other["distinguishable"] else "not distinguishable from"
+        title += f"\nselected (red) {word}\nrunner-up (dashed): exact McNemar p = {p:.2f}"
     fig.colorbar(image, ax=ax, shrink=0.8, label="dev P@1 (%)")
-    ax.set_title(f"LRP2 grid, {language} -> {result.pivot} -> {language}")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_lrp2_p_at_1(result: LRP2Result, *, title: str = "") -> Figure:
+    """Test P@1 before and after the projection per language, with Wilson interval bars and
+    the exact McNemar p-value of each change (n.s.: not significant)."""
+    tests = result.p_at_1_tests()
+    languages = [lang for lang in result.languages if lang in tests]
+    level = f"{result.uncertainty().confidence:.0%}"
+    fig, ax = _subplots(figsize=(3.0 + 1.0 * len(languages), 4))
+    for k, side in enumerate(("before", "after")):
+        found = [getattr(tests[lang], side) for lang in languages]
+        ax.bar(
+            [i + (k - 0.5) * 0.38 for i in range(len(languages))],
+            [100 * e.value for e in found],
+            0.38,
+            yerr=_error_bars(found),
+            error_kw={"elinewidth": 0.8, "capsize": 3, "ecolor": "0.3"},
+            label=side,
+            color="0.7" if side == "before" else "tab:blue",
+        )
+    for i, lang in enumerate(languages):
+        test = tests[lang]
+        note = f"p = {test.p_value:.2f}" + ("" if test.significant() else "\nn.s.")
+        ax.text(i, 103, note, ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(languages)), languages)
+    ax.set_ylim(0, 125)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel(f"test P@1 (%), {level} Wilson CI")
+    ax.set_title(
+        title or f"LRP2 via {result.pivot}: test P@1\nbefore and after (exact McNemar)",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
     return fig
 
 
