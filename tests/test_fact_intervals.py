@@ -192,17 +192,20 @@ def test_lrp2_paired_test_and_significance_flags():
 
 
 def test_lrp2_trans_intervals_by_hand():
-    before = [True, True, False, False, True, False]
-    after = [True, True, True, False, False, True]
-    pivot = [True, False, True, False, True, None]  # the last fact: the pivot lacks it
+    # 12 facts, the last one missing in the pivot: 11 shared (a bootstrap needs 10 or more)
+    before = [True, True, False, False, True, False] * 2
+    after = [True, True, True, False, False, True] * 2
+    pivot = [True, False, True, False, True, True] + [True, False, True, False, True, None]
     result = _lrp2({"zh": _rows(before, after, pivot)})
     ci = result.trans_intervals()["zh"]
-    # over the 5 shared facts: before {0,1,4} vs pivot {0,2,4}: 2/4; after {0,1,2} vs it: 2/4
-    assert ci["before"].value == ci["after"].value == 0.5 and ci["change"].value == 0.0
-    assert ci["before"] == u.jaccard([True, True, False, False, True], pivot[:5], u.Uncertainty())
+    # over the 11 shared facts: before {0,1,4,6,7,10} vs pivot {0,2,4,5,6,8,10}: 4/9;
+    # after {0,1,2,5,6,7,8} vs it: 5/9
+    assert ci["before"].value == pytest.approx(4 / 9) and ci["after"].value == pytest.approx(5 / 9)
+    assert ci["change"].value == pytest.approx(1 / 9)
+    assert ci["before"] == u.jaccard(before[:11], pivot[:11], u.Uncertainty())
     # the change's interval, resample by resample: the same weights for both sides
-    w = u.weights(5, 1000, 0)
-    b, a, p = (np.array(x[:5], dtype=float) for x in (before, after, pivot))
+    w = u.weights(11, 1000, 0)
+    b, a, p = (np.array(x[:11], dtype=float) for x in (before, after, pivot))
     with np.errstate(invalid="ignore"):  # resamples without a correct fact: left out
         jac = [(w @ (x * p)) / (w @ np.maximum(x, p)) for x in (b, a)]
     draws = (jac[1] - jac[0])[np.isfinite(jac[1] - jac[0])]
