@@ -100,7 +100,6 @@ def model_for(
 def load_facts(cfg: Any) -> FactSet:
     """The fact set of ``cfg.facts`` (``builtin`` or ``mlama:DIR``), restricted as asked."""
     from mlneurons.data.facts import FactSet
-    from mlneurons.evaluation.uncertainty import Uncertainty
 
     directory = cfg.facts[len("mlama:") :]
     with user_input(), warnings.catch_warnings():
