@@ -121,7 +121,8 @@ class OwnChange:
 
 class _Resampled:
     """The bootstrap draws of every condition's mean NLL per token ``[sample, condition,
-    language]`` (condition 0: the baseline) and the exact values, from per-row losses."""
+    language]`` (condition 0: the baseline) from per-row losses, and the estimates made
+    of them (the values themselves stay the results' exact ones)."""
 
     def __init__(self, losses: RowLosses, how: Uncertainty) -> None:
         self.how = how

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from mlneurons.config import option
-from mlneurons.interfaces.commands.ablate import NeuronsConfig, heldout
+from mlneurons.interfaces.commands.ablate import (
+    NeuronsConfig,
+    caption_of,
+    heldout,
+    intervals_note,
+)
 from mlneurons.interfaces.commands.inputs import (
     languages_of,
     load_neurons,
     load_stats,
     model_for,
+    uncertainty,
     user_input,
 )
-from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
+from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.baselines import Selector
 
 if TYPE_CHECKING:
-    from mlneurons.methods.deactivation import MethodComparison
+    from matplotlib.figure import Figure
+
+    from mlneurons.evaluation.uncertainty import Estimate
+    from mlneurons.methods.deactivation import ChangeTest, MethodComparison, SpecificityInterval
 
 SPECIFICITY = (
     "specificity: own / (own + others) of the mean log-perplexity increases (this "
@@ -65,45 +75,113 @@ def run(cfg: CompareMethodsConfig, context: Context) -> MethodComparison:
     corpus = heldout(languages, cfg)
     model = model_for(cfg, context, neurons, stats)
     result = compare_methods(
-        model, selections, corpus, batch_size=cfg.batch_size, world=context.parallel
+        model,
+        selections,
+        corpus,
+        batch_size=cfg.batch_size,
+        world=context.parallel,
+        uncertainty=uncertainty(cfg),
     )
     context.only_rank_0()
     return result
 
 
-def tables(result: MethodComparison) -> list[Table]:
-    from mlneurons.interfaces.plots import format_increase, format_specificity
+def _score(score: float | None, interval: Estimate | None) -> str:
+    from mlneurons.interfaces.plots import format_specificity
 
-    rows = [
-        [
-            method,
-            sum(result.counts[method].values()),
-            format_increase(cast(float, score["own"])),  # None only for "score"
-            format_increase(cast(float, score["others"])),
-            format_specificity(score["score"]),
-        ]
-        for method, score in result.specificity().items()
+    if interval is None:
+        return format_specificity(score)
+    return f"{interval.value:.2f} [{interval.lo:.2f}, {interval.hi:.2f}]"
+
+
+def _difference(test: ChangeTest | None, *, short: bool) -> str:
+    from mlneurons.interfaces.plots import format_test
+
+    if test is None:
+        return "–"
+    d = test.difference
+    flag = format_test(test, short=short)
+    return f"{d.value:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" + (f" {flag}" if flag else "")
+
+
+def _intervals(
+    intervals: dict[str, SpecificityInterval] | None, method: str
+) -> tuple[Estimate | None, Estimate | None, Estimate | None, ChangeTest | None]:
+    """A method's own, others', score and versus-first intervals (None: a result saved
+    without them)."""
+    if intervals is None:
+        return None, None, None, None
+    found = intervals[method]
+    return found.own, found.others, found.score, found.versus_first
+
+
+def _note(result: MethodComparison) -> list[str]:
+    n = len(result.methods) - 1
+    return intervals_note(result, tests=n, family=f"{n} methods compared with {result.methods[0]}")
+
+
+def tables(result: MethodComparison) -> list[Table]:
+    from mlneurons.interfaces.plots import format_change
+
+    intervals = result.specificity_intervals()
+    rows = []
+    for method, score in result.specificity().items():
+        own, others, interval, versus = _intervals(intervals, method)
+        rows.append(
+            [
+                method,
+                sum(result.counts[method].values()),
+                format_change(cast(float, score["own"]), own),  # None only for "score"
+                format_change(cast(float, score["others"]), others),
+                _score(score["score"], interval),
+                _difference(versus, short=True),
+            ]
+        )
+    first = result.methods[0]
+    header = [
+        "method",
+        "neurons",
+        "own increase",
+        "others' increase",
+        "specificity",
+        f"specificity - {first}'s",
     ]
-    header = ["method", "neurons", "own increase", "others' increase", "specificity"]
     caption = (
         "LAPE against Tang et al.'s baselines (LAP: firing probability above a threshold; "
-        "LAVE: LAPE on mean activation values; RS: random neurons, as many per layer as LAPE)."
+        "LAVE: LAPE on mean activation values; RS: random neurons, as many per layer as LAPE). "
+        + caption_of(_note(result))
     )
     return [Table(header, rows, caption)]
 
 
 def describe(result: MethodComparison) -> list[str]:
-    from mlneurons.interfaces.plots import format_increase, format_specificity
+    from mlneurons.interfaces.plots import format_change
 
+    intervals = result.specificity_intervals()
     lines = []
     for method, score in result.specificity().items():
-        lines.append(
+        own, others, interval, versus = _intervals(intervals, method)
+        line = (
             f"{method} {sum(result.counts[method].values())} neurons: own language "
-            f"{format_increase(cast(float, score['own']))}, "
-            f"others {format_increase(cast(float, score['others']))}, "
-            f"specificity {format_specificity(score['score'])}"
+            f"{format_change(cast(float, score['own']), own)}, "
+            f"others {format_change(cast(float, score['others']), others)}, "
+            f"specificity {_score(score['score'], interval)}"
         )
-    return [*lines, SPECIFICITY]
+        if versus is not None:
+            line += f"; {method} - {result.methods[0]} {_difference(versus, short=False)}"
+        lines.append(line)
+    return [*lines, SPECIFICITY, *_note(result)]
+
+
+def figures(
+    result: MethodComparison, cfg: CompareMethodsConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
+    from mlneurons.interfaces import plots
+
+    return {
+        "methods.png": lambda: plots.plot_method_comparison(result),
+        "specificity.png": lambda: plots.plot_specificity(result),
+    }
 
 
 SPEC = Command(
@@ -113,7 +191,7 @@ SPEC = Command(
     result="mlneurons.methods.deactivation:MethodComparison",
     run=run,
     describe=describe,
-    figures=plot("methods.png", "plot_method_comparison"),
+    figures=figures,
     tables=tables,
     step=Step(
         budgets={"default": {"tokens_per_language": 256}, "full": {}},
