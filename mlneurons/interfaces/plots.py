@@ -10,9 +10,10 @@ import torch
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from mlneurons.evaluation.uncertainty import Estimate
-from mlneurons.methods.deactivation import MethodComparison, PerplexityMatrix
+from mlneurons.evaluation.uncertainty import Estimate, Uncertainty
+from mlneurons.methods.deactivation import ChangeTest, MethodComparison, PerplexityMatrix
 from mlneurons.methods.lape import LanguageNeurons, OverlapChance, SelectionStability
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
@@ -372,27 +373,73 @@ def format_increase(change: float) -> str:
     return f"{change:+.1%}" if change < 999 else f"x{1 + change:.2g}"
 
 
+def format_change(value: float, interval: Estimate | None = None) -> str:
+    """A relative change with its interval, ``+48.2% [+30.1%, +60.0%]`` (the value alone
+    without one: a result saved before intervals)."""
+    if interval is None:
+        return format_increase(value)
+    return (
+        f"{format_increase(value)} [{format_increase(interval.lo)}, {format_increase(interval.hi)}]"
+    )
+
+
+def format_points(difference: Estimate) -> str:
+    """A difference of two relative changes in percentage points with its interval,
+    ``+57.4 pp [+40.0, +70.1]``."""
+
+    def points(x: float) -> str:
+        return f"{100 * x:+.1f}" if abs(x) < 999 else f"{100 * x:+.2g}"
+
+    return f"{points(difference.value)} pp [{points(difference.lo)}, {points(difference.hi)}]"
+
+
+def format_test(test: ChangeTest, *, short: bool = False) -> str:
+    """``""`` for a significant difference, else ``not significant (p = 0.38)`` (``n.s.``
+    with ``short``); p is Holm-adjusted across the table's family."""
+    if test.significant():
+        return ""
+    return "n.s." if short else f"not significant (p = {test.adjusted:.2g})"
+
+
+def _covers_zero(
+    cells: dict[str, dict[str, Estimate]] | None, languages: list[str]
+) -> torch.Tensor | None:
+    """``[row, column]``: the cell's interval covers 0 (None without intervals)."""
+    if cells is None:
+        return None
+    return torch.tensor([[not cells[r][c].excludes(0) for c in languages] for r in languages])
+
+
 def _change_panels(
     panels: list[tuple[str, torch.Tensor]],
     languages: list[str],
     *,
     title: str,
     shared_scale: bool = True,
+    uncertain: Sequence[torch.Tensor | None] = (),
+    confidence: float | None = None,
 ) -> Figure:
     """One heatmap per panel of relative perplexity changes (rows deactivated, columns
     evaluated) coloured by log10(perplexity / baseline), on one colour scale or (not
-    ``shared_scale``) one per panel."""
+    ``shared_scale``) one per panel. Cells where ``uncertain[panel]`` is set (the
+    change's ``confidence`` interval covers 0) have their text in parentheses."""
     # colour on a log scale: changes span from a few percent to several thousand
     ratios = [torch.log10((1 + change).clamp(min=1e-6)) for _, change in panels]
     shared = max(float(r.abs().max()) for r in ratios) or 1.0
     size = 0.55 * len(languages) + 1.5
     width = size * len(panels) + (1 if shared_scale else len(panels))
     fig, axes = _subplots(1, len(panels), figsize=(width, size), squeeze=False)
-    for ax, ratio, (label, change) in zip(axes[0], ratios, panels):
+    flags = list(uncertain) + [None] * (len(panels) - len(uncertain))
+    for ax, ratio, (label, change), flag in zip(axes[0], ratios, panels, flags):
         bound = shared if shared_scale else float(ratio.abs().max()) or 1.0
         texts = [
-            [f"{100 * c:+.0f}" if c < 999 else format_increase(c) for c in row]
-            for row in change.tolist()
+            [
+                f"({text})" if flag is not None and bool(flag[i, j]) else text
+                for j, text in enumerate(
+                    f"{100 * c:+.0f}" if c < 999 else format_increase(c) for c in row
+                )
+            ]
+            for i, row in enumerate(change.tolist())
         ]
         image = _annotated_image(
             ax,
@@ -411,27 +458,111 @@ def _change_panels(
         if not shared_scale:
             fig.colorbar(image, ax=ax, shrink=0.8)
     label = "log10(perplexity / baseline); cells: change in %"
+    covers = ""
+    if any(flag is not None for flag in flags) and confidence is not None:
+        covers = f"\n(in parentheses: its {confidence:.0%} CI covers 0)"
     if shared_scale:
-        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=label)
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=label + covers)
     else:
-        fig.text(0.5, -0.02, "colour: " + label + " (own scale per panel)", ha="center")
+        note = "colour: " + label + " (own scale per panel)" + covers
+        fig.text(0.5, -0.02, note, ha="center", va="top")
     fig.suptitle(title)
     return fig
 
 
 def plot_perplexity_matrix(matrix: PerplexityMatrix, *, title: str = "") -> Figure:
-    """Relative perplexity change against baseline: deactivated languages vs the controls."""
-    panels = [("language neurons deactivated", matrix.relative_change())]
+    """Relative perplexity change against baseline: deactivated languages vs the controls;
+    a change whose interval covers 0 in parentheses."""
+    kinds = [("language neurons deactivated", "deactivated")]
     if matrix.random_control:
-        panels.append(("random neurons, same layers", matrix.relative_change("random_control")))
+        kinds.append(("random neurons, same layers", "random_control"))
     if matrix.matched_control:
-        label = f"matched control, mean of {matrix.matched['draws']} draws"
-        panels.append((label, matrix.relative_change("matched_control")))
+        kinds.append(
+            (f"matched control, mean of {matrix.matched['draws']} draws", "matched_control")
+        )
     return _change_panels(
-        panels,
+        [(label, matrix.relative_change(kind)) for label, kind in kinds],
         matrix.languages,
         title=title or "Perplexity after deactivating language neurons",
+        uncertain=[_covers_zero(matrix.change_intervals(k), matrix.languages) for _, k in kinds],
+        confidence=Uncertainty.of({"uncertainty": matrix.uncertainty}).confidence,
     )
+
+
+def plot_own_changes(matrix: PerplexityMatrix, *, title: str = "") -> Figure:
+    """Each language's own perplexity change (its neurons off, evaluated on itself) beside
+    the controls', as perplexity / baseline on a log scale, with their intervals as error
+    bars and every draw of the matched control as a dot (the null)."""
+    tests = matrix.own_changes()
+    languages = matrix.languages
+    series: list[tuple[str, str, list[float], list[Estimate | None]]] = []
+    own = matrix.relative_change().diagonal().tolist()
+    series.append(
+        (
+            "own neurons off",
+            "C3",
+            own,
+            [None if tests is None else tests[x].own.difference for x in languages],
+        )
+    )
+    if matrix.random_control:
+        uniform = matrix.relative_change("random_control").diagonal().tolist()
+        series.append(
+            (
+                "uniform control",
+                "C7",
+                uniform,
+                [None if tests is None else tests[x].uniform for x in languages],
+            )
+        )
+    if matrix.matched_control:
+        matched = matrix.relative_change("matched_control").diagonal().tolist()
+        label = f"matched control (mean of {len(matrix.matched_draws())} draws)"
+        series.append(
+            (label, "C0", matched, [None if tests is None else tests[x].matched for x in languages])
+        )
+    fig, ax = _subplots(figsize=(1.6 + 0.9 * len(languages), 4.2))
+    width = 0.8 / len(series)
+    for k, (label, colour, values, intervals) in enumerate(series):
+        x = [i + (k - (len(series) - 1) / 2) * width for i in range(len(languages))]
+        heights = [1 + v for v in values]
+        ax.bar(x, [h - 1 for h in heights], bottom=1, width=width, color=colour, label=label)
+        if all(e is not None for e in intervals):
+            low = [h - (1 + cast(Estimate, e).lo) for h, e in zip(heights, intervals)]
+            high = [(1 + cast(Estimate, e).hi) - h for h, e in zip(heights, intervals)]
+            ax.errorbar(x, heights, yerr=[low, high], fmt="none", ecolor="black", capsize=2, lw=1)
+        if label.startswith("matched"):
+            each = 1 + matrix.matched_draws().diagonal(dim1=1, dim2=2)  # [draw, language]
+            for d in range(len(each)):
+                ax.plot(
+                    x,
+                    each[d].tolist(),
+                    "o",
+                    color="black",
+                    markersize=2.5,
+                    label=None if d else "matched draws",
+                )
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.axhline(1, color="grey", lw=0.8)
+    ax.set_xticks(range(len(languages)), languages)
+    ax.set_ylabel("perplexity / baseline (log scale)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=7, loc="upper left")
+    how = Uncertainty.of({"uncertainty": matrix.uncertainty})
+    bars = (
+        ""
+        if tests is None
+        else f"\nerror bars: {how.confidence:.0%} CI, paired bootstrap over rows"
+    )
+    ax.set_title(
+        (title or "Each language's perplexity with its own neurons deactivated") + bars,
+        fontsize=10,
+    )
+    return fig
 
 
 def format_specificity(score: float | None) -> str:
@@ -439,16 +570,25 @@ def format_specificity(score: float | None) -> str:
     return "–" if score is None else f"{score:.2f}"
 
 
+def _specificity_text(score: float | None, interval: Estimate | None) -> str:
+    if interval is None:
+        return format_specificity(score)
+    return f"{interval.value:.2f} [{interval.lo:.2f}, {interval.hi:.2f}]"
+
+
 def plot_method_comparison(result: MethodComparison, *, title: str = "") -> Figure:
     """Tang et al.'s comparison of selectors: each method's deactivation matrix, titled
     with LAP's reading and its specificity (:meth:`MethodComparison.specificity`, this
-    project's summary, not the paper's: the subtitle says so)."""
+    project's summary, not the paper's: the subtitle says so), with its interval; a change
+    whose interval covers 0 in parentheses."""
     scores = result.specificity()
+    intervals = result.specificity_intervals()
     panels = []
     for method in result.methods:
         kind = result.constants.get(method, {}).get("threshold_kind")
         name = method.upper() + (f" ({kind})" if kind else "")
-        specificity = format_specificity(scores[method]["score"])
+        interval = None if intervals is None else intervals[method].score
+        specificity = _specificity_text(scores[method]["score"], interval)
         panels.append((f"{name}: specificity* {specificity}", result.relative_change(method)))
     return _change_panels(
         panels,
@@ -457,7 +597,44 @@ def plot_method_comparison(result: MethodComparison, *, title: str = "") -> Figu
         or "Deactivating each method's language neurons\n*specificity: own / (own + others) "
         "of the log-perplexity increases, this project's summary, not Tang et al.'s",
         shared_scale=False,
+        uncertain=[
+            _covers_zero(result.change_intervals(m), result.languages) for m in result.methods
+        ],
+        confidence=Uncertainty.of({"uncertainty": result.uncertainty}).confidence,
     )
+
+
+def plot_specificity(result: MethodComparison, *, title: str = "") -> Figure:
+    """Each method's specificity with its interval as an error bar; 0.5: every language
+    is hurt alike, 1: only the deactivated one."""
+    scores = result.specificity()
+    intervals = result.specificity_intervals()
+    methods = [m for m in result.methods if scores[m]["score"] is not None]
+    fig, ax = _subplots(figsize=(6, 1.2 + 0.45 * len(result.methods)))
+    y = list(range(len(methods)))
+    values = [cast(float, scores[m]["score"]) for m in methods]
+    ax.barh(y, values, color="C0", alpha=0.8, height=0.6)
+    if intervals is not None:
+        found = [intervals[m].score for m in methods]
+        low = [v - cast(Estimate, e).lo for v, e in zip(values, found)]
+        high = [cast(Estimate, e).hi - v for v, e in zip(values, found)]
+        ax.errorbar(values, y, xerr=[low, high], fmt="none", ecolor="black", capsize=3, lw=1)
+    ax.axvline(0.5, color="grey", ls="--", lw=1, label="0.5: every language hurt alike")
+    ax.set_yticks(y, [m.upper() for m in methods])
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    how = Uncertainty.of({"uncertainty": result.uncertainty})
+    bars = "" if intervals is None else f" (bars: {how.confidence:.0%} CI, bootstrap over rows)"
+    ax.set_xlabel(
+        "specificity: own / (own + others) of the log-perplexity increases" + bars, fontsize=8
+    )
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    missing = [m for m in result.methods if scores[m]["score"] is None]
+    note = f" (no score: {', '.join(missing)})" if missing else ""
+    ax.set_title((title or "Specificity of each method's language neurons") + note, fontsize=10)
+    return fig
 
 
 TRACING_SEGMENTS: tuple[tuple[str, str], ...] = (
