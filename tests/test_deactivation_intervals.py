@@ -157,8 +157,8 @@ def test_hand_computed_intervals_and_flags():
 
 def test_interval_equals_the_bootstrap_of_the_ratio_of_sums():
     rng = np.random.default_rng(3)
-    base, off = rng.uniform(20, 40, 7), rng.uniform(20, 60, 7)
-    tokens = rng.integers(5, 20, 7).astype(float)
+    base, off = rng.uniform(20, 40, 12), rng.uniform(20, 60, 12)
+    tokens = rng.integers(5, 20, 12).astype(float)
     ppl = lambda x: math.exp(x.sum() / tokens.sum())  # noqa: E731
     matrix = PerplexityMatrix(
         languages=["a"],
@@ -171,10 +171,10 @@ def test_interval_equals_the_bootstrap_of_the_ratio_of_sums():
         uncertainty=Uncertainty(0.9, 500, 7).to_json(),
     )
     reference = bootstrap(
-        lambda w: np.exp((w @ off - w @ base) / (w @ tokens)) - 1, 7, Uncertainty(0.9, 500, 7)
+        lambda w: np.exp((w @ off - w @ base) / (w @ tokens)) - 1, 12, Uncertainty(0.9, 500, 7)
     )
     cell = matrix.change_intervals()["a"]["a"]
-    assert (cell.lo, cell.hi, cell.n) == pytest.approx((reference.lo, reference.hi, 7))
+    assert (cell.lo, cell.hi, cell.n) == pytest.approx((reference.lo, reference.hi, 12))
     assert cell.value == pytest.approx(reference.value, rel=1e-12)
 
 

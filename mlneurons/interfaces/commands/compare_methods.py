@@ -184,22 +184,22 @@ def tables(result: MethodComparison) -> list[Table]:
             [
                 method,
                 sum(result.counts[method].values()),
+                readings.get(method, ""),
                 format_change(cast(float, score["own"]), own),  # None only for "score"
                 format_change(cast(float, score["others"]), others),
                 _score(score["score"], interval),
                 _difference(versus, short=True),
-                readings.get(method, ""),
             ]
         )
     first = result.methods[0]
     header = [
         "method",
         "neurons",
+        "reading",
         "own increase",
         "others' increase",
         "specificity",
         f"specificity - {first}'s",
-        "reading",
     ]
     caption = (
         "LAPE against Tang et al.'s baselines (LAP: firing probability above a bar; LAVE: "
