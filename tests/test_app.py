@@ -150,6 +150,9 @@ def test_interventions_steer_and_loss_change(tiny_run):
     at = open_app(tiny_run, "interventions")
     clean(at)
     assert at.dataframe, "the saved perplexity matrix and steering samples"
+    rates = at.dataframe[0].value  # the saved steering run: 2 questions, nothing significant
+    assert list(rates.columns) == ["", "before", "after", "difference", "exact McNemar"]
+    assert rates["exact McNemar"].str.endswith(" n.s.").all()
     at.text_area(key="prompt").set_value("fr1 fr2 fr3")
     at.selectbox(key="steer").set_value("zh")
     at.button[0].click().run()
@@ -187,14 +190,19 @@ def test_baselines_page(tiny_run):
     ]
     controls = at.dataframe[2].value  # the matched controls of ablate's default 3 draws
     assert list(controls["language"]) == list(LANGS) and "draw 3 (%)" in controls.columns
-    sweep = at.dataframe[3].value
+    best, sweep = at.dataframe[3].value, at.dataframe[4].value  # best per mode, every setting
+    assert list(best["mode"]) == ["unsteered", "add", "scale"]
     assert [(m, a) for m, a in zip(sweep["mode"], sweep["alpha"])] == [
-        ("add", 1.0),
-        ("add", 2.0),
-        ("scale", 1.0),
-        ("scale", 2.0),
+        ("add", "1"),
+        ("add", "2"),
+        ("scale", "1"),
+        ("scale", "2"),
     ]
+    assert all(re.fullmatch(r"[\d.]+% \[[\d.]+%, [\d.]+%\]", cell) for cell in sweep["in zh"])
+    assert sweep["vs unsteered (exact McNemar)"].str.contains("Holm").all()
     assert "Fallback curve" in [h.value for h in at.header]
+    fallback = at.dataframe[-1].value  # the last table: shares with intervals, McNemar
+    assert "in fr vs none off" in fallback.columns and fallback["share off"].iloc[0] == "0%"
     at.selectbox(key="method").set_value("rs").run()
     clean(at)
 
@@ -213,12 +221,19 @@ def test_layers_page(tiny_run, planted_model):
         (tiny_run / "latent_language.safetensors").unlink()
     table = at.dataframe[-1].value
     assert list(table.columns) == ["source", "target", "en", "P(zh)", "P(en)"] and len(table) == 6
-    assert at.dataframe[0].value.shape == (3, 3)  # the SES matrix of en, fr, zh
+    lens_layers = at.dataframe[-2].value  # per layer with intervals over the 6 words
+    assert list(lens_layers.columns) == ["layer", "P(zh)", "P(en)", "P(zh) - P(en)"]
+    ses = at.dataframe[0].value  # per layer with intervals over the sentences
+    assert list(ses.columns) == ["layer", "SES", ""] and ses["SES"].str.contains(r"\[").all()
+    assert at.dataframe[1].value.shape == (3, 3)  # the SES matrix of en, fr, zh
 
 
 def test_facts_page(tiny_run):
     at = clean(open_app(tiny_run, "facts"))
-    grid = at.dataframe[3].value
+    p_at_1 = at.dataframe[0].value  # with Wilson / cluster-bootstrap intervals
+    assert list(p_at_1.columns)[-2:] == ["macro", "micro"] and "%, " in p_at_1["micro"][0]
+    assert "Holm-adjusted" in captions(at)  # the Jaccard tests across language pairs
+    grid = next(d.value for d in at.dataframe if "uuid" in d.value.columns)
     assert set(grid["uuid"]) == {"f1", "f2", "f3", "f4"} and {"en", "de"} <= set(grid.columns)
     assert grid.set_index("uuid").loc["f1", "en"] == "✓ 2"  # correct, absent from the text
     facts = at.selectbox(key="fact")
@@ -238,6 +253,9 @@ def test_facts_page(tiny_run):
 def test_lrp2_page(tiny_run):
     at = clean(open_app(tiny_run, "lrp2"))
     assert at.header[0].value.startswith("Grid: de")
+    summary = at.dataframe[0].value  # the command's table: intervals and the McNemar test
+    assert "exact McNemar p" in summary.columns and "[" in summary["test P@1 before"][0]
+    assert "exact McNemar" in captions(at) and "Runner-up (" not in captions(at)  # one pair
     tables = [d.value for d in at.dataframe if "probability" in d.value.columns]
     assert len(tables) == 2 and all(len(t) == 10 for t in tables)
     at.selectbox(key="lirp_de").set_value(1).run()  # LIRP after LSRP: refused, shown

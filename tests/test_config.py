@@ -29,6 +29,7 @@ REQUIRED = {
     "fact-neurons": ["--out", "o"],
     "trace": ["--out", "o"],
     "lrp2": ["--out", "o"],
+    "script-controls": ["--out", "o"],
 }
 
 

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
 from mlneurons.config import option
 from mlneurons.errors import UserError
-from mlneurons.interfaces.commands.ablate import NeuronsConfig, heldout
+from mlneurons.interfaces.commands.ablate import (
+    NeuronsConfig,
+    caption_of,
+    heldout,
+    intervals_note,
+)
 from mlneurons.interfaces.commands.inputs import (
     languages_of,
     load_neurons,
     load_stats,
     model_for,
+    uncertainty,
     user_input,
 )
-from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
+from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.baselines import LapThresholdKind, Selector
 
 if TYPE_CHECKING:
-    from mlneurons.methods.deactivation import MethodComparison
+    from matplotlib.figure import Figure
+
+    from mlneurons.evaluation.uncertainty import Estimate
+    from mlneurons.methods.deactivation import ChangeTest, MethodComparison, SpecificityInterval
     from mlneurons.methods.lape import LanguageNeurons
 
 SPECIFICITY = (
@@ -110,7 +120,12 @@ def run(cfg: CompareMethodsConfig, context: Context) -> MethodComparison:
     if checkpoints:
         chosen = selections(parameter_variation(model, checkpoints, top_rate=cfg.pv_top_rate))
     result = compare_methods(
-        model, chosen, corpus, batch_size=cfg.batch_size, world=context.parallel
+        model,
+        chosen,
+        corpus,
+        batch_size=cfg.batch_size,
+        world=context.parallel,
+        uncertainty=uncertainty(cfg),
     )
     context.only_rank_0()
     return result
@@ -123,45 +138,108 @@ def _readings(result: MethodComparison) -> dict[str, str]:
     return {m: reading(c) for m, c in result.constants.items() if m in result.methods}
 
 
-def tables(result: MethodComparison) -> list[Table]:
-    from mlneurons.interfaces.plots import format_increase, format_specificity
+def _score(score: float | None, interval: Estimate | None) -> str:
+    from mlneurons.interfaces.plots import format_specificity
 
+    if interval is None:
+        return format_specificity(score)
+    return f"{interval.value:.2f} [{interval.lo:.2f}, {interval.hi:.2f}]"
+
+
+def _difference(test: ChangeTest | None, *, short: bool) -> str:
+    from mlneurons.interfaces.plots import format_test
+
+    if test is None:
+        return "–"
+    d = test.difference
+    flag = format_test(test, short=short)
+    return f"{d.value:+.2f} [{d.lo:+.2f}, {d.hi:+.2f}]" + (f" {flag}" if flag else "")
+
+
+def _intervals(
+    intervals: dict[str, SpecificityInterval] | None, method: str
+) -> tuple[Estimate | None, Estimate | None, Estimate | None, ChangeTest | None]:
+    """A method's own, others', score and versus-first intervals (None: a result saved
+    without them)."""
+    if intervals is None:
+        return None, None, None, None
+    found = intervals[method]
+    return found.own, found.others, found.score, found.versus_first
+
+
+def _note(result: MethodComparison) -> list[str]:
+    n = len(result.methods) - 1
+    return intervals_note(result, tests=n, family=f"{n} methods compared with {result.methods[0]}")
+
+
+def tables(result: MethodComparison) -> list[Table]:
+    from mlneurons.interfaces.plots import format_change
+
+    intervals = result.specificity_intervals()
     readings = _readings(result)
-    rows = [
-        [
-            method,
-            sum(result.counts[method].values()),
-            format_increase(cast(float, score["own"])),  # None only for "score"
-            format_increase(cast(float, score["others"])),
-            format_specificity(score["score"]),
-            readings.get(method, ""),
-        ]
-        for method, score in result.specificity().items()
+    rows = []
+    for method, score in result.specificity().items():
+        own, others, interval, versus = _intervals(intervals, method)
+        rows.append(
+            [
+                method,
+                sum(result.counts[method].values()),
+                readings.get(method, ""),
+                format_change(cast(float, score["own"]), own),  # None only for "score"
+                format_change(cast(float, score["others"]), others),
+                _score(score["score"], interval),
+                _difference(versus, short=True),
+            ]
+        )
+    first = result.methods[0]
+    header = [
+        "method",
+        "neurons",
+        "reading",
+        "own increase",
+        "others' increase",
+        "specificity",
+        f"specificity - {first}'s",
     ]
-    header = ["method", "neurons", "own increase", "others' increase", "specificity*", "reading"]
     caption = (
         "LAPE against Tang et al.'s baselines (LAP: firing probability above a bar; LAVE: "
         "LAPE on mean activation values; RS: random neurons; PV: relative weight change to "
-        "fine-tuned checkpoints). *Specificity is this project's summary, not the paper's: "
-        "Tang et al. compare the deactivation matrices."
+        "fine-tuned checkpoints). Specificity is this project's summary, not the paper's: "
+        "Tang et al. compare the deactivation matrices. " + caption_of(_note(result))
     )
     return [Table(header, rows, caption)]
 
 
 def describe(result: MethodComparison) -> list[str]:
-    from mlneurons.interfaces.plots import format_increase, format_specificity
+    from mlneurons.interfaces.plots import format_change
 
-    lines, readings = [], _readings(result)
+    intervals, readings = result.specificity_intervals(), _readings(result)
+    lines = []
     for method, score in result.specificity().items():
-        lines.append(
+        own, others, interval, versus = _intervals(intervals, method)
+        line = (
             f"{method} {sum(result.counts[method].values())} neurons: own language "
-            f"{format_increase(cast(float, score['own']))}, "
-            f"others {format_increase(cast(float, score['others']))}, "
-            f"specificity {format_specificity(score['score'])}"
+            f"{format_change(cast(float, score['own']), own)}, "
+            f"others {format_change(cast(float, score['others']), others)}, "
+            f"specificity {_score(score['score'], interval)}"
         )
+        if versus is not None:
+            line += f"; {method} - {result.methods[0]} {_difference(versus, short=False)}"
+        lines.append(line)
         if method in readings and method != "lape":
             lines.append(f"  {method}: {readings[method]}")
-    return [*lines, SPECIFICITY]
+    return [*lines, SPECIFICITY, *_note(result)]
+
+
+def figures(
+    result: MethodComparison, cfg: CompareMethodsConfig, out: Path
+) -> dict[str, Callable[[], Figure]]:
+    from mlneurons.interfaces import plots
+
+    return {
+        "methods.png": lambda: plots.plot_method_comparison(result),
+        "specificity.png": lambda: plots.plot_specificity(result),
+    }
 
 
 SPEC = Command(
@@ -171,10 +249,17 @@ SPEC = Command(
     result="mlneurons.methods.deactivation:MethodComparison",
     run=run,
     describe=describe,
-    figures=plot("methods.png", "plot_method_comparison"),
+    figures=figures,
     tables=tables,
     step=Step(
-        budgets={"default": {"tokens_per_language": 256}, "full": {}},
+        budgets={
+            "default": {
+                "languages": ("en", "zh", "ja"),
+                "tokens_per_language": 320,
+                "seq_len": 32,
+            },
+            "full": {},
+        },
         reuse="neurons",
         needs=("lape",),
     ),
