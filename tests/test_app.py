@@ -188,6 +188,9 @@ def test_baselines_page(tiny_run):
     assert methods["neurons"].tolist() == [
         sum(saved["counts"][m].values()) for m in saved["methods"]
     ]
+    # this run's held-out text is one row per language: no intervals, the values alone
+    assert "specificity - lape's" in methods.columns and "[" not in methods["own increase"][0]
+    assert "no intervals: 1 held-out row per language" in captions(at)
     controls = at.dataframe[2].value  # the matched controls of ablate's default 3 draws
     assert list(controls["language"]) == list(LANGS) and "draw 3 (%)" in controls.columns
     best, sweep = at.dataframe[3].value, at.dataframe[4].value  # best per mode, every setting
@@ -205,6 +208,27 @@ def test_baselines_page(tiny_run):
     assert "in fr vs none off" in fallback.columns and fallback["share off"].iloc[0] == "0%"
     at.selectbox(key="method").set_value("rs").run()
     clean(at)
+
+
+def test_baselines_page_shows_intervals_and_flags(tiny_run, tmp_path):
+    from test_deactivation_intervals import _comparison, _matched_matrix
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    _comparison().save(run)  # hand-made results of two rows per language, known intervals
+    _matched_matrix().save(run)
+    at = clean(open_app(run, "baselines"))
+    methods = at.dataframe[0].value
+    assert list(methods["specificity"]) == ["0.97 [0.94, 1.00]", "0.53 [0.43, 0.62]"]
+    assert list(methods["specificity - m's"]) == ["–", "-0.44 [-0.56, -0.32]"]
+    cells = at.dataframe[1].value  # method m's matrix: value [lo, hi], n.s. covering 0
+    assert cells.loc["a", "a"] == "+101 [+49.2, +172]" and cells.loc["a", "b"].endswith(" n.s.")
+    controls = at.dataframe[2].value.set_index("language")
+    assert controls.loc["a", "own - matched"].endswith(" n.s.")
+    assert controls.loc["b", "own - matched"].startswith("+348.2 pp [+171.8, +638.9]")
+    assert not controls.loc["b", "own - matched"].endswith("n.s.")
+    assert controls.loc["a", "draws as large"] == "1/2"
+    assert "Holm-adjusted across the 2 languages" in captions(at)
 
 
 def test_layers_page(tiny_run, planted_model):

@@ -178,7 +178,9 @@ def test_interval_equals_the_bootstrap_of_the_ratio_of_sums():
     assert cell.value == pytest.approx(reference.value, rel=1e-12)
 
 
-def test_matched_draws_are_the_null():
+def _matched_matrix():
+    """:func:`_hand_matrix` with two matched draws: for a, one hurts a more than a's own
+    neurons (+6 nats on row 1), one not at all; for b, neither changes anything."""
     draws = {"a": {"a": [math.exp(36 / 20), math.exp(30 / 20)], "b": [math.exp(3)] * 2}}
     draws["b"] = {"a": [math.exp(1.5)] * 2, "b": [math.exp(3)] * 2}
     rows = {
@@ -188,6 +190,11 @@ def test_matched_draws_are_the_null():
     matched = {"draws": 2, "bins": 4, "widened": []}
     matrix = replace(_hand_matrix(), matched_control=draws, matched=matched)
     matrix.row_nll["matched_control"] = rows
+    return matrix
+
+
+def test_matched_draws_are_the_null():
+    matrix = _matched_matrix()
     own = matrix.own_changes()
     # a: one draw hurts more (+6 nats on row 1 against +5), one not at all
     assert own["a"].draws == 2 and own["a"].draws_as_large == 1

@@ -189,6 +189,9 @@ def test_compare_baselines_example(planted_dir, planted_model, tmp_path):
     assert scores["rs"]["own"] < 0.01
     matched = matrix.relative_change("matched_control").diagonal()
     assert (matrix.relative_change().diagonal() > 10 * matched.abs()).all()
+    tests = matrix.own_changes()  # 12 held-out rows per language
+    assert all(tests[lang].versus_matched.significant() for lang in matrix.languages)
+    assert comparison.specificity_intervals()["lape"].score.lo > 0.9
 
 
 def test_steering_modes_example(planted_dir, planted_model, tmp_path):

@@ -315,11 +315,19 @@ def plot_lrp2_grid(result: LRP2Result, language: str) -> Figure:
     if other:
         c, d = (result.layers.index(x) for x in other["pair"])
         ax.add_patch(
-            Rectangle((d - 0.5, c - 0.5), 1, 1, fill=False, edgecolor="orange", linestyle="--")
+            Rectangle(
+                (d - 0.42, c - 0.42),
+                0.84,
+                0.84,
+                fill=False,
+                edgecolor="magenta",
+                linewidth=2,
+                linestyle=(0, (3, 2)),
+            )
         )
         p = other["test"]["p_value"]
         word = "distinct from" if other["distinguishable"] else "not distinguishable from"
-        title += f"\nselected (red) {word}\nrunner-up (dashed): exact McNemar p = {p:.2f}"
+        title += f"\nselected (red) {word}\nrunner-up (dashed): exact McNemar p = {p:.2f} on dev"
     fig.colorbar(image, ax=ax, shrink=0.8, label="dev P@1 (%)")
     ax.set_title(title, fontsize=9)
     return fig

@@ -96,7 +96,7 @@ def tables(result: LatentLanguage) -> list[Table]:
         zip(found["p_target"], found["p_english"], found["difference"])
     ):
         flag = "" if d.excludes(0.0) else " n.s."
-        rows.append([layer, t.text(".4f"), e.text(".4f"), d.text("+.4f") + flag])
+        rows.append([layer, t.text(".3g"), e.text(".3g"), d.text("+.3g") + flag])
     how = result.uncertainty
     caption = (
         f"Mean over the {result.n_items} words with {how.confidence:.0%} percentile bootstrap "
