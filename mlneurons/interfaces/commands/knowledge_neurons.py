@@ -99,8 +99,9 @@ def _alpha(result: KnowledgeNeurons) -> float:
 
 def _verdict(test: PairedTest, p_holm: float, alpha: float) -> str:
     from mlneurons.evaluation.uncertainty import NOT_SIGNIFICANT
+    from mlneurons.methods.probing.result import p_value_text
 
-    words = f"exact McNemar p = {test.p_value:.3g}, Holm {p_holm:.3g}"
+    words = f"exact McNemar {p_value_text(test.p_value)}, Holm-adjusted {p_value_text(p_holm)}"
     return words if p_holm < alpha else f"{words}: {NOT_SIGNIFICANT}"
 
 
@@ -141,8 +142,10 @@ def describe(result: KnowledgeNeurons) -> list[str]:
 def tables(result: KnowledgeNeurons) -> list[Table]:
     alpha = _alpha(result)
 
+    from mlneurons.methods.probing.result import p_value_text
+
     def cell(test: PairedTest, p: float) -> str:
-        return f"{test.difference.text()} (p {p:.2g}{'' if p < alpha else ', n.s.'})"
+        return f"{test.difference.text()} (Holm {p_value_text(p)}{'' if p < alpha else ', n.s.'})"
 
     effects = [
         [
