@@ -52,6 +52,7 @@ def make_run(planted_dir: Path, root: Path, *, everything: bool = True) -> Path:
             ["trace", *model, *facts, "--probe", str(out)],
             ["knowledge-neurons", *model, *facts, "--probe", str(out)],
             ["failure-modes", *model, *facts, "--probe", str(out)],
+            ["factors", *model, *facts, "--probe", str(out), "--text-sizes", "en=2,de=1"],
             ["lrp2", *model, *facts, "--layers", "0,1", "--sentences", "4", "--k", "2"],
             ["ses", *model, "--languages", "en,fr,zh", "--sentences", "3"],
         ]

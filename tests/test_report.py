@@ -28,6 +28,7 @@ TINY = {
     "trace": FACTS,
     "knowledge-neurons": FACTS,
     "failure-modes": FACTS,
+    "factors": FACTS,
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
@@ -147,7 +148,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 19 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 20 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
@@ -159,7 +160,7 @@ def test_report_writes_everything_and_resumes(
     assert calls == []
     (out / "probe.json").unlink()  # probing again makes its users run again
     assert cli_main(argv) == 0
-    assert calls == ["probe", "fact-neurons", "trace", "knowledge-neurons", "failure-modes"]
+    assert calls == ["probe", "fact-neurons", "trace", "knowledge-neurons", "failure-modes", "factors"]
     use_budgets(monkeypatch, {"ablate": "--tokens-per-language 32 --seq-len 32"})
     calls.clear()
     assert cli_main(argv) == 0  # another budget runs again

@@ -275,3 +275,24 @@ else:
         left.line_chart(curve[["P(English answer)", f"P({lang} answer)"]])
         right.dataframe(curve, height=250)
     common.reproduce(run, "failure-modes")
+
+
+# ---- Zhao et al.'s factors: object token count, training-text size ---------------------
+def factors_section(run: common.Path) -> None:
+    """P@1 by the object's token count, and P@1 against training-text size (``factors``)."""
+    st.subheader("What P@1 depends on: object token count, text size (Zhao et al.)")
+    found = common.result(run, "factors")
+    if found is None:
+        common.require(run, "factors.json")
+        return
+    from mlneurons.interfaces.commands.factors import tables as factors_tables
+
+    common.describe(run, "factors")
+    left, right = st.columns(2)
+    for column, table in zip((left, right), factors_tables(found)):
+        column.dataframe(pd.DataFrame(table.rows, columns=table.header), hide_index=True)
+        column.caption(table.caption)
+    common.reproduce(run, "factors")
+
+
+factors_section(run)

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "trace": "knowledge tracing: fact presence in text x correctness",
     "knowledge-neurons": "language-independent knowledge neurons and their deactivation",
     "failure-modes": "facts lost outside English: recall vs translation failures (logit lens)",
+    "factors": "P@1 by object token count and by training-text size (Zhao et al.)",
     "lrp2": "LRP2 projection: does moving a language into English help?",
     "ses": "sentence-embedding similarity of parallel sentences per layer",
     "logit-lens": "latent language: P(target) vs P(English) per layer (Wendler et al.)",
