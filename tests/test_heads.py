@@ -334,7 +334,7 @@ def _folders(root: Path) -> tuple[Path, Path]:
     for folder, seed in zip(folders, (0, 9)):
         folder.mkdir()
         for lang in LANGS:
-            (folder / f"{lang}.txt").write_text(language_text(lang, 700, seed=seed) + "\n")
+            (folder / f"{lang}.txt").write_text(language_text(lang, 350, seed=seed) + "\n")
     return folders
 
 
@@ -342,7 +342,7 @@ def test_cli_and_example(planted_heads_dir, tmp_path, capsys):
     train, held = _folders(tmp_path)
     out = tmp_path / "run"
     args = ["--model", str(planted_heads_dir), "--corpus", str(train), "--languages", "en,fr,zh,ja"]
-    args += ["--seq-len", "33", "--tokens-per-language", "640", "--top-rate", "0.25"]
+    args += ["--seq-len", "33", "--tokens-per-language", "320", "--top-rate", "0.25"]
     code = cli_main(["heads", *args, "--heldout", str(held), "--heldout-tokens-per-language",
                      "320", "--out", str(out)])  # fmt: skip
     assert code == 0
@@ -381,3 +381,20 @@ def test_user_errors_before_the_model(monkeypatch, tmp_path, capsys):
         assert cli_main([*argv, "--out", str(tmp_path / "o")]) == 2, argv
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], (argv, err)
+
+
+def test_hooks_never_leak(planted_heads, monkeypatch):
+    from mlneurons.models.hooks import hooks_attached
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(H, "sequence_nll", broken)
+    rows = torch.cat(list(corpus_of(100, 1, languages=("en",)).rows("en", planted_heads.tokenizer)))
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        H.masked_head_nll(planted_heads, rows, [[(0, 1)]], progress=False)
+    assert not hooks_attached(planted_heads)
+    monkeypatch.setattr(H, "unembed", broken)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        H.head_importance(planted_heads, corpus_of(100, 1, languages=("en", "fr")), progress=False)
+    assert not hooks_attached(planted_heads)

@@ -559,7 +559,8 @@ def plot_head_deactivation(result: HeadsResult, *, title: str = "") -> Figure:
     languages = deactivation.languages
     panels = [("specific heads off", "change")]
     if deactivation.control:
-        panels.append((f"random heads, same layers ({len(deactivation.control)} draws)", "control"))
+        draws = len(deactivation.control)
+        panels.append((f"random heads, same layers ({draws} draw{'s' * (draws != 1)})", "control"))
     ratios = [
         torch.tensor(
             [[cells[r][c][key].value for c in languages] for r in languages], dtype=torch.float64

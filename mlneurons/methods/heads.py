@@ -721,7 +721,9 @@ def language_heads(
 ) -> HeadsResult:
     """Importance (:func:`head_importance`) on ``corpus``, language-specific and general
     heads (:func:`select_heads`), and their deactivation on ``heldout``
-    (:func:`head_deactivation`; skipped when None): what ``mlneurons heads`` runs."""
+    (:func:`head_deactivation`; skipped when None): what ``mlneurons heads`` runs.
+    ``batch_size`` rows per forward and backward pass; the deactivation's forwards, without
+    a backward, take twice as many."""
     if len(corpus.languages) < 2:
         raise UserError(f"heads compare languages: give at least two, got {corpus.languages}")
     rate("top_rate", top_rate)

@@ -225,7 +225,8 @@ def tables(result: HeadsResult) -> list[Table]:
             )
     caption = (
         f"Held-out perplexity with each language's specific heads zeroed (hook_z), against as "
-        f"many random heads of the same layers (mean of {len(deactivation.control)} draws); "
+        f"many random heads of the same layers (mean over {len(deactivation.control)} "
+        "draw(s)); "
         f"{how.confidence:.0%} bootstrap intervals over held-out rows; p: the change minus the "
         "control, two-sided bootstrap, Holm across every cell of the matrix."
     )
