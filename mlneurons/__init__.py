@@ -41,9 +41,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.trace": ("TraceConfig",),
     "mlneurons.interfaces.commands.knowledge_neurons": ("KnowledgeNeuronsConfig",),
     "mlneurons.interfaces.commands.failure_modes": ("FailureModesConfig",),
+    "mlneurons.interfaces.commands.factors": ("FactorsConfig",),
     "mlneurons.interfaces.commands.lrp2": ("Lrp2Config",),
     "mlneurons.interfaces.commands.ses": ("SesConfig",),
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
+    "mlneurons.interfaces.commands.heads": ("HeadsConfig",),
     "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
     "mlneurons.data.facts": ("Fact", "FactSet"),
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
@@ -80,6 +82,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "MethodComparison",
         "compare_methods",
     ),
+    "mlneurons.methods.heads": (
+        "HeadImportance",
+        "HeadDeactivation",
+        "HeadsResult",
+        "LanguageHeads",
+        "attention_patterns",
+        "head_deactivation",
+        "head_importance",
+        "head_statistics",
+        "language_heads",
+        "select_heads",
+    ),
     "mlneurons.methods.inspection": (
         "neuron_activations",
         "token_losses",
@@ -104,6 +118,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "language_independent",
     ),
     "mlneurons.methods.failure_modes": ("FailureModes", "failure_modes"),
+    "mlneurons.methods.probing.factors": ("Factors", "factors", "object_token_counts"),
     "mlneurons.methods.lrp2": (
         "LRP2Result",
         "LanguageVectors",
@@ -150,8 +165,10 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.ablate import AblateConfig
     from mlneurons.interfaces.commands.compare_methods import CompareMethodsConfig
     from mlneurons.interfaces.commands.fact_neurons import FactNeuronsConfig
+    from mlneurons.interfaces.commands.factors import FactorsConfig
     from mlneurons.interfaces.commands.failure_modes import FailureModesConfig
     from mlneurons.interfaces.commands.fallback import FallbackConfig
+    from mlneurons.interfaces.commands.heads import HeadsConfig
     from mlneurons.interfaces.commands.knowledge_neurons import KnowledgeNeuronsConfig
     from mlneurons.interfaces.commands.lape import LapeConfig
     from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
@@ -177,6 +194,18 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         perplexity_matrix,
     )
     from mlneurons.methods.failure_modes import FailureModes, failure_modes
+    from mlneurons.methods.heads import (
+        HeadDeactivation,
+        HeadImportance,
+        HeadsResult,
+        LanguageHeads,
+        attention_patterns,
+        head_deactivation,
+        head_importance,
+        head_statistics,
+        language_heads,
+        select_heads,
+    )
     from mlneurons.methods.inspection import (
         logit_effects,
         loss_change,
@@ -201,6 +230,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.methods.monolinguality import monolinguality, select_monolingual
     from mlneurons.methods.probeless import FactNeurons, fact_neurons
     from mlneurons.methods.probing import probe
+    from mlneurons.methods.probing.factors import Factors, factors, object_token_counts
     from mlneurons.methods.probing.masked import partial_p_at_1, zhao_match
     from mlneurons.methods.probing.result import ProbeResult
     from mlneurons.methods.readouts import (
