@@ -35,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.compare_methods": ("CompareMethodsConfig",),
     "mlneurons.interfaces.commands.steer": ("SteerConfig",),
     "mlneurons.interfaces.commands.steer_sweep": ("SteerSweepConfig",),
+    "mlneurons.interfaces.commands.steer_compare": ("SteerCompareConfig",),
     "mlneurons.interfaces.commands.fallback": ("FallbackConfig",),
     "mlneurons.interfaces.commands.probe": ("ProbeConfig",),
     "mlneurons.interfaces.commands.fact_neurons": ("FactNeuronsConfig",),
@@ -44,6 +45,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
     "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
     "mlneurons.data.facts": ("Fact", "FactSet"),
+    "mlneurons.data.fact_questions": ("FactQuestion", "fact_questions"),
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
     "mlneurons.models.fingerprint": ("fingerprint",),
     "mlneurons.models.hooks": ("mlp_neuron_hook",),
@@ -70,6 +72,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "FallbackCurve",
         "FallbackPoint",
         "fallback_curve",
+    ),
+    "mlneurons.methods.directions": ("LanguageDirections", "language_directions"),
+    "mlneurons.methods.steering_comparison": (
+        "SteeringComparison",
+        "compare_steering",
+        "steering_methods",
     ),
     "mlneurons.methods.deactivation": (
         "PerplexityMatrix",
@@ -132,6 +140,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.config import Config
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
+    from mlneurons.data.fact_questions import FactQuestion, fact_questions
     from mlneurons.data.facts import Fact, FactSet
     from mlneurons.errors import FastPathMismatch, UserError
     from mlneurons.evaluation.langid import identify
@@ -148,6 +157,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.probe import ProbeConfig
     from mlneurons.interfaces.commands.ses import SesConfig
     from mlneurons.interfaces.commands.steer import SteerConfig
+    from mlneurons.interfaces.commands.steer_compare import SteerCompareConfig
     from mlneurons.interfaces.commands.steer_sweep import SteerSweepConfig
     from mlneurons.interfaces.commands.trace import TraceConfig
     from mlneurons.methods import lape
@@ -164,6 +174,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         compare_methods,
         perplexity_matrix,
     )
+    from mlneurons.methods.directions import LanguageDirections, language_directions
     from mlneurons.methods.inspection import (
         logit_effects,
         loss_change,
@@ -201,6 +212,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         steer,
         steering_intervention,
         steering_sweep,
+    )
+    from mlneurons.methods.steering_comparison import (
+        SteeringComparison,
+        compare_steering,
+        steering_methods,
     )
     from mlneurons.methods.tracing import TracingResult, trace
     from mlneurons.models.dictionary import Dictionary, load_dictionary, splice
