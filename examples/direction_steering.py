@@ -4,7 +4,7 @@
 
 Four directions from the source to the target language at one layer (difference of
 means, logistic probe, LDA, first principal component), each added with strength α times
-the residual's typical norm, against the LAPE neuron modes, on the same questions with
+the distance between the two languages' means, against the LAPE neuron modes, on the same questions with
 known answers: how often is the answer in the target language (forcing), does it name the
 right object (relevance), their harmonic mean, and how fluent is it?
 """
@@ -33,7 +33,7 @@ def directions_against_neurons(
     source: str = "es",
     target: str = "zh",
     layer: int | None = None,
-    direction_alpha: float = 0.5,
+    direction_alpha: float = 1.0,
     corpus: MultilingualCorpus | None = None,
     questions: Sequence[FactQuestion] | None = None,
     template: str = "Q: {question}\nA:",
@@ -54,7 +54,10 @@ def directions_against_neurons(
         target=target,
         layer=layer,
     )
-    print(f"directions at {directions.point}, typical residual norm {directions.scale:.1f}")
+    print(
+        f"directions at {directions.point}: alpha 1 moves {directions.scale:.1f}, the distance "
+        f"between the languages' means (typical residual norm {directions.residual_norm:.1f})"
+    )
     print("cosines:", directions.cosines().numpy().round(2).tolist())
 
     methods = steering_methods(

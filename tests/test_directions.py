@@ -170,6 +170,11 @@ def test_language_directions_on_the_planted_model_point_at_the_language_dims(pla
         assert float(unit[[fr, zh, n + fr, n + zh]].square().sum()) > 0.25, method
         assert float(unit[others].abs().max()) < 1e-6, method
     assert torch.allclose(torch.diagonal(found.cosines()), torch.ones(4, dtype=torch.float64))
+    samples = dirs.residual_samples(planted_model, _corpus().subset(["fr", "zh"]), layer=0)
+    difference = samples.vectors["zh"].mean(0) - samples.vectors["fr"].mean(0)
+    _, hook = found.hooks("diffmean", 1.0)[0]  # alpha 1 adds the mean difference itself
+    assert torch.allclose(hook.keywords["vector"].double(), difference, atol=1e-5)
+    assert found.residual_norm == pytest.approx(samples.token_rms)
 
 
 def test_steering_hook_equals_adding_the_vector_by_hand(planted_model):

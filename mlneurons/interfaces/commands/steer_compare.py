@@ -50,7 +50,9 @@ class SteerCompareConfig(NeuronsConfig):
         ("diffmean", "probe", "lda", "pca"), "comma-separated of diffmean,probe,lda,pca"
     )
     direction_alpha: float = option(
-        0.5, "strength: alpha * (typical residual norm at the layer) * unit direction"
+        1.0,
+        "strength: alpha * |mean(target) - mean(source)| * unit direction (1: the diffmean "
+        "direction adds the mean difference)",
     )
     sentences: int = option(64, "built-in sentences per language for the directions", minimum=2)
     neuron_modes: Sequence[SteeringMode] = option(
@@ -127,6 +129,7 @@ def run(cfg: SteerCompareConfig, context: Context) -> SteeringComparison:
         settings={
             "point": directions.point,
             "scale": directions.scale,
+            "residual_norm": directions.residual_norm,
             "sentences": directions.sentences,
             "direction_cosines": {
                 f"{a}~{b}": float(cosines[i, j])
@@ -158,7 +161,9 @@ def describe(result: SteeringComparison) -> list[str]:
     lines = [
         f"{len(result.questions)} fact questions in {result.source}, answered unsteered and "
         f"with {len(result.methods) - 1} methods steering towards {result.target} "
-        f"(directions at {settings.get('point')}, scale {settings.get('scale', 0):.1f}); "
+        f"(directions at {settings.get('point')}, alpha x {settings.get('scale', 0):.1f}, the "
+        f"distance between the languages' means; typical residual norm "
+        f"{settings.get('residual_norm', 0):.1f}); "
         f"forcing = answers in {result.target}, relevance = the answer names the gold object "
         f"in {result.source} or {result.target}, harmonic mean of the two (CLaS-Bench); "
         "fluency = perplexity of the answers under the unsteered model"
