@@ -58,6 +58,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "lave",
         "random_selection",
         "matched_control",
+        "parameter_variation",
         "select_methods",
     ),
     "mlneurons.methods.interventions": ("activate", "deactivate", "intervene", "scale"),
@@ -165,6 +166,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         lap,
         lave,
         matched_control,
+        parameter_variation,
         random_selection,
         select_methods,
     )

@@ -32,6 +32,7 @@ TINY = {
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
+    "script-controls": "--languages en,fr --tokens-per-language 64 --seq-len 16 --top-rate 0.1",
 }
 COMMANDS = list(TINY)
 
@@ -140,7 +141,7 @@ def test_report_writes_everything_and_resumes(
     interrupt.clear()
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
-    assert calls == ["trace", "lrp2", "ses", "logit-lens"]  # the finished steps are skipped
+    assert calls == COMMANDS[COMMANDS.index("trace") :]  # the finished steps are skipped
     for step in TINY:  # every budget is printed as its command's options
         planned = report.step_config(command(step), "default", out, model=None, device=None)
         assert shlex.join(planned.to_argv()[1:]) in printed
@@ -168,7 +169,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 14 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 18 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"

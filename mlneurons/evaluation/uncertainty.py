@@ -162,7 +162,7 @@ class ChanceLevel:
         return cls(**data)
 
 
-def flagged(text: str) -> bool:
+def flagged(text: Any) -> bool:
     """Whether a line or table cell reports something not significant or not above chance."""
     lowered = str(text).lower()
     return NOT_SIGNIFICANT in lowered or NOT_ABOVE_CHANCE in lowered or "n.s." in lowered

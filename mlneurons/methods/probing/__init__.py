@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlneurons.errors import UserError
+from mlneurons.evaluation.uncertainty import Uncertainty
 from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def probe(
     batch_size: int = 32,
     world: World | None = None,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> ProbeResult:
     """Probe every fact of ``facts``: rank its typed candidates, P@1 = gold ranked first.
 
@@ -44,6 +46,8 @@ def probe(
         batch_size: candidate sentences per forward pass.
         world: under torchrun, each rank probes the facts ``[rank::size]`` and every rank
             gets all predictions, in the order of one process's run.
+        uncertainty: how the result's intervals are computed (P@1: Wilson, macro P@1: cluster
+            bootstrap, Jaccard: bootstrap and permutation null), recorded in its ``settings``.
     """
     from mlneurons.methods.probing.causal import probe_causal
     from mlneurons.methods.probing.masked import probe_masked, zhao_match
@@ -62,6 +66,8 @@ def probe(
     else:
         run = probe_masked if is_masked_lm(model) else probe_causal
         result = run(model, part, batch_size=batch_size, progress=progress)
+    settings = {**result.settings, "uncertainty": uncertainty.to_json()}
+    result = dataclasses.replace(result, settings=settings)
     return result if world is None else _gathered(result, facts, world)
 
 
