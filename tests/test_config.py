@@ -31,6 +31,7 @@ REQUIRED = {
     "trace": ["--out", "o"],
     "lrp2": ["--out", "o"],
     "script-controls": ["--out", "o"],
+    "heads": ["--out", "o"],
 }
 
 

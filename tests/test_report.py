@@ -33,6 +33,8 @@ TINY = {
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
     "script-controls": "--languages en,fr --tokens-per-language 64 --seq-len 16 --top-rate 0.1",
+    "heads": "--languages en,fr --tokens-per-language 64 --heldout-tokens-per-language 64 "
+    "--seq-len 17 --control-draws 1",
 }
 COMMANDS = list(TINY)
 
@@ -169,7 +171,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 18 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 20 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
