@@ -87,6 +87,22 @@ def test_paired_permutation_approaches_exact_mcnemar():
     assert paired_permutation(lambda x: x.mean(-1), a, a) == 1.0
 
 
+def test_paired_permutation_is_exact_on_few_items():
+    """Up to 14 items every swap is enumerated: McNemar's exact p to the last digit, and
+    p-values below the random floor 1 / (1 + samples)."""
+    a = [True] * 10 + [True, False]
+    b = [False] * 10 + [True, False]
+    p = paired_permutation(lambda x: x.mean(-1), a, b, Uncertainty(samples=100))
+    assert p == mcnemar(a, b)[2] == 2 / 2**10 < 1 / 101
+    c = [True] * 3 + [False] * 9  # 3 discordant of 12, one way: 2^9 * 2 of 2^12 as extreme
+    assert paired_permutation(lambda x: x.mean(-1), c, [False] * 12) == 2**10 / 2**12
+    # a ratio statistic (log perplexity ratio, NLL / tokens) by hand: observed log(7/3 / 1);
+    # swapping item 0 or 1 alone gives -+log(3/2), both together -log(7/3); item 2 is equal
+    x = np.array([[4.0, 1.0], [2.0, 1.0], [1.0, 1.0]])
+    stat = lambda v: np.log(v[..., 0].sum(-1) / v[..., 1].sum(-1))  # noqa: E731
+    assert paired_permutation(stat, x, np.ones((3, 2))) == 4 / 8  # {}, {2}, {0,1}, {0,1,2}
+
+
 def _outcome(name, forced, relevant_, nll=None, tokens=None, family="direction"):
     n = len(forced)
     return MethodOutcome(
@@ -126,6 +142,12 @@ def test_scores_and_pairs_by_hand():
     assert (UNSTEERED, "lda") in result.significant("forcing")
     assert result.best() == "diffmean" and result.best("forcing") == "lda"
     assert result.best("fluency") == "diffmean"  # the lower perplexity
+    # every question's perplexity is higher under lda: exact p 2/2^12, Holm over 3 pairs
+    assert math.isclose(result.pair(UNSTEERED, "lda")["fluency"]["p_holm"], 3 * 2 / 2**12)
+    from mlneurons.interfaces.commands.steer_compare import describe
+
+    fluency = next(line for line in describe(result) if line.startswith("fluency ppl:"))
+    assert fluency.startswith("fluency ppl: unsteered < lda (p 0.0015)")  # perplexities
     assert np.allclose(harmonic_mean(np.array([0.0, 1.0]), np.array([0.0, 0.5])), [0.0, 2 / 3])
 
 

@@ -16,8 +16,8 @@ A method's score is the harmonic mean of its forcing and relevance rates, ``2FR 
 questions for the harmonic mean and the perplexity. Every pair of methods is compared on
 the same questions: forcing and relevance by the exact McNemar test with Newcombe's
 paired interval, the harmonic mean and the log perplexity by a paired permutation test
-(:func:`~mlneurons.evaluation.uncertainty.paired_permutation`) with a bootstrap interval
-of the difference; Holm's adjustment across the pairs, per measure.
+(:func:`~mlneurons.evaluation.uncertainty.paired_permutation`, exact up to 14 questions)
+with a bootstrap interval of the difference; Holm's adjustment across the pairs, per measure.
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def describe(result: SteeringComparison) -> list[str]:
         words = []
         for a, b in found:
             d = result.pair(a, b)[measure]
-            sign = ">" if (d["difference"]["value"] > 0) != (measure == "fluency") else "<"
+            sign = ">" if d["difference"]["value"] > 0 else "<"  # fluency: the perplexities
             words.append(f"{a} {sign} {b} (p {d['p_holm']:.2g})")
         rest = len(result.pairs) - len(found)
         lines.append(
