@@ -40,6 +40,9 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.probe": ("ProbeConfig",),
     "mlneurons.interfaces.commands.fact_neurons": ("FactNeuronsConfig",),
     "mlneurons.interfaces.commands.trace": ("TraceConfig",),
+    "mlneurons.interfaces.commands.knowledge_neurons": ("KnowledgeNeuronsConfig",),
+    "mlneurons.interfaces.commands.failure_modes": ("FailureModesConfig",),
+    "mlneurons.interfaces.commands.factors": ("FactorsConfig",),
     "mlneurons.interfaces.commands.lrp2": ("Lrp2Config",),
     "mlneurons.interfaces.commands.ses": ("SesConfig",),
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
@@ -117,6 +120,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.methods.probing.masked": ("zhao_match", "partial_p_at_1"),
     "mlneurons.methods.probeless": ("FactNeurons", "fact_neurons"),
     "mlneurons.methods.tracing": ("TracingResult", "trace"),
+    "mlneurons.methods.knowledge_neurons": (
+        "KnowledgeNeurons",
+        "knowledge_neurons",
+        "language_independent",
+    ),
+    "mlneurons.methods.failure_modes": ("FailureModes", "failure_modes"),
+    "mlneurons.methods.probing.factors": ("Factors", "factors", "object_token_counts"),
     "mlneurons.methods.lrp2": (
         "LRP2Result",
         "LanguageVectors",
@@ -164,8 +174,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.ablate import AblateConfig
     from mlneurons.interfaces.commands.compare_methods import CompareMethodsConfig
     from mlneurons.interfaces.commands.fact_neurons import FactNeuronsConfig
+    from mlneurons.interfaces.commands.factors import FactorsConfig
+    from mlneurons.interfaces.commands.failure_modes import FailureModesConfig
     from mlneurons.interfaces.commands.fallback import FallbackConfig
     from mlneurons.interfaces.commands.heads import HeadsConfig
+    from mlneurons.interfaces.commands.knowledge_neurons import KnowledgeNeuronsConfig
     from mlneurons.interfaces.commands.lape import LapeConfig
     from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
     from mlneurons.interfaces.commands.lrp2 import Lrp2Config
@@ -191,6 +204,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         perplexity_matrix,
     )
     from mlneurons.methods.directions import LanguageDirections, language_directions
+    from mlneurons.methods.failure_modes import FailureModes, failure_modes
     from mlneurons.methods.heads import (
         HeadDeactivation,
         HeadImportance,
@@ -211,6 +225,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         token_losses,
     )
     from mlneurons.methods.interventions import activate, deactivate, intervene, scale
+    from mlneurons.methods.knowledge_neurons import (
+        KnowledgeNeurons,
+        knowledge_neurons,
+        language_independent,
+    )
     from mlneurons.methods.lape import LanguageNeurons, LapeResult, LapeSummary, summarize
     from mlneurons.methods.lrp2 import (
         LanguageVectors,
@@ -222,6 +241,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.methods.monolinguality import monolinguality, select_monolingual
     from mlneurons.methods.probeless import FactNeurons, fact_neurons
     from mlneurons.methods.probing import probe
+    from mlneurons.methods.probing.factors import Factors, factors, object_token_counts
     from mlneurons.methods.probing.masked import partial_p_at_1, zhao_match
     from mlneurons.methods.probing.result import ProbeResult
     from mlneurons.methods.readouts import (

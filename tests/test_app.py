@@ -51,6 +51,9 @@ def make_run(planted_dir: Path, root: Path, *, everything: bool = True) -> Path:
             ["probe", *model, *facts],
             ["fact-neurons", *model, *facts, "--probe", str(out), "--k", "3"],
             ["trace", *model, *facts, "--probe", str(out)],
+            ["knowledge-neurons", *model, *facts, "--probe", str(out)],
+            ["failure-modes", *model, *facts, "--probe", str(out)],
+            ["factors", *model, *facts, "--probe", str(out), "--text-sizes", "en=2,de=1"],
             ["lrp2", *model, *facts, "--layers", "0,1", "--sentences", "4", "--k", "2"],
             ["ses", *model, "--languages", "en,fr,zh", "--sentences", "3"],
         ]
@@ -268,6 +271,8 @@ def test_facts_page(tiny_run):
     clean(at)
     assert at.header[-1].value == "Fact f2"
     assert "No PROBELESS neurons" in captions(at)  # wrong in both languages
+    assert "right in fewer than two languages: no intersection" in captions(at)
+    assert "no lens curves" in captions(at)  # not right in English
     at.selectbox(key="fact").set_value(at.selectbox(key="fact").options[0]).run()
     clean(at)
     scores = [d.value for d in at.dataframe if "candidate" in d.value.columns]

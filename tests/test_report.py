@@ -29,6 +29,9 @@ TINY = {
     "probe": FACTS,
     "fact-neurons": FACTS + " --k 3",
     "trace": FACTS,
+    "knowledge-neurons": FACTS,
+    "failure-modes": FACTS,
+    "factors": FACTS,
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
@@ -171,7 +174,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 20 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 23 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
@@ -183,7 +186,14 @@ def test_report_writes_everything_and_resumes(
     assert calls == []
     (out / "probe.json").unlink()  # probing again makes its users run again
     assert cli_main(argv) == 0
-    assert calls == ["probe", "fact-neurons", "trace"]
+    assert calls == [
+        "probe",
+        "fact-neurons",
+        "trace",
+        "knowledge-neurons",
+        "failure-modes",
+        "factors",
+    ]
     use_budgets(monkeypatch, {"ablate": "--tokens-per-language 32 --seq-len 32"})
     calls.clear()
     assert cli_main(argv) == 0  # another budget runs again
