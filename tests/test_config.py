@@ -32,6 +32,9 @@ REQUIRED = {
     "lrp2": ["--out", "o"],
     "script-controls": ["--out", "o"],
     "heads": ["--out", "o"],
+    "knowledge-neurons": ["--out", "o"],
+    "failure-modes": ["--out", "o"],
+    "factors": ["--out", "o"],
 }
 
 
