@@ -35,6 +35,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.compare_methods": ("CompareMethodsConfig",),
     "mlneurons.interfaces.commands.steer": ("SteerConfig",),
     "mlneurons.interfaces.commands.steer_sweep": ("SteerSweepConfig",),
+    "mlneurons.interfaces.commands.steer_compare": ("SteerCompareConfig",),
     "mlneurons.interfaces.commands.fallback": ("FallbackConfig",),
     "mlneurons.interfaces.commands.probe": ("ProbeConfig",),
     "mlneurons.interfaces.commands.fact_neurons": ("FactNeuronsConfig",),
@@ -46,8 +47,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.ses": ("SesConfig",),
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
     "mlneurons.interfaces.commands.heads": ("HeadsConfig",),
+    "mlneurons.interfaces.commands.script_controls": ("ScriptControlsConfig",),
     "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
     "mlneurons.data.facts": ("Fact", "FactSet"),
+    "mlneurons.data.fact_questions": ("FactQuestion", "fact_questions"),
+    "mlneurons.data.controls": ("controlled",),
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
     "mlneurons.models.fingerprint": ("fingerprint",),
     "mlneurons.models.hooks": ("mlp_neuron_hook",),
@@ -75,6 +79,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "FallbackCurve",
         "FallbackPoint",
         "fallback_curve",
+    ),
+    "mlneurons.methods.directions": ("LanguageDirections", "language_directions"),
+    "mlneurons.methods.steering_comparison": (
+        "SteeringComparison",
+        "compare_steering",
+        "steering_methods",
     ),
     "mlneurons.methods.deactivation": (
         "PerplexityMatrix",
@@ -118,6 +128,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "language_independent",
     ),
     "mlneurons.methods.failure_modes": ("FailureModes", "failure_modes"),
+    "mlneurons.methods.script_controls": ("ScriptControlsResult", "script_controls"),
     "mlneurons.methods.probing.factors": ("Factors", "factors", "object_token_counts"),
     "mlneurons.methods.lrp2": (
         "LRP2Result",
@@ -155,7 +166,9 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.config import Config
+    from mlneurons.data.controls import controlled
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
+    from mlneurons.data.fact_questions import FactQuestion, fact_questions
     from mlneurons.data.facts import Fact, FactSet
     from mlneurons.errors import FastPathMismatch, UserError
     from mlneurons.evaluation.langid import identify
@@ -174,8 +187,10 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
     from mlneurons.interfaces.commands.lrp2 import Lrp2Config
     from mlneurons.interfaces.commands.probe import ProbeConfig
+    from mlneurons.interfaces.commands.script_controls import ScriptControlsConfig
     from mlneurons.interfaces.commands.ses import SesConfig
     from mlneurons.interfaces.commands.steer import SteerConfig
+    from mlneurons.interfaces.commands.steer_compare import SteerCompareConfig
     from mlneurons.interfaces.commands.steer_sweep import SteerSweepConfig
     from mlneurons.interfaces.commands.trace import TraceConfig
     from mlneurons.methods import lape
@@ -193,6 +208,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         compare_methods,
         perplexity_matrix,
     )
+    from mlneurons.methods.directions import LanguageDirections, language_directions
     from mlneurons.methods.failure_modes import FailureModes, failure_modes
     from mlneurons.methods.heads import (
         HeadDeactivation,
@@ -239,6 +255,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         latent_language,
         sentence_similarity,
     )
+    from mlneurons.methods.script_controls import ScriptControlsResult, script_controls
     from mlneurons.methods.steering import (
         FallbackCurve,
         FallbackPoint,
@@ -249,6 +266,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         steer,
         steering_intervention,
         steering_sweep,
+    )
+    from mlneurons.methods.steering_comparison import (
+        SteeringComparison,
+        compare_steering,
+        steering_methods,
     )
     from mlneurons.methods.tracing import TracingResult, trace
     from mlneurons.models.dictionary import Dictionary, load_dictionary, splice

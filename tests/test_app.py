@@ -1,5 +1,6 @@
 """The Streamlit app (apps/app.py), page by page, on a run of the tiny planted model (AppTest)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -332,3 +333,60 @@ def test_a_run_that_is_not_a_directory_is_named(tmp_path):
     assert not at.exception
     assert "is not a directory" in at.error[0].value
     assert any("mlneurons lape" in c.value for c in at.code)
+
+
+def test_baselines_page_shows_the_steering_comparison(tiny_run, tmp_path):
+    from test_steer_compare import _outcome
+
+    from mlneurons.data.fact_questions import FactQuestion
+    from mlneurons.methods.steering_comparison import UNSTEERED, SteeringComparison
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    n = 12  # unsteered never forced; lda always (McNemar 2/2^12); add on half the questions
+    base = _outcome(UNSTEERED, [False] * n, [True] * 6 + [False] * 6, family="none")
+    lda = _outcome("lda", [True] * n, [True] * 3 + [False] * 9, nll=[4.0] * n)
+    add = _outcome("neurons-add", [True] * 2 + [False] * 10, [True] * 6 + [False] * 6)
+    add = dataclasses.replace(add, family="neurons")
+    questions = [FactQuestion(f"q{i}?", {"es": f"x{i}", "zh": f"y{i}"}) for i in range(n)]
+    SteeringComparison.from_outcomes("es", "zh", questions, [base, lda, add]).save(run)
+    at = clean(open_app(run, "baselines"))
+    assert "Residual directions against neurons" in [h.value for h in at.header]
+    scores = next(d.value for d in at.dataframe if "harmonic mean" in d.value.columns)
+    assert list(scores["method"]) == [UNSTEERED, "lda", "neurons-add"]
+    assert scores["forcing"][1] == "100.0% [75.8%, 100.0%]"  # Wilson 12/12: 12 / (12 + z^2)
+    assert scores["relevance"][1].startswith("25.0% [")
+    assert list(scores["family"]) == ["none", "direction", "neurons"]
+    pairs = next(d.value for d in at.dataframe if "forcing a − b" in d.value.columns)
+    forcing = dict(zip(zip(pairs["a"], pairs["b"]), pairs["forcing a − b"]))
+    assert not forcing[(UNSTEERED, "lda")].endswith("n.s.)")  # 12 discordant, all one way
+    assert forcing[(UNSTEERED, "neurons-add")].endswith("n.s.)")  # 2 discordant: p = 0.5
+    assert at.get("image"), "the comparison plot is not shown"
+    answers = at.dataframe[-1].value
+    assert list(answers["answer"]) == [f"{UNSTEERED} {i}" for i in range(n)]
+    at.selectbox(key="compare_method").set_value("lda").run()
+    clean(at)
+    answers = at.dataframe[-1].value
+    assert list(answers["answer"])[:2] == ["lda 0", "lda 1"] and answers["forced"].all()
+    assert answers["gold"][0] == "x0 / y0"
+    assert "mlneurons steer-compare" in " ".join(c.value for c in at.code)
+
+
+def test_languages_page_shows_the_script_controls(tiny_run, planted_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    corpus = tiny_run.parent / "corpus"
+    argv = ["script-controls", "--model", str(planted_dir), "--corpus", str(corpus)]
+    argv += ["--languages", "en,fr", "--tokens-per-language", "128", "--seq-len", "32"]
+    assert cli_main([*argv, "--top-rate", "0.1", "--out", str(run)]) == 0  # Latin scripts only
+    at = clean(open_app(run, live="false"))
+    assert "Script and shuffle controls" in [h.value for h in at.header]
+    table = next(f.value for f in at.dataframe if "controls" in f.value.columns)
+    saved = json.loads((run / "script_controls.json").read_text())["neurons"]
+    for _, row in table.iterrows():  # each shared count is the intersection of the saved sets
+        a, b = row["controls"].split(" vs ")
+        lang = row["language"]
+        shared = {tuple(p) for p in saved[a][lang]} & {tuple(p) for p in saved[b][lang]}
+        assert int(row["shared"]) == len(shared)
+    assert len(table) == 2 * 2
+    assert "mlneurons script-controls" in " ".join(e.label for e in at.expander)

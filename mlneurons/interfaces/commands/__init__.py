@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "compare-methods": "LAPE against Tang et al.'s baselines LAP, LAVE and RS",
     "steer": "steer the output language by activating language neurons",
     "steer-sweep": "steering modes x strengths x LAPE budgets: rates and fluency",
+    "steer-compare": "residual directions vs language neurons: forcing, relevance, fluency",
     "fallback": "deactivate growing shares of a language's neurons: which language answers?",
     "probe": "factual probing across languages: P@1 and Jaccard",
     "fact-neurons": "PROBELESS fact neurons and their language overlap",
