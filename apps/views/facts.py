@@ -154,7 +154,7 @@ else:
             name = common.model_name(run)
             columns = st.columns(len(found))
             for column, (lang, fact) in zip(columns, found.items()):
-                candidates = facts.candidates[(lang, fact.relation)]
+                candidates = facts.candidates_for(fact)
                 sentences = tuple(facts.fill(fact, c) for c in candidates)
                 scores = common.candidate_scores(name, sentences, _model=model)
                 probs = np.exp(scores - scores.max())
