@@ -446,6 +446,39 @@ def describe(run: Path, command: str) -> None:
         st.caption(line)
 
 
+def command_table(run: Path, command: str, index: int = 0) -> Any:
+    """Table ``index`` of a command's result in this run as the report shows it (values with
+    their intervals, not-significant differences flagged), and its caption."""
+    import pandas as pd
+
+    from mlneurons.interfaces.commands import command as spec_of
+
+    table = spec_of(command).tables(result(run, command))[index]
+    frame = pd.DataFrame(table.rows, columns=table.header)
+    st.dataframe(frame, hide_index=True)
+    st.caption(table.caption)
+    return frame
+
+
+def change_matrix(change: Any, intervals: dict[str, dict[str, Any]] | None) -> Any:
+    """A relative-change matrix in % (a DataFrame, rows deactivated) coloured by value;
+    with intervals (``Estimate`` per cell), each cell reads ``value [lo, hi]``, and
+    ``n.s.`` where the interval covers 0."""
+    if intervals is None:
+        return change.style.format("{:+.3g}").background_gradient(cmap="Reds", axis=None)
+
+    def cell(row: str, column: str) -> str:
+        e = intervals[row][column]
+        text = f"{100 * e.value:+.3g} [{100 * e.lo:+.3g}, {100 * e.hi:+.3g}]"
+        return text + (" n.s." if not e.excludes(0) else "")
+
+    texts = change.copy().astype(object)
+    for row in change.index:
+        for column in change.columns:
+            texts.loc[row, column] = cell(row, column)
+    return texts.style.background_gradient(cmap="Reds", axis=None, gmap=change.to_numpy())
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def fact_set(facts: dict[str, Any]) -> Any:
     """Rebuild the fact set a result describes (built-in, mLAMA or BMLAMA), or None."""

@@ -3,8 +3,10 @@
     python examples/compare_baselines.py --neurons runs/lape
 
 Are LAPE's neurons more language-specific than those of LAP (firing probability above a
-threshold), LAVE (entropy of mean activation values) and RS (random neurons)? And does
-deactivating them hurt more than deactivating neurons that fire just as often?
+threshold; also read as a quantile and capped at LAPE's count per language), LAVE (entropy
+of mean activation values) and RS (random neurons)? And does deactivating them hurt more
+than deactivating neurons that fire just as often? (The specificity score printed is this
+project's summary, not the paper's: Tang et al. compare the deactivation matrices.)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import mlneurons
 from mlneurons import ActivationStats, LanguageNeurons, MultilingualCorpus
-from mlneurons.methods.baselines import lap, lave, random_selection
+from mlneurons.methods.baselines import lap, lave, random_selection, reading
 from mlneurons.methods.deactivation import (
     MethodComparison,
     PerplexityMatrix,
@@ -39,27 +41,41 @@ def baselines_and_controls(
     )
     selections = {
         "lape": neurons,
-        "lap": lap(stats, threshold=0.95),
+        "lap": lap(stats, threshold=0.95),  # the probability reading: P(fire) > 0.95
+        # the quantile reading (P(fire) above the 95th percentile of all probabilities),
+        # keeping at most LAPE's count per language
+        "lap-capped": lap(stats, threshold_kind="quantile", cap=neurons.counts()),
         "lave": lave(stats, top_rate=neurons.constants.get("top_rate", 0.01)),
         "rs": random_selection(neurons, seed=0),
     }
     comparison = compare_methods(model, selections, heldout)
+    intervals = comparison.specificity_intervals()  # None with one held-out row per language
     for method, score in comparison.specificity().items():
+        found = None if intervals is None else intervals[method].score
         print(
-            f"{method:5s} {sum(comparison.counts[method].values()):6d} neurons: own "
-            f"{100 * score['own']:+.1f}%, others {100 * score['others']:+.1f}%, "
-            f"specificity {score['score'] or float('nan'):.2f}"
+            f"{method:10s} {sum(comparison.counts[method].values()):6d} neurons: own "
+            f"{100 * score['own']:+.1f}%, others {100 * score['others']:+.1f}%, specificity "
+            + (f"{score['score'] or float('nan'):.2f}" if found is None else found.text(".2f"))
+            + f" ({reading(selections[method].constants)})"
         )
 
     matrix = perplexity_matrix(model, neurons, heldout, stats=stats, matched_draws=draws, bins=bins)
     own = matrix.relative_change().diagonal()
     uniform = matrix.relative_change("random_control").diagonal()
     matched = matrix.matched_draws().diagonal(dim1=1, dim2=2)  # [draw, language]
+    tests = matrix.own_changes()  # bootstrap over held-out rows; None with a single row
     for i, lang in enumerate(matrix.languages):
+        versus = None if tests is None else tests[lang].versus_matched
         print(
             f"{lang}: own neurons {100 * own[i]:+.1f}%, uniform control {100 * uniform[i]:+.1f}%, "
             f"matched control {100 * matched[:, i].mean():+.1f}% "
             f"(sd {100 * matched[:, i].std(correction=0):.1f}, {draws} draws)"
+            + (
+                ""
+                if versus is None
+                else f"; own - matched {versus.difference.text('+.1%')}"
+                + ("" if versus.significant() else " (not significant)")
+            )
         )
     return comparison, matrix
 

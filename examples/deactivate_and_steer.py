@@ -53,7 +53,10 @@ def ablation_and_steering(
         template=template,
         max_new_tokens=16,
     )
-    print(f"answers in {target}: {result.accuracy_before:.0%} -> {result.accuracy_after:.0%}")
+    test = result.test()  # off vs on over the same questions: Wilson intervals, exact McNemar
+    print(
+        f"answers in {target}: {test.before.text()} -> {test.after.text()} (p = {test.p_value:.3f})"
+    )
     return matrix, result
 
 

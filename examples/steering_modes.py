@@ -53,8 +53,18 @@ def modes_and_fallback(
     print(sweep.summary())
     for mode in sweep.modes:
         best = sweep.best(mode)
-        if best is not None:
-            print(f"best {mode}: alpha {best.alpha:g}, top_rate {best.top_rate:g}")
+        if best is None:
+            continue
+        test = sweep.test(best)  # against the unsteered answers on the same questions
+        print(
+            f"best {mode}: alpha {best.alpha:g}, top_rate {best.top_rate:g}: "
+            f"{test.after.text()} in {target} (exact McNemar p = {test.p_value:.3f})"
+        )
+        runner = sweep.versus_runner_up(mode)
+        if runner is not None and not runner[1].significant():
+            print(
+                f"  not distinguishable from alpha {runner[0].alpha:g} (p = {runner[1].p_value:.3f})"
+            )
 
     curve = fallback_curve(
         model,
@@ -67,7 +77,11 @@ def modes_and_fallback(
         identify=identify,
     )
     for point, dominant in zip(curve.points, curve.dominant()):
-        print(f"{point.share:.0%} of {target}'s neurons off: answers mostly in {dominant}")
+        share = point.interval(dominant)  # Wilson interval over the questions
+        print(
+            f"{point.share:.0%} of {target}'s neurons off: answers mostly in {dominant} "
+            f"({share.text() if share else ''})"
+        )
     return sweep, curve
 
 

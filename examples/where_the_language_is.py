@@ -48,9 +48,14 @@ def ses_and_logit_lens(
     print(f"correlation of SES with language neurons per layer: {pair:+.2f}")
 
     lens = latent_language(model, source=source, target=target, words=words)
-    for layer, (pt, pe) in enumerate(zip(lens.p_target.tolist(), lens.p_english.tolist())):
-        print(f"layer {layer:2d}: P({target}) {pt:.3f}  P(en) {pe:.3f}")
-    print(f"{target} overtakes English from layer {lens.crossover_layer()}")
+    found = lens.intervals()  # bootstrap over the words
+    for layer, (pt, pe) in enumerate(zip(found["p_target"], found["p_english"])):
+        print(f"layer {layer:2d}: P({target}) {pt.text('.3f')}  P(en) {pe.text('.3f')}")
+    crossover = lens.crossover_interval()  # n_layers stands for "never"
+    print(
+        f"{target} overtakes English from layer {lens.crossover_layer()} "
+        f"({crossover.confidence:.0%} CI: {crossover.lo:.0f} to {crossover.hi:.0f}, {lens.n_layers} = never)"
+    )
     return ses, lens, pair
 
 

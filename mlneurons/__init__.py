@@ -47,6 +47,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
     "mlneurons.models.fingerprint": ("fingerprint",),
     "mlneurons.models.hooks": ("mlp_neuron_hook",),
+    "mlneurons.models.dictionary": ("Dictionary", "load_dictionary", "splice"),
     "mlneurons.stats.collector": ("HookStats", "Labelled", "collect", "hook_points"),
     "mlneurons.stats.activation": ("ActivationStats", "collect_activation_stats"),
     "mlneurons.methods.lape": ("LanguageNeurons", "LapeResult", "LapeSummary", "summarize"),
@@ -55,9 +56,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "lave",
         "random_selection",
         "matched_control",
+        "parameter_variation",
         "select_methods",
     ),
     "mlneurons.methods.interventions": ("activate", "deactivate", "intervene", "scale"),
+    "mlneurons.methods.monolinguality": ("monolinguality", "select_monolingual"),
     "mlneurons.methods.steering": (
         "SteeringResult",
         "steer",
@@ -153,6 +156,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         lap,
         lave,
         matched_control,
+        parameter_variation,
         random_selection,
         select_methods,
     )
@@ -178,6 +182,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         language_vectors,
         projection,
     )
+    from mlneurons.methods.monolinguality import monolinguality, select_monolingual
     from mlneurons.methods.probeless import FactNeurons, fact_neurons
     from mlneurons.methods.probing import probe
     from mlneurons.methods.probing.masked import partial_p_at_1, zhao_match
@@ -200,6 +205,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         steering_sweep,
     )
     from mlneurons.methods.tracing import TracingResult, trace
+    from mlneurons.models.dictionary import Dictionary, load_dictionary, splice
     from mlneurons.models.fingerprint import fingerprint
     from mlneurons.models.hooks import mlp_neuron_hook
     from mlneurons.models.loading import BUILTIN_MODELS, load_model

@@ -118,6 +118,9 @@ class Config:
         "(device_map='balanced'), for models larger than one GPU",
         minimum=1,
     )
+    confidence: float = option(0.95, "level of every interval and test, e.g. 0.9", rate=True)
+    resamples: int = option(1000, "bootstrap resamples and permutations per interval", minimum=100)
+    resample_seed: int = option(0, "seed of the bootstrap and permutation draws (recorded)")
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -144,6 +147,8 @@ class Config:
                     rate(item.name, one)
                 if allowed is not None:
                     one_of(item.name, one, allowed)
+        if self.confidence == 1:
+            raise UserError("confidence=1 is not a level below 1, e.g. 0.95")
         self.check()
 
     def check(self) -> None:

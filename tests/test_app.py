@@ -148,6 +148,9 @@ def test_interventions_steer_and_loss_change(tiny_run):
     at = open_app(tiny_run, "interventions")
     clean(at)
     assert at.dataframe, "the saved perplexity matrix and steering samples"
+    rates = at.dataframe[0].value  # the saved steering run: 2 questions, nothing significant
+    assert list(rates.columns) == ["", "before", "after", "difference", "exact McNemar"]
+    assert rates["exact McNemar"].str.endswith(" n.s.").all()
     at.text_area(key="prompt").set_value("fr1 fr2 fr3")
     at.selectbox(key="steer").set_value("zh")
     at.button[0].click().run()
@@ -173,22 +176,57 @@ def test_baselines_page(tiny_run):
     at = clean(open_app(tiny_run, "baselines"))
     methods = at.dataframe[0].value
     assert list(methods["method"]) == ["lape", "lap", "lave", "rs"]
+    assert methods["reading"][1] == "P(fire) > 0.95 (probability reading)"
+    assert (
+        "language neurons excluded (layer matching and the exclusion are this project's"
+        in (methods["reading"][3])
+    )
+    assert "this project's summary, not the paper's" in " ".join(c.value for c in at.caption)
     saved = json.loads((tiny_run / "methods.json").read_text())
     assert methods["neurons"].tolist() == [
         sum(saved["counts"][m].values()) for m in saved["methods"]
     ]
+    # this run's held-out text is one row per language: no intervals, the values alone
+    assert "specificity - lape's" in methods.columns and "[" not in methods["own increase"][0]
+    assert "no intervals: 1 held-out row per language" in captions(at)
     controls = at.dataframe[2].value  # the matched controls of ablate's default 3 draws
     assert list(controls["language"]) == list(LANGS) and "draw 3 (%)" in controls.columns
-    sweep = at.dataframe[3].value
+    best, sweep = at.dataframe[3].value, at.dataframe[4].value  # best per mode, every setting
+    assert list(best["mode"]) == ["unsteered", "add", "scale"]
     assert [(m, a) for m, a in zip(sweep["mode"], sweep["alpha"])] == [
-        ("add", 1.0),
-        ("add", 2.0),
-        ("scale", 1.0),
-        ("scale", 2.0),
+        ("add", "1"),
+        ("add", "2"),
+        ("scale", "1"),
+        ("scale", "2"),
     ]
+    assert all(re.fullmatch(r"[\d.]+% \[[\d.]+%, [\d.]+%\]", cell) for cell in sweep["in zh"])
+    assert sweep["vs unsteered (exact McNemar)"].str.contains("Holm").all()
     assert "Fallback curve" in [h.value for h in at.header]
+    fallback = at.dataframe[-1].value  # the last table: shares with intervals, McNemar
+    assert "in fr vs none off" in fallback.columns and fallback["share off"].iloc[0] == "0%"
     at.selectbox(key="method").set_value("rs").run()
     clean(at)
+
+
+def test_baselines_page_shows_intervals_and_flags(tiny_run, tmp_path):
+    from test_deactivation_intervals import _comparison, _matched_matrix
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    _comparison().save(run)  # hand-made results of two rows per language, known intervals
+    _matched_matrix().save(run)
+    at = clean(open_app(run, "baselines"))
+    methods = at.dataframe[0].value
+    assert list(methods["specificity"]) == ["0.97 [0.94, 1.00]", "0.53 [0.43, 0.62]"]
+    assert list(methods["specificity - m's"]) == ["–", "-0.44 [-0.56, -0.32]"]
+    cells = at.dataframe[1].value  # method m's matrix: value [lo, hi], n.s. covering 0
+    assert cells.loc["a", "a"] == "+101 [+49.2, +172]" and cells.loc["a", "b"].endswith(" n.s.")
+    controls = at.dataframe[2].value.set_index("language")
+    assert controls.loc["a", "own - matched"].endswith(" n.s.")
+    assert controls.loc["b", "own - matched"].startswith("+348.2 pp [+171.8, +638.9]")
+    assert not controls.loc["b", "own - matched"].endswith("n.s.")
+    assert controls.loc["a", "draws as large"] == "1/2"
+    assert "Holm-adjusted across the 2 languages" in captions(at)
 
 
 def test_layers_page(tiny_run, planted_model):
@@ -205,12 +243,19 @@ def test_layers_page(tiny_run, planted_model):
         (tiny_run / "latent_language.safetensors").unlink()
     table = at.dataframe[-1].value
     assert list(table.columns) == ["source", "target", "en", "P(zh)", "P(en)"] and len(table) == 6
-    assert at.dataframe[0].value.shape == (3, 3)  # the SES matrix of en, fr, zh
+    lens_layers = at.dataframe[-2].value  # per layer with intervals over the 6 words
+    assert list(lens_layers.columns) == ["layer", "P(zh)", "P(en)", "P(zh) - P(en)"]
+    ses = at.dataframe[0].value  # per layer with intervals over the sentences
+    assert list(ses.columns) == ["layer", "SES", ""] and ses["SES"].str.contains(r"\[").all()
+    assert at.dataframe[1].value.shape == (3, 3)  # the SES matrix of en, fr, zh
 
 
 def test_facts_page(tiny_run):
     at = clean(open_app(tiny_run, "facts"))
-    grid = at.dataframe[3].value
+    p_at_1 = at.dataframe[0].value  # with Wilson / cluster-bootstrap intervals
+    assert list(p_at_1.columns)[-2:] == ["macro", "micro"] and "%, " in p_at_1["micro"][0]
+    assert "Holm-adjusted" in captions(at)  # the Jaccard tests across language pairs
+    grid = next(d.value for d in at.dataframe if "uuid" in d.value.columns)
     assert set(grid["uuid"]) == {"f1", "f2", "f3", "f4"} and {"en", "de"} <= set(grid.columns)
     assert grid.set_index("uuid").loc["f1", "en"] == "✓ 2"  # correct, absent from the text
     facts = at.selectbox(key="fact")
@@ -228,6 +273,9 @@ def test_facts_page(tiny_run):
 def test_lrp2_page(tiny_run):
     at = clean(open_app(tiny_run, "lrp2"))
     assert at.header[0].value.startswith("Grid: de")
+    summary = at.dataframe[0].value  # the command's table: intervals and the McNemar test
+    assert "exact McNemar p" in summary.columns and "[" in summary["test P@1 before"][0]
+    assert "exact McNemar" in captions(at) and "Runner-up (" not in captions(at)  # one pair
     tables = [d.value for d in at.dataframe if "probability" in d.value.columns]
     assert len(tables) == 2 and all(len(t) == 10 for t in tables)
     at.selectbox(key="lirp_de").set_value(1).run()  # LIRP after LSRP: refused, shown

@@ -29,6 +29,7 @@ REQUIRED = {
     "fact-neurons": ["--out", "o"],
     "trace": ["--out", "o"],
     "lrp2": ["--out", "o"],
+    "script-controls": ["--out", "o"],
 }
 
 
@@ -110,7 +111,9 @@ def test_configs_are_frozen():
         ("steer", {"mode": "mult"}, "mode='mult' is not valid; choose from replace, add"),
         ("steer-sweep", {"top_rates": (0.01, 2.0)}, "top_rates=2.0 is not a rate"),
         ("fallback", {"shares": (0.5, 1.5)}, "shares=1.5 is not a share in [0, 1]"),
-        ("compare-methods", {"methods": ("pv",)}, "methods='pv' is not valid"),
+        ("compare-methods", {"methods": ("pvx",)}, "methods='pvx' is not valid"),
+        ("compare-methods", {"methods": ("pv",)}, "pv_checkpoints LANG=PATH,... and pv in"),
+        ("compare-methods", {"lap_threshold_kind": "rank"}, "lap_threshold_kind='rank' is not"),
         ("ablate", {"control_draws": -1}, "control_draws=-1 is not an integer >= 0"),
         ("steer", {"scale": float("inf")}, "scale=inf is not a finite number"),
         ("steer-sweep", {"source_value": float("nan")}, "source_value=nan is not a finite"),

@@ -181,11 +181,17 @@ def test_compare_baselines_example(planted_dir, planted_model, tmp_path):
         tmp_path, model_name=str(planted_dir), corpus=corpus, draws=2, bins=4
     )
     scores = comparison.specificity()
-    # the planted neurons (as LAPE) and LAP find exactly them; random neurons do nothing
+    # the planted neurons (as LAPE) and LAP find exactly them (capped LAP under the
+    # quantile reading too: the plants fire on every token); random neurons do nothing
     assert scores["lape"]["score"] > 0.95 and scores["lap"]["score"] > 0.95
+    assert scores["lap-capped"]["score"] > 0.95
+    assert comparison.counts["lap-capped"] == comparison.counts["lape"]
     assert scores["rs"]["own"] < 0.01
     matched = matrix.relative_change("matched_control").diagonal()
     assert (matrix.relative_change().diagonal() > 10 * matched.abs()).all()
+    tests = matrix.own_changes()  # 12 held-out rows per language
+    assert all(tests[lang].versus_matched.significant() for lang in matrix.languages)
+    assert comparison.specificity_intervals()["lape"].score.lo > 0.9
 
 
 def test_steering_modes_example(planted_dir, planted_model, tmp_path):

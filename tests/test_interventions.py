@@ -244,8 +244,15 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
         "seed",
         "matched_control",
         "matched",
+        "row_nll",
+        "row_tokens",
+        "uncertainty",
+        "intervals",
         "config",
     }
+    assert ppl["row_tokens"] == {"en": [49, 49], "fr": [49, 49]}
+    assert ppl["uncertainty"] == {"confidence": 0.95, "samples": 1000, "seed": 0}
+    assert set(ppl["intervals"]["own"]["fr"]) >= {"own", "matched", "versus_matched"}
     assert ppl["matched"]["draws"] == 3 and len(ppl["matched_control"]["en"]["fr"]) == 3
     assert ppl["seed"] == 0 and ppl["config"]["method"] == "ablate"
     assert ppl["config"]["tokens_per_language"] == 98
@@ -267,9 +274,17 @@ def test_ablate_and_steer_cli_write_their_schemas(planted_dir, planted_model, tm
         "fr": 2,
     }
     assert (tmp_path / "c" / "methods.png").stat().st_size > 1000
+    assert (tmp_path / "c" / "specificity.png").stat().st_size > 1000
+    assert set(methods["intervals"]["specificity"]["lape"]) == {
+        "own",
+        "others",
+        "score",
+        "versus_first",
+    }
     assert main([*compare, "--methods", "lape,lapx", "--out", str(tmp_path / "c")]) == 2
     assert (
-        "--methods 'lapx' is not valid; choose from lape, lap, lave, rs" in capsys.readouterr().err
+        "--methods 'lapx' is not valid; choose from lape, lap, lap-capped, lave, rs, pv"
+        in capsys.readouterr().err
     )
     no_stats = ["ablate", "--neurons", str(tmp_path / "o"), "--out", str(tmp_path)]
 

@@ -179,6 +179,20 @@ def test_evaluate_lrp2_grid_keeps_every_pair_and_selects_the_dev_best(tmp_path):
     best = max(grid[a][b] for a, b in pairs)
     first_best = next((a, b) for a, b in pairs if grid[a][b] == best)
     assert result.selected["de"] == list(first_best) != [0, 1]  # not merely the first pair
+    # the per-fact data behind every number: the grid, test P@1 and Trans recomputed from it
+    for key, correct in result.dev_correct["de"].items():
+        i, j = map(int, key.split(","))
+        assert sum(correct) / len(correct) == pytest.approx(grid[i][j])
+    rows, trans = result.outcomes["de"], result.trans_intervals()["de"]
+    for side in ("before", "after"):
+        assert sum(r[side] for r in rows) / len(rows) == result.test_p_at_1["de"][side]
+        expected = trans[side].value if side in trans else 0.0  # no correct fact: 0 by convention
+        assert expected == pytest.approx(result.trans["de"][side])
+    runner_up = result.runner_up["de"]
+    ranked = sorted(pairs, key=lambda ab: (-grid[ab[0]][ab[1]], ab))
+    assert runner_up["pair"] == list(ranked[1])
+    assert runner_up["distinguishable"] == (runner_up["test"]["p_value"] < 0.05)
+    assert result.settings["uncertainty"] == {"confidence": 0.95, "samples": 1000, "seed": 0}
 
 
 def test_projection_holds_during_generation(planted_model):

@@ -136,12 +136,16 @@ def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
     (corpus / "en.txt").write_text("fr1 en2 fr5 en3\nzh1 en2 en3\n")
     (corpus / "de.txt").write_text("en3 en4 en6\n")
     common = ["--model", str(planted_dir), "--facts", f"mlama:{tmp_path / 'mlama'}"]
-    assert main(["probe", *common, "--out", str(tmp_path / "p")]) == 0
+    assert main(["probe", *common, "--confidence", "0.9", "--out", str(tmp_path / "p")]) == 0
     probe_json = json.loads((tmp_path / "p" / "probe.json").read_text())
     assert {"languages", "relations", "p_at_1", "predictions", "jaccard", "model"} <= set(
         probe_json
     )
     assert probe_json["p_at_1"]["en"]["micro"] == pytest.approx(2 / 3)
+    # --confidence reaches the result: recorded, and the intervals written at that level
+    assert probe_json["settings"]["uncertainty"]["confidence"] == 0.9
+    assert probe_json["p_at_1_intervals"]["en"]["micro"]["confidence"] == 0.9
+    assert "en: P@1 macro" in capsys.readouterr().out
     assert (tmp_path / "p" / "jaccard.png").exists() and (tmp_path / "p" / "p_at_1.png").exists()
 
     assert (
@@ -161,6 +165,7 @@ def test_probe_fact_neurons_trace_cli(planted_dir, tmp_path, capsys):
     )
     neurons = json.loads((tmp_path / "n" / "fact_neurons.json").read_text())
     assert neurons["k"] == 4 and set(neurons["neurons"]["en"]) == {"f1", "f3"}
+    assert neurons["settings"]["uncertainty"]["confidence"] == 0.95
 
     assert (
         main(

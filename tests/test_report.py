@@ -29,6 +29,7 @@ TINY = {
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
+    "script-controls": "--languages en,fr --tokens-per-language 64 --seq-len 16 --top-rate 0.1",
 }
 COMMANDS = list(TINY)
 
@@ -116,7 +117,7 @@ def test_report_writes_everything_and_resumes(
     interrupt.clear()
     assert cli_main(argv) == 0
     printed = capsys.readouterr().out
-    assert calls == ["trace", "lrp2", "ses", "logit-lens"]  # the finished steps are skipped
+    assert calls == COMMANDS[COMMANDS.index("trace") :]  # the finished steps are skipped
     for step in TINY:  # every budget is printed as its command's options
         planned = report.step_config(command(step), "default", out, model=None, device=None)
         assert shlex.join(planned.to_argv()[1:]) in printed
@@ -144,7 +145,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 13 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 17 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
@@ -242,3 +243,15 @@ def test_report_loads_the_model_once(planted_dir, tiny_budget, tmp_path, monkeyp
     out = tmp_path / "run"
     assert cli_main(["report", "--model", str(planted_dir), "--out", str(out)]) == 0
     assert loads == [(str(planted_dir),)]  # seven steps, one model
+
+
+def test_not_significant_findings_are_marked() -> None:
+    from mlneurons.evaluation.uncertainty import flagged
+    from mlneurons.interfaces.report import _table
+    from mlneurons.interfaces.spec import Table
+
+    assert flagged("zh: 25.0% -> 33.3% (not significant, exact McNemar p = 1)")
+    assert flagged("n.s.") and flagged("Jaccard 0.22, not above chance")
+    assert not flagged("zh: 25.0% -> 91.7% (significant, p = 0.004)")
+    html = _table(Table(["pair", "change"], [["en-zh", "+8.3% n.s."], ["en-de", "+40.0%"]]))
+    assert html.count("ns'") == 1 and "class='ns'>+8.3% n.s." in html

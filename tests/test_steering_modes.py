@@ -228,7 +228,7 @@ def test_sweep_measures_every_setting(planted_model, planted_stats, monkeypatch,
     assert best.mode == "replace" and best.target_rate == 1.0
     loaded = SteeringSweep.load(sweep.save(tmp_path))
     assert loaded.points == sweep.points and loaded.baseline == sweep.baseline
-    saved = json.loads((tmp_path / SWEEP_FILE).read_text())  # the layout of earlier files
+    saved = json.loads((tmp_path / SWEEP_FILE).read_text())  # earlier files' keys first
     assert list(saved["baseline"]) == [
         "target_rate",
         "source_rate",
@@ -238,7 +238,28 @@ def test_sweep_measures_every_setting(planted_model, planted_stats, monkeypatch,
         "answer_tokens",
         "samples",
         "seconds",
+        "counts",
+        "labels",
+        "nll",
+        "tokens",
+        "intervals",
     ]
+    # raw counts and per-question outcomes agree with the rates and the fluency
+    for p in [sweep.baseline, *sweep.points]:
+        n = p.counts["n"]
+        assert n == len(p.labels) == len(p.nll) == len(p.tokens) == 4
+        assert p.counts["target"] == p.labels.count("zh") == round(p.target_rate * n)
+        assert p.counts["source"] == p.labels.count("fr") == round(p.source_rate * n)
+        assert (
+            p.counts["degenerate"] == p.labels.count("degenerate") == round(p.degenerate_rate * n)
+        )
+        assert sum(p.tokens) == p.answer_tokens
+        if p.answer_tokens:
+            assert math.isclose(math.exp(sum(p.nll) / sum(p.tokens)), p.fluency_ppl)
+    # unsteered 0/4 in zh, replace 4/4: four wrong -> right, exact McNemar p = 2 / 2^4
+    test = sweep.test(by["replace", 20.0, 0.125])
+    assert (test.b, test.c, test.p_value) == (0, 4, 0.125) and not test.significant()
+    assert sweep.settings["uncertainty"] == {"confidence": 0.95, "samples": 1000, "seed": 0}
     assert list(saved["points"][0])[:5] == [
         "mode",
         "alpha",
@@ -347,7 +368,7 @@ def test_fallback_curve(planted_model, planted_stats, tmp_path):
         assert set(p.distribution) == set(curve.categories)
     assert curve.categories[0] == "fr" and curve.categories[-2:] == ["unknown", "degenerate"]
     assert FallbackCurve.load(curve.save(tmp_path)).points == curve.points
-    saved = json.loads((tmp_path / FALLBACK_FILE).read_text())  # the layout of earlier files
+    saved = json.loads((tmp_path / FALLBACK_FILE).read_text())  # earlier files' keys first
     assert list(saved["points"][0]) == [
         "share",
         "n_deactivated",
@@ -355,7 +376,14 @@ def test_fallback_curve(planted_model, planted_stats, tmp_path):
         "samples",
         "seconds",
         "distribution",
+        "counts",
+        "labels",
+        "intervals",
     ]
+    for p in curve.points:  # the raw counts behind each share
+        assert sum(p.counts.values()) == len(p.labels) == 4
+        assert all(p.counts[c] / 4 == p.distribution[c] for c in curve.categories)
+    assert curve.test(curve.points[-1]).b == 4 - curve.points[-1].counts["fr"]
     empty = LanguageNeurons({"fr": [], "zh": [[0, 1]]}, 2, 32, model=planted_stats.model)
     with pytest.warns(UserWarning, match="'fr' has no neurons to deactivate"):
         flat = fallback_curve(

@@ -430,3 +430,320 @@ def test_whole_words_in_spaced_languages_substrings_in_unspaced(tmp_path):
     present = fact_presence(facts, corpus, tokenizer, progress=False)
     assert present[("a", "en")] is False  # "en1" only inside the word "en10"
     assert present[("a", "zh")] is True  # no word boundaries in zh: a substring counts
+
+
+# ---- corpus scale: one Aho-Corasick pass, stems, streamed corpora ----------------
+
+
+def byte_tokenizer():
+    """One token per UTF-8 byte (byte-level BPE without merges): a chunk of n tokens is n
+    bytes of the document, so chunk boundaries fall exactly where a test puts them."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    core = Tokenizer(models.BPE({c: i for i, c in enumerate(alphabet)}, []))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core)
+
+
+@pytest.fixture(scope="module")
+def bytes_tok():
+    return byte_tokenizer()
+
+
+TRICKY = {
+    "en": [
+        "Tirana is the capital of Albania.",
+        "Tirana, not Iran: Tehran.",
+        "The Republic of Chad lies in Africa.",
+        "The U.S. capital is Washington; the USA is big.",
+        "STRASSE in Vienna",
+    ],
+    "de": ["Die Hauptstadt Frankreichs ist Paris.", "Berlin ist die Hauptstadt Deutschlands."],
+    "zh": ["日本的首都是東京。", "大阪不是首都"],
+}
+TRICKY_FACTS = [
+    # uuid, lang, subject, object, present (exact), present (stem)
+    ("iran-albania", "en", "Iran", "Albania", False, False),  # "Iran" only inside "Tirana"
+    ("iran-tehran", "en", "Iran", "Tehran", True, True),  # its second occurrence is whole
+    ("tirana-albania", "en", "Tirana", "Albania", True, True),
+    ("chad", "en", "Republic of Chad", "Chad", True, True),  # overlapping matches
+    ("chad-africa", "en", "chad", "AFRICA", True, True),
+    ("us", "en", "U.S.", "Washington", True, True),  # entity edged by punctuation
+    ("us-short", "en", "U.S", "Washington", True, True),  # "." after it is no word character
+    ("usa", "en", "USA", "Washington", True, True),
+    ("strasse", "en", "Straße", "Vienna", True, True),  # casefold: ß -> ss
+    ("frank", "de", "Frankreich", "Paris", False, True),  # inflected: "Frankreichs"
+    ("frank-part", "de", "Frank", "Paris", False, False),  # a part of a word, not a word
+    ("berlin", "de", "Deutschland", "Berlin", False, True),
+    ("tokyo", "zh", "日本", "東京", True, True),  # no spaces in zh: substrings
+    ("across", "zh", "本的", "東京", True, True),  # a substring across two words counts
+    ("osaka", "zh", "日本", "大阪", False, False),  # in different documents
+]
+
+
+def tricky_facts() -> FactSet:
+    facts = [Fact(u, lang, "P1", s, o) for u, lang, s, o, _, _ in TRICKY_FACTS]
+    return FactSet(facts, {(lang, "P1"): "[X] [Y]" for lang in TRICKY})
+
+
+@pytest.mark.parametrize("match", ["exact", "stem"])
+@pytest.mark.parametrize("search", ["aho-corasick", "scan"])
+def test_presence_on_tricky_text(bytes_tok, match, search):
+    text = MultilingualCorpus({lang: lambda docs=docs: docs for lang, docs in TRICKY.items()})
+    present = fact_presence(
+        tricky_facts(), text, bytes_tok, match=match, search=search, progress=False
+    )
+    column = 4 if match == "exact" else 5
+    assert present == {(f[0], f[1]): f[column] for f in TRICKY_FACTS}
+
+
+@pytest.mark.parametrize("search", ["aho-corasick", "scan"])
+def test_an_entity_cut_by_a_chunk_boundary_is_in_neither_chunk(bytes_tok, search):
+    facts = FactSet([Fact("n", "en", "P1", "Nigeria", "Abuja")], {("en", "P1"): "[X] [Y]"})
+    text = MultilingualCorpus({"en": lambda: ["Nigeria and Abuja"]})  # 17 bytes + "\n\n"
+    cut = fact_presence(facts, text, bytes_tok, chunk_tokens=16, search=search, progress=False)
+    whole = fact_presence(facts, text, bytes_tok, chunk_tokens=17, search=search, progress=False)
+    assert cut == {("n", "en"): False} and whole == {("n", "en"): True}
+
+
+def random_span_facts(lang: str, text: str, n: int, seed: int) -> list[Fact]:
+    """Facts whose subject and object are random spans of ``text``: runs of one to three
+    words (with their punctuation; one in four cut inside a word), or of characters in zh
+    and ja; half of the pairs near each other, half far apart."""
+    g = torch.Generator().manual_seed(seed)
+    units = list(text) if lang in ("zh", "ja") else text.split()
+    joiner = "" if lang in ("zh", "ja") else " "
+
+    def randint(low: int, high: int) -> int:
+        return int(torch.randint(low, high, (1,), generator=g))
+
+    def span(i: int) -> str:
+        i = max(0, min(i, len(units) - 6))
+        label = joiner.join(units[i : i + (randint(2, 6) if not joiner else randint(1, 4))])
+        return label[: -randint(1, 3)] if randint(0, 4) == 0 and len(label) > 3 else label
+
+    facts = []
+    for k in range(n):
+        a = randint(0, len(units))
+        b = a + randint(-25, 25) if k % 2 else len(units) - a
+        facts.append(Fact(f"span{k}", lang, "P1", span(a), span(b)))
+    return facts
+
+
+def test_aho_corasick_equals_scan_on_the_builtin_corpus(bytes_tok):
+    """Identical presence maps from the automaton and the per-entity scan: the built-in
+    facts and random spans of the built-in text (cut words, punctuation, CJK), 512-byte
+    chunks of the built-in prose of eight languages."""
+    languages = ["en", "de", "fr", "ru", "ar", "hi", "zh", "ja"]
+    builtin = FactSet.builtin(languages=languages)
+    text = MultilingualCorpus.builtin(languages, split="all", tokens_per_language=30_000)
+    facts = list(builtin.facts)
+    for k, lang in enumerate(languages):
+        facts += random_span_facts(lang, " ".join(text.sources[lang]()[:40]), 150, seed=k)
+    facts = FactSet(facts, {**builtin.templates, **{(lg, "P1"): "[X] [Y]" for lg in languages}})
+    fast = fact_presence(facts, text, bytes_tok, search="aho-corasick", progress=False)
+    slow = fact_presence(facts, text, bytes_tok, search="scan", progress=False)
+    assert fast == slow
+    assert len(fast) == len(facts.facts)
+    hits = sum(fast.values())
+    spans = len(fast) - len(builtin.facts)
+    assert 0.2 * spans < hits < 0.8 * spans  # plenty of both
+    # stems: the same identity, and every exact match is a stemmed match
+    stem_langs = ["de", "ru"]
+    sub = facts.subset(languages=stem_langs)
+    text = MultilingualCorpus.builtin(stem_langs, split="all", tokens_per_language=8_000)
+    fast = fact_presence(sub, text, bytes_tok, match="stem", progress=False)
+    slow = fact_presence(sub, text, bytes_tok, match="stem", search="scan", progress=False)
+    assert fast == slow
+    exact = fact_presence(sub, text, bytes_tok, progress=False)
+    assert all(fast[k] for k, v in exact.items() if v)
+
+
+@pytest.mark.slow
+def test_aho_corasick_equals_scan_with_gemma_tokenizer(gemma):
+    languages = ["en", "de", "zh", "ja"]
+    facts = FactSet.builtin(languages=languages)
+    text = MultilingualCorpus.builtin(languages, split="all")
+    fast = fact_presence(facts, text, gemma.tokenizer, chunk_tokens=64, progress=False)
+    slow = fact_presence(
+        facts, text, gemma.tokenizer, chunk_tokens=64, search="scan", progress=False
+    )
+    assert fast == slow and any(fast.values())
+
+
+def test_stemmers_are_snowball_algorithms():
+    import snowballstemmer
+
+    from mlneurons.methods.tracing import STEMMERS, stemmed_languages
+
+    assert set(STEMMERS.values()) <= set(snowballstemmer.algorithms())
+    assert stemmed_languages(["de", "zh", "ru", "ja"], "stem") == ["de", "ru"]
+    assert stemmed_languages(["de", "zh"], "exact") == []
+
+
+def test_trace_records_the_matching_and_empty_languages(bytes_tok):
+    text = MultilingualCorpus({**{k: lambda v=v: v for k, v in TRICKY.items()}, "de": list})
+    correct = {(f[0], f[1]): True for f in TRICKY_FACTS}
+    result = trace(tricky_facts(), text, bytes_tok, correct, match="stem", progress=False)
+    assert result.settings["match"] == "stem" and result.settings["stemmed"] == ["en", "de"]
+    assert set(result.codes["de"].values()) == {-1}  # no German text: not in data
+    assert result.codes["en"]["iran-tehran"] == 3 and result.codes["en"]["iran-albania"] == 2
+    from mlneurons.interfaces.commands.trace import describe
+
+    assert "by word stem (Snowball) in en, de; exactly in zh (no stemmer)" in describe(result)[1]
+    with pytest.raises(REFUSED, match="match"):
+        trace(tricky_facts(), text, bytes_tok, correct, match="lemma", progress=False)
+
+
+def test_long_lines_are_read_in_pieces():
+    import io
+
+    from mlneurons.data.corpus import _lines
+
+    text = "aaa bbb ccc ddd\nshort\n\n" + "x" * 25
+    pieces = list(_lines(io.StringIO(text), 10))
+    assert pieces == ["aaa bbb ", "ccc ddd\n", "short\n", "x" * 10, "x" * 10, "x" * 5]
+    assert "".join(pieces) == text.replace("\n\n", "\n")
+    assert list(_lines(io.StringIO("a\n\nb"), 10)) == ["a\n", "b"]
+
+
+def test_a_huge_line_never_held_whole(tmp_path, monkeypatch, bytes_tok):
+    import mlneurons.data.corpus as corpus_module
+
+    monkeypatch.setattr(corpus_module, "LINE_LIMIT", 100)
+    line = "Nigeria Abuja " + "x " * 1500 + "Lagos"  # one 3,019-character line
+    (tmp_path / "en.txt").write_text(line)
+    files = MultilingualCorpus.from_files(tmp_path)
+    pieces = list(files.sources["en"]())
+    assert max(map(len, pieces)) <= 100 and "".join(pieces) == line
+    facts = FactSet(
+        [Fact("a", "en", "P1", "Nigeria", "Abuja"), Fact("b", "en", "P1", "Abuja", "Lagos")],
+        {("en", "P1"): "[X] [Y]"},
+    )
+    present = fact_presence(facts, files, bytes_tok, progress=False)
+    assert present == {("a", "en"): True, ("b", "en"): False}  # in different pieces
+
+
+def _layouts(tmp_path):
+    """The same English and German text as a save_to_disk DatasetDict, a save_to_disk
+    Dataset with a language column, and folders of jsonl and parquet files."""
+    from datasets import Dataset, DatasetDict
+
+    texts = {"en": list(EN_TEXT), "de": ["the capital of Japan is Tokyo ."]}
+    by_split = DatasetDict({k: Dataset.from_dict({"body": v}) for k, v in texts.items()})
+    by_split.save_to_disk(tmp_path / "splits")
+    rows = [{"body": t, "lang": k, "n": i} for k, v in texts.items() for i, t in enumerate(v)]
+    Dataset.from_list(rows).save_to_disk(tmp_path / "column")
+    for kind in ("json", "parquet"):
+        (tmp_path / kind).mkdir()
+        for k, v in texts.items():
+            part = Dataset.from_dict({"body": v, "id": list(range(len(v)))})
+            if kind == "json":
+                part.to_json(tmp_path / kind / f"{k}.jsonl")
+            else:
+                part.to_parquet(tmp_path / kind / f"{k}.parquet")
+    return {
+        "splits": {},
+        "column": {"language_column": "lang"},
+        "json": {},
+        "parquet": {},
+    }
+
+
+def test_datasets_corpora_give_the_presence_of_the_same_text(tokenizer, tmp_path, monkeypatch):
+    import datasets
+
+    calls = []
+    load = datasets.load_dataset
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append(k) or load(*a, **k))
+    expected = fact_presence(fact_set(), corpus(), tokenizer, chunk_tokens=8, progress=False)
+    expected[("japan-capital", "de")] = True
+    for name, options in _layouts(tmp_path).items():
+        text = MultilingualCorpus.from_hf(
+            tmp_path / name, text_column="body", languages=["en", "de", "fr"], **options
+        )
+        assert text.languages == ["en", "de"], name  # fr: not in the data, left out
+        got = fact_presence(fact_set(), text, tokenizer, chunk_tokens=8, progress=False)
+        assert got == expected, name
+    assert [k["streaming"] for k in calls] == [True, True]  # data files: streamed
+
+
+def test_a_streamed_dataset_is_read_lazily(tokenizer):
+    from datasets import IterableDataset
+
+    def rows():
+        yield {"text": "the capital of Japan is Tokyo .", "lang": "en"}
+        raise AssertionError("read past the point where every fact was present")
+
+    stream = IterableDataset.from_generator(rows)
+    text = MultilingualCorpus.from_dataset(stream, language_column="lang", languages=["en"])
+    facts = FactSet([Fact("a", "en", "P36", "Japan", "Tokyo")], {("en", "P36"): "[X] [Y]"})
+    assert fact_presence(facts, text, tokenizer, progress=False) == {("a", "en"): True}
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "message"),
+    [
+        ("splits", {"text_column": "text"}, "text_column 'text' is not a column of language"),
+        ("column", {"text_column": "body", "language_column": "lng"}, "'lng' is not a column"),
+        ("none", {}, "does not exist"),
+        ("empty", {}, "needs {lang}.jsonl"),
+    ],
+)
+def test_datasets_corpus_errors(tmp_path, name, options, message):
+    from mlneurons.errors import UserError
+
+    _layouts(tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=message.replace("{", r"\{")):
+        MultilingualCorpus.from_hf(tmp_path / name, **options)
+
+
+def test_trace_cli_on_a_datasets_corpus(planted_dir, tmp_path):
+    """``--corpus hf:DIR --text-column --language-column``: the codes of the same text as a
+    folder of {lang}.txt (test_probing)."""
+    import json
+
+    from datasets import Dataset
+    from tiny import tiny_facts
+
+    from mlneurons.interfaces.cli import main
+
+    tiny_facts().to_mlama(tmp_path / "mlama")
+    rows = [("fr1 en2 fr5 en3", "en"), ("zh1 en2 en3", "en"), ("en3 en4 en6", "de")]
+    Dataset.from_dict({"t": [r[0] for r in rows], "l": [r[1] for r in rows]}).to_json(
+        tmp_path / "hf" / "all.jsonl"
+    )  # one file: a single split, the rows carry their language
+    common = ["--model", str(planted_dir), "--facts", f"mlama:{tmp_path / 'mlama'}"]
+    hf = ["--corpus", f"hf:{tmp_path / 'hf'}", "--text-column", "t", "--language-column", "l"]
+    assert main(["trace", *common, *hf, "--match", "stem", "--out", str(tmp_path / "t")]) == 0
+    result = json.loads((tmp_path / "t" / "trace.json").read_text())
+    assert result["codes"]["en"] == {"f1": 3, "f2": 0, "f3": 2}
+    assert result["codes"]["de"]["f4"] == 3
+    assert sorted(result["settings"]["stemmed"]) == ["de", "en"]
+    assert result["settings"]["corpus"]["language_column"] == "l"
+
+
+def test_hf_corpus_names(tmp_path):
+    from mlneurons.interfaces.commands.trace import hf_source
+
+    assert hf_source("wikimedia/wikipedia:20231101.fr") == ("wikimedia/wikipedia", "20231101.fr")
+    assert hf_source("org/name") == ("org/name", None)
+    (tmp_path / "a:b").mkdir()
+    assert hf_source(str(tmp_path / "a:b")) == (str(tmp_path / "a:b"), None)  # a folder: whole
+
+
+def test_shares_carry_wilson_intervals() -> None:
+    from mlneurons.evaluation.uncertainty import wilson
+    from mlneurons.methods.tracing import TracingResult
+
+    codes = {"en": {"a": 3, "b": 1, "c": 0, "d": 2}, "sw": {"a": -1}}
+    result = TracingResult(["en", "sw"], codes, {"en": {"d": "others"}}, {})
+    shares = result.shares()
+    assert shares["en"]["present"] == wilson(2, 4)  # codes 1 and 3 are present
+    assert shares["en"]["absent, correct"] == wilson(1, 4) and "sw" not in shares
+    saved = result.to_json()["shares"]["en"]["present"]
+    assert (saved["value"], saved["n"], saved["method"]) == (0.5, 4, "Wilson score")

@@ -210,6 +210,34 @@ def test_inputs_checked_before_the_model(mlama, neurons_dir, tmp_path, capsys, n
     assert not (tmp_path / "o").exists()
 
 
+def test_trace_corpus_checked_before_the_model(mlama, tmp_path, capsys, no_computation):
+    from datasets import Dataset
+
+    out = ["--out", str(tmp_path / "o")]
+    trace = ["trace", "--facts", mlama, "--corpus"]
+    code, err = run([*trace, f"hf:{tmp_path / 'none'}", *out], capsys)
+    one_line_error(code, err, "dataset folder", "none' does not exist")
+    Dataset.from_dict({"body": ["en1 en2"]}).to_json(tmp_path / "hf" / "en.jsonl")
+    capsys.readouterr()
+    code, err = run([*trace, f"hf:{tmp_path / 'hf'}", *out], capsys)
+    one_line_error(code, err, "--text-column 'text' is not a column of language 'en'", "['body']")
+    hf = [*trace, f"hf:{tmp_path / 'hf'}", "--text-column", "body"]
+    code, err = run([*hf, "--language-column", "lang", *out], capsys)
+    one_line_error(code, err, "--language-column 'lang' is not a column", "['body']")
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "xx.txt").write_text("en1 en2\n")
+    code, err = run([*trace, str(tmp_path / "text"), *out], capsys)
+    one_line_error(code, err, "has none of the facts' languages (de, en)", "it has xx")
+    (tmp_path / "text" / "en.txt").write_text("\n  \n")
+    code, err = run([*trace, str(tmp_path / "text"), *out], capsys)
+    one_line_error(code, err, "text' is empty: no text in en")
+    code, err = run([*trace, str(tmp_path / "text"), "--text-column", "body", *out], capsys)
+    one_line_error(code, err, "--text-column 'body' applies only to an hf: corpus")
+    code, err = run([*trace, "builtin", "--match", "lemma", *out], capsys)
+    one_line_error(code, err, "--match: invalid choice: 'lemma' (choose from 'exact', 'stem')")
+    assert not (tmp_path / "o").exists()
+
+
 def test_lrp2_layers_checked_before_the_language_vectors(
     planted_dir, mlama, tmp_path, capsys, monkeypatch
 ):

@@ -18,34 +18,14 @@ def _percent(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 # ---- methods ------------------------------------------------------------------------------
 st.header("LAPE against its baselines")
 st.caption(
-    "Tang et al. compare LAPE with LAP (firing probability above a threshold), LAVE (LAPE's "
-    "entropy on mean activation values) and RS (random neurons, as many per layer as LAPE)."
+    "Tang et al. compare LAPE with LAP (firing probability above a bar), LAVE (LAPE's "
+    "entropy on mean activation values) and RS (random neurons); PV (relative weight change "
+    "to fine-tuned checkpoints) runs when checkpoints are given."
 )
 if common.require(run, "methods.json"):
     comparison = common.result(run, "compare-methods")
     common.describe(run, "compare-methods")
-    scores = comparison.specificity()
-    st.dataframe(
-        pd.DataFrame(
-            [
-                {
-                    "method": method,
-                    "neurons": sum(comparison.counts[method].values()),
-                    "own increase (%)": 100 * score["own"],
-                    "others' increase (%)": 100 * score["others"],
-                    "specificity": float("nan") if score["score"] is None else score["score"],
-                }
-                for method, score in scores.items()
-            ]
-        ).style.format(
-            {
-                "own increase (%)": "{:+.3g}",
-                "others' increase (%)": "{:+.3g}",
-                "specificity": "{:.2f}",
-            }
-        ),
-        hide_index=True,
-    )
+    common.command_table(run, "compare-methods")
     method = st.selectbox("Matrix of", comparison.methods, key="method", bind="query-params")
     change = pd.DataFrame(
         comparison.relative_change(method).numpy() * 100,
@@ -53,8 +33,13 @@ if common.require(run, "methods.json"):
         columns=comparison.languages,
     )
     change.index.name = "deactivated"
-    st.dataframe(change.style.format("{:+.3g}").background_gradient(cmap="Reds", axis=None))
-    st.caption("Relative perplexity change in % (rows: deactivated; columns: evaluated).")
+    intervals = comparison.change_intervals(method)
+    st.dataframe(common.change_matrix(change, intervals))
+    st.caption(
+        "Relative perplexity change in % (rows: deactivated; columns: evaluated)"
+        + ("; [lo, hi] and n.s. as above" if intervals is not None else "")
+        + "."
+    )
     a, b = st.columns(2)
     with a:
         common.download_json(
@@ -75,24 +60,46 @@ if common.require(run, "methods.json"):
 st.header("Matched controls")
 matrix = common.result(run, "ablate")
 if matrix is not None and matrix.matched_control:
+    from mlneurons.interfaces.commands.ablate import caption_of, notes
+    from mlneurons.interfaces.plots import format_change, format_points, format_test
+
     own = matrix.relative_change().diagonal()
     uniform = matrix.relative_change("random_control").diagonal() if matrix.random_control else None
     draws = matrix.matched_draws().diagonal(dim1=1, dim2=2)  # [draw, language]
+    tests = matrix.own_changes()  # None: saved without per-row losses (values alone)
     rows = []
     for i, lang in enumerate(matrix.languages):
-        row = {"language": lang, "own neurons off (%)": 100 * float(own[i])}
+        test = None if tests is None else tests[lang]
+        row = {"language": lang}
+        row["own neurons off"] = format_change(
+            float(own[i]), None if test is None else test.own.difference
+        )
         if uniform is not None:
-            row["uniform control (%)"] = 100 * float(uniform[i])
-        row["matched control, mean (%)"] = 100 * float(draws[:, i].mean())
-        row["matched control, sd"] = 100 * float(draws[:, i].std(correction=0))
-        row.update({f"draw {d + 1} (%)": 100 * float(draws[d, i]) for d in range(len(draws))})
+            row["uniform control"] = format_change(
+                float(uniform[i]), None if test is None else test.uniform
+            )
+        row["matched control, mean"] = format_change(
+            float(draws[:, i].mean()), None if test is None else test.matched
+        )
+        row["matched control, sd (%)"] = f"{100 * float(draws[:, i].std(correction=0)):.1f}"
+        row["draws as large"] = f"{int((draws[:, i] >= own[i]).sum())}/{len(draws)}"
+        if test is not None and test.versus_matched is not None:
+            flag = format_test(test.versus_matched, short=True)
+            row["own - matched"] = format_points(test.versus_matched.difference) + (
+                f" {flag}" if flag else ""
+            )
+        row.update(
+            {f"draw {d + 1} (%)": f"{100 * float(draws[d, i]):+.1f}" for d in range(len(draws))}
+        )
         rows.append(row)
-    st.dataframe(pd.DataFrame(rows).style.format(precision=1), hide_index=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
     st.caption(
         f"Each language's own perplexity change. Matched control: per layer, neurons from the "
         f"same firing-probability bin ({matrix.matched['bins']} bins per layer) on that "
         f"language, none a language neuron; {len(draws)} draws (seeds {matrix.seed}.."
-        f"{matrix.seed + len(draws) - 1})."
+        f"{matrix.seed + len(draws) - 1}); they are the null: draws as large counts those that "
+        "changed perplexity at least as much as the language's own neurons. "
+        + caption_of(notes(matrix))
     )
 else:
     st.info("This run's perplexity matrix has no matched controls. Produce them with:")
@@ -108,9 +115,12 @@ if common.require(run, "steering_sweep.json"):
     columns = ["mode", "alpha", "top_rate", "n_neurons", *measures, "fluency_ppl"]
     points = pd.DataFrame(sweep.points)[columns].astype({"fluency_ppl": float})
     common.describe(run, "steer-sweep")
-    st.caption("Rates in %; fluency: perplexity of the answers under the unsteered model.")
+    from mlneurons.interfaces.commands import command
+
+    for table in command("steer-sweep").tables(sweep):  # best per mode, every setting
+        st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+        st.caption(table.caption)
     shown = _percent(points, measures)
-    st.dataframe(shown.style.format(precision=2, na_rep="–"), hide_index=True)
     measure = st.radio("Plot", [*measures, "fluency_ppl"], horizontal=True, key="sweep_measure")
     chart = shown.assign(setting=points["mode"] + " top " + points["top_rate"].astype(str))
     st.line_chart(chart, x="alpha", y=measure, color="setting", height=260)
@@ -130,5 +140,9 @@ if common.require(run, "fallback.json"):
     common.describe(run, "fallback")
     st.caption("Share of answers per identified language, in %.")
     st.bar_chart(shares, height=260)
-    st.dataframe(shares.style.format("{:.0f}"))
+    from mlneurons.interfaces.commands import command
+
+    table = command("fallback").tables(curve)[0]  # Wilson intervals, McNemar against none off
+    st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+    st.caption(table.caption)
     common.reproduce(run, "fallback")

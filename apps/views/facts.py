@@ -17,13 +17,16 @@ fact_neurons = common.result(run, "fact-neurons")
 languages = probe.languages
 settings = probe.settings
 
+# ---- summary ---------------------------------------------------------------------------
+from mlneurons.interfaces.commands import probe as probe_command  # noqa: E402
 from mlneurons.methods.tracing import CODES  # noqa: E402
 
-# ---- summary ---------------------------------------------------------------------------
 left, middle, right = st.columns([3, 2, 2])
-p_at_1 = pd.DataFrame(probe.p_at_1()).T
+summary = probe_command.tables(probe)  # P@1 with intervals, the Jaccard tests (if any pair)
+p_at_1, jaccard = summary[0], next(iter(summary[1:]), None)
 left.markdown("**P@1** per language")
-left.dataframe(p_at_1.style.format("{:.0%}"))
+left.dataframe(pd.DataFrame(p_at_1.rows, columns=p_at_1.header), hide_index=True)
+left.caption(p_at_1.caption)
 middle.markdown("**Shared correct facts** (Jaccard)")
 middle.dataframe(
     pd.DataFrame(probe.jaccard())
@@ -31,10 +34,18 @@ middle.dataframe(
     .style.format("{:.2f}")
     .background_gradient(cmap="Greens", vmin=0, vmax=1)
 )
+if jaccard is not None:
+    middle.dataframe(pd.DataFrame(jaccard.rows, columns=jaccard.header), hide_index=True)
+    middle.caption(jaccard.caption)
 if fact_neurons:
+    from mlneurons.interfaces.commands import fact_neurons as fact_neurons_command
+
     right.markdown(f"**PROBELESS neuron overlap** (top-{fact_neurons.k}, mean Jaccard)")
     overlap = pd.DataFrame(fact_neurons.overlap()).astype(float)
     right.dataframe(overlap.style.format("{:.2f}", na_rep="-").background_gradient(cmap="Purples"))
+    (overlap_table,) = fact_neurons_command.tables(fact_neurons)
+    right.dataframe(pd.DataFrame(overlap_table.rows, columns=overlap_table.header), hide_index=True)
+    right.caption(overlap_table.caption)
 elif trace is None:
     with right:
         common.require(run, "fact_neurons.json")

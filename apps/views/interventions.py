@@ -120,6 +120,11 @@ steering = common.result(run, "steer")
 if steering is not None:
     st.subheader(f"Saved steering run: {steering.source} -> {steering.target}")
     common.describe(run, "steer")
+    from mlneurons.interfaces.commands import command
+
+    rates = command("steer").tables(steering)[0]  # intervals, McNemar, n.s. flags
+    st.dataframe(pd.DataFrame(rates.rows, columns=rates.header).astype(str), hide_index=True)
+    st.caption(rates.caption)
     samples = pd.DataFrame(steering.samples)
     st.dataframe(samples, hide_index=True)
     common.download_csv("Steering samples (CSV)", samples, "steering.csv", key="dl_steering")
@@ -144,13 +149,20 @@ change = pd.DataFrame(
 )
 change.index.name = "deactivated"
 common.describe(run, "ablate")
+intervals = matrix.change_intervals(kind)
 st.caption(
     "Relative perplexity change in % (rows: whose neurons are off; columns: evaluated; "
-    "matched control: the mean of its draws, the per-token view shows draw 1). "
-    "Click a cell to see its per-token loss change."
+    "matched control: the mean of its draws, the per-token view shows draw 1)"
+    + (
+        "; [lo, hi]: its interval, paired bootstrap over the held-out rows; n.s.: the "
+        "interval covers 0"
+        if intervals is not None
+        else ""
+    )
+    + ". Click a cell to see its per-token loss change."
 )
 event = st.dataframe(
-    change.style.format("{:+.1f}").background_gradient(cmap="Reds", axis=None),
+    common.change_matrix(change, intervals),
     on_select="rerun",
     selection_mode="single-cell",
     key="ppl_table",

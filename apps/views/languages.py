@@ -74,6 +74,53 @@ right.dataframe(
     )
 )
 
+# ---- shared neurons against chance, and the saved selection's stability ------------------
+saved_result = common.result(run, "lape")
+confidence = saved_result.uncertainty.confidence if saved_result is not None else 0.95
+stability = None
+if len(languages) > 1:
+    from mlneurons.interfaces.commands.lape import overlap_tables
+
+    chance_table = overlap_tables(neurons.overlap_chance(), confidence)[0]
+    st.markdown("**Shared neurons against chance** (n.s.: not above chance)")
+    st.dataframe(pd.DataFrame(chance_table.rows, columns=chance_table.header), hide_index=True)
+    st.caption(chance_table.caption)
+    stability = None if reselected or saved_result is None else saved_result.selection_stability()
+    if stability is not None:
+        shares = stability.share_stable()
+        st.markdown("**Stability of the selection** (bootstrap resamples of the corpus rows)")
+        st.dataframe(
+            pd.DataFrame(
+                {
+                    "neurons": [len(stability.frequency[lang]) for lang in stability.jaccard],
+                    "Jaccard with the full set": [
+                        e.text(".2f") for e in stability.jaccard.values()
+                    ],
+                    f"selected in >= {stability.stable:.0%}": [
+                        "–" if shares[lang] is None else f"{shares[lang]:.0%}"
+                        for lang in stability.jaccard
+                    ],
+                },
+                index=list(stability.jaccard),
+            )
+        )
+        from mlneurons.interfaces.plots import plot_stability
+
+        common.download_png(
+            "Stability (PNG)",
+            lambda: plot_stability(stability, title="LAPE selection stability"),
+            "stability.png",
+            key="dl_stability_png",
+        )
+        st.caption(
+            f"{stability.resamples} resamples of each language's blocks of "
+            f"{stability.rows_per_block} row(s), each re-selected with the same constants: the "
+            f"mean Jaccard of a resample's set with the full set [{confidence:.0%} of resamples], "
+            f"and the share of the full set selected in >= {stability.stable:.0%} of them."
+        )
+    elif saved_result is not None and saved_result.selection_stability() is not None:
+        st.caption("The saved stability is of the saved selection; these sliders changed it.")
+
 pairs_table = pd.DataFrame(
     [(lang, *pair) for lang in languages for pair in neurons[lang].tolist()],
     columns=["language", "layer", "neuron"],
@@ -100,7 +147,12 @@ with cols[2]:
 with cols[3]:
     common.download_png(
         "Overlap (PNG)",
-        lambda: plot_overlap(neurons, title="Shared LAPE neurons"),
+        lambda: plot_overlap(
+            neurons,
+            title="Shared LAPE neurons",
+            chance=neurons.overlap_chance() if len(languages) > 1 else None,
+            confidence=confidence,
+        ),
         "overlap.png",
         key="dl_overlap_png",
     )

@@ -29,6 +29,12 @@ if common.require(run, "sentence_similarity.safetensors"):
         "low where they concentrate."
     )
     st.line_chart(frame, height=280)
+    from mlneurons.interfaces.commands import command
+
+    table = command("ses").tables(ses)[0]  # per layer with its interval, ties with the peak
+    with st.expander("SES per layer with intervals"):
+        st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+        st.caption(table.caption)
     left, right = st.columns(2)
     a = left.selectbox("Language", ses.languages, key="ses_a", bind="query-params")
     b = right.selectbox("with", ses.languages, index=1, key="ses_b", bind="query-params")
@@ -53,6 +59,12 @@ if common.require(run, "latent_language.safetensors"):
     )
     curves.index.name = "layer"
     st.line_chart(curves, height=280)
+    from mlneurons.interfaces.commands import command
+
+    table = command("logit-lens").tables(lens)[0]  # intervals over words, n.s. layers
+    with st.expander("Per layer with intervals"):
+        st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+        st.caption(table.caption)
     layer = st.slider("Words at layer", 0, lens.n_layers - 1, lens.n_layers - 1, key="lens_l")
     words = pd.DataFrame(lens.words)
     words[f"P({lens.target})"] = lens.item_p_target[:, layer].numpy()

@@ -11,6 +11,7 @@ st.title("LRP2: language representation projection")
 if not common.require(run, "lrp2.json"):
     st.stop()
 result = common.result(run, "lrp2")
+from mlneurons.interfaces.commands import lrp2 as lrp2_command  # noqa: E402
 from mlneurons.interfaces.plots import plot_lrp2_grid  # noqa: E402
 from mlneurons.methods.lrp2 import projection  # noqa: E402
 
@@ -31,11 +32,12 @@ summary = pd.DataFrame(
 ).T.astype(float)
 common.describe(run, "lrp2")
 st.caption(f"Trans: Jaccard of the correct facts with {result.pivot}.")
-st.dataframe(
-    summary.style.format("{:.2f}", na_rep="-", subset=summary.columns[2:]).format(
-        "{:.0f}", subset=summary.columns[:2]
-    )
-)
+(table,) = lrp2_command.tables(result)  # with intervals and tests (results that keep per-fact data)
+st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+if table.caption:
+    st.caption(table.caption)
+else:
+    st.caption("This result was saved without per-fact outcomes: values only, no intervals.")
 a, b = st.columns(2)
 with a:
     common.download_csv("Summary (CSV)", summary, "lrp2_summary.csv", key="dl_lrp2_csv")
@@ -73,7 +75,18 @@ cells = grid.map(lambda v: "" if pd.isna(v) else f"{v:.0f}")
 cells.loc[lirp, lsrp] = "★ " + cells.loc[lirp, lsrp]
 left, right = st.columns([2, 1])
 left.dataframe(cells.style.apply(colours, axis=None))
-right.caption(f"Dev P@1 in % per (LIRP, LSRP) pair; the chosen pair ({lirp}, {lsrp}) is starred.")
+right.caption(
+    f"Dev P@1 in % per (LIRP, LSRP) pair; the chosen pair ({lirp}, {lsrp}) is starred "
+    f"({result.settings.get('tie_rule', 'ties: the earlier LIRP, then LSRP layer')})."
+)
+other = result.runner_up.get(language)
+if other:
+    verdict = "distinguishable" if other["distinguishable"] else "**not distinguishable**"
+    right.caption(
+        f"Runner-up {tuple(other['pair'])} ({other['dev_p_at_1']:.0%} on dev): the chosen pair "
+        f"is {verdict} from it (exact McNemar p = {other['test']['p_value']:.2f} on "
+        f"{other['test']['difference']['n']} dev facts)."
+    )
 with right:
     common.download_png(
         "Grid (PNG)",

@@ -12,10 +12,12 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from jaxtyping import Int
 
@@ -38,8 +40,8 @@ Source = TextSource | Int[torch.Tensor, " tokens"]
 class MultilingualCorpus:
     """Per-language token streams, packed into rows of ``seq_len`` tokens.
 
-    Build one with :meth:`builtin`, :meth:`from_files`, :meth:`from_dataset` or
-    :meth:`from_token_ids`. Iteration is deterministic: the same corpus and
+    Build one with :meth:`builtin`, :meth:`from_files`, :meth:`from_dataset`,
+    :meth:`from_hf` or :meth:`from_token_ids`. Iteration is deterministic: the same corpus and
     tokenizer always give the same rows.
 
     Attributes:
@@ -121,6 +123,11 @@ class MultilingualCorpus:
     ) -> MultilingualCorpus:
         """Text files per language.
 
+        The files are streamed line by line, never read whole: memory stays bounded
+        whatever their size. A line longer than :data:`LINE_LIMIT` characters is read in
+        pieces of at most that many characters, cut after the last whitespace of each
+        piece where it has one, and each piece is a document.
+
         Args:
             files: a folder holding ``{lang}.txt`` files or ``{lang}/`` sub-folders of
                 ``*.txt`` files, or a mapping language -> file, folder or list of files.
@@ -172,34 +179,49 @@ class MultilingualCorpus:
         languages: Iterable[str] | None = None,
         **options: Any,
     ) -> MultilingualCorpus:
-        """A Hugging Face ``datasets`` dataset.
+        """A Hugging Face ``datasets`` dataset, map-style or streamed (``IterableDataset``).
+
+        Rows are read lazily, one at a time, each time a language's text is needed: memory
+        stays bounded whatever the dataset's size. With a ``language_column`` each
+        language's pass reads every row and keeps its own (one split per language reads
+        each row once).
 
         Args:
-            dataset: a ``DatasetDict`` or mapping whose keys are languages, or one
-                ``Dataset`` with a ``language_column``. Load local files with
-                ``datasets.load_dataset("json", data_files=...)``, or the hub when online.
-            text_column: the column holding the text.
-            language_column: the column holding the language, for a single Dataset.
-            languages: keep only these languages (default: all).
+            dataset: a ``DatasetDict`` (or ``IterableDatasetDict``, or a mapping) whose keys
+                are languages, or one dataset with a ``language_column``. Load local
+                files with ``datasets.load_dataset("json", data_files=...,
+                streaming=True)``, or see :meth:`from_hf`.
+            text_column: the column holding the text; each row is a document.
+            language_column: the column holding the language, for a single dataset.
+            languages: keep only these languages (default: all). Required for a streamed
+                dataset with a ``language_column``, whose languages are unknown until it
+                is read; there a language without rows has no text.
         """
         if isinstance(dataset, Mapping):
-            parts = dict(dataset)
+            parts: dict[str, Any] = dict(dataset)
+            column = None
         else:
             if language_column is None:
                 raise UserError(
                     "a single Dataset needs language_column=...; or pass a DatasetDict "
                     "keyed by language"
                 )
-            if language_column not in dataset.column_names:
+            names = _column_names(dataset)
+            if names is not None and language_column not in names:
                 raise UserError(
-                    f"language_column {language_column!r} is not a column; "
-                    f"columns are {dataset.column_names}"
+                    f"language_column {language_column!r} is not a column; columns are {names}"
                 )
-            found = sorted(set(dataset[language_column]))
-            parts = {
-                lang: dataset.filter(lambda row, lang=lang: row[language_column] == lang)
-                for lang in found
-            }
+            if hasattr(dataset, "unique"):  # map-style: its languages, from Arrow
+                found = sorted(map(str, dataset.unique(language_column)))
+            elif languages is None:
+                raise UserError(
+                    "a streamed dataset with a language_column needs languages=[...]: its "
+                    "languages are unknown until it is read"
+                )
+            else:
+                found = list(languages)
+            parts = dict.fromkeys(found, dataset)
+            column = language_column
         if languages is not None:
             wanted = list(languages)
             missing = [lang for lang in wanted if lang not in parts]
@@ -209,25 +231,135 @@ class MultilingualCorpus:
                 )
             parts = {lang: parts[lang] for lang in wanted}
         for lang, part in parts.items():
-            if text_column not in part.column_names:
+            names = _column_names(part)
+            if names is not None and text_column not in names:
                 raise UserError(
                     f"text_column {text_column!r} is not a column of language {lang!r}; "
-                    f"columns are {part.column_names}"
+                    f"columns are {names}"
                 )
-
-        def texts(part: Any) -> TextSource:
-            return lambda: (row[text_column] for row in part)
-
-        sources: dict[str, Source] = {lang: texts(part) for lang, part in parts.items()}
-        return cls(
-            sources,
-            description={
-                "source": "datasets",
-                "text_column": text_column,
-                "fingerprints": {
-                    lang: getattr(part, "_fingerprint", None) for lang, part in parts.items()
-                },
+        sources: dict[str, Source] = {
+            lang: _dataset_texts(part, text_column, column, lang) for lang, part in parts.items()
+        }
+        description = {
+            "source": "datasets",
+            "text_column": text_column,
+            "language_column": language_column,
+            "fingerprints": {
+                lang: getattr(part, "_fingerprint", None) for lang, part in parts.items()
             },
+        }
+        description.update(options.pop("description", {}))
+        return cls(sources, description=description, **options)
+
+    @classmethod
+    def from_hf(
+        cls,
+        source: str | Path,
+        config: str | None = None,
+        *,
+        text_column: str = "text",
+        language_column: str | None = None,
+        languages: Iterable[str] | None = None,
+        **options: Any,
+    ) -> MultilingualCorpus:
+        """A ``datasets`` corpus read from this machine, streamed (no network).
+
+        ``source`` is one of:
+
+        * a folder written by ``Dataset.save_to_disk`` or ``DatasetDict.save_to_disk``
+          (read with ``datasets.load_from_disk``, memory-mapped Arrow files);
+        * a folder of ``{lang}.jsonl``, ``{lang}.json``, ``{lang}.parquet`` or
+          ``{lang}.csv`` data files, one language each (``datasets.load_dataset(...,
+          streaming=True)``: read row by row, nothing converted or cached);
+        * a dataset name (with its ``config``) already in the local Hugging Face cache,
+          loaded with the hub offline, from its memory-mapped Arrow files.
+
+        The splits (or files) are the languages, unless ``language_column`` names the
+        column holding each row's language. The rest is :meth:`from_dataset`.
+
+        Args:
+            source: the folder or the cached dataset's name.
+            config: the dataset's configuration (cached datasets only).
+            text_column: the column holding the text; each row is a document.
+            language_column: the column holding each row's language, if the splits are
+                not the languages.
+            languages: read only these; those the dataset lacks are left out (a streamed
+                dataset with a ``language_column`` cannot tell before it is read: there
+                they have no text).
+            **options: ``seq_len``, ``tokens_per_language``, ``add_bos``.
+
+        Raises:
+            UserError: no such folder or cached dataset, a folder mixing data-file
+                formats, a missing column, none of ``languages`` in the dataset.
+        """
+        import datasets
+
+        path = Path(source)
+        if path.is_dir() and any((path / f).exists() for f in ("dataset_dict.json", "state.json")):
+            data = datasets.load_from_disk(str(path))
+            description: dict[str, Any] = {"path": str(path.resolve()), "layout": "save_to_disk"}
+        elif path.is_dir():
+            files = {p.stem: p for p in sorted(path.iterdir()) if p.suffix in _DATA_FILES}
+            kinds = sorted({_DATA_FILES[p.suffix] for p in files.values()})
+            if len(kinds) != 1:
+                raise UserError(
+                    f"dataset folder {str(path)!r} needs {{lang}}.jsonl, .json, .parquet or .csv "
+                    f"files of one kind, or a save_to_disk folder; found "
+                    f"{sorted(p.name for p in files.values()) or 'none'}"
+                )
+            data = datasets.load_dataset(
+                kinds[0], data_files={lang: str(p) for lang, p in files.items()}, streaming=True
+            )
+            description = {
+                "path": str(path.resolve()),
+                "layout": "files",
+                "files": {
+                    k: [p.name, p.stat().st_size, p.stat().st_mtime_ns] for k, p in files.items()
+                },
+            }
+        elif str(source).startswith(("/", ".", "~")) or str(source).count("/") > 1:
+            raise UserError(f"dataset folder {str(source)!r} does not exist")
+        else:
+            with _hub_offline():
+                try:
+                    data = datasets.load_dataset(str(source), config)
+                except Exception as exc:  # what the user named is not on this machine
+                    named = f"{str(source)!r}" + (f" (config {config!r})" if config else "")
+                    reason = (str(exc).splitlines() or [""])[0]
+                    raise UserError(
+                        f"no dataset {named}: not a folder, and not in the local Hugging Face "
+                        f"cache (the hub is not reached at run time): {type(exc).__name__} "
+                        f"{reason}"
+                    ) from exc
+            description = {"name": str(source), "config": config, "layout": "cache"}
+        if language_column is not None and isinstance(data, Mapping):  # rows carry languages
+            if len(data) != 1:
+                raise UserError(
+                    f"dataset {str(source)!r} has the splits {list(data)}; with a language "
+                    "column it must have one split (or name the splits by language)"
+                )
+            data = next(iter(data.values()))
+        if languages is not None:
+            wanted = list(languages)
+            have: list[str] | None = None  # unknown (a stream with a language column)
+            if language_column is None and isinstance(data, Mapping):
+                have = list(data)
+            elif language_column in (getattr(data, "column_names", None) or ()) and hasattr(
+                data, "unique"
+            ):
+                have = sorted(map(str, data.unique(language_column)))
+            languages = [lang for lang in wanted if have is None or lang in have]
+            if not languages:
+                raise UserError(
+                    f"none of the languages {wanted} is in the dataset {str(source)!r}; "
+                    f"it has {have}"
+                )
+        return cls.from_dataset(
+            data,
+            text_column=text_column,
+            language_column=language_column,
+            languages=languages,
+            description=description,
             **options,
         )
 
@@ -297,7 +429,14 @@ class MultilingualCorpus:
             document = document.strip()
             if document:
                 ids = tokenizer(document + "\n\n", add_special_tokens=False)["input_ids"]
-                yield torch.tensor(ids, dtype=torch.long)
+                yield torch.from_numpy(np.array(ids, dtype=np.int64))  # faster than from a list
+
+    def has_text(self, language: str) -> bool:
+        """Whether ``language`` has any text, reading up to its first non-empty document."""
+        source = self.sources[language]
+        if isinstance(source, torch.Tensor):
+            return source.numel() > 0
+        return any(document.strip() for document in source())
 
     def rows(
         self,
@@ -360,7 +499,6 @@ class MultilingualCorpus:
     def cached_rows(self, language: str, tokenizer: Any, cache: str | Path) -> Any:
         """All packed rows of ``language`` as a read-only int32 memory map ``[rows, seq_len]``,
         tokenised into ``cache`` on first use."""
-        import numpy as np
 
         name = f"{self.key()}-{tokenizer_key(tokenizer)}-{language}"
         path = Path(cache) / f"{name}.int32"
@@ -393,15 +531,81 @@ class MultilingualCorpus:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
+LINE_LIMIT = 1 << 20
+"""The longest document read from a text file, in characters: a longer line is read in
+pieces (cut after their last whitespace), so that memory stays bounded."""
+
+
 def _read_lines(paths: list[Path]) -> TextSource:
     def read() -> Iterator[str]:
         for path in paths:
             with open(path, encoding="utf-8") as handle:
-                for line in handle:
-                    if line.strip():
-                        yield line
+                yield from _lines(handle, LINE_LIMIT)
 
     return read
+
+
+def _lines(handle: Any, limit: int) -> Iterator[str]:
+    """The non-empty lines of ``handle``, a line longer than ``limit`` characters in pieces
+    of at most ``limit``, each cut after its last whitespace when it has one."""
+    carry = ""
+    while True:
+        piece = carry + handle.readline(limit - len(carry))
+        if piece == carry:  # end of file
+            if carry.strip():
+                yield carry
+            return
+        carry = ""
+        if len(piece) >= limit and not piece.endswith("\n"):  # part of a longer line
+            cut = max(piece.rfind(c) for c in " \t\r\f\v") + 1 or len(piece)
+            piece, carry = piece[:cut], piece[cut:]
+        if piece.strip():
+            yield piece
+
+
+def _column_names(part: Any) -> list[str] | None:
+    """The columns of a dataset, from its features or else its first row; None if empty."""
+    names = getattr(part, "column_names", None)
+    if names is None:  # a streamed dataset whose features are unknown until it is read
+        first = next(iter(part), None)
+        names = None if first is None else list(first)
+    return None if names is None else list(names)
+
+
+def _dataset_texts(
+    part: Any, text_column: str, language_column: str | None, language: str
+) -> TextSource:
+    """The texts of a dataset's rows, lazily (of ``language`` only with a language column)."""
+    columns = [text_column, *([language_column] if language_column else [])]
+
+    def read() -> Iterator[str]:
+        rows = part.select_columns(columns) if hasattr(part, "select_columns") else part
+        for row in rows:
+            if language_column is None or str(row[language_column]) == language:
+                yield row[text_column] or ""
+
+    return read
+
+
+_DATA_FILES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+"""Data-file suffixes of :meth:`MultilingualCorpus.from_hf` -> their ``datasets`` builder."""
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Keep ``datasets`` and ``huggingface_hub`` off the network (they read
+    ``HF_HUB_OFFLINE`` at import, so their constants are set, and restored after)."""
+    import datasets.config
+    import huggingface_hub.constants as hub
+
+    old = hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE
+    hub.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
+    datasets.config.HF_DATASETS_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = old[0], old[1]
+        datasets.config.HF_DATASETS_OFFLINE = old[2]
 
 
 def tokenizer_key(tokenizer: Any) -> str:

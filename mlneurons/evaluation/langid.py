@@ -18,6 +18,7 @@ from typing import Any
 
 from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
+from mlneurons.evaluation.uncertainty import CONFIDENCE, Estimate, wilson
 
 UNKNOWN = "unknown"
 """What :func:`identify` returns for empty or undecidable text."""
@@ -59,6 +60,32 @@ def identify_many(texts: Sequence[str], *, languages: Sequence[str] | None = Non
     """
     identifier = _identifier(_candidates(languages))
     return [_identify(identifier, text) for text in texts]
+
+
+def shares(
+    labels: Sequence[str],
+    categories: Sequence[str] | None = None,
+    *,
+    confidence: float = CONFIDENCE,
+) -> dict[str, Estimate]:
+    """Each category's share of ``labels`` (identified languages of answers, e.g. the
+    target-language rate of steered answers, Tang et al. 2024) with its Wilson score
+    interval over the ``len(labels)`` answers.
+
+    Args:
+        labels: one label per answer (a language code, ``"unknown"``, ``"degenerate"``).
+        categories: the shares to give, in order (default: the labels seen, in order of
+            first appearance); a category no answer has gets 0 with its interval.
+
+    Raises:
+        ValueError: no labels (an empty share has no value).
+    """
+    if not labels:
+        raise ValueError("shares of no answers are undefined")
+    keys = list(dict.fromkeys(labels)) if categories is None else list(categories)
+    return {
+        key: wilson(sum(label == key for label in labels), len(labels), confidence) for key in keys
+    }
 
 
 def supported_languages() -> list[str]:

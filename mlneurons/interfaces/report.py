@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlneurons.config import Config
+from mlneurons.evaluation.uncertainty import flagged
 from mlneurons.interfaces.commands import every
 from mlneurons.interfaces.spec import Command, Table, run_command
 from mlneurons.models import DEFAULT_MODEL
@@ -185,6 +186,7 @@ text-align:right;vertical-align:top}th{background:#f3f3f3}td.l,th.l{text-align:l
 code,pre{background:#f6f6f6;font-size:.9em}pre{padding:.5em;white-space:pre-wrap}
 th{white-space:nowrap}table.steps td:last-child{font-family:monospace;font-size:.85em}
 img{max-width:100%;max-height:420px;border:1px solid #eee;margin:.4em 0}.bad{color:#b00}.muted{color:#777}
+.ns{background:#fff3d6;color:#7a4d00}
 """
 
 
@@ -217,10 +219,11 @@ def _table(table: Table, cls: str = "") -> str:
     """An HTML table with escaped cells; text cells are left-aligned."""
 
     def cells(tag: str, values: list[Any]) -> str:
-        return "".join(
-            f"<{tag}{' class=l' if isinstance(v, str) and not _numeric(v) else ''}>{_e(v)}</{tag}>"
-            for v in values
-        )
+        def classes(v: Any) -> str:
+            names = ["l"] * (isinstance(v, str) and not _numeric(v)) + ["ns"] * flagged(v)
+            return f" class='{' '.join(names)}'" if names else ""
+
+        return "".join(f"<{tag}{classes(v)}>{_e(v)}</{tag}>" for v in values)
 
     body = "".join(f"<tr>{cells('td', row)}</tr>" for row in table.rows)
     shown = f"<table class='{cls}'><tr>{cells('th', table.header)}</tr>{body}</table>"
@@ -243,7 +246,9 @@ def section(spec: Command[Any, Any], out: Path) -> str:
         cfg = spec.config.load(out)
     except Exception:  # a run without cfg.json: the figures' names need only defaults
         cfg = spec.config()
-    lines = "".join(f"<p>{_e(line)}</p>" for line in spec.describe(result))
+    lines = "".join(
+        f"<p{' class=ns' if flagged(line) else ''}>{_e(line)}</p>" for line in spec.describe(result)
+    )
     tables = "".join(_table(table) for table in spec.tables(result))
     return lines + tables + _images(out, list(spec.figures(result, cfg, out)))
 
@@ -287,6 +292,11 @@ def write_index(out: str | Path, record: dict[str, Any] | None = None) -> Path:
         f"<p>Budget <b>{_e(record.get('budget'))}</b>; steps took {total:.0f} s in all; written "
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Open the interactive app on this run: "
         f"<code>{_e(app_command(out, record.get('model_name') or DEFAULT_MODEL))}</code></p>",
+        "<p>Every estimate carries its interval (95% unless a step's <code>--confidence</code> "
+        "says otherwise: Wilson for rates, the bootstrap over items for perplexities and "
+        "overlaps; each result's JSON names the method, the number of items and the seed). "
+        "<span class=ns>Findings marked like this are not significant</span> (paired tests: "
+        "exact McNemar; tables that test every language pair: Holm-adjusted).</p>",
         "<h2>Steps</h2>",
         _table(
             Table(["step", "status", "wall (s)", "CPU (s)", "command that reproduces it"], rows),

@@ -12,12 +12,16 @@ in a gated MLP sets ``hook_post`` to ``v * up``, adding ``v`` to it adds ``v * u
 and scaling it by ``α`` scales ``hook_post`` by ``α``. These are the replacement,
 additive and multiplicative interventions of "language arithmetics" (Gurgurov et
 al. 2025).
+
+The same factories edit dictionary features (:mod:`mlneurons.models.dictionary`): given
+``points`` (or a feature set, whose :attr:`~LanguageNeurons.feature_points` they are), a
+pair (i, j) is feature j at hook point ``points[i]``, set, added to or scaled directly.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -27,26 +31,73 @@ from jaxtyping import Float, Int
 from mlneurons.errors import UserError
 from mlneurons.methods.lape import LanguageNeurons, as_pairs
 from mlneurons.models.bridge import TransformerBridge
+from mlneurons.models.dictionary import feature_widths
 from mlneurons.models.fingerprint import fingerprint
 
 Hooks = list[tuple[str, Any]]
 """A list of ``(hook_name, fn)`` pairs: what every intervention is."""
 
 
+def _points(neurons: Any, points: Sequence[str] | None) -> list[str]:
+    """The hook point of each "layer" index: ``points``, else a feature set's feature
+    points; empty for MLP neurons."""
+    if points is not None:
+        return list(points)
+    return neurons.feature_points if isinstance(neurons, LanguageNeurons) else []
+
+
+def _point(points: list[str], layer: int) -> str:
+    """Where the units of ``layer`` are edited: its feature point, or the MLP's ``hook_post``."""
+    return points[layer] if points else f"blocks.{layer}.mlp.hook_post"
+
+
+def _shape(model: TransformerBridge, points: list[str]) -> tuple[int, int]:
+    """(layers, units per layer) of the units: MLP neurons, or the features at ``points``."""
+    if not points:
+        fp = fingerprint(model)
+        return int(fp["n_layers"]), int(fp["d_mlp"])
+    widths = feature_widths(model)
+    missing = [p for p in points if p not in widths]
+    if missing:
+        raise UserError(
+            f"no dictionary is spliced at {missing[0]!r}; splice it first "
+            "(mlneurons.splice(model, mlneurons.load_dictionary(DIR)))"
+        )
+    return len(points), max(widths[p] for p in points)
+
+
 def _check_fits(
-    pairs: Int[torch.Tensor, "k 2"], model: TransformerBridge | None, neurons: Any
+    pairs: Int[torch.Tensor, "k 2"],
+    model: TransformerBridge | None,
+    neurons: Any,
+    points: list[str],
 ) -> None:
     """Raise if ``pairs`` (or the LanguageNeurons they came from) do not fit ``model``.
 
-    Negative indices are refused even without a model.
+    Negative indices are refused even without a model, "layers" past ``points`` too.
     """
     if len(pairs) and pairs.min() < 0:
         layer, neuron = pairs[(pairs < 0).any(1)][0].tolist()
         raise UserError(f"neuron indices must be >= 0, got (layer {layer}, neuron {neuron})")
+    if points and len(pairs) and int(pairs[:, 0].max()) >= len(points):
+        raise UserError(
+            f"feature pair (point {int(pairs[:, 0].max())}, ...) does not fit the "
+            f"{len(points)} feature points given (valid: 0..{len(points) - 1})"
+        )
     if model is None:
         return
     if isinstance(neurons, LanguageNeurons):
         neurons.check_fits(model)
+    if points:
+        widths = feature_widths(model)
+        _shape(model, points)  # every point spliced
+        for layer, feature in pairs.tolist():
+            if feature >= widths[points[layer]]:
+                raise UserError(
+                    f"feature {feature} does not fit the {widths[points[layer]]} features "
+                    f"at {points[layer]} (valid: 0..{widths[points[layer]] - 1})"
+                )
+        return
     fp = fingerprint(model)
     if len(pairs):
         layer, neuron = pairs.max(0).values.tolist()
@@ -68,7 +119,9 @@ def _zero(act: torch.Tensor, *, hook: Any, index: torch.Tensor) -> torch.Tensor:
     return act.index_fill(-1, index.to(act.device), 0.0)
 
 
-def deactivate(neurons: Any, *, model: TransformerBridge | None = None) -> Hooks:
+def deactivate(
+    neurons: Any, *, model: TransformerBridge | None = None, points: Sequence[str] | None = None
+) -> Hooks:
     """Set the chosen neurons' activation to 0 at every position (LAPE deactivation).
 
     Args:
@@ -76,11 +129,15 @@ def deactivate(neurons: Any, *, model: TransformerBridge | None = None) -> Hooks
             ``LanguageNeurons``, a list of (layer, neuron) pairs, or a ``[layer, neuron]``
             boolean mask.
         model: when given, the neurons are checked to fit it.
+        points: for dictionary features given as pairs (``feats["fr"]``), the feature hook
+            point of each "layer" (``feats.feature_points``); a one-language feature set
+            brings its own. Default: MLP neurons.
     """
     pairs = as_pairs(neurons)
-    _check_fits(pairs, model, neurons)
+    where = _points(neurons, points)
+    _check_fits(pairs, model, neurons, where)
     return [
-        (f"blocks.{layer}.mlp.hook_post", functools.partial(_zero, index=index))
+        (_point(where, layer), functools.partial(_zero, index=index))
         for layer, index in _by_layer(pairs).items()
     ]
 
@@ -118,7 +175,7 @@ def _scale(
 def _per_neuron(
     pairs: Int[torch.Tensor, "k 2"],
     values: float | torch.Tensor,
-    fp: dict[str, Any],
+    shape: tuple[int, int],
     what: str,
 ) -> Float[torch.Tensor, " k"]:
     """One value per pair from a scalar, a value per pair, or a ``[layer, neuron]`` grid."""
@@ -127,11 +184,11 @@ def _per_neuron(
         return values.expand(len(pairs))
     if values.dim() == 1 and len(values) == len(pairs):
         return values
-    if values.dim() == 2 and tuple(values.shape) == (fp["n_layers"], fp["d_mlp"]):
+    if values.dim() == 2 and tuple(values.shape) == shape:
         return values[pairs[:, 0], pairs[:, 1]]
     raise UserError(
         f"{what} must be a scalar, {len(pairs)} values (one per neuron) or a "
-        f"[{fp['n_layers']}, {fp['d_mlp']}] grid; got shape {tuple(values.shape)}"
+        f"[{shape[0]}, {shape[1]}] grid; got shape {tuple(values.shape)}"
     )
 
 
@@ -141,6 +198,7 @@ def activate(
     *,
     model: TransformerBridge,
     add: bool = False,
+    points: Sequence[str] | None = None,
 ) -> Hooks:
     """Set the chosen neurons' activation to ``values`` at every position, decode steps included.
 
@@ -155,11 +213,13 @@ def activate(
             (the per-language mean activation).
         model: the model the hooks are for (gated and plain MLPs differ).
         add: add ``values`` to the activation instead of replacing it.
+        points: as for :func:`deactivate` (features are set directly, never gated).
     """
     pairs = as_pairs(neurons)
-    _check_fits(pairs, model, neurons)
-    per_neuron = _per_neuron(pairs, values, fingerprint(model), "values")
-    gated = bool(getattr(model.cfg, "gated_mlp", False))
+    where = _points(neurons, points)
+    _check_fits(pairs, model, neurons, where)
+    per_neuron = _per_neuron(pairs, values, _shape(model, where), "values")
+    gated = bool(getattr(model.cfg, "gated_mlp", False)) and not where
     hooks: Hooks = []
     for layer in torch.unique(pairs[:, 0]).tolist():
         chosen = pairs[:, 0] == layer
@@ -171,7 +231,7 @@ def activate(
             )
         hooks.append(
             (
-                f"blocks.{layer}.mlp.hook_post",
+                _point(where, layer),
                 functools.partial(
                     _set,
                     index=pairs[chosen, 1],
@@ -189,6 +249,7 @@ def scale(
     factor: float | Float[torch.Tensor, " k"] | Float[torch.Tensor, "layer neuron"],
     *,
     model: TransformerBridge,
+    points: Sequence[str] | None = None,
 ) -> Hooks:
     """Multiply the chosen neurons' activation by ``factor`` at every position (a ← α·a).
 
@@ -199,13 +260,15 @@ def scale(
         neurons: as for :func:`deactivate`.
         factor: a scalar, one factor per neuron, or a ``[layer, neuron]`` grid.
         model: the model the hooks are for.
+        points: as for :func:`deactivate`.
     """
     pairs = as_pairs(neurons)
-    _check_fits(pairs, model, neurons)
-    per_neuron = _per_neuron(pairs, factor, fingerprint(model), "factor")
+    where = _points(neurons, points)
+    _check_fits(pairs, model, neurons, where)
+    per_neuron = _per_neuron(pairs, factor, _shape(model, where), "factor")
     return [
         (
-            f"blocks.{layer}.mlp.hook_post",
+            _point(where, layer),
             functools.partial(
                 _scale,
                 index=pairs[pairs[:, 0] == layer, 1],
@@ -241,17 +304,20 @@ def check_intervention(model: TransformerBridge, hooks: Hooks) -> None:
         UserError: naming the hook point or neuron and the valid range.
     """
     d_mlp = int(cast(int, model.cfg.d_mlp))  # set for every model with MLP blocks
+    widths = feature_widths(model)
     for name, fn in hooks:
         if name not in model.hook_dict:
             raise UserError(
                 f"hook point {name!r} does not exist in this model of {model.cfg.n_layers} layers"
             )
         index = getattr(fn, "keywords", {}).get("index")
-        if name.endswith("mlp.hook_post") and index is not None and len(index):
-            if int(index.max()) >= d_mlp:
+        width = widths.get(name, d_mlp if name.endswith("mlp.hook_post") else None)
+        if width is not None and index is not None and len(index):
+            if int(index.max()) >= width:
+                unit = "feature" if name in widths else "neuron"
                 raise UserError(
-                    f"neuron {int(index.max())} in {name} does not fit this model's "
-                    f"{d_mlp} neurons per layer (valid: 0..{d_mlp - 1})"
+                    f"{unit} {int(index.max())} in {name} does not fit its "
+                    f"{width} {unit}s (valid: 0..{width - 1})"
                 )
 
 

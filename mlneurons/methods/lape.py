@@ -9,21 +9,32 @@ mask format published with the paper.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 
 from mlneurons.config import rate
 from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
+from mlneurons.evaluation.uncertainty import (
+    ChanceLevel,
+    Estimate,
+    Uncertainty,
+    holm,
+    overlap_null,
+    percentile,
+)
 from mlneurons.models.bridge import TransformerBridge
+from mlneurons.models.dictionary import check_units
 from mlneurons.models.fingerprint import check_same_model, fingerprint
 from mlneurons.results import Result
-from mlneurons.stats.activation import STATS_FILE, ActivationStats
+from mlneurons.stats.activation import STATS_FILE, ActivationStats, BlockStats
 
 NEURONS_FILE = "neurons.json"
 NEURONS_META_FILE = "neurons_meta.json"
@@ -36,6 +47,10 @@ class LanguageNeurons(Result):
 
     A neuron may belong to several languages (LAPE assigns a kept neuron to every
     language whose activation probability passes the bar).
+
+    The units may also be dictionary features (:mod:`mlneurons.models.dictionary`): then
+    ``model["units"]`` names their dictionaries, a "layer" is the index of a feature hook
+    point in :attr:`feature_points` and ``d_mlp`` the features per point.
 
     Attributes:
         neurons: language -> ``[k, 2]`` LongTensor of (layer, neuron) pairs, sorted.
@@ -86,8 +101,20 @@ class LanguageNeurons(Result):
                 f"unknown language {language!r}; these neurons have {self.languages}"
             ) from None
 
+    @property
+    def feature_points(self) -> list[str]:
+        """The feature hook point of each "layer" when the units are dictionary features;
+        empty for MLP neurons."""
+        points: list[str] = self.model.get("units", {}).get("points", [])
+        return list(points)
+
     def check_fits(self, model: TransformerBridge) -> None:
-        """Raise if these neurons were selected on another model (shape or fingerprint)."""
+        """Raise if these neurons were selected on another model (shape or fingerprint), or
+        if they are dictionary features and ``model`` lacks those dictionaries."""
+        if self.feature_points:
+            check_units(model, self.model["units"], self.d_mlp)
+            check_same_model(self.model, model, what="these features", verb="selected")
+            return
         fp = fingerprint(model)
         if (self.n_layers, self.d_mlp) != (fp["n_layers"], fp["d_mlp"]):
             raise UserError(
@@ -134,6 +161,11 @@ class LanguageNeurons(Result):
         """Neurons shared by each pair of languages (diagonal: each language's count)."""
         flat = self.masks().flatten(1).float()
         return (flat @ flat.T).long()
+
+    def overlap_chance(self) -> OverlapChance:
+        """Each pair's shared neurons against chance (:class:`OverlapChance`): per layer the
+        hypergeometric overlap of random sets as large as the two languages' sets there."""
+        return overlap_chance(self)
 
     FILE: ClassVar[str] = NEURONS_FILE
 
@@ -258,6 +290,143 @@ class LanguageNeurons(Result):
         return path
 
 
+OVERLAP_METHOD = "hypergeometric per layer, summed over layers"
+
+
+def hypergeometric_pmf(population: int, a: int, b: int) -> np.ndarray:
+    """``P(X = i)`` for ``i = 0 .. min(a, b)``: the overlap ``X`` of a random ``a``-set and
+    ``b``-set of ``population`` units (exact integer ratios, each rounded once)."""
+    total = math.comb(population, a)
+    top = min(a, b)
+    return np.array(
+        [math.comb(b, i) * math.comb(population - b, a - i) / total for i in range(top + 1)]
+    )
+
+
+def layered_overlap_null(observed: int, strata: Sequence[tuple[int, int, int]]) -> ChanceLevel:
+    """The overlap of two unit sets drawn at random within strata (layers), against chance.
+
+    In each stratum ``(population, a, b)`` a random ``a``-set and ``b``-set share a
+    hypergeometric number of units; the strata are independent, so the total's
+    distribution is the convolution of theirs. Returns the observed total, its
+    expectation ``sum a·b / population`` and the exact chance of a total at least as large
+    (one stratum: :func:`~mlneurons.evaluation.uncertainty.overlap_null`).
+    """
+    pmf = np.ones(1)
+    for population, a, b in strata:
+        if not (0 <= a <= population and 0 <= b <= population):
+            raise ValueError(f"no {a}- and {b}-set among {population} units")
+        pmf = np.convolve(pmf, hypergeometric_pmf(population, a, b))
+    if not 0 <= observed < len(pmf):
+        raise ValueError(f"an overlap of {observed} is impossible in these strata")
+    expected = sum(a * b / population for population, a, b in strata if population)
+    p = min(1.0, float(pmf[observed:].sum()))
+    return ChanceLevel(float(observed), expected, p, OVERLAP_METHOD)
+
+
+@dataclass(frozen=True)
+class OverlapChance:
+    """The neurons each pair of languages shares, against chance.
+
+    Random sets as large as the two languages' sets in each layer would share, in layer
+    ``l``, a hypergeometric number of neurons with mean ``a_l · b_l / d_mlp``. LAPE sets
+    crowd into the first and last layers, so chance keeps each layer's counts: the pair's
+    total is compared with the sum over layers (:func:`layered_overlap_null`), and each
+    layer on its own with its hypergeometric (``layers``). p-values are one-sided (at least
+    as many shared); the pairs' totals are Holm-adjusted over the pairs (:attr:`p_holm`).
+
+    Attributes:
+        pairs: the language pairs, each once.
+        overall: per pair, the total shared against the sum of the layers' chances.
+        layers: per pair, each layer's shared neurons against its hypergeometric.
+        population: neurons per layer.
+    """
+
+    pairs: list[tuple[str, str]]
+    overall: list[ChanceLevel]
+    layers: list[list[ChanceLevel]]
+    population: int
+    correction: str = "Holm"
+
+    @property
+    def p_holm(self) -> list[float]:
+        """The pairs' p-values, Holm-adjusted over the pairs."""
+        return holm([chance.p_value for chance in self.overall])
+
+    def significant(self, alpha: float = 0.05) -> list[bool]:
+        """Per pair: more neurons shared than chance at ``alpha`` (Holm-adjusted)."""
+        return [p < alpha for p in self.p_holm]
+
+    def expected(self) -> dict[tuple[str, str], float]:
+        """The chance expectation of each pair's shared neurons, both orders."""
+        both = {}
+        for (a, b), chance in zip(self.pairs, self.overall):
+            both[a, b] = both[b, a] = chance.expected
+        return both
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "method": OVERLAP_METHOD,
+            "population": self.population,
+            "correction": self.correction,
+            "pairs": [
+                {
+                    "languages": list(pair),
+                    "observed": int(chance.observed),
+                    "expected": chance.expected,
+                    "p_value": chance.p_value,
+                    "p_holm": p_holm,
+                    "layers": {
+                        "observed": [int(c.observed) for c in layers],
+                        "expected": [c.expected for c in layers],
+                        "p_value": [c.p_value for c in layers],
+                    },
+                }
+                for pair, chance, p_holm, layers in zip(
+                    self.pairs, self.overall, self.p_holm, self.layers
+                )
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OverlapChance:
+        pairs, overall, layers = [], [], []
+        for item in data["pairs"]:
+            pairs.append((item["languages"][0], item["languages"][1]))
+            overall.append(
+                ChanceLevel(item["observed"], item["expected"], item["p_value"], OVERLAP_METHOD)
+            )
+            per = item["layers"]
+            layers.append(
+                [
+                    ChanceLevel(o, e, p, "hypergeometric")
+                    for o, e, p in zip(per["observed"], per["expected"], per["p_value"])
+                ]
+            )
+        return cls(pairs, overall, layers, data["population"], data.get("correction", "Holm"))
+
+
+def overlap_chance(neurons: LanguageNeurons) -> OverlapChance:
+    """Each pair of languages' shared neurons against chance (see :class:`OverlapChance`)."""
+    masks = neurons.masks()
+    sizes = masks.sum(-1).tolist()  # [language][layer]
+    shared = torch.einsum("ald,bld->abl", masks.double(), masks.double()).long().tolist()
+    languages = neurons.languages
+    pairs, overall, layers = [], [], []
+    for i in range(len(languages)):
+        for j in range(i + 1, len(languages)):
+            strata = [(neurons.d_mlp, a, b) for a, b in zip(sizes[i], sizes[j])]
+            pairs.append((languages[i], languages[j]))
+            overall.append(layered_overlap_null(sum(shared[i][j]), strata))
+            layers.append(
+                [
+                    overlap_null(k, population, a, b)
+                    for k, (population, a, b) in zip(shared[i][j], strata)
+                ]
+            )
+    return OverlapChance(pairs, overall, layers, neurons.d_mlp)
+
+
 @dataclass
 class LapeSummary(Result):
     """What a LAPE run found, in numbers: ``summary.json``.
@@ -272,6 +441,11 @@ class LapeSummary(Result):
         neurons_per_layer: per language, its neurons in each layer.
         wall_time_s: seconds the run took (statistics and selection).
         stats: the statistics file re-used (None when they were collected).
+        overlap: each pair's shared neurons against chance (:meth:`OverlapChance.to_json`);
+            absent in summaries written before it.
+        stability: the selection's stability under resampled corpus rows
+            (:meth:`SelectionStability.to_json`), when it was measured.
+        uncertainty: the settings of the intervals and tests (:class:`Uncertainty`).
     """
 
     FILE: ClassVar[str] = SUMMARY_FILE
@@ -285,6 +459,9 @@ class LapeSummary(Result):
     neurons_per_layer: dict[str, list[int]]
     wall_time_s: float | None = None
     stats: str | None = None
+    overlap: dict[str, Any] | None = None
+    stability: dict[str, Any] | None = None
+    uncertainty: dict[str, Any] | None = None
 
 
 def summarize(
@@ -293,8 +470,11 @@ def summarize(
     *,
     wall_time_s: float | None = None,
     stats_path: str | None = None,
+    stability: SelectionStability | None = None,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> LapeSummary:
-    """The :class:`LapeSummary` of neurons selected from ``stats``."""
+    """The :class:`LapeSummary` of neurons selected from ``stats``, with each pair's shared
+    neurons against chance and, when measured, the selection's ``stability``."""
     per_layer = neurons.counts_per_layer()
     return LapeSummary(
         model=stats.model,
@@ -306,6 +486,9 @@ def summarize(
         neurons_per_layer={lang: per_layer[i].tolist() for i, lang in enumerate(neurons.languages)},
         wall_time_s=None if wall_time_s is None else round(wall_time_s, 1),
         stats=stats_path,
+        overlap=neurons.overlap_chance().to_json() if len(neurons.languages) > 1 else None,
+        stability=None if stability is None else stability.to_json(),
+        uncertainty=uncertainty.to_json(),
     )
 
 
@@ -333,6 +516,22 @@ class LapeResult(Result):
             self.stats.save(directory / STATS_FILE)
         self.neurons.save(directory)
         return self.summary.save(directory, config=config)
+
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The settings the run recorded (the defaults for runs made before them)."""
+        return Uncertainty(**(self.summary.uncertainty or {}))
+
+    def overlap_chance(self) -> OverlapChance:
+        """Each pair's shared neurons against chance (as saved, else from the neurons)."""
+        if self.summary.overlap is not None:
+            return OverlapChance.from_json(self.summary.overlap)
+        return self.neurons.overlap_chance()
+
+    def selection_stability(self) -> SelectionStability | None:
+        """The stability of the selection, when the run measured it (``--stability``)."""
+        saved = self.summary.stability
+        return None if saved is None else SelectionStability.from_json(saved)
 
     @classmethod
     def load(cls, path: str | Path) -> LapeResult:
@@ -460,6 +659,168 @@ def select_by_entropy(
     return LanguageNeurons(neurons, n_layers, d_mlp, dict(model or {}), constants)
 
 
+STABLE = 0.9
+"""A neuron is stable when at least this share of the resamples selects it."""
+
+
+@dataclass(frozen=True)
+class SelectionStability:
+    """How stable each language's LAPE set is when the corpus rows are resampled.
+
+    Méloux et al. (2025) ask for a selection's stability by bootstrap: each of
+    ``resamples`` resamples draws every language's blocks of rows with replacement
+    (:func:`block_weights`) and selects again with the same constants
+    (:func:`stability`).
+
+    Attributes:
+        resamples: bootstrap resamples.
+        rows_per_block: consecutive corpus rows per block (the resampled unit).
+        blocks: per language, its blocks.
+        jaccard: per language, the mean over resamples of the Jaccard of the resample's set
+            with the full set (1 when both are empty), with the percentile interval of the
+            resamples' Jaccards at the recorded confidence.
+        draws: per language, each resample's Jaccard.
+        frequency: per language, for each neuron of the full set (in the order of
+            ``LanguageNeurons[language]``) the share of resamples that select it for that
+            language.
+        stable: the share of resamples a stable neuron is selected in.
+    """
+
+    resamples: int
+    rows_per_block: int
+    blocks: dict[str, int]
+    jaccard: dict[str, Estimate]
+    draws: dict[str, list[float]]
+    frequency: dict[str, list[float]]
+    stable: float = STABLE
+
+    def share_stable(self) -> dict[str, float | None]:
+        """Per language, the share of its full set selected in at least :attr:`stable` of
+        the resamples (None for a language without neurons)."""
+        return {
+            lang: sum(f >= self.stable for f in freq) / len(freq) if freq else None
+            for lang, freq in self.frequency.items()
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "resamples": self.resamples,
+            "rows_per_block": self.rows_per_block,
+            "blocks": dict(self.blocks),
+            "stable": self.stable,
+            "jaccard": {lang: e.to_json() for lang, e in self.jaccard.items()},
+            "share_stable": self.share_stable(),
+            "draws": {lang: list(d) for lang, d in self.draws.items()},
+            "frequency": {lang: list(f) for lang, f in self.frequency.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SelectionStability:
+        return cls(
+            data["resamples"],
+            data["rows_per_block"],
+            dict(data["blocks"]),
+            {lang: Estimate.from_json(e) for lang, e in data["jaccard"].items()},
+            {lang: list(d) for lang, d in data["draws"].items()},
+            {lang: list(f) for lang, f in data["frequency"].items()},
+            data.get("stable", STABLE),
+        )
+
+
+def block_weights(blocks: BlockStats, resamples: int, seed: int) -> list[np.ndarray]:
+    """Per language, ``[resamples, k]`` bootstrap counts of its ``k`` blocks (each row sums
+    to ``k``): one generator seeded with ``seed`` draws language after language."""
+    rng = np.random.default_rng(seed)
+    drawn = []
+    for lang in blocks.languages:
+        k = len(blocks.blocks(lang))
+        drawn.append(rng.multinomial(k, np.full(k, 1.0 / k), size=resamples).astype(np.float64))
+    return drawn
+
+
+def resampled_probs(
+    blocks: BlockStats, weights: Sequence[np.ndarray]
+) -> Float[torch.Tensor, "resample language layer neuron"]:
+    """Activation probabilities of weighted blocks: per language ``(w @ fire counts) /
+    (w @ token counts)`` over its blocks, as matrix products.
+
+    The weighted sums of integer counts are exact in float64 and the ratio is rounded
+    as :attr:`ActivationStats.activation_probs` rounds it, so all-ones weights give the
+    full statistics' probabilities bit for bit.
+    """
+    n_layers, d_mlp = blocks.fire_counts.shape[1:]
+    per_language = []
+    for lang, w in zip(blocks.languages, weights):
+        idx = blocks.blocks(lang)
+        drawn = torch.as_tensor(w, dtype=torch.float64)
+        fires = drawn @ blocks.fire_counts[idx].flatten(1).double()
+        tokens = drawn @ blocks.token_counts[idx].double()
+        per_language.append((fires / tokens[:, None]).float().view(-1, n_layers, d_mlp))
+    return torch.stack(per_language, dim=1)
+
+
+def stability(
+    blocks: BlockStats,
+    resamples: int,
+    *,
+    top_rate: float = 0.01,
+    filter_rate: float = 0.95,
+    activation_bar_ratio: float = 0.95,
+    uncertainty: Uncertainty = Uncertainty(),
+    stable: float = STABLE,
+) -> SelectionStability:
+    """The stability of a LAPE selection under bootstrap resamples of the corpus rows.
+
+    Every resample draws each language's blocks of rows with replacement (seeded with
+    ``uncertainty.seed``), recomputes the activation probabilities from the blocks' counts
+    (:func:`resampled_probs`: no forward pass) and runs the same :func:`select`. Reported
+    per language: the Jaccard of each resample's set with the full set (mean and the
+    percentile interval at ``uncertainty.confidence``) and how often each neuron of the
+    full set is selected again (:class:`SelectionStability`).
+
+    Memory: the probabilities of a chunk of resamples at a time (about 128 MiB).
+    """
+    if resamples < 1:
+        raise UserError(f"stability needs at least one resample, got {resamples}")
+    constants: dict[str, Any] = dict(
+        top_rate=top_rate, filter_rate=filter_rate, activation_bar_ratio=activation_bar_ratio
+    )
+    languages = blocks.languages
+    full = select(blocks.total(), **constants).masks()
+    weights = block_weights(blocks, resamples, uncertainty.seed)
+    selected = torch.zeros(full.shape, dtype=torch.int64)
+    jaccards = torch.zeros(len(languages), resamples, dtype=torch.float64)
+    chunk = max(1, 2**25 // full.numel())
+    for start in range(0, resamples, chunk):
+        probs = resampled_probs(blocks, [w[start : start + chunk] for w in weights])
+        for b, p in enumerate(probs, start=start):
+            masks = select(p, languages, **constants).masks()
+            selected += masks
+            both = (masks & full).flatten(1).sum(1).double()
+            either = (masks | full).flatten(1).sum(1).double()
+            jaccards[:, b] = torch.where(either > 0, both / either.clamp(min=1), 1.0)
+    how = Uncertainty(uncertainty.confidence, resamples, uncertainty.seed)
+    estimates, frequency, n_blocks = {}, {}, {}
+    for i, lang in enumerate(languages):
+        n_blocks[lang] = len(blocks.blocks(lang))
+        draws = jaccards[i].numpy()
+        method = (
+            f"percentile over {resamples} bootstrap resamples of {n_blocks[lang]} blocks of rows"
+        )
+        estimates[lang] = percentile(float(draws.mean()), draws, n_blocks[lang], method, how)
+        layer, neuron = full[i].nonzero().unbind(1)
+        frequency[lang] = (selected[i, layer, neuron].double() / resamples).tolist()
+    return SelectionStability(
+        resamples,
+        blocks.rows_per_block,
+        n_blocks,
+        estimates,
+        {lang: jaccards[i].tolist() for i, lang in enumerate(languages)},
+        frequency,
+        stable,
+    )
+
+
 def as_pairs(neurons: LanguageNeurons | Iterable[Any] | torch.Tensor) -> Int[torch.Tensor, "k 2"]:
     """Normalise a neuron spec to a ``[k, 2]`` LongTensor of (layer, neuron) pairs.
 
@@ -488,6 +849,14 @@ def as_pairs(neurons: LanguageNeurons | Iterable[Any] | torch.Tensor) -> Int[tor
 
 __all__ = [
     "LanguageNeurons",
+    "OverlapChance",
+    "SelectionStability",
+    "block_weights",
+    "hypergeometric_pmf",
+    "layered_overlap_null",
+    "overlap_chance",
+    "resampled_probs",
+    "stability",
     "LapeResult",
     "LapeSummary",
     "NEURONS_FILE",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, cast
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
@@ -24,6 +25,15 @@ from mlneurons.data.builtin_text import normalize_language
 from mlneurons.data.corpus import MultilingualCorpus, available_languages
 from mlneurons.data.facts import FactSet
 from mlneurons.errors import UserError
+from mlneurons.evaluation.uncertainty import (
+    Estimate,
+    PairedTest,
+    Uncertainty,
+    bootstrap,
+    mean,
+    paired_rates,
+)
+from mlneurons.evaluation.uncertainty import jaccard as uncertainty_jaccard
 from mlneurons.methods.interventions import Hooks
 from mlneurons.methods.probeless import FactNeurons, fact_neurons
 from mlneurons.methods.probing import probe
@@ -422,6 +432,25 @@ def probe_projection_grid(
 
 LRP2_FILE = "lrp2.json"
 
+TIE_RULE = "on equal dev P@1 the earlier LIRP layer wins, then the earlier LSRP layer"
+"""Which (LIRP, LSRP) pair the dev grid selects when several share the best dev P@1."""
+
+
+def ranked_pairs(layers: Sequence[int], grid: list[list[float | None]]) -> list[Pair]:
+    """The grid's pairs best first: by dev P@1, then by :data:`TIE_RULE` (earlier LIRP
+    layer, then earlier LSRP layer)."""
+    cells = [
+        (-value, a, b)
+        for a, row in enumerate(grid)
+        for b, value in enumerate(row)
+        if value is not None and layers[a] < layers[b]
+    ]
+    return [(layers[a], layers[b]) for _, a, b in sorted(cells)]
+
+
+def _key(pair: Pair) -> str:
+    return f"{pair[0]},{pair[1]}"
+
 
 @dataclass
 class LRP2Result(Result):
@@ -433,12 +462,28 @@ class LRP2Result(Result):
         layers: the candidate layers of the grid; ``grid[lang][a][b]`` is the dev P@1
             with LIRP at ``layers[a]`` and LSRP at ``layers[b]`` (None where a >= b).
         grid: language -> dev P@1 grid.
-        selected: language -> [lirp_layer, lsrp_layer] with the best dev P@1.
+        selected: language -> [lirp_layer, lsrp_layer] with the best dev P@1 (ties:
+            :data:`TIE_RULE`).
         test_p_at_1: language -> {"before", "after"} micro P@1 on the test facts.
         trans: language -> {"before", "after"} Jaccard with the pivot's correct test facts.
         neuron_overlap: language -> {"before", "after"} PROBELESS top-k overlap with the pivot
             (None when fewer than two facts are correct).
         model: fingerprint of the model.
+        outcomes: language -> one row per test fact (sorted by relation and uuid):
+            ``{"relation", "uuid", "before", "after", "pivot"}``, whether the fact is right
+            without and with the projection, and in the pivot (None where the pivot lacks it).
+        dev_correct: language -> ``"i,j"`` -> per dev fact (sorted by relation and uuid)
+            whether the pair (i, j) gets it right: the data of the grid.
+        overlap_scores: language -> {"before", "after"} -> the Jaccard of the top-k sets
+            of each fact the language and the pivot both get right.
+        runner_up: language -> ``{"pair", "dev_p_at_1", "test", "distinguishable"}``: the
+            second pair of the dev ranking and the paired test of the chosen pair against it
+            on the dev facts (exact McNemar; absent when the grid has one pair).
+        settings: ``uncertainty`` (how intervals are computed), ``dev_fraction``, ``seed``
+            and ``tie_rule``.
+
+    Results saved before intervals existed load without ``outcomes`` and the fields after
+    it; their intervals are then absent.
     """
 
     FILE: ClassVar[str] = LRP2_FILE
@@ -452,6 +497,100 @@ class LRP2Result(Result):
     trans: dict[str, dict[str, float]]
     neuron_overlap: dict[str, dict[str, float | None]]
     model: dict[str, Any] = field(default_factory=dict)
+    outcomes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    dev_correct: dict[str, dict[str, list[bool]]] = field(default_factory=dict)
+    overlap_scores: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    runner_up: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings this result recorded (the defaults for older results)."""
+        return Uncertainty.of(self.settings)
+
+    def p_at_1_tests(self) -> dict[str, PairedTest]:
+        """Per language, test P@1 before vs after on the same test facts: both rates
+        (Wilson), the paired bootstrap interval of the difference, exact McNemar."""
+        how = self.uncertainty()
+        return {
+            lang: paired_rates([r["before"] for r in rows], [r["after"] for r in rows], how)
+            for lang, rows in self.outcomes.items()
+            if rows
+        }
+
+    def trans_intervals(self) -> dict[str, dict[str, Estimate]]:
+        """Per language, Trans (Jaccard with the pivot's correct facts) ``before`` and
+        ``after`` with bootstrap intervals over the facts both have, and their ``change``
+        (after - before) with a paired bootstrap interval over the same facts. A side
+        whose Jaccard is undefined (no correct fact in either language) has none."""
+        how = self.uncertainty()
+        table: dict[str, dict[str, Estimate]] = {}
+        for lang, rows in self.outcomes.items():
+            rows = [r for r in rows if r["pivot"] is not None]
+            pivot = [bool(r["pivot"]) for r in rows]
+            sides = {side: [bool(r[side]) for r in rows] for side in ("before", "after")}
+            row = {
+                side: uncertainty_jaccard(x, pivot, how)
+                for side, x in sides.items()
+                if any(x) or any(pivot)
+            }
+            if len(row) == 2:
+                row["change"] = bootstrap(
+                    functools.partial(
+                        _trans_change, *(np.array(v, float) for v in (*sides.values(), pivot))
+                    ),
+                    len(rows),
+                    how,
+                    method="paired bootstrap",
+                )
+            table[lang] = row
+        return table
+
+    def overlap_intervals(self) -> dict[str, dict[str, Estimate]]:
+        """Per language, the fact-neuron overlap with the pivot ``before`` and ``after``
+        with its bootstrap interval over the facts both get right (absent where it is None)."""
+        how = self.uncertainty()
+        return {
+            lang: {side: mean(scores, how) for side, scores in per.items() if scores}
+            for lang, per in self.overlap_scores.items()
+        }
+
+    def selection_test(self, language: str) -> tuple[Pair, PairedTest] | None:
+        """The runner-up (the best other pair of the dev ranking, :func:`ranked_pairs`) and
+        the paired test of the selected pair against it on the dev facts (None without the
+        dev data or with a single pair)."""
+        chosen = (self.selected[language][0], self.selected[language][1])
+        others = [p for p in ranked_pairs(self.layers, self.grid[language]) if p != chosen]
+        correct = self.dev_correct.get(language, {})
+        if not others or _key(others[0]) not in correct or _key(chosen) not in correct:
+            return None
+        second = others[0]
+        return second, paired_rates(
+            correct[_key(second)], correct[_key(chosen)], self.uncertainty()
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, with the intervals and tests computed for readers of the file."""
+        record = super().to_json()
+        record["p_at_1_tests"] = {k: v.to_json() for k, v in self.p_at_1_tests().items()}
+        record["trans_intervals"] = {
+            lang: {k: e.to_json() for k, e in row.items()}
+            for lang, row in self.trans_intervals().items()
+        }
+        record["overlap_intervals"] = {
+            lang: {k: e.to_json() for k, e in row.items()}
+            for lang, row in self.overlap_intervals().items()
+        }
+        return record
+
+
+def _trans_change(
+    before: np.ndarray, after: np.ndarray, pivot: np.ndarray, w: np.ndarray
+) -> np.ndarray:
+    """Trans after minus Trans before under item weights ``w`` (``[..., facts]``)."""
+    change = (w @ (after * pivot)) / (w @ np.maximum(after, pivot)) - (w @ (before * pivot)) / (
+        w @ np.maximum(before, pivot)
+    )
+    return np.asarray(change)
 
 
 def _trans(language: ProbeResult, pivot: ProbeResult, lang: str, pivot_lang: str) -> float:
@@ -464,6 +603,16 @@ def _trans(language: ProbeResult, pivot: ProbeResult, lang: str, pivot_lang: str
 
 def _micro(result: ProbeResult, lang: str) -> float:
     return result.p_at_1()[lang]["micro"]
+
+
+def _correct(result: ProbeResult, lang: str) -> dict[tuple[str, str], bool]:
+    """``(relation, uuid) -> correct`` of one language's predictions, sorted."""
+    found = {
+        (p["relation"], p["uuid"]): bool(p["correct"])
+        for p in result.predictions
+        if p["lang"] == lang
+    }
+    return dict(sorted(found.items()))
 
 
 def check_layers(model: TransformerBridge, layers: Sequence[int] | None) -> list[int]:
@@ -512,17 +661,23 @@ def evaluate_lrp2(
     reuse: bool = True,
     batch_size: int = 32,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> LRP2Result:
     """Grid-search (LIRP, LSRP) layers per language on dev facts; report on held-out facts.
 
     Unlike the paper, which picked layers on its test set, the pair is chosen on a
     dev split of the facts (by uuid) and P@1, Trans and the PROBELESS neuron overlap
-    with the pivot are measured on the other split, before and after projection.
+    with the pivot are measured on the other split, before and after projection. On equal
+    dev P@1 the earlier LIRP layer wins, then the earlier LSRP layer (:data:`TIE_RULE`);
+    the chosen pair is tested against the runner-up on the dev facts (exact McNemar,
+    ``LRP2Result.runner_up``), and before vs after on the test facts
+    (:meth:`LRP2Result.p_at_1_tests`).
 
     Args:
         layers: candidate layers (default: every third block); all pairs i < j are tried.
         reuse: share the computation of the grid's pairs (:func:`probe_projection_grid`);
             False re-probes from scratch for every pair (the naive grid).
+        uncertainty: how the intervals and tests are computed (recorded in ``settings``).
     """
     check_same_model(vectors.model, model, what="these language vectors")
     layers = check_layers(model, layers)
@@ -533,12 +688,21 @@ def evaluate_lrp2(
     base = probe(model, test.subset([pivot, *languages]), batch_size=batch_size, progress=progress)
     pivot_base = base.for_language(pivot)
     pivot_correct = pivot_base.correct_map()
+    pivot_by_fact = _correct(pivot_base, pivot)
     pivot_neurons = (
         fact_neurons(model, test.subset([pivot]), pivot_correct, k=k, progress=progress)
         if sum(pivot_correct.values()) >= 2
         else None
     )
-    result = LRP2Result(languages, pivot, layers, {}, {}, {}, {}, {}, fingerprint(model))
+    settings = {
+        "uncertainty": uncertainty.to_json(),
+        "dev_fraction": dev_fraction,
+        "seed": seed,
+        "tie_rule": TIE_RULE,
+    }
+    result = LRP2Result(
+        languages, pivot, layers, {}, {}, {}, {}, {}, fingerprint(model), settings=settings
+    )
     for lang in languages:
         grid: list[list[float | None]] = [[None] * len(layers) for _ in layers]
         runs = probe_projection_grid(
@@ -554,25 +718,43 @@ def evaluate_lrp2(
         )
         for (i, j), run in runs.items():
             grid[layers.index(i)][layers.index(j)] = _micro(run, lang)
-        best = max(
-            (grid[a][b], -a, -b)
-            for a in range(len(layers))
-            for b in range(len(layers))
-            if layers[a] < layers[b]
-        )
-        lirp, lsrp = layers[-best[1]], layers[-best[2]]
+        lirp, lsrp = ranked_pairs(layers, grid)[0]
         hooks = projection(vectors, lang, lirp_layer=lirp, lsrp_layer=lsrp, pivot=pivot)
         test_lang = test.subset([lang])
         before = base.for_language(lang)
         after = probe(model, test_lang, interventions=hooks, batch_size=batch_size, progress=False)
         result.grid[lang] = grid
         result.selected[lang] = [lirp, lsrp]
+        result.dev_correct[lang] = {
+            _key(pair): list(_correct(run, lang).values()) for pair, run in runs.items()
+        }
+        chosen = result.selection_test(lang)
+        if chosen is not None:
+            pair, versus = chosen
+            result.runner_up[lang] = {
+                "pair": list(pair),
+                "dev_p_at_1": grid[layers.index(pair[0])][layers.index(pair[1])],
+                "test": versus.to_json(),
+                "distinguishable": versus.significant(),
+            }
         result.test_p_at_1[lang] = {"before": _micro(before, lang), "after": _micro(after, lang)}
         result.trans[lang] = {
             "before": _trans(before, pivot_base, lang, pivot),
             "after": _trans(after, pivot_base, lang, pivot),
         }
+        right_after = _correct(after, lang)
+        result.outcomes[lang] = [
+            {
+                "relation": relation,
+                "uuid": uuid,
+                "before": ok,
+                "after": right_after[(relation, uuid)],
+                "pivot": pivot_by_fact.get((relation, uuid)),
+            }
+            for (relation, uuid), ok in _correct(before, lang).items()
+        ]
         overlap: dict[str, float | None] = {}
+        scores: dict[str, list[float]] = {}
         for label, res, extra in (("before", before, []), ("after", after, hooks)):
             correct = res.correct_map()
             if pivot_neurons is None or sum(correct.values()) < 2:
@@ -587,7 +769,9 @@ def evaluate_lrp2(
                 mine.d_mlp,
             )
             overlap[label] = both.overlap()[lang][pivot]
+            scores[label] = [x / union for x, union in both.shared_overlaps(lang, pivot)]
         result.neuron_overlap[lang] = overlap
+        result.overlap_scores[lang] = scores
     return result
 
 
@@ -596,6 +780,7 @@ __all__ = [
     "check_layers",
     "LRP2_FILE",
     "LRP2Result",
+    "TIE_RULE",
     "VECTORS_FILE",
     "LanguageVectors",
     "evaluate_lrp2",
@@ -603,4 +788,5 @@ __all__ = [
     "probe_projection_grid",
     "projection",
     "projection_grid_scores",
+    "ranked_pairs",
 ]

@@ -5,20 +5,24 @@ Per fact, the MLP activations of all layers at the object position form one vect
 the mask positions, averaged). A fact's score per neuron is the mean absolute
 difference from every other fact's vector, r(z) / (K - 1); the top-k neurons over
 all layers are the fact's neurons. Languages are compared by the overlap of the
-top-k sets of the facts both predict correctly.
+top-k sets of the facts both predict correctly, with a bootstrap interval over those
+facts and the chance level of two random top-k sets (hypergeometric).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, cast
 
+import numpy as np
 import torch
 from jaxtyping import Float
 
 from mlneurons.data.facts import FactSet
+from mlneurons.evaluation.uncertainty import ChanceLevel, Estimate, Uncertainty, holm, mean
 from mlneurons.methods.probing.causal import common_prefix_length
 from mlneurons.methods.probing.masked import mask_activations
 from mlneurons.models.bridge import TransformerBridge
@@ -157,6 +161,7 @@ class FactNeurons(Result):
         k: neurons per fact.
         neurons: language -> uuid -> ``[k, 2]`` (layer, neuron) pairs, best first.
         model: fingerprint of the model.
+        settings: ``uncertainty``: how intervals are computed (defaults when absent).
     """
 
     FILE: ClassVar[str] = FACT_NEURONS_FILE
@@ -167,23 +172,60 @@ class FactNeurons(Result):
     n_layers: int
     d_mlp: int
     model: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings this result recorded (the defaults for older results)."""
+        return Uncertainty.of(self.settings)
+
+    def shared_overlaps(self, a: str, b: str) -> list[tuple[int, int]]:
+        """Per fact both languages have (sorted by uuid): ``(|A ∩ B|, |A ∪ B|)`` of their
+        top-k sets."""
+        sets = {
+            lang: {
+                u: {tuple(p) for p in self.neurons[lang][u].tolist()} for u in self.neurons[lang]
+            }
+            for lang in (a, b)
+            if lang in self.neurons
+        }
+        if len(sets) < (1 if a == b else 2):
+            return []
+        shared = sorted(sets[a].keys() & sets[b].keys())  # a fixed order: same sum
+        return [(len(sets[a][u] & sets[b][u]), len(sets[a][u] | sets[b][u])) for u in shared]
 
     def overlap(self) -> dict[str, dict[str, float | None]]:
         """Mean Jaccard of top-k sets over the facts both languages have (Zhao et al.'s similarity)."""
-        sets = {
-            lang: {u: {tuple(p) for p in pairs.tolist()} for u, pairs in per.items()}
-            for lang, per in self.neurons.items()
-        }
         table: dict[str, dict[str, float | None]] = {}
         for a in self.languages:
             table[a] = {}
             for b in self.languages:
-                shared = sorted(sets[a].keys() & sets[b].keys())  # a fixed order: same sum
-                scores = [
-                    len(sets[a][u] & sets[b][u]) / len(sets[a][u] | sets[b][u]) for u in shared
-                ]
+                scores = [both / either for both, either in self.shared_overlaps(a, b)]
                 table[a][b] = sum(scores) / len(scores) if scores else None
         return table
+
+    def overlap_tests(self) -> dict[tuple[str, str], OverlapTest]:
+        """Every pair of languages (in language order) with shared facts: the mean Jaccard
+        with its bootstrap interval over the shared facts, against two random top-k sets
+        per fact out of all ``n_layers * d_mlp`` neurons (hypergeometric: the null mean
+        Jaccard and the exact chance of a total intersection at least as large), the
+        p-value Holm-adjusted over the pairs."""
+        how = self.uncertainty()
+        population = self.n_layers * self.d_mlp
+        found: dict[tuple[str, str], tuple[Estimate, ChanceLevel]] = {}
+        for i, a in enumerate(self.languages):
+            for b in self.languages[i + 1 :]:
+                pairs = self.shared_overlaps(a, b)
+                if pairs:
+                    scores = [both / either for both, either in pairs]
+                    intersection = sum(both for both, _ in pairs)
+                    observed = sum(scores) / len(scores)
+                    chance = topk_chance(observed, intersection, len(pairs), population, self.k)
+                    found[(a, b)] = (mean(scores, how), chance)
+        adjusted = holm([chance.p_value for _, chance in found.values()])
+        return {
+            pair: OverlapTest(pair, estimate, chance, p, len(found))
+            for (pair, (estimate, chance)), p in zip(found.items(), adjusted)
+        }
 
     def to_json(self) -> dict[str, Any]:
         """The fields (neuron pairs as lists), with the overlap table for readers of the file."""
@@ -193,7 +235,9 @@ class FactNeurons(Result):
             "n_layers": self.n_layers,
             "d_mlp": self.d_mlp,
             "overlap": self.overlap(),
+            "overlap_tests": [test.to_json() for test in self.overlap_tests().values()],
             "model": self.model,
+            "settings": self.settings,
             "neurons": {
                 lang: {u: p.tolist() for u, p in per.items()} for lang, per in self.neurons.items()
             },
@@ -206,8 +250,84 @@ class FactNeurons(Result):
             for lang, per in data["neurons"].items()
         }
         return cls(
-            data["languages"], data["k"], neurons, data["n_layers"], data["d_mlp"], data["model"]
+            data["languages"],
+            data["k"],
+            neurons,
+            data["n_layers"],
+            data["d_mlp"],
+            data["model"],
+            data.get("settings", {}),
         )
+
+
+@dataclass(frozen=True)
+class OverlapTest:
+    """The fact-neuron overlap of two languages against chance.
+
+    Attributes:
+        languages: the pair.
+        overlap: the mean Jaccard of the top-k sets over the shared facts, with its
+            percentile bootstrap interval over those facts.
+        chance: two random top-k sets per fact (hypergeometric): the null mean Jaccard and
+            the exact one-sided p-value of the total intersection over the shared facts.
+        p_adjusted: ``chance.p_value`` Holm-adjusted over the ``family`` pairs.
+        family: how many pairs were tested together.
+    """
+
+    languages: tuple[str, str]
+    overlap: Estimate
+    chance: ChanceLevel
+    p_adjusted: float
+    family: int
+
+    def above_chance(self) -> bool:
+        """Holm-adjusted ``p < 1 - confidence``."""
+        return self.p_adjusted < 1 - self.overlap.confidence
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "languages": list(self.languages),
+            "overlap": self.overlap.to_json(),
+            "chance": self.chance.to_json(),
+            "p_adjusted": self.p_adjusted,
+            "adjustment": f"Holm over {self.family} pairs",
+            "above_chance": self.above_chance(),
+        }
+
+
+def hypergeometric_pmf(population: int, k: int) -> np.ndarray:
+    """``P(X = i)``, ``i = 0..k``, for the overlap ``X`` of two random ``k``-sets out of
+    ``population`` (log-gamma, so it holds for any model size)."""
+
+    def log_comb(n: int, r: int) -> float:
+        return math.lgamma(n + 1) - math.lgamma(r + 1) - math.lgamma(n - r + 1)
+
+    total = log_comb(population, k)
+    low = max(0, 2 * k - population)
+    logs = [
+        log_comb(k, i) + log_comb(population - k, k - i) - total if i >= low else -math.inf
+        for i in range(k + 1)
+    ]
+    pmf: np.ndarray = np.exp(np.array(logs))
+    pmf /= pmf.sum()
+    return pmf
+
+
+def topk_chance(
+    observed: float, intersection: int, facts: int, population: int, k: int
+) -> ChanceLevel:
+    """The mean top-k Jaccard of ``facts`` facts against random top-k sets: the null mean
+    Jaccard ``E[X / (2k - X)]`` and ``P(X_1 + ... + X_facts >= intersection)`` (the
+    hypergeometric overlaps of independent facts, convolved)."""
+    pmf = hypergeometric_pmf(population, k)
+    sizes = np.arange(k + 1)
+    expected = float(pmf @ (sizes / (2 * k - sizes)))
+    total = np.ones(1)  # P(sum = s) for s < intersection; the last bin holds P(sum >= it)
+    for _ in range(facts if intersection > 0 else 0):
+        total = np.convolve(total, pmf)
+        total = np.append(total[:intersection], total[intersection:].sum())
+    p = float(min(1.0, total[intersection])) if len(total) > intersection else 0.0
+    return ChanceLevel(observed, expected, p, "hypergeometric (random top-k sets per fact)")
 
 
 def fact_neurons(
@@ -220,6 +340,7 @@ def fact_neurons(
     batch_size: int = 16,
     world: World | None = None,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> FactNeurons:
     """PROBELESS fact neurons of the correctly predicted facts of each language.
 
@@ -229,6 +350,8 @@ def fact_neurons(
         k: neurons per fact (Zhao et al.: 50).
         world: under ``torchrun``, the fact vectors are read data-parallel (see
             :func:`object_position_activations`); every rank gets the same result.
+        uncertainty: how :meth:`FactNeurons.overlap_tests` computes its intervals (recorded
+            in ``settings``).
     """
     keys = [key for key, ok in correct.items() if ok]
     vectors = object_position_activations(
@@ -255,7 +378,8 @@ def fact_neurons(
         }
     if not neurons:
         raise ValueError("no language has two or more correctly predicted facts to compare")
-    return FactNeurons(list(neurons), k, neurons, n_layers, d_mlp, fingerprint(model))
+    settings = {"uncertainty": uncertainty.to_json()}
+    return FactNeurons(list(neurons), k, neurons, n_layers, d_mlp, fingerprint(model), settings)
 
 
 __all__ = [

@@ -18,11 +18,13 @@ the model's own output reads.
 from __future__ import annotations
 
 import functools
+import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
@@ -32,6 +34,7 @@ from mlneurons.data.builtin_text import normalize_language
 from mlneurons.data.facts import BUILTIN_LANGUAGES
 from mlneurons.data.parallel import ENGLISH
 from mlneurons.errors import UserError
+from mlneurons.evaluation.uncertainty import Estimate, Uncertainty, percentile, weights
 from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, pad_right, run_body, unembed
@@ -81,6 +84,29 @@ def _check_positive(name: str, value: int) -> None:
         raise UserError(f"{name} must be at least 1, got {value}")
 
 
+def _resampled_means(
+    items: Float[np.ndarray, "item column"], how: Uncertainty
+) -> Float[np.ndarray, "sample column"]:
+    """Per bootstrap resample of the items (the rows), the mean of every column: one
+    weights matrix product, the same resamples for every column."""
+    w = weights(items.shape[0], how.samples, how.seed)
+    means: np.ndarray = (w @ items) / w.sum(-1, keepdims=True)
+    return means
+
+
+def _column_intervals(
+    items: Float[np.ndarray, "item column"], how: Uncertainty, what: str
+) -> list[Estimate]:
+    """Per column, the mean over the items with its percentile bootstrap interval over them."""
+    draws = _resampled_means(items, how)
+    method = f"bootstrap over {what} ({how.samples} resamples)"
+    n = items.shape[0]
+    return [
+        percentile(float(value), draws[:, j], n, method, how)
+        for j, value in enumerate(items.mean(0))
+    ]
+
+
 # --------------------------------------------------------------------------------------
 # Sentence-embedding similarity (Tang et al. 2024)
 
@@ -95,7 +121,9 @@ class SentenceSimilarity(Result):
             between the mean-pooled ``hook_resid_post`` of parallel sentences.
         n_sentences: parallel items averaged.
         model: fingerprint of the model.
-        settings: how sentences were pooled.
+        settings: how sentences were pooled; ``uncertainty``: how intervals are computed.
+        item_similarity: ``[item, layer, language, language]``: each item's cosines, the
+            items the intervals resample (None in files saved before intervals).
     """
 
     TENSOR_FILE: ClassVar[str] = SES_FILE
@@ -105,17 +133,70 @@ class SentenceSimilarity(Result):
     n_sentences: int
     model: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    item_similarity: Float[torch.Tensor, "item layer language language"] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        """The fields and, with per-item cosines, ``intervals``: per layer the mean SES over
+        pairs with its bootstrap interval over the sentences, and the peak layer with the
+        layers not distinguishable from it."""
+        data: dict[str, Any] = {
             "languages": self.languages,
             "n_sentences": self.n_sentences,
             "model": self.model,
             "settings": self.settings,
         }
+        found = self.mean_offdiagonal_intervals()
+        if found is not None:
+            peak, ties = self.peak()
+            data["intervals"] = {
+                "mean_offdiagonal": [e.to_json() for e in found],
+                "peak": peak,
+                "peak_ties": ties,
+            }
+        return data
 
     def to_tensors(self) -> dict[str, Any]:
-        return {"similarity": self.similarity}
+        tensors = {"similarity": self.similarity}
+        if self.item_similarity is not None:
+            tensors["item_similarity"] = self.item_similarity
+        return tensors
+
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings recorded (the defaults for results saved before them)."""
+        return Uncertainty.of(self.settings)
+
+    def item_offdiagonal(self) -> Float[torch.Tensor, "item layer"] | None:
+        """Per item and layer, the mean cosine over pairs of different languages (None
+        without per-item cosines)."""
+        if self.item_similarity is None:
+            return None
+        n = len(self.languages)
+        off = ~torch.eye(n, dtype=torch.bool)
+        return self.item_similarity[:, :, off].double().mean(-1)
+
+    def mean_offdiagonal_intervals(self) -> list[Estimate] | None:
+        """Per layer, :meth:`mean_offdiagonal` with its percentile bootstrap interval over
+        the parallel sentences (None in files saved without per-item cosines)."""
+        items = self.item_offdiagonal()
+        if items is None:
+            return None
+        return _column_intervals(items.numpy(), self.uncertainty, "sentences")
+
+    def peak(self) -> tuple[int, list[int]]:
+        """The layer of the highest mean SES over pairs and the other layers whose paired
+        bootstrap interval (over sentences) of their difference to it holds 0: the layers
+        the data cannot tell from the peak (none without per-item cosines)."""
+        mean = self.mean_offdiagonal()
+        top = int(mean.argmax())
+        items = self.item_offdiagonal()
+        if items is None:
+            return top, []
+        gaps = (items[:, top : top + 1] - items).numpy()  # [item, layer], >= 0 on average
+        draws = _resampled_means(gaps, self.uncertainty)
+        tail = (1 - self.uncertainty.confidence) / 2 * 100
+        lower = np.percentile(draws, tail, axis=0)
+        return top, [layer for layer in range(self.n_layers) if layer != top and lower[layer] <= 0]
 
     @property
     def n_layers(self) -> int:
@@ -177,6 +258,7 @@ def sentence_similarity(
     center: bool = False,
     batch_size: int = 8,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> SentenceSimilarity:
     """Layer-wise sentence-embedding similarity (SES) of parallel sentences (Tang et al. 2024).
 
@@ -195,6 +277,8 @@ def sentence_similarity(
         center: subtract the mean embedding of each layer before the cosines.
         batch_size: sentences per forward pass.
         progress: show a progress bar per language.
+        uncertainty: the level and bootstrap of the intervals over sentences (each
+            item's cosines are kept for them), recorded in ``settings``.
 
     Raises:
         UserError: fewer than 2 languages, lists of different lengths or empty, a
@@ -225,10 +309,10 @@ def sentence_similarity(
     if center:
         embeddings = embeddings - embeddings.mean((1, 2), keepdim=True)
     units = torch.nn.functional.normalize(embeddings, dim=-1)
-    similarity = torch.einsum("laid,lbid->lab", units, units) / n  # [layer, lang, lang]
+    items = torch.einsum("laid,lbid->ilab", units, units)  # [item, layer, lang, lang]
     return SentenceSimilarity(
         languages=languages,
-        similarity=similarity.float(),
+        similarity=items.mean(0).float(),
         n_sentences=n,
         model=fingerprint(model),
         settings={
@@ -236,7 +320,9 @@ def sentence_similarity(
             "pooling": "mean over tokens, BOS excluded",
             "center": center,
             "batch_size": batch_size,
+            "uncertainty": uncertainty.to_json(),
         },
+        item_similarity=items.float(),
     )
 
 
@@ -264,6 +350,7 @@ class LatentLanguage(Result):
         n_shots: translation examples before the query.
         seed: seed of the examples' choice.
         model: fingerprint of the model.
+        settings: ``uncertainty``: how the intervals over items are computed.
     """
 
     TENSOR_FILE: ClassVar[str] = LATENT_FILE
@@ -278,8 +365,12 @@ class LatentLanguage(Result):
     n_shots: int = 4
     seed: int = 0
     model: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The fields and ``intervals``: per layer P(target), P(en) and their difference with
+        bootstrap intervals over the words, and the crossover layer's interval."""
+        found = self.intervals()
         return {
             "source": self.source,
             "target": self.target,
@@ -289,6 +380,11 @@ class LatentLanguage(Result):
             "n_shots": self.n_shots,
             "seed": self.seed,
             "model": self.model,
+            "settings": self.settings,
+            "intervals": {
+                **{key: [e.to_json() for e in column] for key, column in found.items()},
+                "crossover": self.crossover_interval().to_json(),
+            },
         }
 
     def to_tensors(self) -> dict[str, Any]:
@@ -322,6 +418,48 @@ class LatentLanguage(Result):
                 break
             layer = index
         return layer
+
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings recorded (the defaults for results saved before them)."""
+        return Uncertainty.of(self.settings)
+
+    def intervals(self) -> dict[str, list[Estimate]]:
+        """Per layer, with percentile bootstrap intervals over the words: ``p_target``,
+        ``p_english`` and ``difference`` (P(target) - P(en); where its interval holds 0 the
+        words do not tell which language leads at that layer)."""
+        target = self.item_p_target.double().numpy()
+        english = self.item_p_english.double().numpy()
+        how = self.uncertainty
+        return {
+            "p_target": _column_intervals(target, how, "words"),
+            "p_english": _column_intervals(english, how, "words"),
+            "difference": _column_intervals(target - english, how, "words"),
+        }
+
+    def crossover_interval(self) -> Estimate:
+        """:meth:`crossover_layer` with its percentile bootstrap interval over the words
+        (lower end rounded down, upper end up); ``n_layers`` stands for "never", in the
+        value as in the ends."""
+        how = self.uncertainty
+        layer = self.crossover_layer()
+        value = float(self.n_layers if layer is None else layer)
+        target = _resampled_means(self.item_p_target.double().numpy(), how)
+        english = _resampled_means(self.item_p_english.double().numpy(), how)
+        above = target > english  # [sample, layer]
+        tail = np.logical_and.accumulate(above[:, ::-1], axis=1)  # True on the above suffix
+        draws = self.n_layers - tail.sum(1)
+        method = f"bootstrap over words ({how.samples} resamples); {self.n_layers} = never"
+        found = percentile(value, draws, self.n_items, method, how)
+        return Estimate(
+            value,
+            math.floor(found.lo),
+            math.ceil(found.hi),
+            found.n,
+            method,
+            how.confidence,
+            how.seed,
+        )
 
 
 _VOCABULARY: dict[int, tuple[Any, dict[str, list[int]]]] = {}
@@ -410,6 +548,7 @@ def latent_language(
     drop_copies: bool = True,
     batch_size: int = 8,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> LatentLanguage:
     """Logit lens on the latent language of translation (Wendler et al. 2024).
 
@@ -436,6 +575,8 @@ def latent_language(
         drop_copies: drop items whose source and English words share a token.
         batch_size: prompts per forward pass (right-padded).
         progress: show a progress bar.
+        uncertainty: the level and bootstrap of the intervals over words
+            (:meth:`LatentLanguage.intervals`), recorded in ``settings``.
 
     Raises:
         UserError: an unknown language, ``source == target``, target English, words of
@@ -514,6 +655,7 @@ def latent_language(
         n_shots=n_shots,
         seed=seed,
         model=fingerprint(model),
+        settings={"uncertainty": uncertainty.to_json()},
     )
 
 

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, get_args
 
+import numpy as np
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
@@ -32,6 +33,17 @@ from mlneurons.config import rate
 from mlneurons.data.builtin_text import normalize_language
 from mlneurons.errors import UserError
 from mlneurons.evaluation.langid import UNKNOWN, identify_many, supported_languages
+from mlneurons.evaluation.langid import shares as language_shares
+from mlneurons.evaluation.uncertainty import (
+    CONFIDENCE,
+    Estimate,
+    PairedTest,
+    Uncertainty,
+    bootstrap,
+    holm,
+    paired_rates,
+    wilson,
+)
 from mlneurons.methods.interventions import (
     Hooks,
     activate,
@@ -106,6 +118,35 @@ class SteeringResult(Result):
         key = f"lang_{which}"
         return sum(s[key] == self.source for s in self.samples) / len(self.samples)
 
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings recorded (the defaults for results saved before them)."""
+        return Uncertainty.of(self.settings)
+
+    def test(self, language: str | None = None) -> PairedTest:
+        """Steering off vs on over the same questions for the share of answers in
+        ``language`` (default: the target): Wilson intervals of both rates, the paired
+        bootstrap interval of the difference and the exact McNemar test."""
+        language = self.target if language is None else language
+        before = [s["lang_before"] == language for s in self.samples]
+        after = [s["lang_after"] == language for s in self.samples]
+        return paired_rates(before, after, self.uncertainty)
+
+    def shares(self, which: str = "after") -> dict[str, Estimate]:
+        """Every identified language's share of the answers ``before`` or ``after``
+        steering, with its Wilson interval."""
+        labels = [s[f"lang_{which}"] for s in self.samples]
+        return language_shares(labels, confidence=self.uncertainty.confidence)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields and, under ``intervals``, the paired tests of the target and the
+        source rates (before, after, difference: value, lo, hi, n, method)."""
+        tests = {"target": self.test(), "source": self.test(self.source)}
+        return {
+            **super().to_json(),
+            "intervals": {key: test.to_json() for key, test in tests.items()},
+        }
+
 
 def steer(
     model: TransformerBridge,
@@ -121,6 +162,7 @@ def steer(
     identify: Callable[[list[str]], list[str]] | None = None,
     world: World | None = None,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> SteeringResult:
     """Generate answers with and without ``intervention`` and measure the target-language rate.
 
@@ -137,13 +179,15 @@ def steer(
             :mod:`mlneurons.evaluation.langid`, restricted to ``languages``).
         world: under torchrun, each rank answers the questions ``[rank::size]`` and rank 0
             gets every answer, in the questions' order (the other ranks get their own).
+        uncertainty: the level and bootstrap of the intervals and paired tests
+            (:meth:`SteeringResult.test`), recorded in ``settings``.
     """
     if world is not None:
         mine = steer(
             model, questions[world.rank :: world.size], source=source, target=target,
             intervention=intervention, languages=languages, template=template,
             max_new_tokens=max_new_tokens, batch_size=batch_size, identify=identify,
-            progress=progress,
+            progress=progress, uncertainty=uncertainty,
         )  # fmt: skip
         parts = gather([mine.samples], world)
         if world.rank != 0:
@@ -185,6 +229,7 @@ def steer(
         settings={
             **generation_settings(template, max_new_tokens),
             "languages": list(languages or []),
+            "uncertainty": uncertainty.to_json(),
         },
     )
 
@@ -279,17 +324,18 @@ def steering_intervention(
     neurons.check_fits(model)
     target = normalize_language(target, neurons.languages)
     normalize_language(target, stats.languages)
+    points = neurons.feature_points  # dictionary features; empty for MLP neurons
     if mode == "scale":
-        hooks = scale(neurons[target], alpha, model=model)
+        hooks = scale(neurons[target], alpha, model=model, points=points)
     else:
         values = alpha * steering_values(stats, target, mode)
-        hooks = activate(neurons[target], values, model=model, add=mode != "replace")
+        hooks = activate(neurons[target], values, model=model, add=mode != "replace", points=points)
     if source_value is not None:
         own = neurons.difference(source, target)
         if source_value == 0:
-            hooks = hooks + deactivate(own, model=model)
+            hooks = hooks + deactivate(own, model=model, points=points)
         else:
-            hooks = hooks + activate(own, float(source_value), model=model)
+            hooks = hooks + activate(own, float(source_value), model=model, points=points)
     return hooks
 
 
@@ -400,6 +446,12 @@ class SweepPoint:
         answer_tokens: answer tokens scored for ``fluency_ppl``.
         samples: the first few answers.
         seconds: time to generate and measure.
+        counts: the raw counts of the rates: ``n`` answers, of which ``target``,
+            ``source``, ``degenerate``, ``empty`` (empty in files saved before intervals).
+        labels: per question, the answer's identified language or ``"degenerate"``
+            (the outcomes paired tests compare; empty in older files).
+        nll, tokens: per question, the answer's summed NLL under the unsteered model and
+            its scored tokens (the items the fluency's bootstrap resamples).
     """
 
     SETTING: ClassVar[tuple[str, ...]] = (
@@ -423,6 +475,43 @@ class SweepPoint:
     answer_tokens: int
     samples: tuple[AnswerSample, ...] = ()
     seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
+    nll: tuple[float, ...] = ()
+    tokens: tuple[int, ...] = ()
+
+    RATES: ClassVar[dict[str, str]] = {
+        "target_rate": "target",
+        "source_rate": "source",
+        "degenerate_rate": "degenerate",
+        "empty_rate": "empty",
+    }
+    """Each rate and the key of its count in ``counts``."""
+
+    def rate(self, measure: str, confidence: float = CONFIDENCE) -> Estimate | None:
+        """A rate of :attr:`RATES` with its Wilson interval; None without raw counts."""
+        if not self.counts.get("n"):
+            return None
+        return wilson(self.counts[self.RATES[measure]], self.counts["n"], confidence)
+
+    def fluency(self, how: Uncertainty = Uncertainty()) -> Estimate | None:
+        """``fluency_ppl`` with its bootstrap interval over the questions (the ratio of
+        summed NLL to tokens resampled together); None without per-question data or tokens."""
+        if not self.tokens or not sum(self.tokens):
+            return None
+        nll, tokens = np.asarray(self.nll), np.asarray(self.tokens, dtype=np.float64)
+        return bootstrap(
+            lambda w: np.exp((w @ nll) / (w @ tokens)),
+            len(tokens),
+            how,
+            method="bootstrap over questions",
+        )
+
+    def intervals(self, how: Uncertainty = Uncertainty()) -> dict[str, Any]:
+        """Every rate's and the fluency's interval as JSON (empty without raw counts)."""
+        found: dict[str, Estimate | None] = {m: self.rate(m, how.confidence) for m in self.RATES}
+        found["fluency_ppl"] = self.fluency(how)
+        return {key: e.to_json() for key, e in found.items() if e is not None}
 
     def to_json(self) -> dict[str, Any]:
         """The saved dict; the baseline's has no setting keys."""
@@ -435,10 +524,11 @@ class SweepPoint:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SweepPoint:
         samples = tuple(AnswerSample(**sample) for sample in data.get("samples", ()))
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(
-            **{k: v for k, v in data.items() if k in names and k != "samples"}, samples=samples
-        )
+        names = {f.name for f in dataclasses.fields(cls)} - {"samples"}
+        kept = {k: v for k, v in data.items() if k in names}
+        for key in ("labels", "nll", "tokens"):
+            kept[key] = tuple(kept.get(key, ()))
+        return cls(**kept, samples=samples)
 
 
 def _measure(
@@ -454,16 +544,28 @@ def _measure(
 ) -> SweepPoint:
     """The sweep's numbers for one set of answers (scored under ``model`` as it is hooked)."""
     langs, degenerate = _judge(model, answers, identify)
-    nll, counts = answer_nll(model, prompts, answers, batch_size=batch_size)
+    nll, tokens = answer_nll(model, prompts, answers, batch_size=batch_size)
+    labels = tuple(DEGENERATE if d else lang for lang, d in zip(langs, degenerate))
     n = len(answers)
+    counts = {
+        "n": n,
+        "target": labels.count(target),
+        "source": labels.count(source),
+        "degenerate": sum(degenerate),
+        "empty": sum(not a.strip() for a in answers),
+    }
     return SweepPoint(
-        target_rate=sum(lang == target and not d for lang, d in zip(langs, degenerate)) / n,
-        source_rate=sum(lang == source and not d for lang, d in zip(langs, degenerate)) / n,
-        degenerate_rate=sum(degenerate) / n,
-        empty_rate=sum(not a.strip() for a in answers) / n,
-        fluency_ppl=_fluency(nll, counts),
-        answer_tokens=int(counts.sum()),
+        target_rate=counts["target"] / n,
+        source_rate=counts["source"] / n,
+        degenerate_rate=counts["degenerate"] / n,
+        empty_rate=counts["empty"] / n,
+        fluency_ppl=_fluency(nll, tokens),
+        answer_tokens=int(tokens.sum()),
         samples=_samples(prompts, answers, langs, degenerate, n_samples),
+        counts=counts,
+        labels=labels,
+        nll=tuple(nll.tolist()),
+        tokens=tuple(int(t) for t in tokens.tolist()),
     )
 
 
@@ -492,11 +594,70 @@ class SteeringSweep(Result):
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            **dataclasses.asdict(self),
-            "baseline": self.baseline.to_json(),
-            "points": [p.to_json() for p in self.points],
-        }
+        """The fields; each point (and the baseline) with its ``intervals``: the rates'
+        Wilson intervals, the fluency's bootstrap interval and, for a setting, the paired
+        test against the unsteered answers (``versus_unsteered``, with ``holm_p`` over the
+        sweep's settings) and the fluency change (``fluency_ratio``)."""
+        how = self.uncertainty
+        adjusted = self.adjusted_p_values()
+        points = []
+        for point, holm_p in zip(self.points, adjusted):
+            intervals = point.intervals(how)
+            test, ratio = self.test(point), self.fluency_change(point)
+            if test is not None:
+                intervals["versus_unsteered"] = {**test.to_json(), "holm_p": holm_p}
+            if ratio is not None:
+                intervals["fluency_ratio"] = ratio.to_json()
+            points.append({**point.to_json(), "intervals": intervals})
+        baseline = {**self.baseline.to_json(), "intervals": self.baseline.intervals(how)}
+        return {**dataclasses.asdict(self), "baseline": baseline, "points": points}
+
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings recorded (the defaults for results saved before them)."""
+        return Uncertainty.of(self.settings)
+
+    def hits(self, point: SweepPoint, language: str | None = None) -> list[bool] | None:
+        """Per question, whether ``point``'s answer is in ``language`` (default: the
+        target) and not degenerate; None in files saved without per-question labels."""
+        language = self.target if language is None else language
+        return [label == language for label in point.labels] if point.labels else None
+
+    def test(self, point: SweepPoint, versus: SweepPoint | None = None) -> PairedTest | None:
+        """``versus`` (default: the unsteered answers) against ``point`` on the same
+        questions, for the target rate: exact McNemar and the paired bootstrap interval of
+        the difference. None without per-question labels."""
+        before, after = self.hits(versus or self.baseline), self.hits(point)
+        if before is None or after is None or len(before) != len(after):
+            return None
+        return paired_rates(before, after, self.uncertainty)
+
+    def adjusted_p_values(self) -> list[float | None]:
+        """Per setting, the McNemar p-value of :meth:`test` Holm-adjusted over the sweep's
+        settings (None where there is no test)."""
+        tests = [self.test(p) for p in self.points]
+        adjusted = iter(holm([t.p_value for t in tests if t is not None]))
+        return [None if t is None else next(adjusted) for t in tests]
+
+    def fluency_change(
+        self, point: SweepPoint, versus: SweepPoint | None = None
+    ) -> Estimate | None:
+        """``point``'s fluency perplexity divided by that of ``versus`` (default: the
+        unsteered answers), with the paired bootstrap interval over the questions; None
+        without per-question data or without answer tokens."""
+        base = versus or self.baseline
+        if not (point.tokens and base.tokens and sum(point.tokens) and sum(base.tokens)):
+            return None
+        if len(point.tokens) != len(base.tokens):
+            return None
+        a_nll, a_tok = np.asarray(point.nll), np.asarray(point.tokens, dtype=np.float64)
+        b_nll, b_tok = np.asarray(base.nll), np.asarray(base.tokens, dtype=np.float64)
+        return bootstrap(
+            lambda w: np.exp((w @ a_nll) / (w @ a_tok) - (w @ b_nll) / (w @ b_tok)),
+            len(a_tok),
+            self.uncertainty,
+            method="paired bootstrap over questions",
+        )
 
     @classmethod
     def from_json(
@@ -513,17 +674,15 @@ class SteeringSweep(Result):
         """The modes of the sweep, in order."""
         return list(dict.fromkeys(p.mode for p in self.points if p.mode is not None))
 
-    def best(self, mode: str, *, max_degenerate: float = 0.5) -> SweepPoint | None:
-        """The setting of ``mode`` with the highest target rate, ties broken by lower
-        fluency perplexity, then by smaller α; settings where more than ``max_degenerate``
-        of the answers are degenerate are excluded. None when no setting qualifies."""
+    def ranked(self, mode: str, *, max_degenerate: float = 0.5) -> list[SweepPoint]:
+        """The settings of ``mode`` from best to worst: highest target rate, ties broken
+        by lower fluency perplexity, then by smaller α; settings where more than
+        ``max_degenerate`` of the answers are degenerate are left out."""
         check_mode(mode)
         candidates = [
             p for p in self.points if p.mode == mode and p.degenerate_rate <= max_degenerate
         ]
-        if not candidates:
-            return None
-        return min(
+        return sorted(
             candidates,
             key=lambda p: (
                 -p.target_rate,
@@ -531,6 +690,25 @@ class SteeringSweep(Result):
                 p.alpha,
             ),
         )
+
+    def best(self, mode: str, *, max_degenerate: float = 0.5) -> SweepPoint | None:
+        """The first setting of :meth:`ranked`; None when no setting qualifies. Whether it
+        is distinguishable from the next one is :meth:`versus_runner_up`'s question."""
+        ranked = self.ranked(mode, max_degenerate=max_degenerate)
+        return ranked[0] if ranked else None
+
+    def versus_runner_up(
+        self, mode: str, *, max_degenerate: float = 0.5
+    ) -> tuple[SweepPoint, PairedTest] | None:
+        """The second setting of :meth:`ranked` and the paired test of its target rate
+        against the best's (runner-up before, best after): when the test is not
+        significant, the sweep cannot tell the two apart. None with fewer than two
+        settings or without per-question labels."""
+        ranked = self.ranked(mode, max_degenerate=max_degenerate)
+        if len(ranked) < 2:
+            return None
+        test = self.test(ranked[0], versus=ranked[1])
+        return None if test is None else (ranked[1], test)
 
     def summary(self) -> str:
         """One line per setting (and the baseline): rates in %, fluency, neurons, seconds."""
@@ -617,6 +795,7 @@ def steering_sweep(
     identify: Callable[[list[str]], list[str]] | None = None,
     n_samples: int = 3,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> SteeringSweep:
     """Steer with every (mode, α, top rate) of a grid and measure each setting.
 
@@ -642,6 +821,9 @@ def steering_sweep(
         languages: candidates of the language identifier (default: the statistics' languages).
         identify: maps answers to language codes (default: the offline identifier).
         n_samples: answers kept per setting.
+        uncertainty: the level and bootstrap of the intervals (Wilson for the rates,
+            bootstrap over questions for fluency, exact McNemar against the unsteered
+            answers), recorded in ``settings``.
 
     Raises:
         UserError: bad modes, strengths, rates or languages, before anything is generated.
@@ -721,6 +903,7 @@ def steering_sweep(
             "modes": modes,
             "alphas": grid,
             "top_rates": [float(r) for r in top_rates],
+            "uncertainty": uncertainty.to_json(),
         },
     )
 
@@ -769,6 +952,9 @@ class FallbackPoint:
         seconds: time to generate and judge.
         distribution: each category's share of the answers, a degenerate answer
             counting as ``"degenerate"`` whatever its identified language.
+        counts: the raw counts behind ``distribution``: answers per category (empty in
+            files saved before intervals); their sum is the number of questions.
+        labels: per question, its answer's category (the outcomes paired tests compare).
     """
 
     share: float
@@ -777,11 +963,21 @@ class FallbackPoint:
     samples: tuple[AnswerSample, ...]
     seconds: float
     distribution: dict[str, float]
+    counts: dict[str, int] = field(default_factory=dict)
+    labels: tuple[str, ...] = ()
+
+    def interval(self, category: str, confidence: float = CONFIDENCE) -> Estimate | None:
+        """The share of answers in ``category`` with its Wilson interval; None without
+        raw counts."""
+        n = sum(self.counts.values())
+        return wilson(self.counts.get(category, 0), n, confidence) if n else None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> FallbackPoint:
+        names = {f.name for f in dataclasses.fields(cls)}
+        kept = {k: v for k, v in data.items() if k in names}
         samples = tuple(AnswerSample(**sample) for sample in data["samples"])
-        return cls(**{**data, "samples": samples})
+        return cls(**{**kept, "samples": samples, "labels": tuple(kept.get("labels", ()))})
 
 
 @dataclass
@@ -819,6 +1015,50 @@ class FallbackCurve(Result):
         """Per share, the most frequent category of answers."""
         return [max(self.categories, key=lambda c: p.distribution[c]) for p in self.points]
 
+    @property
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings recorded (the defaults for results saved before them)."""
+        return Uncertainty.of(self.settings)
+
+    @property
+    def reference(self) -> FallbackPoint | None:
+        """The point with no neuron deactivated (the first, when its share is 0), which
+        :meth:`test` compares the others with; None when the curve has none."""
+        first = self.points[0] if self.points else None
+        return first if first is not None and first.n_deactivated == 0 else None
+
+    def test(self, point: FallbackPoint, category: str | None = None) -> PairedTest | None:
+        """The share of answers in ``category`` (default: the questions' language) with no
+        neuron off against ``point``, on the same questions: exact McNemar and the paired
+        bootstrap interval of the difference. None without a reference or per-question labels."""
+        reference, category = self.reference, category or self.language
+        if reference is None or point is reference or not (reference.labels and point.labels):
+            return None
+        before = [label == category for label in reference.labels]
+        after = [label == category for label in point.labels]
+        return paired_rates(before, after, self.uncertainty)
+
+    def adjusted_p_values(self) -> list[float | None]:
+        """Per point, the p-value of :meth:`test` Holm-adjusted over the curve's tests."""
+        tests = [self.test(p) for p in self.points]
+        adjusted = iter(holm([t.p_value for t in tests if t is not None]))
+        return [None if t is None else next(adjusted) for t in tests]
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields; each point with its ``intervals``: every category's Wilson interval
+        and, against no neuron off, the paired test of the questions' language
+        (``versus_none_off``, with ``holm_p`` over the shares)."""
+        how = self.uncertainty
+        points = []
+        for point, holm_p in zip(self.points, self.adjusted_p_values()):
+            found = {c: point.interval(c, how.confidence) for c in self.categories}
+            intervals: dict[str, Any] = {c: e.to_json() for c, e in found.items() if e}
+            test = self.test(point)
+            if test is not None:
+                intervals["versus_none_off"] = {**test.to_json(), "holm_p": holm_p}
+            points.append({**dataclasses.asdict(point), "intervals": intervals})
+        return {**dataclasses.asdict(self), "points": points}
+
 
 def fallback_curve(
     model: TransformerBridge,
@@ -837,6 +1077,7 @@ def fallback_curve(
     identify: Callable[[list[str]], list[str]] | None = None,
     n_samples: int = 3,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> FallbackCurve:
     """Deactivate growing shares of ``language``'s neurons and record the answers' languages.
 
@@ -851,6 +1092,8 @@ def fallback_curve(
         shares: fractions in [0, 1] of its neurons to deactivate.
         order: ``lape``, ``probability`` or ``random`` (:func:`fallback_order`).
         languages: candidates of the language identifier (default: the statistics' languages).
+        uncertainty: the level and bootstrap of the intervals (Wilson for every share,
+            exact McNemar against no neuron off), recorded in ``settings``.
     """
     neurons.check_fits(model)
     ranked = fallback_order(neurons, stats, language, order=order, seed=seed)
@@ -872,7 +1115,8 @@ def fallback_curve(
         for share in tqdm(list(shares), desc=f"fallback {language}", disable=not progress):
             began = time.perf_counter()
             k = round(float(share) * len(ranked))
-            with intervene(model, deactivate(ranked[:k], model=model)):
+            hooks = deactivate(ranked[:k], model=model, points=neurons.feature_points)
+            with intervene(model, hooks):
                 answers = generate_answers(model, prompts, **options)
             found, degenerate = _judge(model, answers, identify)
             labels = [DEGENERATE if d else lang for lang, d in zip(found, degenerate)]
@@ -886,13 +1130,14 @@ def fallback_curve(
                 samples=_samples(prompts, answers, found, degenerate, n_samples),
                 seconds=time.perf_counter() - began,
             )
-            measured.append((point, Counter(labels)))
-    points = [
-        FallbackPoint(
-            **point, distribution={c: counts.get(c, 0) / len(prompts) for c in categories}
+            measured.append((point, labels))
+    points = []
+    for point, labels in measured:
+        counts = {c: labels.count(c) for c in categories}
+        distribution = {c: k / len(prompts) for c, k in counts.items()}
+        points.append(
+            FallbackPoint(**point, distribution=distribution, counts=counts, labels=tuple(labels))
         )
-        for point, counts in measured
-    ]
     return FallbackCurve(
         language=language,
         order=order,
@@ -905,6 +1150,7 @@ def fallback_curve(
             "n_questions": len(prompts),
             "seed": seed,
             "languages": langs,
+            "uncertainty": uncertainty.to_json(),
         },
     )
 

@@ -7,7 +7,7 @@ language's text is tokenized and cut into chunks of at most ``chunk_tokens`` tok
 (fact, language) then gets a code:
 
 ====  ==================
- -1   not in data (the language has no text)
+ -1   not in data (the corpus lacks the language, or its text is empty)
   0   absent, wrong
   1   present, wrong
   2   absent, correct
@@ -38,21 +38,29 @@ give back the text (true of byte-level BPE and SentencePiece; a WordPiece decode
 puts spaces between CJK characters would hide multi-character CJK entities). Text lost
 to unknown tokens cannot match. A chunk boundary can split an entity, which is then
 found in neither chunk (as in Zhao's token chunks).
+
+At corpus scale the text is streamed (a document at a time, bounded memory) and each
+chunk is searched for all of a language's subjects and objects in one pass of an
+Aho-Corasick automaton, with results identical to one search per entity. Optionally
+(``match="stem"``) words match by their Snowball stem, so that inflected forms count
+(German "Frankreichs" for "Frankreich"), in the languages of :data:`STEMMERS`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, get_args
 
 from tqdm.auto import tqdm
 
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import Fact, FactSet
+from mlneurons.evaluation.uncertainty import Estimate, Uncertainty, wilson
 from mlneurons.results import Result
 
 CODES: dict[int, str] = {
@@ -82,6 +90,30 @@ CATEGORY_PREFIX = "absent-correct: "
 
 # ---- presence --------------------------------------------------------------------
 
+Search = Literal["aho-corasick", "scan"]
+"""How a chunk's text is searched: all entities at once with an Aho-Corasick automaton
+(``pyahocorasick``), or one substring search per entity (the reference). Same results."""
+SEARCHES: tuple[Search, ...] = get_args(Search)
+
+Matching = Literal["exact", "stem"]
+"""How an entity label matches text: ``exact`` (casefolded, whitespace-normalised, whole
+words where words are spaced; Zhao's grep) or ``stem`` (word by word, by Snowball stem,
+where :data:`STEMMERS` has the language; exact elsewhere)."""
+MATCHINGS: tuple[Matching, ...] = get_args(Matching)
+
+STEMMERS: dict[str, str] = {
+    "ar": "arabic", "ca": "catalan", "cs": "czech", "da": "danish", "de": "german",
+    "el": "greek", "en": "english", "eo": "esperanto", "es": "spanish", "et": "estonian",
+    "eu": "basque", "fa": "persian", "fi": "finnish", "fr": "french", "ga": "irish",
+    "hi": "hindi", "hu": "hungarian", "hy": "armenian", "id": "indonesian", "it": "italian",
+    "lt": "lithuanian", "nb": "norwegian", "ne": "nepali", "nl": "dutch", "no": "norwegian",
+    "pl": "polish", "pt": "portuguese", "ro": "romanian", "ru": "russian", "sr": "serbian",
+    "st": "sesotho", "sv": "swedish", "ta": "tamil", "tr": "turkish", "yi": "yiddish",
+}  # fmt: skip
+"""ISO 639-1 code -> the ``snowballstemmer`` algorithm of ``match="stem"``. Other
+languages (zh, ja, ko, th, vi, uk, bg, he, ...) have no Snowball stemmer and are matched
+exactly."""
+
 
 def fact_presence(
     facts: FactSet,
@@ -89,6 +121,8 @@ def fact_presence(
     tokenizer: Any,
     *,
     chunk_tokens: int = 512,
+    match: Matching = "exact",
+    search: Search = "aho-corasick",
     progress: bool = True,
 ) -> dict[tuple[str, str], bool]:
     """Zhao's presence: do a fact's subject and object co-occur in one chunk?
@@ -104,11 +138,19 @@ def fact_presence(
     with their neighbours in scripts without spaces). An entity cut by a chunk
     boundary is in neither chunk.
 
-    Each language's stream is read once. The cost is one decode per chunk plus, per
-    chunk, one substring search for each of the language's distinct entities still
-    needed by a fact not yet found present (facts found present drop out; the pass
-    stops when all are present): about chunks x entities searches of ``chunk_tokens``
-    tokens of text.
+    With ``match="stem"`` (inflection-aware matching, for languages of
+    :data:`STEMMERS`) the chunk's text and each label are split into words (runs of
+    word characters; every other non-space character is a word of its own), each word
+    replaced by its Snowball stem, and a label matches a run of whole words of the
+    chunk: German "Frankreichs" matches "Frankreich". Every exact match is also a
+    stemmed match. Languages without a stemmer are matched exactly.
+
+    The corpus is streamed: each language's text is read once, a document at a time,
+    and memory holds one document's tokens, one chunk's text and the entities. Each
+    chunk is searched for all of the language's entities in one pass of an
+    Aho-Corasick automaton (``search="aho-corasick"``), or with one substring search
+    per entity still needed (``search="scan"``, the reference; facts found present
+    drop out). Both give identical results. The pass stops when every fact is present.
 
     Args:
         facts: the facts to look for.
@@ -116,17 +158,27 @@ def fact_presence(
         tokenizer: a Hugging Face tokenizer, the one that tokenizes the corpus; it
             also decodes the chunks to text.
         chunk_tokens: the chunk size in tokens (Zhao: 512 mBERT tokens).
+        match: ``"exact"`` (Zhao) or ``"stem"``.
+        search: ``"aho-corasick"`` or ``"scan"``.
         progress: show a tqdm progress bar per language.
 
     Returns:
-        (uuid, lang) -> present, for every fact whose language is in the corpus;
-        facts of other languages get no entry (code -1 in :func:`trace`).
+        (uuid, lang) -> present, for every fact whose language has text in the corpus;
+        facts of other languages, or of a language whose text is empty, get no entry
+        (code -1 in :func:`trace`).
 
     Raises:
-        ValueError: ``chunk_tokens`` below 1.
+        ValueError: ``chunk_tokens`` below 1, an unknown ``match`` or ``search``.
     """
     _check_chunk_tokens(chunk_tokens)
-    return _presence(facts.facts, corpus, tokenizer, chunk_tokens, progress)
+    _check_choice("match", match, MATCHINGS)
+    _check_choice("search", search, SEARCHES)
+    return _presence(facts.facts, corpus, tokenizer, chunk_tokens, match, search, progress)
+
+
+def stemmed_languages(languages: Iterable[str], match: Matching) -> list[str]:
+    """The ``languages`` matched by stem under ``match`` (those of :data:`STEMMERS`)."""
+    return [lang for lang in languages if match == "stem" and lang in STEMMERS]
 
 
 def _presence(
@@ -134,6 +186,8 @@ def _presence(
     corpus: MultilingualCorpus,
     tokenizer: Any,
     chunk_tokens: int,
+    match: Matching,
+    search: Search,
     progress: bool,
 ) -> dict[tuple[str, str], bool]:
     by_language: dict[str, list[Fact]] = {}
@@ -142,22 +196,96 @@ def _presence(
             by_language.setdefault(fact.lang, []).append(fact)
     result: dict[tuple[str, str], bool] = {}
     for lang, lang_facts in by_language.items():
-        present = _language_presence(lang, lang_facts, corpus, tokenizer, chunk_tokens, progress)
-        result.update({(fact.uuid, lang): hit for fact, hit in zip(lang_facts, present)})
+        rules = _Rules.of(lang, match)
+        pairs = [(rules.prepare(f.subject), rules.prepare(f.object)) for f in lang_facts]
+        chunks = _chunks(lang, corpus, tokenizer, chunk_tokens, rules.prepare, progress)
+        try:
+            present = _chunk_presence(chunks, pairs, rules.boundary, search)
+        finally:
+            chunks.close()  # stopped early: close the files and the progress bar now
+        if present is not None:  # None: the language has no text
+            result.update({(fact.uuid, lang): hit for fact, hit in zip(lang_facts, present)})
     return result
 
 
-def _language_presence(
+@dataclass(frozen=True)
+class _Rules:
+    """How one language's text and labels are matched.
+
+    Attributes:
+        prepare: text or label -> the string searched (normalised; stemmed words).
+        boundary: a character class that must not touch a match on either side
+            (``\\w``: whole words; ``\\S``: whole stemmed words); None: plain substrings.
+    """
+
+    prepare: Callable[[str], str]
+    boundary: re.Pattern[str] | None
+
+    @staticmethod
+    def of(lang: str, match: Matching) -> _Rules:
+        if lang in stemmed_languages([lang], match):
+            return _Rules(_stemmed_text(STEMMERS[lang]), _SPACE_BOUNDARY)
+        if lang in UNSPACED_LANGUAGES:  # no word boundaries to respect: plain substrings
+            return _Rules(_normalize, None)
+        return _Rules(_normalize, _WORD_BOUNDARY)  # whole words only: "Iran" is not in "Tirana"
+
+
+_WORD_BOUNDARY = re.compile(r"\w")
+_SPACE_BOUNDARY = re.compile(r"\S")
+_WORDS = re.compile(r"(\w+)|[^\w\s]")
+STEM_CACHE = 1 << 17
+"""Distinct words whose stems are kept per language (a bounded cache)."""
+
+
+def _stemmed_text(algorithm: str) -> Callable[[str], str]:
+    """text -> its casefolded words, each word-character run replaced by its stem, joined
+    by single spaces ("Frankreichs." -> "frankreich .")."""
+    import snowballstemmer
+
+    stem = functools.lru_cache(maxsize=STEM_CACHE)(snowballstemmer.stemmer(algorithm).stemWord)
+
+    def prepare(text: str) -> str:
+        return " ".join(stem(m[0]) if m[1] else m[0] for m in _WORDS.finditer(text.casefold()))
+
+    return prepare
+
+
+def _chunks(
     lang: str,
-    facts: list[Fact],
     corpus: MultilingualCorpus,
     tokenizer: Any,
     chunk_tokens: int,
+    prepare: Callable[[str], str],
     progress: bool,
-) -> list[bool]:
-    """One pass over one language's chunks, matched as text; present[i] for facts[i]."""
-    pairs = [(_normalize(f.subject), _normalize(f.object)) for f in facts]
-    # entity -> [(fact position, the other entity)]; an empty label never matches
+) -> Generator[str, None, None]:
+    """The prepared text of each chunk of ``lang``'s token stream, in order, up to the
+    corpus's token budget (a document at a time: bounded memory)."""
+    budget = corpus.tokens_per_language
+    bar = tqdm(desc=f"trace: {lang}", unit="tok", unit_scale=True, total=budget,
+               disable=not progress)  # fmt: skip
+    try:
+        for piece in corpus.token_stream(lang, tokenizer):
+            if budget is not None:
+                piece, budget = piece[:budget], budget - min(budget, piece.numel())
+            bar.update(piece.numel())
+            for start in range(0, piece.numel(), chunk_tokens):
+                ids = piece[start : start + chunk_tokens]  # a tensor: decode lists it at once
+                yield prepare(tokenizer.decode(ids, skip_special_tokens=True))
+            if budget == 0:
+                break
+    finally:
+        bar.close()
+
+
+def _chunk_presence(
+    chunks: Iterable[str],
+    pairs: list[tuple[str, str]],
+    boundary: re.Pattern[str] | None,
+    search: Search,
+) -> list[bool] | None:
+    """present[i]: pairs[i]'s two (prepared) entities occur in one chunk; None without
+    chunks. An empty entity never matches."""
+    # entity -> [(fact position, the other entity)]
     by_entity: dict[str, list[tuple[int, str]]] = {}
     # entity -> how many facts not yet present need it
     needed: dict[str, int] = {}
@@ -168,46 +296,68 @@ def _language_presence(
             by_entity.setdefault(entity, []).append((k, other))
         for entity in {subject, obj}:
             needed[entity] = needed.get(entity, 0) + 1
-    present = [False] * len(facts)
+    present = [False] * len(pairs)
     pending = set(needed)  # the entities still worth searching for
-    patterns: dict[str, re.Pattern[str] | None]
-    if lang in UNSPACED_LANGUAGES:  # no word boundaries to respect: plain substrings
-        patterns = {entity: None for entity in pending}
-    else:  # whole words only: "Iran" is not in "Tirana"
-        patterns = {e: re.compile(rf"(?<!\w){re.escape(e)}(?!\w)") for e in pending}
-    if not pending:
-        return present
-    budget = corpus.tokens_per_language
-    bar = tqdm(desc=f"trace: {lang}", unit="tok", disable=not progress)
-    try:
-        for piece in corpus.token_stream(lang, tokenizer):
-            if budget is not None:
-                piece, budget = piece[:budget], budget - min(budget, piece.numel())
-            bar.update(piece.numel())
-            for start in range(0, piece.numel(), chunk_tokens):
-                ids = piece[start : start + chunk_tokens].tolist()
-                text = _normalize(tokenizer.decode(ids, skip_special_tokens=True))
-                found = {
-                    entity
-                    for entity in pending
-                    if entity in text
-                    and ((pattern := patterns[entity]) is None or pattern.search(text))
-                }
-                for entity in found:
-                    for k, other in by_entity[entity]:
-                        if not present[k] and other in found:
-                            present[k] = True
-                            for done in set(pairs[k]):
-                                needed[done] -= 1
-                                if needed[done] == 0:
-                                    pending.discard(done)
-                if not pending:  # every fact is present
-                    return present
-            if budget == 0:
-                break
-    finally:
-        bar.close()
-    return present
+    find = _automaton(pending, boundary) if search == "aho-corasick" else _scan(pending, boundary)
+    seen = False
+    for text in chunks:
+        seen = True
+        found = find(text)
+        for entity in found:
+            for k, other in by_entity[entity]:
+                if not present[k] and other in found:
+                    present[k] = True
+                    for done in set(pairs[k]):
+                        needed[done] -= 1
+                        if needed[done] == 0:
+                            pending.discard(done)
+        if not pending:  # every fact is present (or none can be)
+            break
+    return present if seen else None
+
+
+def _scan(pending: set[str], boundary: re.Pattern[str] | None) -> Callable[[str], set[str]]:
+    """One substring search per entity still in ``pending`` (a live view)."""
+    patterns: dict[str, re.Pattern[str]] = {}
+    if boundary is not None:
+        edge = boundary.pattern
+        patterns = {e: re.compile(rf"(?<!{edge}){re.escape(e)}(?!{edge})") for e in pending}
+
+    def find(text: str) -> set[str]:
+        return {
+            entity
+            for entity in pending
+            if entity in text and (boundary is None or patterns[entity].search(text))
+        }
+
+    return find
+
+
+def _automaton(entities: set[str], boundary: re.Pattern[str] | None) -> Callable[[str], set[str]]:
+    """All of ``entities`` in one pass of an Aho-Corasick automaton; every occurrence is
+    reported (overlapping ones too), then checked against ``boundary``."""
+    import ahocorasick
+
+    if not entities:
+        return lambda text: set()
+    automaton = ahocorasick.Automaton()
+    for entity in entities:
+        automaton.add_word(entity, entity)
+    automaton.make_automaton()
+
+    def find(text: str) -> set[str]:
+        found: set[str] = set()
+        for end, entity in automaton.iter(text):
+            if entity in found:
+                continue
+            if boundary is not None:
+                start = end - len(entity) + 1
+                if (start and boundary.match(text, start - 1)) or boundary.match(text, end + 1):
+                    continue
+            found.add(entity)
+        return found
+
+    return find
 
 
 UNSPACED_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo"})
@@ -322,6 +472,30 @@ class TracingResult(Result):
             out[lang] = counts
         return out
 
+    def shares(self) -> dict[str, dict[str, Estimate]]:
+        """Per language, the share of its traced facts under each code's label and of the
+        facts *present* in its text (codes 1 and 3), with Wilson intervals at the recorded
+        confidence; languages without text (code -1 only) are left out."""
+        confidence = Uncertainty.of(self.settings).confidence
+        out: dict[str, dict[str, Estimate]] = {}
+        for lang in self.languages:
+            codes = [c for c in self.codes.get(lang, {}).values() if c >= 0]
+            if not codes:
+                continue
+            row = {
+                CODES[c]: wilson(codes.count(c), len(codes), confidence) for c in CODES if c >= 0
+            }
+            row["present"] = wilson(sum(c in (1, 3) for c in codes), len(codes), confidence)
+            out[lang] = row
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, with the shares and their intervals for readers of the file."""
+        shares = {
+            lang: {k: e.to_json() for k, e in row.items()} for lang, row in self.shares().items()
+        }
+        return {**super().to_json(), "shares": shares}
+
 
 def trace(
     facts: FactSet,
@@ -330,9 +504,12 @@ def trace(
     correct: Mapping[tuple[str, str], bool],
     *,
     chunk_tokens: int = 512,
+    match: Matching = "exact",
+    search: Search = "aho-corasick",
     naming_relations: Iterable[str] = NAMING_RELATIONS,
     model: dict[str, Any] | None = None,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> TracingResult:
     """Zhao et al.'s knowledge tracing: presence in the text crossed with correctness.
 
@@ -343,20 +520,27 @@ def trace(
         correct: (uuid, lang) -> whether the model predicted the fact correctly; facts
             without an entry are skipped.
         chunk_tokens: the chunk size of :func:`fact_presence`.
+        match: ``"exact"`` (Zhao) or ``"stem"`` (inflection-aware, where a Snowball
+            stemmer exists; recorded in the settings with the languages it covered).
+        search: ``"aho-corasick"`` or ``"scan"`` (the reference); identical codes.
         naming_relations: the relations of the "naming cues" rule.
         model: the fingerprint of the model whose predictions were traced.
         progress: show tqdm progress bars.
+        uncertainty: the level of the shares' Wilson intervals (recorded).
 
     Returns:
         The codes of the languages that have entries in ``correct``: -1 where the corpus
         lacks the language, else ``2 * correct + present``.
 
     Raises:
-        ValueError: ``chunk_tokens`` below 1, ``naming_relations`` given as one string,
+        ValueError: ``chunk_tokens`` below 1, an unknown ``match`` or ``search``,
+            ``naming_relations`` given as one string,
             an empty ``correct``, a key whose language or fact is not in ``facts``, or
             a value that is not a boolean.
     """
     _check_chunk_tokens(chunk_tokens)
+    _check_choice("match", match, MATCHINGS)
+    _check_choice("search", search, SEARCHES)
     relations = _check_relations(naming_relations)
     if not correct:
         raise ValueError("correct is empty: no (uuid, lang) -> bool entries to trace")
@@ -375,7 +559,7 @@ def trace(
         if value not in (True, False):
             raise ValueError(f"correct[{key!r}] must be a boolean, got {value!r}")
     scored = [f for f in facts.facts if (f.uuid, f.lang) in correct]
-    present = _presence(scored, corpus, tokenizer, chunk_tokens, progress)
+    present = _presence(scored, corpus, tokenizer, chunk_tokens, match, search, progress)
     traced = [lang for lang in languages if any(f.lang == lang for f in scored)]
     codes: dict[str, dict[str, int]] = {lang: {} for lang in traced}
     categories: dict[str, dict[str, str]] = {lang: {} for lang in traced}
@@ -393,7 +577,11 @@ def trace(
     settings = {
         "method": "Zhao, Yoshinaga & Oba (EACL 2024) knowledge tracing",
         "chunk_tokens": chunk_tokens,
+        "match": match,
+        # inflection-aware matching: the languages stemmed; the others matched exactly
+        "stemmed": stemmed_languages(traced, match),
         "naming_relations": sorted(relations),
+        "uncertainty": uncertainty.to_json(),
         "corpus": corpus.to_dict(),
         "tokenizer": str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__),
         "facts": facts.description,
@@ -409,6 +597,11 @@ def trace(
 def _check_chunk_tokens(chunk_tokens: int) -> None:
     if isinstance(chunk_tokens, bool) or not isinstance(chunk_tokens, int) or chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be a positive integer, got {chunk_tokens!r}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not valid; choose from {', '.join(choices)}")
 
 
 def _check_relations(naming_relations: Iterable[str]) -> frozenset[str]:
@@ -427,7 +620,13 @@ def _check_relations(naming_relations: Iterable[str]) -> frozenset[str]:
 __all__ = [
     "CATEGORIES",
     "CODES",
+    "MATCHINGS",
     "NAMING_RELATIONS",
+    "SEARCHES",
+    "STEMMERS",
+    "Matching",
+    "Search",
+    "stemmed_languages",
     "TracingResult",
     "classify_absent_correct",
     "fact_presence",

@@ -49,9 +49,21 @@ def identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+SPLICE_MARK = "_mlneurons_splice"
+"""Set on the hooks that splice a dictionary in (:mod:`mlneurons.models.dictionary`)."""
+
+
 def hooks_attached(model: TransformerBridge) -> bool:
-    """Whether any TransformerLens forward hook is attached to ``model`` right now."""
-    return any(point.fwd_hooks for point in model.hook_dict.values())
+    """Whether any TransformerLens forward hook is attached to ``model`` right now.
+
+    Dictionary splices do not count: they change nothing until a hook edits their features,
+    and such a hook is attached to a feature hook point, which counts.
+    """
+    return any(
+        not getattr(handle.user_hook, SPLICE_MARK, False)
+        for point in model.hook_dict.values()
+        for handle in point.fwd_hooks
+    )
 
 
 @contextmanager

@@ -5,11 +5,14 @@ For every language, layer and neuron this counts how often the neuron fires
 interventions set, over every counted token. It is :func:`mlneurons.stats.collector.collect`
 over the default hook points (every MLP's neurons) with one label per language, so it
 streams, checkpoints, resumes and merges like every other collected statistic.
+
+The same view holds any hook points of equal width, one per "layer": the features of
+spliced dictionaries (:mod:`mlneurons.models.dictionary`) make LAPE run over features.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -19,7 +22,9 @@ from jaxtyping import Float, Int
 
 from mlneurons.cache import cache_dir
 from mlneurons.data.corpus import MultilingualCorpus
+from mlneurons.errors import UserError
 from mlneurons.models.bridge import TransformerBridge
+from mlneurons.models.dictionary import feature_widths
 from mlneurons.results import Result, read_tensors
 from mlneurons.stats.collector import HookStats, Labelled
 from mlneurons.stats.distributed import run_pass
@@ -213,6 +218,139 @@ def corpus_batch_count(corpus: MultilingualCorpus, tokenizer: Any, batch_size: i
     return len(corpus.languages) * -(-rows // batch_size)
 
 
+BLOCKS = 64
+"""At most this many blocks of consecutive rows per language in :func:`collect_block_stats`:
+the units the stability bootstrap resamples, and the bound on its memory (the totals hold
+``languages x blocks x layers x neurons`` counts and sums, whatever the token budget)."""
+
+
+@dataclass
+class BlockStats:
+    """LAPE's firing counts per block of consecutive corpus rows of one language.
+
+    The units of the stability bootstrap (:func:`mlneurons.methods.lape.stability`): a
+    resample draws each language's blocks with replacement and its activation
+    probabilities are weighted sums of the blocks' counts, so no forward pass is repeated.
+    :meth:`total` adds the blocks into the per-language :class:`ActivationStats`; its
+    firing and token counts equal those of :func:`collect_activation_stats` exactly (the
+    activation sums up to float rounding: they are reduced per row).
+
+    Attributes:
+        languages: the languages, in corpus order.
+        language_of: ``[block]`` index into ``languages`` of each block's language.
+        fire_counts: ``[block, layer, neuron]`` tokens with ``hook_pre > 0``.
+        activation_sums: ``[block, layer, neuron]`` sum of the act_fn output.
+        token_counts: ``[block]`` tokens counted (BOS excluded); every block has some.
+        rows_per_block: consecutive rows per block (the last block of a language may hold fewer).
+        model: fingerprint of the model.
+        corpus: description of the corpus.
+        points: the hook point of each layer.
+    """
+
+    languages: list[str]
+    language_of: Int[torch.Tensor, " block"]
+    fire_counts: Int[torch.Tensor, "block layer neuron"]
+    activation_sums: Float[torch.Tensor, "block layer neuron"]
+    token_counts: Int[torch.Tensor, " block"]
+    rows_per_block: int = 1
+    model: dict[str, Any] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=dict)
+    points: list[str] = field(default_factory=list)
+
+    def blocks(self, language: str) -> Int[torch.Tensor, " k"]:
+        """Indices of ``language``'s blocks."""
+        return (self.language_of == self.languages.index(language)).nonzero().flatten()
+
+    def total(self) -> ActivationStats:
+        """The per-language statistics: every language's blocks added (integer counts exact)."""
+        n = len(self.languages)
+        shape = (n, *self.fire_counts.shape[1:])
+        fires = torch.zeros(shape, dtype=torch.int64).index_add_(
+            0, self.language_of, self.fire_counts
+        )
+        sums = torch.zeros(shape, dtype=torch.float64).index_add_(
+            0, self.language_of, self.activation_sums.double()
+        )
+        tokens = torch.zeros(n, dtype=torch.int64).index_add_(
+            0, self.language_of, self.token_counts
+        )
+        return ActivationStats(
+            list(self.languages), fires, sums, tokens, dict(self.model), dict(self.corpus),
+            list(self.points),
+        )  # fmt: skip
+
+
+def block_batches(
+    corpus: MultilingualCorpus, tokenizer: Any, batch_size: int, rows_per_block: int, blocks: int
+) -> Iterator[Labelled]:
+    """The corpus' rows as :func:`corpus_batches` yields them, each row labelled with its
+    block: label ``language_index * blocks + row // rows_per_block``."""
+    skip = 1 if corpus.bos_id(tokenizer) is not None else 0
+    for index, language in enumerate(corpus.languages):
+        row = 0
+        for batch in corpus.rows(language, tokenizer, batch_size=batch_size):
+            labels = index * blocks + torch.arange(row, row + len(batch)) // rows_per_block
+            yield Labelled(batch, labels, skip=skip)
+            row += len(batch)
+
+
+def collect_block_stats(
+    model: TransformerBridge,
+    corpus: MultilingualCorpus,
+    *,
+    blocks: int = BLOCKS,
+    batch_size: int = 8,
+    checkpoint: str | Path | None = None,
+    progress: bool = True,
+) -> BlockStats:
+    """LAPE's pass (:func:`collect_activation_stats`) with the counts kept per block of rows.
+
+    Each language's ``R = tokens_per_language // row length`` rows are cut into at most
+    ``blocks`` blocks of ``ceil(R / blocks)`` consecutive rows (one row per block when
+    ``R <= blocks``); the bootstrap of :func:`mlneurons.methods.lape.stability` resamples
+    them. Memory grows with the blocks, never with the tokens.
+
+    Raises:
+        UserError: the corpus has no token budget (the blocks are sized from it).
+    """
+    if blocks < 1:
+        raise UserError(f"blocks must be at least 1, got {blocks}")
+    if corpus.tokens_per_language is None:
+        raise UserError(
+            "per-block statistics need a token budget per language (tokens_per_language=...)"
+        )
+    tokenizer = getattr(model, "tokenizer", None)
+    rows = max(1, corpus.tokens_per_language // corpus.content_length(tokenizer))
+    per_block = -(-rows // blocks)
+    n_blocks = -(-rows // per_block)
+    labels = [f"{lang}#{j}" for lang in corpus.languages for j in range(n_blocks)]
+    collected = run_pass(
+        model,
+        lambda: block_batches(corpus, tokenizer, batch_size, per_block, n_blocks),
+        labels=labels,
+        key={"corpus": corpus.key(), "batch_size": batch_size, "rows_per_block": per_block},
+        checkpoint=checkpoint,
+        total=corpus_batch_count(corpus, tokenizer, batch_size),
+        fires=True,
+        source=corpus.to_dict(),
+        desc="stats",
+        progress=progress,
+    )
+    assert collected is not None  # None only for a sharded pass
+    kept = (collected.tokens > 0).nonzero().flatten()  # a language short of text: fewer blocks
+    return BlockStats(
+        list(corpus.languages),
+        kept // n_blocks,
+        collected.stacked("fires")[kept],
+        collected.stacked("sums").double()[kept],
+        collected.tokens[kept].clone(),
+        per_block,
+        dict(collected.model),
+        dict(collected.meta.get("source", {})),
+        list(collected.points),
+    )
+
+
 def collect_activation_stats(
     model: TransformerBridge,
     corpus: MultilingualCorpus,
@@ -223,6 +361,7 @@ def collect_activation_stats(
     shards: str | Path | None = None,
     n_shards: int | None = None,
     progress: bool = True,
+    points: Sequence[str] | None = None,
 ) -> ActivationStats | None:
     """Stream ``corpus`` through ``model`` and count, per language, how often each MLP neuron fires.
 
@@ -245,10 +384,19 @@ def collect_activation_stats(
             this returns None once this rank's shards are written: ``mlneurons merge``.
         n_shards: logical shards, fixed at the first launch (default 8, at least 2 per rank).
         progress: show a tqdm progress bar.
+        points: other hook points of equal width to count at instead of the MLP neurons,
+            one "layer" each: the feature hook points of spliced dictionaries
+            (:func:`mlneurons.models.dictionary.splice`) give LAPE over features, and the
+            statistics record the dictionaries (``model["units"]``).
 
     Returns:
         The per-language :class:`ActivationStats`.
     """
+    widths = {
+        point: width for point, width in feature_widths(model).items() if point in (points or ())
+    }
+    if len(set(widths.values())) > 1:
+        raise UserError(f"the points are stacked as layers and must be equally wide, got {widths}")
     tokenizer = getattr(model, "tokenizer", None)
     # ranks and restarts of a sharded pass read the rows tokenised once
     token_cache = None if shards is None or tokenizer is None else cache_dir() / "tokens"
@@ -256,13 +404,15 @@ def collect_activation_stats(
         model,
         lambda: corpus_batches(corpus, tokenizer, batch_size, cache=token_cache),
         labels=list(corpus.languages),
-        key={"corpus": corpus.key(), "batch_size": batch_size},
+        key={"corpus": corpus.key(), "batch_size": batch_size}
+        | ({"points": list(points)} if points else {}),
         shards=shards,
         n_shards=n_shards,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         total=corpus_batch_count(corpus, tokenizer, batch_size),
         fires=True,
+        names_filter=list(points) if points else None,
         source=corpus.to_dict(),
         desc="stats",
         progress=progress,
@@ -271,7 +421,11 @@ def collect_activation_stats(
 
 
 __all__ = [
+    "BLOCKS",
     "ActivationStats",
+    "BlockStats",
+    "block_batches",
+    "collect_block_stats",
     "collect_activation_stats",
     "corpus_batch_count",
     "corpus_batches",

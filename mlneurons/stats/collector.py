@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from mlneurons.errors import UserError, did_you_mean
 from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.canary import canary_ids, verify
+from mlneurons.models.dictionary import units
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, run_body
 from mlneurons.models.hooks import hooks_attached, identity, mlp_neuron_hook, unwrapped
@@ -579,6 +580,9 @@ def collect(
     points = hook_points(model, names_filter)
     names = [name for name, _ in points]
     meta = {"model": fingerprint(model), "source": source or {}}
+    described = units(model, names)
+    if described is not None:  # dictionary features: which dictionaries they belong to
+        meta["model"]["units"] = described
     stats = None
     done = 0
     checkpoint = Path(checkpoint) if checkpoint is not None else None

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "lrp2": "LRP2 projection: does moving a language into English help?",
     "ses": "sentence-embedding similarity of parallel sentences per layer",
     "logit-lens": "latent language: P(target) vs P(English) per layer (Wendler et al.)",
+    "script-controls": "LAPE on original, romanised and word-shuffled text (Verma et al.)",
 }
 """Command name -> its one-line help; the module is ``commands/<name with _>.py``."""
 

@@ -13,6 +13,7 @@ from mlneurons.interfaces.commands.inputs import (
     load_neurons,
     load_stats,
     model_for,
+    uncertainty,
 )
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from mlneurons.data.corpus import MultilingualCorpus
-    from mlneurons.methods.deactivation import PerplexityMatrix
+    from mlneurons.evaluation.uncertainty import Estimate
+    from mlneurons.methods.deactivation import ChangeTest, MethodComparison, PerplexityMatrix
 
 MODEL_HELP = "model (default: the one the neurons were selected on)"
 
@@ -101,6 +103,7 @@ def run(cfg: AblateConfig, context: Context) -> PerplexityMatrix:
         seed=cfg.seed,
         batch_size=cfg.batch_size,
         world=context.parallel,
+        uncertainty=uncertainty(cfg),
     )
     context.only_rank_0()
     return matrix
@@ -121,64 +124,167 @@ def own_changes(
     return own, uniform, draws
 
 
-def describe(matrix: PerplexityMatrix) -> list[str]:
-    dominant = [lang for lang, ok in matrix.diagonal_dominance().items() if ok]
+FEW_ROWS = 10
+"""Below this many held-out rows per language, bootstrap intervals come out too narrow."""
+
+
+def intervals_note(
+    matrix: PerplexityMatrix | MethodComparison, *, tests: int, family: str
+) -> list[str]:
+    """How the intervals were computed (or why there are none), and a warning when the
+    rows are too few for the bootstrap to be trusted; ``tests`` differences are tested
+    across the ``family`` (Holm-adjusted when more than one)."""
+    from mlneurons.evaluation.uncertainty import Uncertainty
+
+    if not matrix.row_nll:
+        return ["no intervals: this result was saved without its per-row losses"]
+    rows = sorted(len(r) for r in matrix.row_tokens.values())
+    if rows[0] < 2:
+        return [
+            f"no intervals: {rows[0]} held-out row per language (--tokens-per-language below "
+            "two rows of --seq-len tokens); every resample of one row is the same"
+        ]
+    how = Uncertainty.of({"uncertainty": matrix.uncertainty})
+    counts = str(rows[0]) if rows[0] == rows[-1] else f"{rows[0]}-{rows[-1]}"
+    adjusted = f", Holm-adjusted across the {family}" if tests > 1 else ""
     lines = [
-        "baseline perplexity: " + ", ".join(f"{k} {v:.1f}" for k, v in matrix.baseline.items()),
+        f"intervals: {how.confidence:.0%}, paired bootstrap over the held-out rows ({counts} "
+        f"per language; {how.samples} resamples, seed {how.seed}); n.s. = not significant "
+        f"at {1 - how.confidence:.2g}, bootstrap p-value{adjusted}"
+    ]
+    if rows[0] < FEW_ROWS:
+        lines.append(
+            f"caution: {rows[0]} rows per language are too few for the bootstrap (its "
+            f"intervals come out too narrow below about {FEW_ROWS}); raise "
+            "--tokens-per-language or lower --seq-len for more rows"
+        )
+    return lines
+
+
+def caption_of(lines: list[str]) -> str:
+    """Note lines as sentences of a caption."""
+    return " ".join(line[0].upper() + line[1:] + "." for line in lines)
+
+
+def _flag(test: ChangeTest | None, *, short: bool = False) -> str:
+    from mlneurons.interfaces.plots import format_test
+
+    text = "" if test is None else format_test(test, short=short)
+    return f" {text}" if text else ""
+
+
+def describe(matrix: PerplexityMatrix) -> list[str]:
+    from mlneurons.interfaces.plots import format_change, format_points
+
+    dominant = [lang for lang, ok in matrix.diagonal_dominance().items() if ok]
+    baseline = matrix.baseline_intervals()
+    lines = [
+        "baseline perplexity: "
+        + ", ".join(
+            f"{k} {v:.1f}"
+            + ("" if baseline is None else f" [{baseline[k].lo:.1f}, {baseline[k].hi:.1f}]")
+            for k, v in matrix.baseline.items()
+        ),
         f"own language hit hardest for {len(dominant)}/{len(matrix.languages)}: "
         + (", ".join(dominant) or "none"),
     ]
     own, uniform, draws = own_changes(matrix)
+    tests = matrix.own_changes()
     for i, lang in enumerate(matrix.languages):
-        parts = [f"{lang}: own neurons off {float(own[i]):+.1f}%"]
+        test = None if tests is None else tests[lang]
+        parts = [
+            f"{lang}: own neurons off "
+            + format_change(float(own[i]) / 100, None if test is None else test.own.difference)
+            + _flag(None if test is None else test.own)
+        ]
         if uniform is not None:
-            parts.append(f"uniform control {float(uniform[i]):+.1f}%")
+            interval = None if test is None else test.uniform
+            parts.append(f"uniform control {format_change(float(uniform[i]) / 100, interval)}")
         if draws is not None:
+            interval = None if test is None else test.matched
             parts.append(
-                f"matched control ({len(draws)} draws) {float(draws[:, i].mean()):+.1f}% "
-                f"(sd {float(draws[:, i].std(correction=0)):.1f})"
+                f"matched control ({len(draws)} draws) "
+                f"{format_change(float(draws[:, i].mean()) / 100, interval)} "
+                f"(sd {float(draws[:, i].std(correction=0)):.1f}; "
+                f"{int((draws[:, i] >= own[i]).sum())} of {len(draws)} draws as large)"
             )
+        versus = None if test is None else test.versus_matched or test.versus_uniform
+        if versus is not None:
+            control = "matched" if test is not None and test.versus_matched else "uniform"
+            parts.append(f"own - {control} {format_points(versus.difference)}" + _flag(versus))
         lines.append("; ".join(parts))
-    return lines
+    return lines + notes(matrix)
 
 
 def tables(matrix: PerplexityMatrix) -> list[Table]:
+    from mlneurons.interfaces.plots import format_change, format_points
+
     own, uniform, draws = own_changes(matrix)
+    tests = matrix.own_changes()
+    baseline = matrix.baseline_intervals()
+    perplexity = matrix.perplexity_intervals()
     rows = []
     for i, lang in enumerate(matrix.languages):
         off = matrix.deactivated[lang]
         worst = max(off, key=lambda other: off[other] / matrix.baseline[other])
+        test = None if tests is None else tests[lang]
         matched = (
             "–"
             if draws is None
-            else f"{float(draws[:, i].mean()):+.1f}% ± {float(draws[:, i].std(correction=0)):.1f}"
+            else format_change(
+                float(draws[:, i].mean()) / 100, None if test is None else test.matched
+            )
+            + f" (sd {float(draws[:, i].std(correction=0)):.1f})"
         )
+        versus = None if test is None else test.versus_matched or test.versus_uniform
         rows.append(
             [
                 lang,
-                f"{matrix.baseline[lang]:.1f}",
-                f"{off[lang]:.1f}",
-                f"{float(own[i]):+.0f}%",
-                "–" if uniform is None else f"{float(uniform[i]):+.0f}%",
+                _ppl(matrix.baseline[lang], None if baseline is None else baseline[lang]),
+                _ppl(off[lang], None if perplexity is None else perplexity[lang][lang]),
+                format_change(float(own[i]) / 100, None if test is None else test.own.difference)
+                + _flag(None if test is None else test.own, short=True),
+                "–"
+                if uniform is None
+                else format_change(float(uniform[i]) / 100, None if test is None else test.uniform),
                 matched,
+                "–" if draws is None else f"{int((draws[:, i] >= own[i]).sum())}/{len(draws)}",
+                "–"
+                if versus is None
+                else format_points(versus.difference) + _flag(versus, short=True),
                 worst,
             ]
         )
+    control = "matched" if draws is not None else "uniform"
     header = [
         "language",
         "baseline ppl",
         "own neurons off",
         "change",
         "uniform control",
-        f"matched control (mean ± sd of {0 if draws is None else len(draws)})",
+        f"matched control (mean of {0 if draws is None else len(draws)}, sd)",
+        "matched draws as large",
+        f"own - {control} control",
         "hit hardest",
     ]
     caption = (
         "Perplexity on held-out text; the diagonal: each language with its own neurons "
         "deactivated. Controls: as many random neurons from the same layers (uniform), and "
-        "from the same layers and firing-probability bins (matched)."
+        "from the same layers and firing-probability bins (matched; its draws are the null: "
+        "how many changed perplexity at least as much as the language's own neurons). "
+        + caption_of(notes(matrix))
     )
     return [Table(header, rows, caption)]
+
+
+def notes(matrix: PerplexityMatrix) -> list[str]:
+    """How the intervals of ``matrix`` were computed (:func:`intervals_note`)."""
+    n = len(matrix.languages)
+    return intervals_note(matrix, tests=n, family=f"{n} languages")
+
+
+def _ppl(value: float, interval: Estimate | None) -> str:
+    return f"{value:.1f}" + ("" if interval is None else f" [{interval.lo:.1f}, {interval.hi:.1f}]")
 
 
 def figures(
@@ -187,7 +293,10 @@ def figures(
     from mlneurons.interfaces import plots
 
     title = f"Perplexity change: {matrix.model.get('name', '')}"
-    return {"ppl_matrix.png": lambda: plots.plot_perplexity_matrix(matrix, title=title)}
+    return {
+        "ppl_matrix.png": lambda: plots.plot_perplexity_matrix(matrix, title=title),
+        "ppl_own.png": lambda: plots.plot_own_changes(matrix),
+    }
 
 
 SPEC = Command(
@@ -200,7 +309,11 @@ SPEC = Command(
     figures=figures,
     tables=tables,
     step=Step(
-        budgets={"default": {"tokens_per_language": 512}, "full": {}},
+        budgets={
+            # 10 rows of 32 tokens: enough rows for a bootstrap interval, and 2 matched draws
+            "default": {"tokens_per_language": 320, "seq_len": 32, "control_draws": 2},
+            "full": {},
+        },
         reuse="neurons",
         needs=("lape",),
     ),

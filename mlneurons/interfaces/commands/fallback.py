@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar
 
 from mlneurons.config import option
 from mlneurons.errors import UserError
-from mlneurons.interfaces.commands.steer import GenerationConfig, steering_inputs
+from mlneurons.interfaces.commands.inputs import uncertainty
+from mlneurons.interfaces.commands.steer import (
+    GenerationConfig,
+    difference_text,
+    interval_caption,
+    p_text,
+    steering_inputs,
+)
 from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
-from mlneurons.methods.steering import FallbackCurve, FallbackOrder
-
-if TYPE_CHECKING:
-    pass
+from mlneurons.methods.steering import FallbackCurve, FallbackOrder, FallbackPoint
 
 
 @dataclass(frozen=True)
@@ -56,34 +60,60 @@ def run(cfg: FallbackConfig, context: Context) -> FallbackCurve:
         seed=cfg.seed,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
+        uncertainty=uncertainty(cfg),
     )
+
+
+def _share(curve: FallbackCurve, point: FallbackPoint, category: str) -> str:
+    """A category's share with its Wilson interval (alone in files saved before intervals)."""
+    found = point.interval(category, curve.uncertainty.confidence)
+    return f"{point.distribution[category]:.1%}" if found is None else found.text()
 
 
 def describe(curve: FallbackCurve) -> list[str]:
     lines = []
-    for point, dominant in zip(curve.points, curve.dominant()):
-        shares = ", ".join(f"{k} {v:.0%}" for k, v in point.distribution.items() if v)
-        lines.append(
+    alpha = 1 - curve.uncertainty.confidence
+    adjusted = curve.adjusted_p_values()
+    for point, dominant, holm_p in zip(curve.points, curve.dominant(), adjusted):
+        shares = ", ".join(
+            f"{k} {_share(curve, point, k)}" for k, v in point.distribution.items() if v
+        )
+        line = (
             f"{point.share:>5.0%} of {curve.language}'s neurons off ({point.n_deactivated}): "
             f"mostly {dominant}; {shares}"
         )
+        test = curve.test(point)
+        if test is not None and holm_p is not None:
+            verdict = "significant" if holm_p < alpha else "not significant"
+            line += (
+                f"; in {curve.language} against none off: {difference_text(test.difference)}, "
+                f"exact McNemar {p_text(test.p_value)}, Holm-adjusted {holm_p:.3f}: {verdict}"
+            )
+        lines.append(line)
     return lines
 
 
 def tables(curve: FallbackCurve) -> list[Table]:
-    rows = [
-        [
-            f"{p.share:.0%}",
-            p.n_deactivated,
-            *(f"{100 * p.distribution[c]:.1f}%" for c in curve.categories),
-        ]
-        for p in curve.points
-    ]
+    alpha = 1 - curve.uncertainty.confidence
+    rows: list[list[Any]] = []
+    for point, holm_p in zip(curve.points, curve.adjusted_p_values()):
+        test = curve.test(point)
+        versus = "–"
+        if test is not None and holm_p is not None:
+            flag = " n.s." if holm_p >= alpha else ""
+            versus = f"{difference_text(test.difference)}; {p_text(test.p_value)}, "
+            versus += f"Holm {holm_p:.3f}{flag}"
+        cells = [_share(curve, point, c) for c in curve.categories]
+        rows.append([f"{point.share:.0%}", point.n_deactivated, *cells, versus])
+    n = curve.settings.get("n_questions", 0)
     caption = (
         f"Growing shares of {curve.language}'s neurons deactivated ({curve.order} order); "
-        "the languages the answers fall back to."
+        f"the languages the answers fall back to. {interval_caption(curve.uncertainty, n)} "
+        f"Against none off: the share in {curve.language}, Holm-adjusted over the shares "
+        "(n.s. by the adjusted p)."
     )
-    return [Table(["share off", "neurons", *curve.categories], rows, caption)]
+    header = ["share off", "neurons", *curve.categories, f"in {curve.language} vs none off"]
+    return [Table(header, rows, caption)]
 
 
 SPEC = Command(

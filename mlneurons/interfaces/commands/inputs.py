@@ -18,6 +18,7 @@ from mlneurons.models.bridge import TransformerBridge
 if TYPE_CHECKING:
     from mlneurons.config import Config
     from mlneurons.data.facts import FactSet
+    from mlneurons.evaluation.uncertainty import Uncertainty
     from mlneurons.interfaces.spec import Context
     from mlneurons.methods.lape import LanguageNeurons
     from mlneurons.stats.activation import ActivationStats
@@ -37,6 +38,14 @@ def user_input() -> Iterator[None]:
             raise
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         raise UserError(str(message)) from exc
+
+
+def uncertainty(cfg: Any) -> Uncertainty:
+    """How the command's intervals are computed: ``--confidence``, ``--resamples``,
+    ``--resample-seed``."""
+    from mlneurons.evaluation.uncertainty import Uncertainty
+
+    return Uncertainty(cfg.confidence, cfg.resamples, cfg.resample_seed)
 
 
 def unique(values: Sequence[str]) -> list[str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import Config, option
-from mlneurons.interfaces.commands.inputs import unique, user_input
+from mlneurons.interfaces.commands.inputs import uncertainty, unique, user_input
 from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 
 if TYPE_CHECKING:
@@ -48,27 +48,63 @@ def run(cfg: LogitLensConfig, context: Context) -> LatentLanguage:
         seed=cfg.seed,
         drop_copies=not cfg.keep_copies,
         batch_size=cfg.batch_size,
+        uncertainty=uncertainty(cfg),
+    )
+
+
+def crossover_text(result: LatentLanguage) -> str:
+    """``from layer 17 on (95% CI: layers 16 to never, bootstrap over the 151 words)``."""
+    found = result.crossover_interval()
+    never = result.n_layers
+
+    def layer(x: float) -> str:
+        return "never" if x >= never else f"layer {x:.0f}"
+
+    return (
+        f"{found.confidence:.0%} CI: {layer(found.lo)} to {layer(found.hi)}, bootstrap over the "
+        f"{result.n_items} words"
     )
 
 
 def describe(result: LatentLanguage) -> list[str]:
     crossover = result.crossover_layer()
-    return [
+    differences = result.intervals()["difference"]
+    unclear = [layer for layer, d in enumerate(differences) if not d.excludes(0.0)]
+    lines = [
         f"logit lens at the last position of {result.n_shots}-shot {result.source} → "
         f"{result.target} translation prompts: {result.n_items} words ({result.n_dropped} "
         f"dropped: token sets overlap; {result.n_copies} dropped: the source word looks English)",
-        f"{result.target} overtakes English from layer {crossover} on"
-        if crossover is not None
-        else f"{result.target} never stays above English",
+        (
+            f"{result.target} overtakes English from layer {crossover} on"
+            if crossover is not None
+            else f"{result.target} never stays above English"
+        )
+        + f" ({crossover_text(result)})",
     ]
+    if unclear:
+        lines.append(
+            f"layers where the words do not tell whether {result.target} or English leads "
+            f"(the interval of P({result.target}) - P(en) holds 0): " + ", ".join(map(str, unclear))
+        )
+    return lines
 
 
 def tables(result: LatentLanguage) -> list[Table]:
-    rows = [
-        [layer, f"{t:.4f}", f"{e:.4f}"]
-        for layer, (t, e) in enumerate(zip(result.p_target.tolist(), result.p_english.tolist()))
-    ]
-    return [Table(["layer", f"P({result.target})", "P(en)"], rows, details=True)]
+    found = result.intervals()
+    rows = []
+    for layer, (t, e, d) in enumerate(
+        zip(found["p_target"], found["p_english"], found["difference"])
+    ):
+        flag = "" if d.excludes(0.0) else " n.s."
+        rows.append([layer, t.text(".3g"), e.text(".3g"), d.text("+.3g") + flag])
+    how = result.uncertainty
+    caption = (
+        f"Mean over the {result.n_items} words with {how.confidence:.0%} percentile bootstrap "
+        f"intervals over them ({how.samples} resamples, seed {how.seed}); n.s.: the "
+        "difference's interval holds 0 (per layer, not adjusted across layers)."
+    )
+    header = ["layer", f"P({result.target})", "P(en)", f"P({result.target}) - P(en)"]
+    return [Table(header, rows, caption, details=True)]
 
 
 SPEC = Command(

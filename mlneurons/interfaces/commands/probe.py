@@ -10,15 +10,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from mlneurons.config import Config, option
 from mlneurons.data.facts import CandidateSource
 from mlneurons.errors import UserError
-from mlneurons.interfaces.commands.inputs import load_facts, user_input
+from mlneurons.interfaces.commands.inputs import load_facts, uncertainty, user_input
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 from mlneurons.methods.probing import ProbingMethod, Scoring
+from mlneurons.methods.probing.result import p_value_text, pair_test
 from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from mlneurons.data.facts import FactSet
+    from mlneurons.evaluation.uncertainty import Estimate
     from mlneurons.methods.probing.result import ProbeResult
 
 
@@ -110,6 +112,7 @@ def run(cfg: ProbeConfig, context: Context) -> ProbeResult:
         scoring=cfg.scoring,
         batch_size=cfg.batch_size,
         world=context.parallel,
+        uncertainty=uncertainty(cfg),
     )
     context.only_rank_0()
     return result
@@ -134,45 +137,106 @@ def facts_and_probing(
         with user_input():
             check_same_model(saved.model, model, what=f"{cfg.probe}/probe.json")
         return facts, model, saved
-    result = probe(model, facts, batch_size=cfg.batch_size, world=context.parallel)
+    result = probe(
+        model,
+        facts,
+        batch_size=cfg.batch_size,
+        world=context.parallel,
+        uncertainty=uncertainty(cfg),
+    )
     if context.world.rank == 0:
         context.keep(result, figures=figures(result, cfg, context.out or Path()))
     return facts, model, result
 
 
 def describe(result: ProbeResult) -> list[str]:
+    how = result.uncertainty()
+    level = f"{how.confidence:.0%}"
     scoring = result.settings.get("scoring")
     lines = [
         f"{len(result.predictions)} predictions (facts x languages)"
         + (f", candidates scored by {scoring}" if scoring else "")
+        + f"; {level} intervals: Wilson, macro P@1 by cluster bootstrap (relations, then facts)"
     ]
-    for lang, row in result.p_at_1().items():
-        lines.append(f"{lang}: P@1 macro {row['macro']:.1%}, micro {row['micro']:.1%}")
-    pivot = result.languages[0]
-    shared = ", ".join(
-        f"{lang} {value:.2f}" if value is not None else f"{lang} –"
-        for lang, value in result.jaccard().get(pivot, {}).items()
-        if lang != pivot
-    )
-    lines.append(f"Jaccard of correctly predicted facts with {pivot}: {shared or '–'}")
+    for lang, row in result.p_at_1_intervals().items():
+        lines.append(
+            f"{lang}: P@1 macro {row['macro'].text()}, micro {row['micro'].text()} "
+            f"({row['micro'].n} facts)"
+        )
     ties = result.ties()
     if any(ties.values()):
         listed = ", ".join(f"{lang} {n}" for lang, n in ties.items() if n)
         lines.append(f"predictions with a tied top score (a tie with the gold is wrong): {listed}")
+    pivot = result.languages[0]
+    tests = result.jaccard_tests()
+    others = [lang for lang in result.languages if lang != pivot]
+    if not others:
+        return lines
+    family = next(iter(tests.values())).family if tests else 0
+    lines.append(
+        f"Jaccard of correctly predicted facts with {pivot} (bootstrap over shared facts; "
+        f"chance: permutation within relations, Holm-adjusted over {family} pairs):"
+    )
+    table = result.jaccard()
+    for lang in others:
+        test = pair_test(tests, pivot, lang)
+        if test is None:
+            lines.append(f"  {lang} {table[pivot][lang]:.2f} (no correct shared fact)")
+            continue
+        verdict = "above chance" if test.above_chance() else "not above chance"
+        lines.append(
+            f"  {lang} {test.jaccard.text('.2f')}, {verdict} (null mean "
+            f"{test.chance.expected:.2f}, Holm {p_value_text(test.p_adjusted)})"
+        )
     return lines
 
 
 def tables(result: ProbeResult) -> list[Table]:
-    table = result.p_at_1()
+    intervals = result.p_at_1_intervals()
+    how = result.uncertainty()
+    level = f"{how.confidence:.0%}"
 
-    def pct(value: Any) -> str:
-        return "–" if value is None else f"{100 * value:.1f}%"
+    def cell(row: dict[str, Estimate], key: str) -> str:
+        return row[key].text() if key in row else "–"
 
     rows = [
-        [lang, *(pct(table[lang].get(r)) for r in result.relations), pct(table[lang]["macro"])]
+        [
+            lang,
+            *(cell(intervals.get(lang, {}), r) for r in [*result.relations, "macro", "micro"]),
+        ]
         for lang in result.languages
     ]
-    return [Table(["language", *result.relations, "macro"], rows, "P@1 per relation.")]
+    p_at_1 = Table(
+        ["language", *result.relations, "macro", "micro"],
+        rows,
+        f"P@1 per relation with {level} intervals: Wilson score per relation and micro (all "
+        f"facts), cluster bootstrap for macro (relations, then facts; {how.samples} resamples, "
+        f"seed {how.seed}).",
+    )
+    tests = list(result.jaccard_tests().values())
+    if not tests:
+        return [p_at_1]
+    pairs = [
+        [
+            f"{t.languages[0]}–{t.languages[1]}",
+            t.jaccard.n,
+            t.jaccard.text(".2f"),
+            f"{t.chance.expected:.2f}",
+            p_value_text(t.p_adjusted).removeprefix("p = "),
+            "above chance" if t.above_chance() else "n.s.",
+        ]
+        for t in tests
+    ]
+    jaccard = Table(
+        ["pair", "shared facts", f"Jaccard [{level} CI]", "null mean", "p (Holm)", ""],
+        pairs,
+        f"Jaccard of correctly predicted facts: percentile bootstrap over the shared facts "
+        f"({how.samples} resamples); chance: permutation within relations keeping each "
+        f"language's count of correct facts ({how.samples} permutations), one-sided p-values "
+        f"Holm-adjusted over the {len(tests)} pairs; n.s.: not above chance at "
+        f"{1 - how.confidence:.0%}.",
+    )
+    return [p_at_1, jaccard]
 
 
 def figures(result: ProbeResult, cfg: Any, out: Path) -> dict[str, Callable[[], Figure]]:

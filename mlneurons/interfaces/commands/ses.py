@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from mlneurons.config import Config, option
-from mlneurons.interfaces.commands.inputs import user_input
+from mlneurons.interfaces.commands.inputs import uncertainty, user_input
 from mlneurons.interfaces.spec import Command, Context, Step, Table
 
 if TYPE_CHECKING:
@@ -45,7 +45,13 @@ def run(cfg: SesConfig, context: Context) -> SentenceSimilarity:
     if neurons is not None:
         with user_input():
             neurons.check_fits(model)
-    return sentence_similarity(model, sentences, center=cfg.center, batch_size=cfg.batch_size)
+    return sentence_similarity(
+        model,
+        sentences,
+        center=cfg.center,
+        batch_size=cfg.batch_size,
+        uncertainty=uncertainty(cfg),
+    )
 
 
 def _neurons(cfg: SesConfig, out: Path | None) -> LanguageNeurons | None:
@@ -61,23 +67,48 @@ def _neurons(cfg: SesConfig, out: Path | None) -> LanguageNeurons | None:
 
 def describe(result: SentenceSimilarity) -> list[str]:
     mean = result.mean_offdiagonal().tolist()
-    peak = max(range(len(mean)), key=mean.__getitem__)
-    return [
+    found = result.mean_offdiagonal_intervals()
+    peak, ties = result.peak()
+    value = f"{mean[peak]:.3f}" if found is None else found[peak].text(".3f")
+    lines = [
         f"mean cosine of the mean-pooled residual states of {result.n_sentences} parallel "
         f"sentences over every pair of {', '.join(result.languages)}: highest at layer {peak} "
-        f"({mean[peak]:.3f})",
-        "per layer: " + " ".join(f"{layer}:{value:.3f}" for layer, value in enumerate(mean)),
+        f"({value})"
     ]
+    if found is not None:
+        how = result.uncertainty
+        lines[0] += f"; {how.confidence:.0%} intervals: bootstrap over the sentences"
+        lines.append(
+            "layers not distinguishable from the peak (paired bootstrap over sentences): "
+            + (", ".join(map(str, ties)) if ties else "none")
+        )
+    lines.append(
+        "per layer: " + " ".join(f"{layer}:{value:.3f}" for layer, value in enumerate(mean))
+    )
+    return lines
 
 
 def tables(result: SentenceSimilarity) -> list[Table]:
     mean = result.mean_offdiagonal().tolist()
-    rows = [[layer, f"{value:.3f}"] for layer, value in enumerate(mean)]
+    found = result.mean_offdiagonal_intervals()
+    peak, ties = result.peak()
+    rows = []
+    for layer, value in enumerate(mean):
+        shown = f"{value:.3f}" if found is None else found[layer].text(".3f")
+        mark = "peak" if layer == peak else "n.s. from the peak" if layer in ties else ""
+        rows.append([layer, shown, mark])
     caption = (
         "Tang et al. find it high in the middle layers, where language neurons are few, and "
         "low at the bottom and top, where they concentrate (bars)."
     )
-    return [Table(["layer", "SES"], rows, caption, details=True)]
+    if found is not None:
+        how = result.uncertainty
+        caption += (
+            f" {how.confidence:.0%} percentile bootstrap intervals over the {result.n_sentences} "
+            f"sentences ({how.samples} resamples, seed {how.seed}); n.s. from the peak: the "
+            "paired bootstrap interval of the difference to the peak layer holds 0."
+        )
+    return [Table(["layer", "SES", ""], rows, caption, details=True)]
 
 
 def figures(

@@ -13,6 +13,7 @@ from mlneurons.interfaces.commands.inputs import (
     load_neurons,
     load_stats,
     model_for,
+    uncertainty,
     user_input,
 )
 from mlneurons.interfaces.spec import Command, Context, Step, Table
@@ -20,6 +21,7 @@ from mlneurons.methods.steering import SteeringMode, SteeringResult
 from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
+    from mlneurons.evaluation.uncertainty import Estimate, PairedTest, Uncertainty
     from mlneurons.methods.lape import LanguageNeurons
     from mlneurons.stats.activation import ActivationStats
 
@@ -129,40 +131,73 @@ def run(cfg: SteerConfig, context: Context) -> SteeringResult:
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         world=context.parallel,
+        uncertainty=uncertainty(cfg),
     )
     context.only_rank_0()
     return result
 
 
+def p_text(p: float) -> str:
+    """``p = 0.031``, or ``p < 0.001``."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def difference_text(difference: Estimate) -> str:
+    """A difference of rates in percentage points: ``+62.5 pp [+37.5, +87.5]``."""
+    d = difference
+    return f"{100 * d.value:+.1f} pp [{100 * d.lo:+.1f}, {100 * d.hi:+.1f}]"
+
+
+def paired_text(test: PairedTest) -> str:
+    """``0.0% [0.0%, 13.8%] -> 100.0% [86.2%, 100.0%] (+100.0 pp [...], exact McNemar
+    p < 0.001)``, with "; not significant" when it is not at the intervals' level."""
+    flag = "" if test.significant() else "; not significant"
+    return (
+        f"{test.before.text()} -> {test.after.text()} ({difference_text(test.difference)}, "
+        f"{test.test} {p_text(test.p_value)}{flag})"
+    )
+
+
+def interval_caption(how: Uncertainty, n: int, items: str = "questions") -> str:
+    """What the intervals and tests of paired rates are, for a table's caption."""
+    return (
+        f"Rates with {how.confidence:.0%} Wilson intervals; differences: paired bootstrap over "
+        f"the {n} {items} ({how.samples} resamples, seed {how.seed}); p: exact McNemar; n.s.: "
+        f"not significant at the {1 - how.confidence:.0%} level."
+    )
+
+
 def describe(result: SteeringResult) -> list[str]:
+    target, source = result.test(), result.test(result.source)
     return [
-        f"{len(result.samples)} questions in {result.source}, steered towards {result.target}: "
-        f"answers in {result.target}: {result.accuracy_before:.0%} before, "
-        f"{result.accuracy_after:.0%} after; in {result.source}: "
-        f"{result.source_rate('before'):.0%} before, {result.source_rate('after'):.0%} after"
+        f"{len(result.samples)} questions in {result.source}, steered towards {result.target}",
+        f"answers in {result.target}, before -> after: {paired_text(target)}",
+        f"answers in {result.source}, before -> after: {paired_text(source)}",
     ]
 
 
 def tables(result: SteeringResult) -> list[Table]:
     source, target, samples = result.source, result.target, result.samples
-    rows = [
-        [
-            f"answers in {target} (target)",
-            f"{result.accuracy_before:.1%}",
-            f"{result.accuracy_after:.1%}",
-        ],
-        [
-            f"answers in {source} (source)",
-            f"{result.source_rate('before'):.1%}",
-            f"{result.source_rate('after'):.1%}",
-        ],
-    ]
+    rows = []
+    for language, name in ((target, "target"), (source, "source")):
+        test = result.test(language)
+        flag = "" if test.significant() else " n.s."
+        rows.append(
+            [
+                f"answers in {language} ({name})",
+                test.before.text(),
+                test.after.text(),
+                difference_text(test.difference),
+                p_text(test.p_value) + flag,
+            ]
+        )
     shown = [
         [s["prompt"], f"{s['before']} [{s['lang_before']}]", f"{s['after']} [{s['lang_after']}]"]
         for s in samples[:4]
     ]
+    header = ["", "before", "after", "difference", "exact McNemar"]
     return [
-        Table(["", "before", "after"], rows),
+        Table(header, rows, interval_caption(result.uncertainty, len(samples))),
         Table(["prompt", "answer before [language]", "answer after [language]"], shown),
     ]
 

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from mlneurons.config import option
-from mlneurons.interfaces.commands.inputs import unique
+from mlneurons.interfaces.commands.inputs import uncertainty, unique
 from mlneurons.interfaces.commands.steer import (
     SOURCE_HELP,
     TARGET_HELP,
     GenerationConfig,
+    difference_text,
+    interval_caption,
+    p_text,
     steering_inputs,
 )
 from mlneurons.interfaces.spec import Command, Context, Step, Table, plot
 from mlneurons.methods.steering import SteeringMode, SteeringSweep, SweepPoint
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -71,58 +71,146 @@ def run(cfg: SteerSweepConfig, context: Context) -> SteeringSweep:
         source_value=cfg.source_value,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
+        uncertainty=uncertainty(cfg),
     )
 
 
+def _rate(point: SweepPoint, measure: str, sweep: SteeringSweep) -> str:
+    """A rate with its Wilson interval, or alone in files saved before intervals."""
+    found = point.rate(measure, sweep.uncertainty.confidence)
+    return f"{getattr(point, measure):.1%}" if found is None else found.text()
+
+
+def _fluency(point: SweepPoint, sweep: SteeringSweep) -> str:
+    found = point.fluency(sweep.uncertainty)
+    if found is not None:
+        return found.text(".1f")
+    return "–" if point.fluency_ppl is None else f"{point.fluency_ppl:.1f}"
+
+
+def _ratio(point: SweepPoint, sweep: SteeringSweep) -> str:
+    """The fluency perplexity against the unsteered one: ``x6.7 [5.0, 9.1]`` (n.s.: the
+    interval holds 1)."""
+    ratio = sweep.fluency_change(point)
+    if ratio is None:
+        return "–"
+    flag = " n.s." if not ratio.excludes(1.0) else ""
+    return f"x{ratio.value:.2f} [{ratio.lo:.2f}, {ratio.hi:.2f}]{flag}"
+
+
+def _versus_unsteered(sweep: SteeringSweep, point: SweepPoint, holm_p: float | None) -> str:
+    """``p = 0.008, Holm 0.062 n.s.``: the exact McNemar test against the unsteered answers,
+    raw and Holm-adjusted over the sweep's settings (the flag follows the adjusted one)."""
+    test = sweep.test(point)
+    if test is None or holm_p is None:
+        return "–"
+    flag = " n.s." if holm_p >= 1 - sweep.uncertainty.confidence else ""
+    return f"{p_text(test.p_value)}, Holm {holm_p:.3f}{flag}"
+
+
 def describe(sweep: SteeringSweep) -> list[str]:
+    how = sweep.uncertainty
     lines = [
         f"questions in {sweep.source} steered towards {sweep.target} with each mode "
         f"(Gurgurov et al. 2025), {len(sweep.points)} settings; best per mode: highest target "
         "rate, then lowest perplexity of the answers under the unsteered model; settings "
-        "with mostly degenerate answers excluded"
+        f"with mostly degenerate answers excluded; {how.confidence:.0%} intervals (Wilson for "
+        "rates, bootstrap over questions for fluency), exact McNemar against the unsteered "
+        f"answers, Holm-adjusted over the {len(sweep.points)} settings"
     ]
     base = sweep.baseline
     lines.append(
-        f"unsteered: {base.target_rate:.0%} in {sweep.target}, {base.source_rate:.0%} in "
-        f"{sweep.source}, fluency ppl "
-        + ("–" if base.fluency_ppl is None else f"{base.fluency_ppl:.1f}")
+        f"unsteered: {_rate(base, 'target_rate', sweep)} in {sweep.target}, "
+        f"{_rate(base, 'source_rate', sweep)} in {sweep.source}, fluency ppl "
+        f"{_fluency(base, sweep)}"
     )
+    adjusted = dict(zip(map(id, sweep.points), sweep.adjusted_p_values()))
     for mode in sweep.modes:
         best = sweep.best(mode)
         if best is None:
             lines.append(f"best {mode}: none (every setting gave mostly degenerate answers)")
             continue
-        ppl = "–" if best.fluency_ppl is None else f"{best.fluency_ppl:.1f}"
-        lines.append(
+        line = (
             f"best {mode}: alpha {best.alpha:g}, top_rate {best.top_rate:g}: "
-            f"{best.target_rate:.0%} in {sweep.target}, fluency ppl {ppl}"
+            f"{_rate(best, 'target_rate', sweep)} in {sweep.target}"
         )
+        test, holm_p = sweep.test(best), adjusted[id(best)]
+        if test is not None and holm_p is not None:
+            verdict = "significant" if holm_p < 1 - how.confidence else "not significant"
+            line += (
+                f" ({difference_text(test.difference)} against unsteered, exact McNemar "
+                f"{p_text(test.p_value)}, Holm-adjusted {holm_p:.3f}: {verdict})"
+            )
+        line += f", fluency ppl {_fluency(best, sweep)}"
+        ratio = sweep.fluency_change(best)
+        if ratio is not None:
+            line += f" (x{ratio.value:.2f} [{ratio.lo:.2f}, {ratio.hi:.2f}] the unsteered)"
+        lines.append(line)
+        runner = sweep.versus_runner_up(mode)
+        if runner is not None and not runner[1].significant():
+            second, versus = runner
+            tie = "tied on" if second.target_rate == best.target_rate else "not distinguishable by"
+            lines.append(
+                f"  {tie} the target rate with alpha {second.alpha:g}, top_rate "
+                f"{second.top_rate:g} ({second.target_rate:.1%}; exact McNemar "
+                f"{p_text(versus.p_value)}): the sweep does not single out the best {mode} setting"
+            )
     return lines
 
 
-def _cells(point: SweepPoint) -> list[str]:
-    ppl = "–" if point.fluency_ppl is None else f"{point.fluency_ppl:.1f}"
-    rates = (point.target_rate, point.source_rate, point.degenerate_rate)
-    return [*(f"{100 * r:.1f}%" for r in rates), ppl]
+def _cells(point: SweepPoint, sweep: SteeringSweep) -> list[str]:
+    rates = ("target_rate", "source_rate", "degenerate_rate")
+    return [*(_rate(point, m, sweep) for m in rates), _fluency(point, sweep)]
 
 
 def tables(sweep: SteeringSweep) -> list[Table]:
-    rows: list[list[Any]] = [["unsteered", "–", "–", "–", *_cells(sweep.baseline)]]
+    adjusted = dict(zip(map(id, sweep.points), sweep.adjusted_p_values()))
+    base = ["unsteered", "–", "–", "–", *_cells(sweep.baseline, sweep), "–", "–"]
+    rows: list[list[Any]] = [[*base, "–"]]
     for mode in sweep.modes:
         best = sweep.best(mode)
         if best is None:
-            rows.append([mode, "–", "–", "–", "mostly degenerate", "", "", ""])
-        else:
-            setting = [mode, f"{best.alpha:g}", f"{best.top_rate:g}", best.n_neurons]
-            rows.append([*setting, *_cells(best)])
+            rows.append([mode, "–", "–", "–", "mostly degenerate", *[""] * 6])
+            continue
+        setting = [mode, f"{best.alpha:g}", f"{best.top_rate:g}", best.n_neurons]
+        runner = sweep.versus_runner_up(mode)
+        second = "–"
+        if runner is not None:
+            flag = "" if runner[1].significant() else " n.s."
+            second = f"alpha {runner[0].alpha:g}, top {runner[0].top_rate:g}: "
+            second += p_text(runner[1].p_value) + flag
+        versus = _versus_unsteered(sweep, best, adjusted[id(best)])
+        rows.append([*setting, *_cells(best, sweep), _ratio(best, sweep), versus, second])
     header = ["mode", "alpha", "top_rate", "neurons", f"in {sweep.target}"]
-    header += [f"in {sweep.source}", "degenerate", "fluency ppl"]
+    header += [f"in {sweep.source}", "degenerate", "fluency ppl", "ppl vs unsteered"]
+    header += ["vs unsteered (exact McNemar)"]
     every = [
-        [p.mode, f"{p.alpha:g}", f"{p.top_rate:g}", p.n_neurons, *_cells(p)] for p in sweep.points
+        [
+            p.mode,
+            f"{p.alpha:g}",
+            f"{p.top_rate:g}",
+            p.n_neurons,
+            *_cells(p, sweep),
+            _ratio(p, sweep),
+            _versus_unsteered(sweep, p, adjusted[id(p)]),
+        ]
+        for p in sweep.points
     ]
+    how, n = sweep.uncertainty, sweep.settings.get("n_questions", len(sweep.baseline.labels))
+    caption = (
+        f"{interval_caption(how, n)} Fluency: perplexity of the answers under the unsteered "
+        "model, bootstrap over questions; ppl vs unsteered: its ratio, paired bootstrap (n.s.: "
+        f"the interval holds 1). Against unsteered: exact McNemar p and Holm-adjusted over the "
+        f"{len(sweep.points)} settings (n.s. by the adjusted p)."
+    )
     return [
-        Table(header, rows, "The best setting of each mode."),
-        Table(header, every, "Every setting.", details=True),
+        Table(
+            [*header, "vs runner-up (exact McNemar)"],
+            rows,
+            f"The best setting of each mode. {caption} Runner-up: the next setting of the mode; "
+            "n.s.: the sweep does not tell the two apart.",
+        ),
+        Table(header, every, f"Every setting. {caption}", details=True),
     ]
 
 

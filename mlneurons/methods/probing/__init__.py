@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mlneurons.errors import UserError
+from mlneurons.evaluation.uncertainty import Uncertainty
 from mlneurons.methods.probing.scoring import (
     CAUSAL_SCORINGS,
     MASKED_SCORINGS,
@@ -36,6 +37,7 @@ def probe(
     batch_size: int = 32,
     world: World | None = None,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> ProbeResult:
     """Probe every fact of ``facts``: rank its candidates, P@1 = gold ranked first.
 
@@ -56,6 +58,8 @@ def probe(
         batch_size: candidate sentences per forward pass.
         world: under torchrun, each rank probes the facts ``[rank::size]`` and every rank
             gets all predictions, in the order of one process's run.
+        uncertainty: how the result's intervals are computed (P@1: Wilson, macro P@1: cluster
+            bootstrap, Jaccard: bootstrap and permutation null), recorded in its ``settings``.
     """
     from mlneurons.methods.probing.causal import probe_causal
     from mlneurons.methods.probing.masked import probe_masked, zhao_match
@@ -87,6 +91,8 @@ def probe(
         result = probe_causal(
             model, part, scoring=scoring or "sentence", batch_size=batch_size, progress=progress
         )
+    settings = {**result.settings, "uncertainty": uncertainty.to_json()}
+    result = dataclasses.replace(result, settings=settings)
     return result if world is None else _gathered(result, facts, world)
 
 

@@ -1,7 +1,10 @@
-"""Factual probing results: one prediction per fact, P@1 per language and relation."""
+"""Factual probing results: one prediction per fact, P@1 per language and relation, with
+their intervals (Wilson; cluster bootstrap for macro P@1) and the Jaccard of correct facts
+between languages against chance (bootstrap interval, permutation null, Holm)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -9,6 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from mlneurons.data.facts import Fact
+from mlneurons.evaluation.uncertainty import (
+    ChanceLevel,
+    Estimate,
+    Uncertainty,
+    holm,
+    jaccard,
+    jaccard_null,
+    macro_rate,
+    wilson,
+)
 from mlneurons.results import Result
 
 PROBE_FILE = "probe.json"
@@ -40,7 +53,8 @@ class ProbeResult(Result):
             ranked candidates add ``tied``, how many candidates shared the top score
             (1: no tie; :func:`tie_break`).
         model: fingerprint of the model.
-        settings: how the facts were probed.
+        settings: how the facts were probed, and ``uncertainty``: how intervals are computed
+            (:class:`~mlneurons.evaluation.uncertainty.Uncertainty`; defaults when absent).
     """
 
     FILE: ClassVar[str] = PROBE_FILE
@@ -72,6 +86,59 @@ class ProbeResult(Result):
             if p.get("tied", 1) > 1:
                 counts[p["lang"]] = counts.get(p["lang"], 0) + 1
         return counts
+
+    def uncertainty(self) -> Uncertainty:
+        """The interval settings this result recorded (the defaults for older results)."""
+        return Uncertainty.of(self.settings)
+
+    def outcomes(self) -> dict[str, dict[str, list[bool]]]:
+        """language -> relation -> per-fact correctness, in prediction order."""
+        hits: dict[str, dict[str, list[bool]]] = {lang: {} for lang in self.languages}
+        for p in self.predictions:
+            hits.setdefault(p["lang"], {}).setdefault(p["relation"], []).append(bool(p["correct"]))
+        return hits
+
+    def p_at_1_intervals(self) -> dict[str, dict[str, Estimate]]:
+        """:meth:`p_at_1` with intervals: per relation and ``micro`` the Wilson score
+        interval of ``correct / facts``; ``macro`` (the mean over relations) the cluster
+        bootstrap, relations then facts within them. Languages without facts are left out."""
+        how = self.uncertainty()
+        table: dict[str, dict[str, Estimate]] = {}
+        for lang, per in self.outcomes().items():
+            groups = [per[rel] for rel in self.relations if per.get(rel)]
+            groups += [v for rel, v in per.items() if rel not in self.relations and v]
+            if not groups:
+                continue
+            row = {
+                rel: wilson(sum(per[rel]), len(per[rel]), how.confidence)
+                for rel in self.relations
+                if per.get(rel)
+            }
+            flat = [x for g in groups for x in g]
+            row["macro"] = macro_rate(groups, how)
+            row["micro"] = wilson(sum(flat), len(flat), how.confidence)
+            table[lang] = row
+        return table
+
+    def _snapshot(self) -> tuple[tuple[str, str, str, bool], ...]:
+        """What the intervals depend on: ``(lang, relation, uuid, correct)`` per prediction."""
+        return tuple(
+            (p["lang"], p["relation"], p["uuid"], bool(p["correct"])) for p in self.predictions
+        )
+
+    def shared(self, a: str, b: str) -> tuple[list[bool], list[bool], list[str]]:
+        """The facts both ``a`` and ``b`` were probed on (by relation and uuid, sorted): each
+        language's correctness and the fact's relation, the items of :meth:`jaccard`."""
+        return _shared(_by_language(self._snapshot()), a, b)
+
+    def jaccard_tests(self) -> dict[tuple[str, str], JaccardTest]:
+        """Every pair of languages (in language order) whose shared facts include a correct
+        one: the Jaccard with its bootstrap interval over the shared facts, the permutation
+        null within relations, and the p-value Holm-adjusted over all these pairs.
+
+        Computed once per predictions, languages and settings (cached): the command's
+        description, tables, figures and file all show them."""
+        return dict(_jaccard_tests(self._snapshot(), tuple(self.languages), self.uncertainty()))
 
     def for_language(self, language: str) -> ProbeResult:
         """The predictions of one language only."""
@@ -106,13 +173,20 @@ class ProbeResult(Result):
         return table
 
     def to_json(self) -> dict[str, Any]:
-        """The fields, with P@1 and Jaccard computed for readers of the file."""
+        """The fields, with P@1 and Jaccard (and their intervals and tests) computed for
+        readers of the file."""
+        intervals = {
+            lang: {key: e.to_json() for key, e in row.items()}
+            for lang, row in self.p_at_1_intervals().items()
+        }
         return {
             "languages": self.languages,
             "relations": self.relations,
             "p_at_1": self.p_at_1(),
+            "p_at_1_intervals": intervals,
             "predictions": self.predictions,
             "jaccard": self.jaccard(),
+            "jaccard_tests": [test.to_json() for test in self.jaccard_tests().values()],
             "model": self.model,
             "settings": self.settings,
         }
@@ -146,6 +220,88 @@ def ranked_prediction(
     """One row of ``ProbeResult.predictions`` from the candidates' scores (:func:`tie_break`)."""
     predicted, tied = tie_break(candidates, scores, fact.object)
     return prediction(fact, predicted, tied=tied, **extra)
+
+
+def _by_language(
+    snapshot: tuple[tuple[str, str, str, bool], ...],
+) -> dict[str, dict[tuple[str, str], bool]]:
+    right: dict[str, dict[tuple[str, str], bool]] = defaultdict(dict)
+    for lang, relation, uuid, correct in snapshot:
+        right[lang][(relation, uuid)] = correct
+    return right
+
+
+def _shared(
+    right: dict[str, dict[tuple[str, str], bool]], a: str, b: str
+) -> tuple[list[bool], list[bool], list[str]]:
+    keys = sorted(right[a].keys() & right[b].keys())
+    return [right[a][k] for k in keys], [right[b][k] for k in keys], [k[0] for k in keys]
+
+
+@functools.lru_cache(maxsize=8)
+def _jaccard_tests(
+    snapshot: tuple[tuple[str, str, str, bool], ...],
+    languages: tuple[str, ...],
+    how: Uncertainty,
+) -> tuple[tuple[tuple[str, str], JaccardTest], ...]:
+    right = _by_language(snapshot)
+    found: dict[tuple[str, str], tuple[Estimate, ChanceLevel]] = {}
+    for i, a in enumerate(languages):
+        for b in languages[i + 1 :]:
+            x, y, relations = _shared(right, a, b)
+            if any(x) or any(y):
+                found[(a, b)] = (jaccard(x, y, how), jaccard_null(x, y, relations, how))
+    adjusted = holm([chance.p_value for _, chance in found.values()])
+    return tuple(
+        (pair, JaccardTest(pair, estimate, chance, p, len(found)))
+        for (pair, (estimate, chance)), p in zip(found.items(), adjusted)
+    )
+
+
+@dataclass(frozen=True)
+class JaccardTest:
+    """The Jaccard of two languages' correct facts against chance.
+
+    Attributes:
+        languages: the pair.
+        jaccard: the value with its percentile bootstrap interval over the shared facts.
+        chance: the permutation null within relations (each language keeps its count of
+            correct facts per relation): the null mean and the raw one-sided p-value.
+        p_adjusted: ``chance.p_value`` Holm-adjusted over the ``family`` pairs tested together.
+        family: how many pairs were tested together.
+    """
+
+    languages: tuple[str, str]
+    jaccard: Estimate
+    chance: ChanceLevel
+    p_adjusted: float
+    family: int
+
+    def above_chance(self) -> bool:
+        """Holm-adjusted ``p < 1 - confidence``."""
+        return self.p_adjusted < 1 - self.jaccard.confidence
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "languages": list(self.languages),
+            "jaccard": self.jaccard.to_json(),
+            "chance": self.chance.to_json(),
+            "p_adjusted": self.p_adjusted,
+            "adjustment": f"Holm over {self.family} pairs",
+            "above_chance": self.above_chance(),
+        }
+
+
+def pair_test(tests: dict[tuple[str, str], JaccardTest], a: str, b: str) -> JaccardTest | None:
+    """The test of ``a`` and ``b`` in either order, if they were tested."""
+    return tests.get((a, b)) or tests.get((b, a))
+
+
+def p_value_text(p: float) -> str:
+    """``p = 0.38``, ``p = 0.012``, ``p < 0.001``."""
+    if p < 0.001:
+        return "p < 0.001"
+    return f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
 
 
 def prediction(fact: Fact, predicted: str, **extra: Any) -> dict[str, Any]:
