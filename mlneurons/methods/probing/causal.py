@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mlneurons.data.facts import Fact, FactSet
+from mlneurons.evaluation.uncertainty import Uncertainty
 from mlneurons.methods.probing.result import TIE_RULE, ProbeResult, ranked_prediction
 from mlneurons.methods.probing.scoring import SCORINGS, Scoring
 from mlneurons.models.bridge import TransformerBridge
@@ -295,9 +296,12 @@ def probe_causal_scorings(
     *,
     batch_size: int = 32,
     progress: bool = True,
+    uncertainty: Uncertainty = Uncertainty(),
 ) -> dict[str, ProbeResult]:
     """:func:`probe_causal` under several scoring modes at the cost of one: each fact's
-    per-token log-probabilities are computed once and reduced for every mode."""
+    per-token log-probabilities are computed once and reduced for every mode. Each result
+    records ``uncertainty`` as :func:`~mlneurons.methods.probing.probe` does, so its P@1
+    carries the same Wilson and bootstrap intervals (``p_at_1_intervals``)."""
     unknown = [s for s in scorings if s not in SCORINGS]
     if unknown or not scorings:
         raise ValueError(f"scorings {list(scorings)}: choose from {', '.join(SCORINGS)}")
@@ -312,7 +316,10 @@ def probe_causal_scorings(
         for scoring in scorings:
             scores = reduce_scores(logprobs, scoring, start=len(plan.prefix), objects=objects)
             rows[scoring].append(ranked_prediction(fact, candidates, scores.tolist()))
-    return {s: causal_result(model, facts, rows[s], s) for s in scorings}
+    results: dict[str, ProbeResult] = {s: causal_result(model, facts, rows[s], s) for s in scorings}
+    for result in results.values():
+        result.settings["uncertainty"] = uncertainty.to_json()
+    return results
 
 
 def facts_with_candidates(

@@ -51,7 +51,8 @@ class ProbeResult(Result):
         relations: probed relations, in order.
         predictions: ``{"uuid", "lang", "relation", "gold", "predicted", "correct"}`` per fact;
             ranked candidates add ``tied``, how many candidates shared the top score
-            (1: no tie; :func:`tie_break`).
+            (1: no tie; :func:`tie_break`), and ``scores``, ``gold_index`` and
+            ``predicted_index`` (:func:`ranked_prediction`; absent in older results).
         model: fingerprint of the model.
         settings: how the facts were probed, and ``uncertainty``: how intervals are computed
             (:class:`~mlneurons.evaluation.uncertainty.Uncertainty`; defaults when absent).
@@ -214,11 +215,33 @@ def tie_break(candidates: Sequence[str], scores: Sequence[float], gold: str) -> 
     return (wrong[0] if wrong else tied[0]), len(tied)
 
 
+SCORE_DECIMALS = 4
+"""Decimals of the candidates' scores kept in ``predictions`` (below the tie tolerance)."""
+
+
 def ranked_prediction(
-    fact: Fact, candidates: Sequence[str], scores: Sequence[float], **extra: Any
+    fact: Fact,
+    candidates: Sequence[str],
+    scores: Sequence[float],
+    *,
+    keep_scores: bool = True,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """One row of ``ProbeResult.predictions`` from the candidates' scores (:func:`tie_break`)."""
+    """One row of ``ProbeResult.predictions`` from the candidates' scores (:func:`tie_break`).
+
+    With ``keep_scores`` the row also keeps what cross-lingual consistency (RankC) needs:
+    ``scores``, every candidate's score in the order of the fact's candidate list (rounded
+    to :data:`SCORE_DECIMALS`), and ``gold_index`` and ``predicted_index``, positions in that
+    list. A candidate's position is its language-independent identity where the candidate
+    lists of the languages are aligned (see :mod:`mlneurons.methods.consistency`)."""
     predicted, tied = tie_break(candidates, scores, fact.object)
+    if keep_scores:
+        extra = {
+            **extra,
+            "gold_index": list(candidates).index(fact.object),
+            "predicted_index": list(candidates).index(predicted),
+            "scores": [round(float(s), SCORE_DECIMALS) for s in scores],
+        }
     return prediction(fact, predicted, tied=tied, **extra)
 
 
