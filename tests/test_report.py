@@ -26,6 +26,7 @@ TINY = {
     "probe": FACTS,
     "fact-neurons": FACTS + " --k 3",
     "trace": FACTS,
+    "consistency": FACTS,
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
@@ -145,7 +146,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 17 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 19 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
@@ -157,7 +158,7 @@ def test_report_writes_everything_and_resumes(
     assert calls == []
     (out / "probe.json").unlink()  # probing again makes its users run again
     assert cli_main(argv) == 0
-    assert calls == ["probe", "fact-neurons", "trace"]
+    assert calls == ["probe", "fact-neurons", "trace", "consistency"]
     use_budgets(monkeypatch, {"ablate": "--tokens-per-language 32 --seq-len 32"})
     calls.clear()
     assert cli_main(argv) == 0  # another budget runs again

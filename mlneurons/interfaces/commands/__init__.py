@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "probe": "factual probing across languages: P@1 and Jaccard",
     "fact-neurons": "PROBELESS fact neurons and their language overlap",
     "trace": "knowledge tracing: fact presence in text x correctness",
+    "consistency": "cross-lingual consistency: RankC, answer consistency (AC3), transfer",
     "lrp2": "LRP2 projection: does moving a language into English help?",
     "ses": "sentence-embedding similarity of parallel sentences per layer",
     "logit-lens": "latent language: P(target) vs P(English) per layer (Wendler et al.)",
