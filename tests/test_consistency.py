@@ -150,7 +150,13 @@ def test_intervals_over_queries_and_saving(tmp_path):
     table = {
         f"q{i}": {"en": (i % 3, 0), "de": (i % 3, 0), "fr": ((i + 1) % 3, 0)} for i in range(30)
     }
-    result = consistency(_result(table))
+    overlap = {
+        "en": {"de": 0.1, "fr": 0.8},
+        "de": {"en": 0.1, "fr": 0.2},
+        "fr": {"en": 0.8, "de": 0.2},
+    }
+    result = consistency(_result(table), fact_neuron_overlap=overlap)
+    assert result.orders["fact_neurons"] == ["en", "fr", "de"]  # en~fr first, same function
     same = result.estimate("en", "de", "rankc")
     assert same.value == pytest.approx(1.0) and same.lo == pytest.approx(1.0)
     other = result.estimate("en", "fr", "rankc_corrected")

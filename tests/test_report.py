@@ -1,5 +1,6 @@
 """`mlneurons report` and `mlneurons app`, on the tiny planted model with tiny budgets."""
 
+import dataclasses
 import html
 import json
 import shlex
@@ -80,8 +81,16 @@ def tiny_budget(monkeypatch):
     monkeypatch.setattr(
         FactSet,
         "builtin",
-        classmethod(lambda cls, languages=None, relations=None: tiny_facts().subset(languages)),
+        classmethod(lambda cls, languages=None, relations=None: aligned_facts().subset(languages)),
     )
+
+
+def aligned_facts() -> FactSet:
+    """The tiny facts with one candidate list in both languages (de's), aligned by position
+    as the built-in facts are, so the consistency step can compare the rankings."""
+    facts = tiny_facts()
+    pool = facts.candidates[("de", "P1")]
+    return dataclasses.replace(facts, candidates={key: pool for key in facts.candidates})
 
 
 def _count_calls(monkeypatch) -> tuple[list[str], set[str]]:
