@@ -46,6 +46,7 @@ first = next(
             ("Layers", ("sentence_similarity.safetensors", "latent_language.safetensors")),
             ("Facts", ("probe.json",)),
             ("LRP2", ("lrp2.json",)),
+            ("Heads", ("heads.json",)),
         )
         if any(common.has(run, name) for name in files)
     ),
@@ -55,7 +56,7 @@ here = Path(__file__).resolve().parent / "views"
 pages = [
     # no icons: a page icon becomes the favicon, fetched from fonts.gstatic.com
     st.Page(here / f"{title.lower()}.py", title=title, default=title == first)
-    for title in ("Languages", "Interventions", "Baselines", "Layers", "Facts", "LRP2")
+    for title in ("Languages", "Interventions", "Baselines", "Layers", "Facts", "LRP2", "Heads")
 ]
 page = st.navigation(pages)
 

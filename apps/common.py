@@ -130,7 +130,13 @@ def recorded_model(run: Path | None) -> dict[str, Any]:
     """The model fingerprint recorded by any result of the run."""
     if run is None:
         return {}
-    for name in ("summary.json", "neurons_meta.json", "probe.json", "ppl_matrix.json"):
+    for name in (
+        "summary.json",
+        "neurons_meta.json",
+        "probe.json",
+        "ppl_matrix.json",
+        "heads.json",
+    ):
         data = read(run, name) if has(run, name) else None
         if data and data.get("model"):
             return data["model"]
@@ -244,6 +250,28 @@ def candidate_scores(
 
     with LOCK:  # no hooks of ours, but another session's must not be attached meanwhile
         return scores(_model, list(sentences)).numpy()
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def attention(
+    name: str, texts: tuple[str, ...], layer: int, head: int, _model: TransformerBridge
+) -> list[tuple[list[str], np.ndarray]]:
+    """Per text: display tokens (BOS kept) and head ``(layer, head)``'s ``[to, from]``
+    attention pattern (mlneurons.methods.heads.attention_patterns), cached."""
+    from mlneurons.methods.heads import attention_patterns
+
+    found = attention_patterns(_model, texts, layer, head, lock=LOCK)
+    return [(tokens, pattern.numpy()) for tokens, pattern in found]
+
+
+@st.cache_data(show_spinner=False)
+def parallel_heads_sentences(languages: tuple[str, ...], n: int = 40) -> dict[str, list[str]]:
+    """Built-in parallel sentences (mlneurons.data.parallel) of the languages that have them."""
+    from mlneurons.data.facts import BUILTIN_LANGUAGES
+    from mlneurons.data.parallel import builtin_parallel_sentences
+
+    known = [lang for lang in languages if lang in BUILTIN_LANGUAGES]
+    return builtin_parallel_sentences(known, n=n) if known else {}
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -42,6 +42,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.lrp2": ("Lrp2Config",),
     "mlneurons.interfaces.commands.ses": ("SesConfig",),
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
+    "mlneurons.interfaces.commands.heads": ("HeadsConfig",),
     "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
     "mlneurons.data.facts": ("Fact", "FactSet"),
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
@@ -77,6 +78,18 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "perplexity_matrix",
         "MethodComparison",
         "compare_methods",
+    ),
+    "mlneurons.methods.heads": (
+        "HeadImportance",
+        "HeadDeactivation",
+        "HeadsResult",
+        "LanguageHeads",
+        "attention_patterns",
+        "head_deactivation",
+        "head_importance",
+        "head_statistics",
+        "language_heads",
+        "select_heads",
     ),
     "mlneurons.methods.inspection": (
         "neuron_activations",
@@ -143,6 +156,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.compare_methods import CompareMethodsConfig
     from mlneurons.interfaces.commands.fact_neurons import FactNeuronsConfig
     from mlneurons.interfaces.commands.fallback import FallbackConfig
+    from mlneurons.interfaces.commands.heads import HeadsConfig
     from mlneurons.interfaces.commands.lape import LapeConfig
     from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
     from mlneurons.interfaces.commands.lrp2 import Lrp2Config
@@ -165,6 +179,18 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         PerplexityMatrix,
         compare_methods,
         perplexity_matrix,
+    )
+    from mlneurons.methods.heads import (
+        HeadDeactivation,
+        HeadImportance,
+        HeadsResult,
+        LanguageHeads,
+        attention_patterns,
+        head_deactivation,
+        head_importance,
+        head_statistics,
+        language_heads,
+        select_heads,
     )
     from mlneurons.methods.inspection import (
         logit_effects,

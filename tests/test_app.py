@@ -208,8 +208,12 @@ def test_baselines_page(tiny_run):
     clean(at)
 
 
-def test_baselines_page_shows_intervals_and_flags(tiny_run, tmp_path):
+def test_baselines_page_shows_intervals_and_flags(tiny_run, tmp_path, monkeypatch):
     from test_deactivation_intervals import _comparison, _matched_matrix
+
+    from mlneurons.methods import deactivation
+
+    monkeypatch.setattr(deactivation, "MIN_RESAMPLED", 2)  # two rows, enumerable intervals
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)

@@ -30,6 +30,7 @@ REQUIRED = {
     "trace": ["--out", "o"],
     "lrp2": ["--out", "o"],
     "script-controls": ["--out", "o"],
+    "heads": ["--out", "o"],
 }
 
 

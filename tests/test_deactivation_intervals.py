@@ -16,6 +16,7 @@ from mlneurons import LanguageNeurons, MultilingualCorpus
 from mlneurons.evaluation.perplexity import masked_perplexities, sequence_nll
 from mlneurons.evaluation.uncertainty import Estimate, Uncertainty, bootstrap
 from mlneurons.interfaces.commands import ablate, compare_methods
+from mlneurons.methods import deactivation
 from mlneurons.methods.deactivation import (
     MethodComparison,
     PerplexityMatrix,
@@ -24,6 +25,14 @@ from mlneurons.methods.deactivation import (
 )
 
 HOW = Uncertainty(0.95, 1000, 0)
+
+
+@pytest.fixture(autouse=True)
+def few_rows_resampled(monkeypatch):
+    """These tests check the bootstrap's arithmetic on 2-6 rows, small enough to enumerate;
+    the library withholds intervals below MIN_RESAMPLED rows (tested with the real value in
+    ``test_fewer_than_min_resampled_rows_show_values_alone``)."""
+    monkeypatch.setattr(deactivation, "MIN_RESAMPLED", 2)
 
 
 def _corpus():
@@ -148,7 +157,6 @@ def test_hand_computed_intervals_and_flags():
     assert "own - uniform +337.7 pp [+161.3, +628.4]" in line_b
     assert "not significant" not in line_b
     assert any("Holm-adjusted across the 2 languages" in x for x in lines)
-    assert any(x.startswith("caution: 2 rows per language") for x in lines)
     (table,) = ablate.tables(matrix)
     row_a, row_b = table.rows
     assert row_a[3].endswith(" n.s.") and not row_b[3].endswith("n.s.")
@@ -228,6 +236,28 @@ def test_old_results_and_single_rows_show_values_alone(tmp_path):
     one.row_tokens["a"] = [10]
     assert one.own_changes() is None
     assert ablate.describe(one)[-1].startswith("no intervals: 1 held-out row per language")
+
+
+def test_fewer_than_min_resampled_rows_show_values_alone(monkeypatch):
+    """The core's rule: no bootstrap interval over fewer than MIN_RESAMPLED items."""
+    from mlneurons.evaluation.uncertainty import MIN_RESAMPLED
+
+    monkeypatch.setattr(deactivation, "MIN_RESAMPLED", MIN_RESAMPLED)
+    assert MIN_RESAMPLED == 10
+    matrix = _hand_matrix()  # two rows per language
+    assert matrix.own_changes() is None and matrix.baseline_intervals() is None
+    assert ablate.describe(matrix)[-1] == (
+        "no intervals: 2 held-out rows per language, and a bootstrap needs 10 (its intervals "
+        "come out too narrow below that); raise the held-out tokens per language or lower "
+        "--seq-len for more rows"
+    )
+    wide = _hand_matrix()
+    for lang in wide.languages:  # ten copies of each row: intervals again
+        wide.row_tokens[lang] = wide.row_tokens[lang] * 5
+        for rows in [wide.row_nll["baseline"], *wide.row_nll["random_control"].values(),
+                     *wide.row_nll["deactivated"].values()]:  # fmt: skip
+            rows[lang] = rows[lang] * 5
+    assert wide.own_changes() is not None
 
 
 def _comparison():

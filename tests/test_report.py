@@ -32,6 +32,8 @@ TINY = {
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
     "script-controls": "--languages en,fr --tokens-per-language 64 --seq-len 16 --top-rate 0.1",
+    "heads": "--languages en,fr --tokens-per-language 64 --heldout-tokens-per-language 64 "
+    "--seq-len 17 --control-draws 1",
 }
 COMMANDS = list(TINY)
 

@@ -220,3 +220,77 @@ def tiny_facts() -> Any:
     }
     templates = {("en", "P1"): "[X] [Y]", ("de", "P1"): "[X] [Y]"}
     return FactSet(facts, templates, candidates)
+
+
+# (layer, head) planted per language in make_planted_heads_llama, and the shared head
+PLANTED_HEADS = {"en": (0, 1), "fr": (1, 2), "zh": (0, 3), "ja": (1, 0)}
+SHARED_HEAD = (0, 0)
+
+
+def make_planted_heads_llama(directory: Path, *, seed: int = 0) -> Path:
+    """Save a tiny Llama (2 layers x 4 heads, no MLP writes) with planted attention heads.
+
+    Queries and keys are 0, so every head attends uniformly to the prefix (BOS included).
+    The unembedding reads dims L..2L-1 (language i's words read dim L+i), which only heads
+    write, and the special tokens read dim 2L+1 (2 in every embedding): the head of
+    language i in ``PLANTED_HEADS`` reads dim i (1 on language-i tokens only) and writes
+    into dim L+i, so its output is exactly 0 on any other language; the ``SHARED_HEAD``
+    reads the constant dim 2L (1 on every token) and cancels dim 2L+1, lowering the special
+    tokens' logits for every language; the other heads write nothing.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    n_lang, head_dim, n_heads = len(LANGS), 4, 4
+    const = 2 * n_lang
+    d_model = const + 8
+    vocab = vocabulary()
+    config = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=d_model,
+        intermediate_size=8,
+        num_hidden_layers=2,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_heads,
+        head_dim=head_dim,
+        max_position_embeddings=256,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    config.architectures = ["LlamaForCausalLM"]
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        emb = torch.zeros(len(vocab), d_model)
+        emb[:, const] = 1.0
+        emb[:, const + 1] = 2.0
+        emb[:, const + 2 :] = torch.randn(len(vocab), d_model - const - 2)
+        unembed = torch.zeros(len(vocab), d_model)
+        unembed[:4, const + 1] = 1.0  # the special tokens
+        for li, lang in enumerate(LANGS):
+            for w in range(WORDS_PER_LANG):
+                emb[vocab.index(f"{lang}{w}"), li] = 1.0
+                unembed[vocab.index(f"{lang}{w}"), n_lang + li] = 1.0
+        model.model.embed_tokens.weight.copy_(emb)
+        model.lm_head.weight.copy_(unembed)
+        for layer in model.model.layers:
+            attn = layer.self_attn
+            attn.q_proj.weight.zero_()
+            attn.k_proj.weight.zero_()
+            attn.v_proj.weight.copy_(torch.randn_like(attn.v_proj.weight))
+            attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        planted = [(layer, head, li) for li, (layer, head) in enumerate(PLANTED_HEADS.values())]
+        for layer, head, read in [*planted, (*SHARED_HEAD, const)]:
+            attn = model.model.layers[layer].self_attn
+            rows = slice(head * head_dim, (head + 1) * head_dim)
+            attn.v_proj.weight[rows] = 0.0
+            attn.v_proj.weight[head * head_dim, read] = 1.0
+            if read == const:  # the shared head: lowers the special tokens
+                attn.o_proj.weight[const + 1, head * head_dim] = -2.0
+            else:
+                attn.o_proj.weight[n_lang + read, head * head_dim] = 6.0
+    model.save_pretrained(directory)
+    make_tokenizer(directory)
+    return directory

@@ -15,6 +15,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from mlneurons.evaluation.uncertainty import Estimate, Uncertainty
 from mlneurons.methods.consistency import ConsistencyResult
 from mlneurons.methods.deactivation import ChangeTest, MethodComparison, PerplexityMatrix
+from mlneurons.methods.heads import HeadsResult
 from mlneurons.methods.lape import LanguageNeurons, OverlapChance, SelectionStability
 from mlneurons.methods.lrp2 import LRP2Result
 from mlneurons.methods.probeless import FactNeurons
@@ -980,4 +981,79 @@ def plot_script_controls(result: ScriptControlsResult, *, title: str = "") -> Fi
     ax.set_title(
         title or f"Script controls (black: chance; romanised text: {romanised})", fontsize=10
     )
+    return fig
+
+
+def plot_head_importance(result: HeadsResult, *, title: str = "") -> Figure:
+    """LAHIS importance of every head (layers down, heads across), one panel per language on
+    one colour scale; language-specific heads boxed in red, general heads marked "g"."""
+    heads, scores = result.heads, result.importance.scores()
+    n = len(heads.languages)
+    width = 1.2 + (1.0 + 0.35 * heads.n_heads) * n
+    fig, axes = _subplots(
+        1, n, figsize=(width, 1.5 + 0.22 * heads.n_layers), squeeze=False, sharey=True
+    )
+    top = float(scores.max()) or 1.0
+    general = {tuple(h) for h in heads.general}
+    for ax, lang, values in zip(axes[0], heads.languages, scores):
+        image = ax.imshow(values.numpy(), cmap="viridis", vmin=0, vmax=top, aspect="auto")
+        for layer, head in heads.specific[lang]:
+            box = Rectangle((head - 0.5, layer - 0.5), 1, 1, fill=False, ec="red", lw=1.8)
+            ax.add_patch(box)
+        for layer, head in general:
+            ax.text(head, layer, "g", ha="center", va="center", color="white", fontsize=7)
+        ax.set_xticks(range(heads.n_heads))
+        ax.set_xlabel("head")
+        ax.set_title(f"{lang}: {len(heads.specific[lang])} specific", fontsize=9)
+    axes[0][0].set_ylabel("layer")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="importance, mean |dL/dm|")
+    fig.suptitle(title or "Head importance per language (red: specific, g: general)")
+    return fig
+
+
+def plot_head_deactivation(result: HeadsResult, *, title: str = "") -> Figure:
+    """Relative perplexity change with each language's specific heads off (rows) on every
+    language (columns), and with as many random heads of the same layers; cells give the
+    change and its bootstrap interval, "n.s." where it is not distinguishable from the
+    control (Holm)."""
+    deactivation = result.deactivation
+    if deactivation is None:
+        raise ValueError("this result has no deactivation to plot")
+    cells = deactivation.cells(result.how)
+    languages = deactivation.languages
+    panels = [("specific heads off", "change")]
+    if deactivation.control:
+        draws = len(deactivation.control)
+        panels.append((f"random heads, same layers ({draws} draw{'s' * (draws != 1)})", "control"))
+    ratios = [
+        torch.tensor(
+            [[cells[r][c][key].value for c in languages] for r in languages], dtype=torch.float64
+        )
+        for _, key in panels
+    ]
+    bound = max(float(r.abs().max()) for r in ratios) or 0.01
+    size = 0.9 * len(languages) + 1.5
+    fig, axes = _subplots(1, len(panels), figsize=(size * len(panels) + 1, size), squeeze=False)
+    for ax, ratio, (label, key) in zip(axes[0], ratios, panels):
+        texts = []
+        for r in languages:
+            row = []
+            for c in languages:
+                estimate = cells[r][c][key]
+                text = f"{estimate.value:+.1%}"
+                if estimate.has_interval:
+                    text += f"\n[{estimate.lo:+.1%}, {estimate.hi:+.1%}]"
+                if key == "change" and cells[r][c].get("significant") is False:
+                    text += "\nn.s."
+                row.append(text)
+            texts.append(row)
+        image = _annotated_image(
+            ax, ratio, texts, ratio.abs() > 0.6 * bound, languages,
+            cmap="RdBu_r", vmin=-bound, vmax=bound, fontsize=6,
+        )  # fmt: skip
+        ax.set_xlabel("evaluated language")
+        ax.set_ylabel("heads of")
+        ax.set_title(label, fontsize=9)
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="perplexity / baseline - 1")
+    fig.suptitle(title or "Perplexity with language-specific heads off")
     return fig

@@ -27,7 +27,7 @@ from jaxtyping import Float
 from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.errors import UserError
 from mlneurons.evaluation.perplexity import RowLosses, masked_perplexities
-from mlneurons.evaluation.uncertainty import Estimate, Uncertainty, holm, percentile
+from mlneurons.evaluation.uncertainty import MIN_RESAMPLED, Estimate, Uncertainty, holm, percentile
 from mlneurons.methods.baselines import matched_control, probability_bins, random_selection
 from mlneurons.methods.lape import LanguageNeurons
 from mlneurons.models.bridge import TransformerBridge
@@ -176,8 +176,9 @@ def _resampled(
     settings: dict[str, Any],
 ) -> _Resampled | None:
     """The draws, or None without per-row losses (a result saved before them) or with a
-    language of a single row (no interval: every resample would be the same)."""
-    if not conditions or not tokens or min(len(tokens[lang]) for lang in languages) < 2:
+    language of fewer than :data:`~mlneurons.evaluation.uncertainty.MIN_RESAMPLED` rows
+    (the core's rule: a bootstrap over so few items covers too little)."""
+    if not conditions or not tokens or min(len(tokens[lang]) for lang in languages) < MIN_RESAMPLED:
         return None
     return _Resampled(_losses(conditions, tokens, languages), Uncertainty.of(settings))
 
@@ -285,7 +286,7 @@ class PerplexityMatrix(Result):
 
     def baseline_intervals(self) -> dict[str, Estimate] | None:
         """Each language's baseline perplexity with its bootstrap interval over its rows;
-        None without per-row losses (results saved before them) or with single rows."""
+        None without per-row losses (results saved before them) or with fewer than MIN_RESAMPLED rows."""
         found = self._resampled()
         if found is None:
             return None
@@ -300,7 +301,7 @@ class PerplexityMatrix(Result):
     ) -> dict[str, dict[str, Estimate]] | None:
         """Every perplexity of ``which`` (``deactivated`` or ``random_control``) with its
         bootstrap interval over the evaluated language's rows; None without per-row
-        losses or with single rows."""
+        losses or with fewer than MIN_RESAMPLED rows."""
         found = self._resampled()
         if found is None:
             return None
@@ -322,7 +323,7 @@ class PerplexityMatrix(Result):
         """Every cell of :meth:`relative_change` with its paired bootstrap interval over
         the evaluated language's rows (the same resampled rows for the condition and the
         baseline; ``matched_control``: the mean over the draws). None without per-row
-        losses or with single rows."""
+        losses or with fewer than MIN_RESAMPLED rows."""
         found = self._resampled()
         if found is None:
             return None
@@ -341,7 +342,7 @@ class PerplexityMatrix(Result):
         """Per language, its own perplexity change with the controls' (:class:`OwnChange`):
         the change and the differences own - control are tested against 0 by the paired
         bootstrap over rows, Holm-adjusted across the languages. None without per-row
-        losses or with single rows."""
+        losses or with fewer than MIN_RESAMPLED rows."""
         found = self._resampled()
         if found is None:
             return None
@@ -634,7 +635,7 @@ class MethodComparison(Result):
 
     def change_intervals(self, method: str) -> dict[str, dict[str, Estimate]] | None:
         """Every cell of :meth:`relative_change` with its paired bootstrap interval over the
-        evaluated language's rows; None without per-row losses or with single rows."""
+        evaluated language's rows; None without per-row losses or with fewer than MIN_RESAMPLED rows."""
         value = self.relative_change(method)
         draws = self._resampled()
         if draws is None:
@@ -652,7 +653,7 @@ class MethodComparison(Result):
         """:meth:`specificity` with bootstrap intervals over the rows of every language
         (each language's rows resampled, the same draw for every method), and each
         method's score minus the first method's, tested against 0 (Holm across the
-        methods). None without per-row losses or with single rows."""
+        methods). None without per-row losses or with fewer than MIN_RESAMPLED rows."""
         draws = self._resampled()
         if draws is None:
             return None

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "ses": "sentence-embedding similarity of parallel sentences per layer",
     "logit-lens": "latent language: P(target) vs P(English) per layer (Wendler et al.)",
     "script-controls": "LAPE on original, romanised and word-shuffled text (Verma et al.)",
+    "heads": "attention heads per language: importance, specific heads, deactivation (LAHIS)",
 }
 """Command name -> its one-line help; the module is ``commands/<name with _>.py``."""
 

@@ -124,7 +124,6 @@ def own_changes(
     return own, uniform, draws
 
 
-FEW_ROWS = 10
 """Below this many held-out rows per language, bootstrap intervals come out too narrow."""
 
 
@@ -135,14 +134,16 @@ def intervals_note(
     rows are too few for the bootstrap to be trusted; ``tests`` differences are tested
     across the ``family`` (Holm-adjusted when more than one)."""
     from mlneurons.evaluation.uncertainty import Uncertainty
+    from mlneurons.methods import deactivation
 
     if not matrix.row_nll:
         return ["no intervals: this result was saved without its per-row losses"]
     rows = sorted(len(r) for r in matrix.row_tokens.values())
-    if rows[0] < 2:
+    if rows[0] < deactivation.MIN_RESAMPLED:
         return [
-            f"no intervals: {rows[0]} held-out row per language (--tokens-per-language below "
-            "two rows of --seq-len tokens); every resample of one row is the same"
+            f"no intervals: {rows[0]} held-out row{'' if rows[0] == 1 else 's'} per language, and a bootstrap needs "
+            f"{deactivation.MIN_RESAMPLED} (its intervals come out too narrow below that); raise "
+            "the held-out tokens per language or lower --seq-len for more rows"
         ]
     how = Uncertainty.of({"uncertainty": matrix.uncertainty})
     counts = str(rows[0]) if rows[0] == rows[-1] else f"{rows[0]}-{rows[-1]}"
@@ -152,12 +153,6 @@ def intervals_note(
         f"per language; {how.samples} resamples, seed {how.seed}); n.s. = not significant "
         f"at {1 - how.confidence:.2g}, bootstrap p-value{adjusted}"
     ]
-    if rows[0] < FEW_ROWS:
-        lines.append(
-            f"caution: {rows[0]} rows per language are too few for the bootstrap (its "
-            f"intervals come out too narrow below about {FEW_ROWS}); raise "
-            "--tokens-per-language or lower --seq-len for more rows"
-        )
     return lines
 
 
