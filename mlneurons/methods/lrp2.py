@@ -426,9 +426,7 @@ def probe_projection_grid(
             model, sentences, vectors, language, pairs, pivot=pivot, batch_size=batch_size
         )
         for pair, scores in grid.items():
-            predictions[pair].append(
-                ranked_prediction(fact, candidates, scores.tolist(), keep_scores=False)
-            )
+            predictions[pair].append(ranked_prediction(fact, candidates, scores.tolist()))
     return {pair: causal_result(model, facts, rows) for pair, rows in predictions.items()}
 
 
