@@ -42,7 +42,10 @@ first = next(
         for title, files in (
             ("Languages", ("stats.safetensors", "neurons.json")),
             ("Interventions", ("ppl_matrix.json", "steering.json")),
-            ("Baselines", ("methods.json", "steering_sweep.json", "fallback.json")),
+            (
+                "Baselines",
+                ("methods.json", "steering_sweep.json", "fallback.json", "steer_compare.json"),
+            ),
             ("Layers", ("sentence_similarity.safetensors", "latent_language.safetensors")),
             ("Facts", ("probe.json",)),
             ("LRP2", ("lrp2.json",)),

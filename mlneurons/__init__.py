@@ -35,16 +35,21 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.compare_methods": ("CompareMethodsConfig",),
     "mlneurons.interfaces.commands.steer": ("SteerConfig",),
     "mlneurons.interfaces.commands.steer_sweep": ("SteerSweepConfig",),
+    "mlneurons.interfaces.commands.steer_compare": ("SteerCompareConfig",),
     "mlneurons.interfaces.commands.fallback": ("FallbackConfig",),
     "mlneurons.interfaces.commands.probe": ("ProbeConfig",),
     "mlneurons.interfaces.commands.fact_neurons": ("FactNeuronsConfig",),
     "mlneurons.interfaces.commands.trace": ("TraceConfig",),
+    "mlneurons.interfaces.commands.knowledge_neurons": ("KnowledgeNeuronsConfig",),
+    "mlneurons.interfaces.commands.failure_modes": ("FailureModesConfig",),
+    "mlneurons.interfaces.commands.factors": ("FactorsConfig",),
     "mlneurons.interfaces.commands.lrp2": ("Lrp2Config",),
     "mlneurons.interfaces.commands.ses": ("SesConfig",),
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
     "mlneurons.interfaces.commands.heads": ("HeadsConfig",),
     "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
     "mlneurons.data.facts": ("Fact", "FactSet"),
+    "mlneurons.data.fact_questions": ("FactQuestion", "fact_questions"),
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
     "mlneurons.models.fingerprint": ("fingerprint",),
     "mlneurons.models.hooks": ("mlp_neuron_hook",),
@@ -72,6 +77,12 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "FallbackCurve",
         "FallbackPoint",
         "fallback_curve",
+    ),
+    "mlneurons.methods.directions": ("LanguageDirections", "language_directions"),
+    "mlneurons.methods.steering_comparison": (
+        "SteeringComparison",
+        "compare_steering",
+        "steering_methods",
     ),
     "mlneurons.methods.deactivation": (
         "PerplexityMatrix",
@@ -109,6 +120,13 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.methods.probing.masked": ("zhao_match", "partial_p_at_1"),
     "mlneurons.methods.probeless": ("FactNeurons", "fact_neurons"),
     "mlneurons.methods.tracing": ("TracingResult", "trace"),
+    "mlneurons.methods.knowledge_neurons": (
+        "KnowledgeNeurons",
+        "knowledge_neurons",
+        "language_independent",
+    ),
+    "mlneurons.methods.failure_modes": ("FailureModes", "failure_modes"),
+    "mlneurons.methods.probing.factors": ("Factors", "factors", "object_token_counts"),
     "mlneurons.methods.lrp2": (
         "LRP2Result",
         "LanguageVectors",
@@ -146,6 +164,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.config import Config
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
+    from mlneurons.data.fact_questions import FactQuestion, fact_questions
     from mlneurons.data.facts import Fact, FactSet
     from mlneurons.errors import FastPathMismatch, UserError
     from mlneurons.evaluation.langid import identify
@@ -155,14 +174,18 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.ablate import AblateConfig
     from mlneurons.interfaces.commands.compare_methods import CompareMethodsConfig
     from mlneurons.interfaces.commands.fact_neurons import FactNeuronsConfig
+    from mlneurons.interfaces.commands.factors import FactorsConfig
+    from mlneurons.interfaces.commands.failure_modes import FailureModesConfig
     from mlneurons.interfaces.commands.fallback import FallbackConfig
     from mlneurons.interfaces.commands.heads import HeadsConfig
+    from mlneurons.interfaces.commands.knowledge_neurons import KnowledgeNeuronsConfig
     from mlneurons.interfaces.commands.lape import LapeConfig
     from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
     from mlneurons.interfaces.commands.lrp2 import Lrp2Config
     from mlneurons.interfaces.commands.probe import ProbeConfig
     from mlneurons.interfaces.commands.ses import SesConfig
     from mlneurons.interfaces.commands.steer import SteerConfig
+    from mlneurons.interfaces.commands.steer_compare import SteerCompareConfig
     from mlneurons.interfaces.commands.steer_sweep import SteerSweepConfig
     from mlneurons.interfaces.commands.trace import TraceConfig
     from mlneurons.methods import lape
@@ -180,6 +203,8 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         compare_methods,
         perplexity_matrix,
     )
+    from mlneurons.methods.directions import LanguageDirections, language_directions
+    from mlneurons.methods.failure_modes import FailureModes, failure_modes
     from mlneurons.methods.heads import (
         HeadDeactivation,
         HeadImportance,
@@ -200,6 +225,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         token_losses,
     )
     from mlneurons.methods.interventions import activate, deactivate, intervene, scale
+    from mlneurons.methods.knowledge_neurons import (
+        KnowledgeNeurons,
+        knowledge_neurons,
+        language_independent,
+    )
     from mlneurons.methods.lape import LanguageNeurons, LapeResult, LapeSummary, summarize
     from mlneurons.methods.lrp2 import (
         LanguageVectors,
@@ -211,6 +241,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.methods.monolinguality import monolinguality, select_monolingual
     from mlneurons.methods.probeless import FactNeurons, fact_neurons
     from mlneurons.methods.probing import probe
+    from mlneurons.methods.probing.factors import Factors, factors, object_token_counts
     from mlneurons.methods.probing.masked import partial_p_at_1, zhao_match
     from mlneurons.methods.probing.result import ProbeResult
     from mlneurons.methods.readouts import (
@@ -229,6 +260,11 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         steer,
         steering_intervention,
         steering_sweep,
+    )
+    from mlneurons.methods.steering_comparison import (
+        SteeringComparison,
+        compare_steering,
+        steering_methods,
     )
     from mlneurons.methods.tracing import TracingResult, trace
     from mlneurons.models.dictionary import Dictionary, load_dictionary, splice

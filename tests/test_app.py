@@ -1,5 +1,6 @@
 """The Streamlit app (apps/app.py), page by page, on a run of the tiny planted model (AppTest)."""
 
+import dataclasses
 import json
 import os
 import re
@@ -50,6 +51,9 @@ def make_run(planted_dir: Path, root: Path, *, everything: bool = True) -> Path:
             ["probe", *model, *facts],
             ["fact-neurons", *model, *facts, "--probe", str(out), "--k", "3"],
             ["trace", *model, *facts, "--probe", str(out)],
+            ["knowledge-neurons", *model, *facts, "--probe", str(out)],
+            ["failure-modes", *model, *facts, "--probe", str(out)],
+            ["factors", *model, *facts, "--probe", str(out), "--text-sizes", "en=2,de=1"],
             ["lrp2", *model, *facts, "--layers", "0,1", "--sentences", "4", "--k", "2"],
             ["ses", *model, "--languages", "en,fr,zh", "--sentences", "3"],
         ]
@@ -267,6 +271,8 @@ def test_facts_page(tiny_run):
     clean(at)
     assert at.header[-1].value == "Fact f2"
     assert "No PROBELESS neurons" in captions(at)  # wrong in both languages
+    assert "right in fewer than two languages: no intersection" in captions(at)
+    assert "no lens curves" in captions(at)  # not right in English
     at.selectbox(key="fact").set_value(at.selectbox(key="fact").options[0]).run()
     clean(at)
     scores = [d.value for d in at.dataframe if "candidate" in d.value.columns]
@@ -349,3 +355,40 @@ def test_a_run_that_is_not_a_directory_is_named(tmp_path):
     assert not at.exception
     assert "is not a directory" in at.error[0].value
     assert any("mlneurons lape" in c.value for c in at.code)
+
+
+def test_baselines_page_shows_the_steering_comparison(tiny_run, tmp_path):
+    from test_steer_compare import _outcome
+
+    from mlneurons.data.fact_questions import FactQuestion
+    from mlneurons.methods.steering_comparison import UNSTEERED, SteeringComparison
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    n = 12  # unsteered never forced; lda always (McNemar 2/2^12); add on half the questions
+    base = _outcome(UNSTEERED, [False] * n, [True] * 6 + [False] * 6, family="none")
+    lda = _outcome("lda", [True] * n, [True] * 3 + [False] * 9, nll=[4.0] * n)
+    add = _outcome("neurons-add", [True] * 2 + [False] * 10, [True] * 6 + [False] * 6)
+    add = dataclasses.replace(add, family="neurons")
+    questions = [FactQuestion(f"q{i}?", {"es": f"x{i}", "zh": f"y{i}"}) for i in range(n)]
+    SteeringComparison.from_outcomes("es", "zh", questions, [base, lda, add]).save(run)
+    at = clean(open_app(run, "baselines"))
+    assert "Residual directions against neurons" in [h.value for h in at.header]
+    scores = next(d.value for d in at.dataframe if "harmonic mean" in d.value.columns)
+    assert list(scores["method"]) == [UNSTEERED, "lda", "neurons-add"]
+    assert scores["forcing"][1] == "100.0% [75.8%, 100.0%]"  # Wilson 12/12: 12 / (12 + z^2)
+    assert scores["relevance"][1].startswith("25.0% [")
+    assert list(scores["family"]) == ["none", "direction", "neurons"]
+    pairs = next(d.value for d in at.dataframe if "forcing a − b" in d.value.columns)
+    forcing = dict(zip(zip(pairs["a"], pairs["b"]), pairs["forcing a − b"]))
+    assert not forcing[(UNSTEERED, "lda")].endswith("n.s.)")  # 12 discordant, all one way
+    assert forcing[(UNSTEERED, "neurons-add")].endswith("n.s.)")  # 2 discordant: p = 0.5
+    assert at.get("image"), "the comparison plot is not shown"
+    answers = at.dataframe[-1].value
+    assert list(answers["answer"]) == [f"{UNSTEERED} {i}" for i in range(n)]
+    at.selectbox(key="compare_method").set_value("lda").run()
+    clean(at)
+    answers = at.dataframe[-1].value
+    assert list(answers["answer"])[:2] == ["lda 0", "lda 1"] and answers["forced"].all()
+    assert answers["gold"][0] == "x0 / y0"
+    assert "mlneurons steer-compare" in " ".join(c.value for c in at.code)

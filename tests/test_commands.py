@@ -164,3 +164,19 @@ def test_config_load_from_the_package_and_unknown_commands():
     ):
         Config.from_dict({"method": "probes"})
     assert Config.from_dict(ProbeConfig(batch_size=4).to_dict()) == ProbeConfig(batch_size=4)
+
+
+def test_the_readme_and_commands_md_list_every_registered_command():
+    """The two hand-written command tables name exactly the registered commands (plus merge,
+    report and app), so a new command cannot be left out of either."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    expected = [*commands.COMMANDS, "merge", "report", "app"]
+    readme = (root / "README.md").read_text()
+    listed = re.findall(r"^\| `([a-z0-9-]+)` \|", readme, flags=re.M)
+    assert listed == expected, "README.md's commands table"
+    reference = (root / "docs" / "commands.md").read_text()
+    listed = re.findall(r"^\| `mlneurons ([a-z0-9-]+)[ `]", reference, flags=re.M)
+    assert listed == expected, "docs/commands.md's table"

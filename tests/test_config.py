@@ -22,6 +22,7 @@ REQUIRED = {
     "compare-methods": ["--neurons", "n", "--out", "o"],
     "steer": ["--neurons", "n", "--source", "es", "--target", "zh", "--out", "o"],
     "steer-sweep": ["--neurons", "n", "--source", "es", "--target", "zh", "--out", "o"],
+    "steer-compare": ["--neurons", "n", "--source", "es", "--target", "zh", "--out", "o"],
     "fallback": ["--neurons", "n", "--language", "zh", "--out", "o"],
     "ses": ["--out", "o"],
     "logit-lens": ["--out", "o"],
@@ -31,6 +32,9 @@ REQUIRED = {
     "lrp2": ["--out", "o"],
     "script-controls": ["--out", "o"],
     "heads": ["--out", "o"],
+    "knowledge-neurons": ["--out", "o"],
+    "failure-modes": ["--out", "o"],
+    "factors": ["--out", "o"],
 }
 
 

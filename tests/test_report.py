@@ -10,6 +10,7 @@ import pytest
 from tiny import tiny_facts
 
 from mlneurons.config import Config
+from mlneurons.data.corpus import MultilingualCorpus
 from mlneurons.data.facts import FactSet
 from mlneurons.interfaces import app_server, cli, report
 from mlneurons.interfaces.cli import main as cli_main
@@ -23,11 +24,16 @@ TINY = {
     "steer": "--source fr --target zh --n-questions 2 --max-new-tokens 3",
     "steer-sweep": "--source fr --target zh --modes add --alphas 1 --top-rates 0.1 "
     "--n-questions 2 --max-new-tokens 3",
+    "steer-compare": "--source fr --target zh --layer 0 --directions diffmean --neuron-modes add "
+    "--n-questions 2 --max-new-tokens 3 --sentences 4",
     "fallback": "--language fr --shares 0,1 --n-questions 2 --max-new-tokens 3",
     "probe": FACTS,
     "fact-neurons": FACTS + " --k 3",
     "trace": FACTS,
     "consistency": FACTS,
+    "knowledge-neurons": FACTS,
+    "failure-modes": FACTS,
+    "factors": FACTS,
     "lrp2": "--languages en,de --layers 0,1 --sentences 4 --k 3",
     "ses": "--languages en,de --sentences 4",
     "logit-lens": "--source fr --target zh --n-shots 2",
@@ -75,6 +81,27 @@ def tiny_budget(monkeypatch):
     from mlneurons.data import parallel
 
     use_budgets(monkeypatch, TINY)
+    from mlneurons.data import fact_questions
+    from mlneurons.interfaces.commands import steer_compare
+
+    monkeypatch.setattr(  # questions and text the tiny tokenizer knows
+        fact_questions,
+        "fact_questions",
+        lambda source, target, n, **k: [
+            fact_questions.FactQuestion(f"{source}{i} {source}{i + 1}", {target: f"{target}0"})
+            for i in range(n)
+        ],
+    )
+    monkeypatch.setattr(
+        steer_compare,
+        "direction_corpus",
+        lambda source, target: MultilingualCorpus(
+            {
+                lang: lambda lang=lang: [f"{lang}{i} {lang}{i + 1} {lang}{i + 2}" for i in range(8)]
+                for lang in (source, target)
+            }
+        ),
+    )
     monkeypatch.setattr(
         parallel,
         "builtin_parallel_words",
@@ -157,7 +184,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 21 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 25 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
@@ -169,7 +196,15 @@ def test_report_writes_everything_and_resumes(
     assert calls == []
     (out / "probe.json").unlink()  # probing again makes its users run again
     assert cli_main(argv) == 0
-    assert calls == ["probe", "fact-neurons", "trace", "consistency"]
+    assert calls == [
+        "probe",
+        "fact-neurons",
+        "trace",
+        "consistency",
+        "knowledge-neurons",
+        "failure-modes",
+        "factors",
+    ]
     use_budgets(monkeypatch, {"ablate": "--tokens-per-language 32 --seq-len 32"})
     calls.clear()
     assert cli_main(argv) == 0  # another budget runs again

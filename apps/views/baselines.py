@@ -1,5 +1,5 @@
 """Baselines and steering: LAPE against LAP, LAVE and RS; matched controls; steering modes
-and strengths; the fallback curve."""
+and strengths; the fallback curve; residual directions against neurons (steer-compare)."""
 
 from __future__ import annotations
 
@@ -146,3 +146,43 @@ if common.require(run, "fallback.json"):
     st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
     st.caption(table.caption)
     common.reproduce(run, "fallback")
+
+# ---- residual directions against neurons --------------------------------------------------
+st.header("Residual directions against neurons")
+st.caption(
+    "CLaS-Bench's comparison on the same fact questions: directions in the residual stream "
+    "(difference of means, probe, LDA, principal component) and the neuron steering modes; "
+    "forcing = answers in the target language, relevance = the answer names the gold object, "
+    "their harmonic mean, and fluency (perplexity under the unsteered model)."
+)
+if common.require(run, "steer_compare.json"):
+    compared = common.result(run, "steer-compare")
+    common.describe(run, "steer-compare")
+    from mlneurons.interfaces.commands import command
+
+    scores, pairs, _ = command("steer-compare").tables(compared)
+    for table in (scores, pairs):  # per method with intervals; every pair, Holm, n.s.
+        st.dataframe(pd.DataFrame(table.rows, columns=table.header).astype(str), hide_index=True)
+        st.caption(table.caption)
+    from mlneurons.interfaces.plots import plot_steering_comparison
+
+    figure = plot_steering_comparison(compared)
+    st.pyplot(figure, clear_figure=True)
+    chosen = st.selectbox("Answers of", compared.methods, key="compare_method")
+    outcome = compared.outcome(chosen)
+    answers = pd.DataFrame(
+        {
+            "question": [q["question"] for q in compared.questions],
+            "gold": [" / ".join(q["answers"].values()) for q in compared.questions],
+            "answer": outcome.answers,
+            "language": outcome.languages,
+            "forced": outcome.forced,
+            "relevant": outcome.relevant,
+            "degenerate": outcome.degenerate,
+        }
+    )
+    st.dataframe(answers, hide_index=True)
+    common.download_json(
+        "Comparison (JSON)", compared.to_json(), "steer_compare.json", key="dl_compare"
+    )
+    common.reproduce(run, "steer-compare")

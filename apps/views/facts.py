@@ -1,4 +1,5 @@
-"""Facts: which facts the model knows in which language, tracing codes, PROBELESS fact neurons."""
+"""Facts: which facts the model knows in which language, tracing codes, PROBELESS fact neurons,
+language-independent knowledge neurons and where a fact got lost (the logit lens)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ if not common.require(run, "probe.json"):
 probe = common.result(run, "probe")
 trace = common.result(run, "trace")
 fact_neurons = common.result(run, "fact-neurons")
+likn = common.result(run, "knowledge-neurons")
+lost = common.result(run, "failure-modes")
 languages = probe.languages
 settings = probe.settings
 
@@ -238,3 +241,96 @@ else:
                     columns=min(4, len(prompts)),
                     height=60 + 60 * (len(prompts) // 5 + 1),
                 )
+
+# ---- language-independent knowledge neurons (Chen et al.) ------------------------------
+st.subheader("Language-independent knowledge neurons (Chen et al. 2024)")
+if likn is None:
+    common.require(run, "knowledge_neurons.json")
+else:
+    from mlneurons.interfaces.commands.knowledge_neurons import tables as likn_tables
+
+    common.describe(run, "knowledge-neurons")
+    left, right = st.columns([2, 3])
+    counts = pd.DataFrame(
+        {
+            "LIKN (summed over facts)": likn.counts_per_layer(),
+            "distinct neurons": likn.counts_per_layer(distinct=True),
+        }
+    )
+    counts.index.name = "layer"
+    left.markdown("**LIKN per layer**")
+    left.bar_chart(counts["LIKN (summed over facts)"])
+    effects = likn_tables(likn)[0]
+    right.markdown("**P@1 with each fact's LIKN off** (vs before and vs its matched control)")
+    right.dataframe(pd.DataFrame(effects.rows, columns=effects.header), hide_index=True)
+    right.caption(effects.caption)
+    if uuid in likn.neurons:
+        pairs = likn.neurons[uuid].tolist()
+        st.caption(
+            f"Fact {uuid}: {len(pairs)} neurons shared by its correct languages "
+            f"({', '.join(likn.sources[uuid])}): "
+            + (", ".join(common.neuron_label(p) for p in pairs) or "none")
+        )
+    else:
+        st.caption(f"Fact {uuid} is right in fewer than two languages: no intersection.")
+    common.reproduce(run, "knowledge-neurons")
+
+# ---- recall vs translation failures (Lu et al.) ----------------------------------------
+st.subheader("Where the fact got lost: recall or translation (Lu et al. 2025)")
+if lost is None:
+    common.require(run, "failure_modes.safetensors")
+else:
+    common.describe(run, "failure-modes")
+    band = lost.band()
+    modes = lost.modes()
+    mine = [i for i, item in enumerate(lost.items) if item["uuid"] == uuid]
+    if not mine:
+        aside = [s["lang"] for s in lost.shared if s["uuid"] == uuid]
+        st.caption(
+            f"Fact {uuid} is not right in {lost.pivot} and wrong elsewhere"
+            + (f" with distinct answers (set aside in {', '.join(aside)})" if aside else "")
+            + ": no lens curves."
+        )
+    for i in mine:
+        item = lost.items[i]
+        lang = item["lang"]
+        st.caption(
+            f"{lang}: {modes[i]} failure. Logit lens at the prediction position of the {lang} "
+            f"prompt; English answer {item['english']!r} (tokens {item['english_tokens']}), "
+            f"{lang} gold {item['gold']!r} (tokens {item['answer_tokens']}), predicted "
+            f"{item['predicted']!r}; middle band: layers {band[0]}-{band[-1]}."
+        )
+        curve = pd.DataFrame(
+            {
+                "P(English answer)": lost.p_english[i].tolist(),
+                f"P({lang} answer)": lost.p_answer[i].tolist(),
+                "rank of English answer": lost.rank_english[i].tolist(),
+                f"rank of {lang} answer": lost.rank_answer[i].tolist(),
+            }
+        )
+        curve.index.name = "layer"
+        left, right = st.columns([3, 2])
+        left.line_chart(curve[["P(English answer)", f"P({lang} answer)"]])
+        right.dataframe(curve, height=250)
+    common.reproduce(run, "failure-modes")
+
+
+# ---- Zhao et al.'s factors: object token count, training-text size ---------------------
+def factors_section(run: common.Path) -> None:
+    """P@1 by the object's token count, and P@1 against training-text size (``factors``)."""
+    st.subheader("What P@1 depends on: object token count, text size (Zhao et al.)")
+    found = common.result(run, "factors")
+    if found is None:
+        common.require(run, "factors.json")
+        return
+    from mlneurons.interfaces.commands.factors import tables as factors_tables
+
+    common.describe(run, "factors")
+    left, right = st.columns(2)
+    for column, table in zip((left, right), factors_tables(found)):
+        column.dataframe(pd.DataFrame(table.rows, columns=table.header), hide_index=True)
+        column.caption(table.caption)
+    common.reproduce(run, "factors")
+
+
+factors_section(run)

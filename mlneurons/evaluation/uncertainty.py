@@ -422,6 +422,45 @@ def overlap_null(observed: int, population: int, a: int, b: int) -> ChanceLevel:
     return ChanceLevel(float(observed), expected, p, "hypergeometric")
 
 
+EXACT_PERMUTATION_ITEMS = 14
+"""Up to this many paired items :func:`paired_permutation` enumerates all ``2^n`` swaps."""
+
+
+def paired_permutation(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    a: Sequence[Any] | np.ndarray,
+    b: Sequence[Any] | np.ndarray,
+    how: Uncertainty = Uncertainty(),
+) -> float:
+    """Two-sided p-value of ``statistic(a) - statistic(b)`` for two conditions on the same
+    items: under the null the two outcomes of an item are exchangeable, so each
+    permutation swaps them on a random half of the items (a paired, sign-flip test for
+    any statistic, e.g. a harmonic mean of two rates or a perplexity).
+
+    ``a`` and ``b`` are ``[n, ...]`` per-item values; ``statistic`` maps ``[..., n, ...]``
+    to ``[...]``. Up to :data:`EXACT_PERMUTATION_ITEMS` items every one of the ``2^n``
+    swaps is enumerated and the p-value is exact, ``#{|null| >= |observed|} / 2^n`` (for
+    the mean of 0/1 outcomes it equals the exact McNemar test); above, ``how.samples``
+    random swaps give ``(1 + #{|null| >= |observed|}) / (1 + samples)``, which cannot go
+    below ``1 / (1 + samples)``.
+    """
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or not len(x):
+        raise ValueError(f"paired values need equal, non-empty shapes: {x.shape} vs {y.shape}")
+    n = len(x)
+    observed = float(statistic(x) - statistic(y))
+    exact = n <= EXACT_PERMUTATION_ITEMS
+    if exact:  # every swap pattern: bit i of pattern k swaps item i
+        swap = (np.arange(2**n)[:, None] >> np.arange(n)) & 1 == 1
+    else:
+        swap = np.random.default_rng(how.seed).integers(0, 2, size=(how.samples, n)) == 1
+    swap = swap.reshape(swap.shape + (1,) * (x.ndim - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        null = statistic(np.where(swap, y, x)) - statistic(np.where(swap, x, y))
+    extreme = int((np.abs(null) >= abs(observed) - 1e-12).sum())
+    return extreme / 2**n if exact else (1 + extreme) / (1 + how.samples)
+
+
 def holm(p_values: Sequence[float]) -> list[float]:
     """Holm's step-down adjusted p-values (family-wise error), in the input's order."""
     order = sorted(range(len(p_values)), key=lambda i: p_values[i])
@@ -435,6 +474,7 @@ def holm(p_values: Sequence[float]) -> list[float]:
 
 __all__ = [
     "CONFIDENCE",
+    "EXACT_PERMUTATION_ITEMS",
     "MIN_RESAMPLED",
     "NOT_ABOVE_CHANCE",
     "NOT_SIGNIFICANT",
@@ -454,6 +494,7 @@ __all__ = [
     "mean",
     "overlap_null",
     "paired_difference",
+    "paired_permutation",
     "paired_rates",
     "percentile",
     "weights",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -23,6 +24,7 @@ from mlneurons.methods.probing.result import ProbeResult
 from mlneurons.methods.readouts import LatentLanguage, SentenceSimilarity
 from mlneurons.methods.script_controls import ScriptControlsResult
 from mlneurons.methods.steering import DEGENERATE, FallbackCurve, SteeringSweep, SweepPoint
+from mlneurons.methods.steering_comparison import MEASURE_LABELS, MEASURES, SteeringComparison
 from mlneurons.methods.tracing import CATEGORY_PREFIX, CODES, NAMING, OTHERS, SHARED, TracingResult
 
 
@@ -954,6 +956,48 @@ def plot_latent_language(result: LatentLanguage, *, title: str = "") -> Figure:
         f"({result.n_items} words; dropped: {result.n_dropped} overlapping, {result.n_copies} copies)"
     )
     ax.set_title(title or default)
+    return fig
+
+
+def plot_steering_comparison(result: SteeringComparison, *, title: str = "") -> Figure:
+    """One panel per measure (forcing, relevance, their harmonic mean, fluency): a bar per
+    method with its interval, coloured by family (directions, neurons, unsteered in grey)."""
+    methods = result.methods
+    fig, axes = _subplots(
+        1, len(MEASURES), figsize=(3.2 * len(MEASURES), 1.2 + 0.45 * len(methods))
+    )
+    colours = {"direction": "C0", "neurons": "C1"}
+    ys = list(range(len(methods)))[::-1]
+    for ax, measure in zip(axes, MEASURES):
+        rate = measure != "fluency"
+        for y, name in zip(ys, methods):
+            estimate = result.score(name, measure)
+            if not math.isfinite(estimate.value):
+                continue
+            k = 100.0 if rate else 1.0
+            family = result.outcome(name).family
+            ax.barh(y, k * estimate.value, color=colours.get(family, "#b0b0b0"), height=0.7)
+            if estimate.has_interval:
+                below, above = estimate.value - estimate.lo, estimate.hi - estimate.value
+                ax.errorbar(
+                    k * estimate.value, y, xerr=[[k * below], [k * above]], color="black",
+                    capsize=3, linewidth=1,
+                )  # fmt: skip
+        ax.set_yticks(ys, methods if ax is axes[0] else [""] * len(methods))
+        label = MEASURE_LABELS[measure]
+        ax.set_xlabel(f"{label} (%)" if rate else f"{label} (log scale)")
+        if rate:
+            ax.set_xlim(0, 100)
+        else:
+            ax.set_xscale("log")
+        ax.grid(alpha=0.3, axis="x")
+    n = len(result.questions)
+    fig.suptitle(
+        title
+        or f"Steering {result.source} -> {result.target}: directions (blue) and neurons "
+        f"(orange), {n} questions, {Uncertainty.of(result.settings).confidence:.0%} intervals",
+        fontsize=10,
+    )
     return fig
 
 

@@ -771,6 +771,7 @@ def compare_methods(
 
 
 __all__ = [
+    "MIN_RESAMPLED",
     "METHODS_FILE",
     "PPL_FILE",
     "ChangeTest",
