@@ -47,9 +47,11 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "mlneurons.interfaces.commands.ses": ("SesConfig",),
     "mlneurons.interfaces.commands.logit_lens": ("LogitLensConfig",),
     "mlneurons.interfaces.commands.heads": ("HeadsConfig",),
+    "mlneurons.interfaces.commands.script_controls": ("ScriptControlsConfig",),
     "mlneurons.data.corpus": ("DEFAULT_LANGUAGES", "MultilingualCorpus", "available_languages"),
     "mlneurons.data.facts": ("Fact", "FactSet"),
     "mlneurons.data.fact_questions": ("FactQuestion", "fact_questions"),
+    "mlneurons.data.controls": ("controlled",),
     "mlneurons.models.loading": ("load_model", "BUILTIN_MODELS"),
     "mlneurons.models.fingerprint": ("fingerprint",),
     "mlneurons.models.hooks": ("mlp_neuron_hook",),
@@ -126,6 +128,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "language_independent",
     ),
     "mlneurons.methods.failure_modes": ("FailureModes", "failure_modes"),
+    "mlneurons.methods.script_controls": ("ScriptControlsResult", "script_controls"),
     "mlneurons.methods.probing.factors": ("Factors", "factors", "object_token_counts"),
     "mlneurons.methods.lrp2": (
         "LRP2Result",
@@ -163,6 +166,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.config import Config
+    from mlneurons.data.controls import controlled
     from mlneurons.data.corpus import DEFAULT_LANGUAGES, MultilingualCorpus, available_languages
     from mlneurons.data.fact_questions import FactQuestion, fact_questions
     from mlneurons.data.facts import Fact, FactSet
@@ -183,6 +187,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from mlneurons.interfaces.commands.logit_lens import LogitLensConfig
     from mlneurons.interfaces.commands.lrp2 import Lrp2Config
     from mlneurons.interfaces.commands.probe import ProbeConfig
+    from mlneurons.interfaces.commands.script_controls import ScriptControlsConfig
     from mlneurons.interfaces.commands.ses import SesConfig
     from mlneurons.interfaces.commands.steer import SteerConfig
     from mlneurons.interfaces.commands.steer_compare import SteerCompareConfig
@@ -250,6 +255,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
         latent_language,
         sentence_similarity,
     )
+    from mlneurons.methods.script_controls import ScriptControlsResult, script_controls
     from mlneurons.methods.steering import (
         FallbackCurve,
         FallbackPoint,

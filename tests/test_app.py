@@ -392,3 +392,23 @@ def test_baselines_page_shows_the_steering_comparison(tiny_run, tmp_path):
     assert list(answers["answer"])[:2] == ["lda 0", "lda 1"] and answers["forced"].all()
     assert answers["gold"][0] == "x0 / y0"
     assert "mlneurons steer-compare" in " ".join(c.value for c in at.code)
+
+
+def test_languages_page_shows_the_script_controls(tiny_run, planted_dir, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    corpus = tiny_run.parent / "corpus"
+    argv = ["script-controls", "--model", str(planted_dir), "--corpus", str(corpus)]
+    argv += ["--languages", "en,fr", "--tokens-per-language", "128", "--seq-len", "32"]
+    assert cli_main([*argv, "--top-rate", "0.1", "--out", str(run)]) == 0  # Latin scripts only
+    at = clean(open_app(run, live="false"))
+    assert "Script and shuffle controls" in [h.value for h in at.header]
+    table = next(f.value for f in at.dataframe if "controls" in f.value.columns)
+    saved = json.loads((run / "script_controls.json").read_text())["neurons"]
+    for _, row in table.iterrows():  # each shared count is the intersection of the saved sets
+        a, b = row["controls"].split(" vs ")
+        lang = row["language"]
+        shared = {tuple(p) for p in saved[a][lang]} & {tuple(p) for p in saved[b][lang]}
+        assert int(row["shared"]) == len(shared)
+    assert len(table) == 2 * 2
+    assert "mlneurons script-controls" in " ".join(e.label for e in at.expander)

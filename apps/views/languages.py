@@ -166,6 +166,20 @@ if reselected:
         st.code(shlex.join(["mlneurons", *argv]), language="bash")
 common.reproduce(run, "lape")
 
+# ---- script and shuffle controls (Verma et al.) --------------------------------------------
+st.header("Script and shuffle controls")
+st.caption(
+    "LAPE on the original text and on romanised (non-Latin scripts only) and word-shuffled "
+    "copies: how many of each language's neurons survive the control, against chance."
+)
+if common.require(run, "script_controls.json"):
+    from mlneurons.interfaces.plots import plot_script_controls
+
+    common.describe(run, "script-controls")
+    common.command_table(run, "script-controls")
+    st.pyplot(plot_script_controls(common.result(run, "script-controls")), clear_figure=True)
+    common.reproduce(run, "script-controls")
+
 # ---- language columns: live activations over parallel sentences ---------------------------
 st.header("Language columns")
 left, middle, right = st.columns(3)
