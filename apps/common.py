@@ -509,7 +509,7 @@ def change_matrix(change: Any, intervals: dict[str, dict[str, Any]] | None) -> A
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def fact_set(facts: dict[str, Any]) -> Any:
-    """Rebuild the fact set a result describes (built-in or mLAMA), or None."""
+    """Rebuild the fact set a result describes (built-in, mLAMA or BMLAMA), or None."""
     from mlneurons.data.facts import FactSet
 
     languages, relations = facts.get("languages"), facts.get("relations")
@@ -517,6 +517,8 @@ def fact_set(facts: dict[str, Any]) -> Any:
         return FactSet.builtin(languages=languages, relations=relations)
     if facts.get("source") == "mlama" and Path(str(facts.get("directory"))).is_dir():
         return FactSet.from_mlama(facts["directory"], languages=languages, relations=relations)
+    if facts.get("source") == "bmlama" and Path(str(facts.get("directory"))).is_dir():
+        return FactSet.from_bmlama(facts["directory"], languages=languages, relations=relations)
     return None
 
 

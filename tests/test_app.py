@@ -280,6 +280,28 @@ def test_facts_page(tiny_run):
     assert views(iframes(at)[-1], "ColoredTokens")
 
 
+def test_facts_page_consistency_section(tiny_run, tmp_path):
+    """The consistency section: a hint without consistency.json; with one (hand-made, en and
+    de agreeing on every first choice), the clustered RankC matrix and the tables."""
+    from mlneurons.data.facts import Fact
+    from mlneurons.methods.consistency import consistency
+    from mlneurons.methods.probing.result import ProbeResult, ranked_prediction
+
+    assert "No consistency.json" in captions(clean(open_app(tiny_run, "facts")))
+    run = Path(shutil.copytree(tiny_run, tmp_path / "run"))
+    rows = [
+        ranked_prediction(Fact(f"q{i}", lang, "P1", "s", "a"), ["a", "b", "c"], [0, -1, -2 - i])
+        for i in range(3)
+        for lang in ("en", "de")
+    ]
+    consistency(ProbeResult(["en", "de"], ["P1"], rows, {}, {})).save(run)
+    at = clean(open_app(run, "facts"))
+    assert "Consistency across languages" in [h.value for h in at.header]
+    matrix = next(d.value for d in at.dataframe if list(d.value.columns) == ["en", "de"])
+    assert matrix.loc["en", "de"] == pytest.approx(1.0)  # identical rankings
+    assert "AC3" in captions(at)
+
+
 def test_lrp2_page(tiny_run):
     at = clean(open_app(tiny_run, "lrp2"))
     assert at.header[0].value.startswith("Grid: de")

@@ -61,6 +61,38 @@ def test_gemma_candidate_scores_match_full_forward(gemma):
     assert scores.argmax() == 0  # Paris
 
 
+def test_gemma_scoring_modes_against_hugging_face(gemma):
+    """sentence-ce is the cross-entropy Hugging Face's own loss gives (RankC's computation),
+    and the object's tokens are found by character offsets with Gemma's own BOS."""
+    from mlneurons.data.facts import Fact, FactSet
+    from mlneurons.methods.probing.causal import candidate_scores
+
+    facts = FactSet(
+        [Fact("u", "zh", "P36", "日本", "东京")],
+        {("zh", "P36"): "[X]的首都是[Y]。"},
+        {("zh", "P36"): ["东京", "大阪", "名古屋"]},
+    )
+    filled = [facts.fill_spans(facts.facts[0], c) for c in facts.candidates[("zh", "P36")]]
+    texts, spans = [t for t, _ in filled], [s for _, s in filled]
+    ce = candidate_scores(gemma, texts, scoring="sentence-ce", spans=spans)
+    sums = candidate_scores(gemma, texts, scoring="sum", spans=spans)
+    hf = gemma.original_model
+    for k, text in enumerate(texts):
+        ids = gemma.tokenizer(text, return_tensors="pt")["input_ids"]
+        assert ids[0, 0] == gemma.tokenizer.bos_token_id
+        with torch.no_grad():
+            loss = hf(input_ids=ids, labels=ids).loss.item()
+            logp = torch.log_softmax(hf(input_ids=ids).logits[0, :-1].double(), -1)
+        assert ce[k].item() == pytest.approx(-loss, abs=1e-4)
+        # the object's tokens by decoding prefixes: the first that reaches into the object to
+        # the first that covers it (the final "。" not among them)
+        per_token = logp.gather(-1, ids[0, 1:, None])[:, 0]
+        pieces = [gemma.tokenizer.decode(ids[0, 1 : t + 1]) for t in range(ids.shape[1])]
+        first = next(t for t in range(1, len(pieces)) if len(pieces[t]) > spans[k][0][0])
+        last = next(t for t in range(1, len(pieces)) if len(pieces[t]) >= spans[k][0][1])
+        assert sums[k].item() == pytest.approx(per_token[first - 1 : last].sum().item(), abs=1e-3)
+
+
 def test_gemma_shared_lrp2_grid_equals_projection_hooks(gemma):
     """Block replay matches the hooks on Gemma's hybrid cache (sliding-window and global layer
     types; these prompts are shorter than the 512-token window)."""

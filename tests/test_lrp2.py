@@ -311,6 +311,13 @@ def test_probe_projection_grid_reuse_matches_naive(planted_model):
         )
         for reuse in (True, False)
     }
-    assert runs[True][(0, 1)].predictions == runs[False][(0, 1)].predictions
+    fast, slow = runs[True][(0, 1)].predictions, runs[False][(0, 1)].predictions
+
+    def outcome(rows):
+        return [{k: v for k, v in row.items() if k != "scores"} for row in rows]
+
+    assert outcome(fast) == outcome(slow)
+    for a, b in zip(fast, slow):  # the kept scores (4 decimals) agree up to the rounding
+        assert a["scores"] == pytest.approx(b["scores"], abs=2e-4)
     with pytest.raises(ValueError, match="LSRP must come after LIRP"):
         probe_projection_grid(planted_model, facts, vectors, "de", [(1, 0)], progress=False)

@@ -175,6 +175,27 @@ def test_probe_masked_predicts_argmax_candidate(bert, plain_hf):
             assert p["gold_rank"] == int((expected[i] > gold + 1e-5).sum())
 
 
+def test_masked_sum_scoring_and_per_fact_candidates(bert, plain_hf):
+    facts = fact_set()
+    _, candidates, sums = pm.typed_scores(bert, facts, "en", "P1", scoring="sum")
+    lengths = torch.tensor([len(c.split()) for c in candidates], dtype=torch.float32)
+    expected = hand_scores(plain_hf, facts, "en", "P1")
+    torch.testing.assert_close(sums, expected * lengths, atol=1e-5, rtol=1e-5)
+    # A fact's own candidates (BMLAMA) are ranked among themselves only.
+    own = FactSet(
+        facts.facts,
+        facts.templates,
+        facts.candidates,
+        fact_candidates={("u3", "en"): ["o1 o3", "o4 o5 o0"]},
+    )
+    result = probe(bert, own, scoring="sum", progress=False)
+    assert result.settings["scoring"] == "sum"
+    row = next(p for p in result.predictions if (p["uuid"], p["lang"]) == ("u3", "en"))
+    pair = (sums[3, candidates.index("o1 o3")], sums[3, candidates.index("o4 o5 o0")])
+    assert row["predicted"] == ("o1 o3" if pair[0] > pair[1] else "o4 o5 o0")
+    assert row["gold_rank"] == int(pair[0] > pair[1]) and row["tied"] == 1
+
+
 def test_planted_fact_is_ranked_first(planted):
     facts = fact_set()
     result = pm.probe_masked(planted, facts, progress=False)

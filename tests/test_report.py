@@ -1,5 +1,6 @@
 """`mlneurons report` and `mlneurons app`, on the tiny planted model with tiny budgets."""
 
+import dataclasses
 import html
 import json
 import shlex
@@ -29,6 +30,7 @@ TINY = {
     "probe": FACTS,
     "fact-neurons": FACTS + " --k 3",
     "trace": FACTS,
+    "consistency": FACTS,
     "knowledge-neurons": FACTS,
     "failure-modes": FACTS,
     "factors": FACTS,
@@ -108,8 +110,16 @@ def tiny_budget(monkeypatch):
     monkeypatch.setattr(
         FactSet,
         "builtin",
-        classmethod(lambda cls, languages=None, relations=None: tiny_facts().subset(languages)),
+        classmethod(lambda cls, languages=None, relations=None: aligned_facts().subset(languages)),
     )
+
+
+def aligned_facts() -> FactSet:
+    """The tiny facts with one candidate list in both languages (de's), aligned by position
+    as the built-in facts are, so the consistency step can compare the rankings."""
+    facts = tiny_facts()
+    pool = facts.candidates[("de", "P1")]
+    return dataclasses.replace(facts, candidates={key: pool for key in facts.candidates})
 
 
 def _count_calls(monkeypatch) -> tuple[list[str], set[str]]:
@@ -174,7 +184,7 @@ def test_report_writes_everything_and_resumes(
     for external in ("http://", "https://", 'src="//', "<script", "<link"):
         assert external not in page
     pngs = sorted(p.name for p in out.glob("*.png"))
-    assert len(pngs) == 23 and page.count('src="data:image/png;base64,') == len(pngs)
+    assert len(pngs) == 25 and page.count('src="data:image/png;base64,') == len(pngs)
     for entry in record["steps"].values():
         assert html.escape(entry["command"]) in page
     assert record["steps"]["lape"]["command"].split()[1] == "lape"
@@ -190,6 +200,7 @@ def test_report_writes_everything_and_resumes(
         "probe",
         "fact-neurons",
         "trace",
+        "consistency",
         "knowledge-neurons",
         "failure-modes",
         "factors",

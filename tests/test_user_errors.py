@@ -100,6 +100,12 @@ def mlama_without_candidates(tmp_path):
         (["probe", "--batch-size", "0"], ["--batch-size", "'0'", ">= 1"]),
         (["probe", "--max-facts-per-relation", "0"], ["--max-facts-per-relation", "'0'"]),
         (["probe", "--facts", "mlama"], ["--facts", "'mlama'", "'builtin'", "'mlama:DIR'"]),
+        (["probe", "--facts", "bmlama:"], ["--facts", "'bmlama:'", "names no directory"]),
+        (["probe", "--scoring", "best"], ["--scoring", "'best'", "sentence", "sentence-ce"]),
+        (
+            ["probe", "--method", "zhao", "--scoring", "sum"],
+            ["--scoring 'sum' ranks candidates", "--method zhao ranks none"],
+        ),
         (["lrp2", "--sentences", "0"], ["--sentences", "'0'", ">= 1"]),
         (["lrp2", "--layers", "3,x"], ["--layers", "'x'", "'3,x'", "e.g. 3,6,9"]),
         (["fact-neurons", "--k", "-5"], ["--k", "'-5'", ">= 1"]),

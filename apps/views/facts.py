@@ -3,6 +3,8 @@ language-independent knowledge neurons and where a fact got lost (the logit lens
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import common
 import numpy as np
 import pandas as pd
@@ -52,6 +54,42 @@ if fact_neurons:
 elif trace is None:
     with right:
         common.require(run, "fact_neurons.json")
+
+
+# ---- consistency across languages (mlneurons consistency) -----------------------------
+def consistency_section(run: Path) -> None:
+    """RankC between the languages (chance-corrected, clustered order), answer consistency
+    and AC3, transfer: the `consistency` command's result, if the run has one."""
+    from mlneurons.interfaces.commands import consistency as consistency_command
+
+    st.header("Consistency across languages")
+    result = common.result(run, "consistency")
+    if result is None:
+        st.caption(
+            "No consistency.json: `mlneurons consistency --probe RUN --out RUN` compares the "
+            "languages' candidate rankings (RankC) from probe.json in seconds."
+        )
+        return
+    order = result.orders.get("rankc", result.languages)
+    left, right = st.columns([2, 3])
+    left.markdown("**Chance-corrected RankC** (clustered order)")
+    matrix = pd.DataFrame(result.matrix("rankc_corrected")).astype(float).loc[order, order]
+    left.dataframe(
+        matrix.style.format("{:.2f}", na_rep="-").background_gradient(cmap="Blues", vmax=1)
+    )
+    for table in consistency_command.tables(result):
+        right.dataframe(pd.DataFrame(table.rows, columns=table.header), hide_index=True)
+        right.caption(table.caption)
+    for line in consistency_command.describe(result)[-3:]:
+        st.caption(line)
+    from mlneurons.interfaces.plots import plot_rankc
+
+    common.download_png("RankC (PNG)", lambda: plot_rankc(result), "rankc.png", key="dl_rankc")
+    common.reproduce(run, "consistency")
+
+
+consistency_section(run)
+
 
 # ---- the grid: facts x languages -------------------------------------------------------
 rows: dict[tuple[str, str], dict[str, str]] = {}
@@ -168,7 +206,7 @@ else:
             name = common.model_name(run)
             columns = st.columns(len(found))
             for column, (lang, fact) in zip(columns, found.items()):
-                candidates = facts.candidates[(lang, fact.relation)]
+                candidates = facts.candidates_for(fact)
                 sentences = tuple(facts.fill(fact, c) for c in candidates)
                 scores = common.candidate_scores(name, sentences, _model=model)
                 probs = np.exp(scores - scores.max())

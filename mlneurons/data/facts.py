@@ -21,10 +21,17 @@ Sources:
   once by ``scripts/build_builtin_facts.py`` from the CLDR data shipped by ``babel``;
   its ``provenance.json`` (babel and CLDR versions, date, script) goes into the set's
   description. Loading does not import babel, so the facts do not change with it.
+* :meth:`FactSet.from_bmlama` reads BMLAMA (Qi et al., EMNLP 2023): a directory of
+  ``{lang}.tsv`` files (``BMLAMA17/`` or ``BMLAMA53/`` of the authors' repository), each a
+  tab-separated table with the header ``Prompt, Ans, Candidate Ans, Subject``. Line i is
+  the same query in every language; each query brings its own candidates
+  (:attr:`FactSet.fact_candidates`), and the relations, which the files do not name, are
+  recovered from the template text (see :meth:`FactSet.from_bmlama`).
 """
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import random
@@ -90,37 +97,42 @@ class Fact:
 class FactSet:
     """Facts in several languages with their templates and candidate objects.
 
-    Build one with :meth:`builtin` or :meth:`from_mlama`, or directly. Candidates
-    missing for a (language, relation) that has facts default to its gold objects in
-    order of first appearance (mLAMA's TyQ).
+    Build one with :meth:`builtin`, :meth:`from_mlama` or :meth:`from_bmlama`, or
+    directly. Candidates missing for a (language, relation) that has facts default to its
+    gold objects in order of first appearance (mLAMA's TyQ).
 
     Attributes:
         facts: the facts, in order.
         templates: (lang, relation) -> template with ``[X]`` (subject) and ``[Y]`` (object).
         candidates: (lang, relation) -> candidate objects, the gold objects among them.
         description: where the facts came from, recorded in saved results.
+        fact_candidates: (uuid, lang) -> the candidates of that one fact, which replace
+            its relation's (BMLAMA gives every query its own); :meth:`candidates_for`
+            reads the right list.
 
     Raises:
         ValueError: no facts, an empty label, a duplicate (uuid, lang), a fact without a
-            template, a template without ``[X]`` or ``[Y]``, or a gold object that is not
-            among its candidates.
+            template, a template without ``[X]`` or ``[Y]``, per-fact candidates of a fact
+            not in the set, or a gold object that is not among its candidates.
     """
 
     facts: list[Fact]
     templates: dict[tuple[str, str], str]
     candidates: dict[tuple[str, str], list[str]] = field(default_factory=dict)
     description: dict[str, Any] = field(default_factory=dict)
+    fact_candidates: dict[tuple[str, str], list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.facts = list(self.facts)
         self.templates = dict(self.templates)
         self.candidates = {key: _unique(values) for key, values in self.candidates.items()}
         self.description = dict(self.description)
+        self.fact_candidates = {k: _unique(v) for k, v in self.fact_candidates.items()}
         if not self.facts:
             raise ValueError("a FactSet needs at least one fact")
         for key, template in self.templates.items():
             _check_template(template, f"template for {key}")
-        for key, values in self.candidates.items():
+        for key, values in [*self.candidates.items(), *self.fact_candidates.items()]:
             if any(not isinstance(v, str) or not v.strip() for v in values):
                 raise ValueError(f"candidates for {key} contain an empty label")
         seen: set[tuple[str, str]] = set()
@@ -141,13 +153,18 @@ class FactSet:
         for key, objects in gold.items():
             if key not in self.candidates:
                 self.candidates[key] = _unique(objects)
+        unknown = set(self.fact_candidates) - seen
+        if unknown:
+            raise ValueError(f"per-fact candidates for facts not in the set: {sorted(unknown)[:3]}")
         allowed = {key: set(values) for key, values in self.candidates.items()}
         for fact in self.facts:
-            if fact.object not in allowed[(fact.lang, fact.relation)]:
+            own = self.fact_candidates.get((fact.uuid, fact.lang))
+            pool = set(own) if own is not None else allowed[(fact.lang, fact.relation)]
+            if fact.object not in pool:
                 raise ValueError(
                     f"gold object {fact.object!r} of fact {fact.uuid!r} ({fact.lang}, "
                     f"{fact.relation}, subject {fact.subject!r}) is not among its "
-                    f"{len(allowed[(fact.lang, fact.relation)])} candidates"
+                    f"{len(pool)} candidates"
                 )
 
     def __len__(self) -> int:
@@ -190,6 +207,11 @@ class FactSet:
             if (lang, rel) in found
         }
 
+    def candidates_for(self, fact: Fact) -> list[str]:
+        """The candidates ranked for ``fact``: its own (BMLAMA), else its relation's."""
+        own = self.fact_candidates.get((fact.uuid, fact.lang))
+        return own if own is not None else self.candidates[(fact.lang, fact.relation)]
+
     def fill(self, fact: Fact, obj: str | None = None) -> str:
         """Return the fact's template with ``[X]`` -> subject and ``[Y]`` -> ``obj``.
 
@@ -200,8 +222,30 @@ class FactSet:
         key = (fact.lang, fact.relation)
         if key not in self.templates:
             raise ValueError(f"no template for {key}; templates exist for {sorted(self.templates)}")
+        return self.fill_spans(fact, obj)[0]
+
+    def fill_spans(self, fact: Fact, obj: str | None = None) -> tuple[str, list[tuple[int, int]]]:
+        """:meth:`fill` with the ``(start, end)`` character spans of the object in the text
+        (one per ``[Y]``), which tell the object's tokens apart from the template's."""
+        key = (fact.lang, fact.relation)
+        if key not in self.templates:
+            raise ValueError(f"no template for {key}; templates exist for {sorted(self.templates)}")
         values = {"[X]": fact.subject, "[Y]": fact.object if obj is None else obj}
-        return _SLOT.sub(lambda match: values[match.group(0)], self.templates[key])
+        template = self.templates[key]
+        pieces: list[str] = []
+        spans: list[tuple[int, int]] = []
+        length = end = 0
+        for match in _SLOT.finditer(template):
+            pieces.append(template[end : match.start()])
+            length += match.start() - end
+            value = values[match.group(0)]
+            if match.group(0) == "[Y]":
+                spans.append((length, length + len(value)))
+            pieces.append(value)
+            length += len(value)
+            end = match.end()
+        pieces.append(template[end:])
+        return "".join(pieces), spans
 
     def head(self, per_relation: int) -> FactSet:
         """The first ``per_relation`` uuids (sorted) of each relation, in every language."""
@@ -212,11 +256,14 @@ class FactSet:
             keep.update(
                 sorted({f.uuid for f in self.facts if f.relation == relation})[:per_relation]
             )
+        facts = [f for f in self.facts if f.uuid in keep]
+        kept = {(f.uuid, f.lang) for f in facts}
         return FactSet(
-            [f for f in self.facts if f.uuid in keep],
+            facts,
             self.templates,
             self.candidates,
             {**self.description, "facts_per_relation": per_relation},
+            {k: v for k, v in self.fact_candidates.items() if k in kept},
         )
 
     def shard(self, rank: int, size: int) -> FactSet:
@@ -392,6 +439,132 @@ class FactSet:
         }
         return cls(facts, templates, candidates, description)
 
+    @classmethod
+    def from_bmlama(
+        cls,
+        directory: str | Path,
+        *,
+        languages: Sequence[str] | None = None,
+        relations: Sequence[str] | None = None,
+    ) -> FactSet:
+        """Read BMLAMA (Qi et al., EMNLP 2023): a directory of ``{lang}.tsv`` files.
+
+        The layout of the authors' ``BMLAMA17/`` and ``BMLAMA53/`` folders: UTF-8,
+        tab-separated and CSV-quoted (a field that holds ``"`` is quoted, its quotes
+        doubled, as in the Hebrew files), with the header ``Prompt, Ans, Candidate Ans,
+        Subject`` (spacing inside it does not matter: BMLAMA-17's ``zh.tsv`` splits
+        "Candidate Ans" with a tab). Blank lines are skipped, as the authors' reader does.
+        Per row: ``Prompt`` has exactly one ``<mask>`` where the object goes; ``Ans`` is the
+        gold object (a ", "-separated list in the format; one gold per query is supported);
+        ``Candidate Ans`` the query's own candidates, split on ", ", the gold among them
+        (BMLAMA lists it last: the tie rule of probing never lets that favour it);
+        ``Subject`` the subject as it is written in the prompt.
+
+        * Facts: row i of every file is the same query, so its uuid is the row number
+          (1-based, the header not counted, zero-padded to the width of the row count) and
+          :meth:`head` keeps each relation's first rows. Candidates are per fact
+          (:attr:`fact_candidates`); each (language, relation) also gets the union of its
+          facts' candidates, in order of first appearance, for code that reads those.
+        * Templates: the prompt with the first occurrence of the subject made ``[X]`` and
+          ``<mask>`` made ``[Y]``, so :meth:`fill` gives back the prompt exactly.
+        * Relations: the files have no relation column. Two rows share a relation when
+          their templates are equal in every file of the directory (also the languages
+          not read), so each (language, relation) has one template and the relations do
+          not change with ``languages``; a row that has no template in some language
+          joins the first relation that agrees with it in all the others. Relations are
+          named ``R1``, ``R2``, ... in order of their first row;
+          ``description["relation_labels"]`` gives each its English template (another
+          file's where there is no ``en.tsv``). BMLAMA-17 gives 39 relations this way (its
+          English prompts have 38 templates; one row is worded apart in some language),
+          BMLAMA-53 gives 27, as many as its English templates.
+        * A row whose subject does not occur in its prompt (an inflected subject:
+          BMLAMA-53's ``de.tsv`` has one) has no template: it is left out of that language
+          with a warning and listed in ``description["skipped"]`` as ``"lang:uuid"``.
+
+        Args:
+            directory: the folder of ``{lang}.tsv`` files (e.g. ``BMLAMA17``).
+            languages: file stems to read; all (sorted) when ``None``.
+            relations: recovered relation ids (``R1``, ...) to read; all when ``None``.
+
+        Raises:
+            FileNotFoundError: a missing directory.
+            ValueError: no ``.tsv`` file, a wrong header, a row without four fields or
+                with an empty one, a prompt without or with several ``<mask>``, several
+                gold answers, a gold answer not among the candidates (each named with
+                its file and line), files with different numbers of rows, an unknown
+                language or relation, or a language without facts.
+        """
+        root = Path(directory)
+        if not root.is_dir():
+            raise FileNotFoundError(f"BMLAMA directory not found: {root}")
+        files = {p.stem: p for p in sorted(root.glob("*.tsv"))}
+        if not files:
+            inside = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("*.tsv")))
+            hint = f" (it holds {', '.join(inside)}: give one of them)" if inside else ""
+            raise ValueError(f"no BMLAMA files ({{lang}}.tsv) in {root}{hint}")
+        languages = _choose("language", languages, list(files))
+        rows = {lang: _read_bmlama(path) for lang, path in files.items()}
+        counts = {lang: len(r) for lang, r in rows.items()}
+        if len(set(counts.values())) > 1:
+            ordered = sorted(counts.items(), key=lambda item: item[1])
+            (a, n_a), (b, n_b) = ordered[0], ordered[-1]
+            raise ValueError(
+                f"{files[a]} has {n_a} rows, {files[b]} {n_b}: BMLAMA aligns its languages "
+                "by row, so every file needs the same rows"
+            )
+        keys = list(zip(*([row.template for row in r] for r in rows.values())))
+        relation_of = [f"R{k + 1}" for k in _template_groups(keys)]
+        label_at = list(files).index("en") if "en" in files else 0
+        labels = dict.fromkeys(relation_of, "")  # the label language's template, in order
+        for relation, key in zip(relation_of, keys):
+            labels[relation] = labels[relation] or key[label_at] or ""
+        for relation, key in zip(relation_of, keys):  # no such template: another language's
+            labels[relation] = labels[relation] or next((t for t in key if t), "")
+        chosen = set(_choose("relation", relations, list(labels)))
+        width = len(str(len(keys)))
+        facts: list[Fact] = []
+        templates: dict[tuple[str, str], str] = {}
+        candidates: dict[tuple[str, str], list[str]] = {}
+        own: dict[tuple[str, str], list[str]] = {}
+        skipped: list[str] = []
+        for lang in languages:
+            count = len(facts)
+            for i, row in enumerate(rows[lang]):
+                relation, uuid = relation_of[i], f"{i + 1:0{width}d}"
+                if relation not in chosen:
+                    continue
+                if row.template is None:
+                    skipped.append(f"{lang}:{uuid}")
+                    continue
+                facts.append(Fact(uuid, lang, relation, row.subject, row.answer))
+                templates[(lang, relation)] = row.template
+                own[(uuid, lang)] = row.candidates
+                candidates.setdefault((lang, relation), []).extend(row.candidates)
+            if len(facts) == count:
+                raise ValueError(
+                    f"language {lang!r} has no facts in {files[lang]}"
+                    + (f" for relations {list(relations)}" if relations is not None else "")
+                )
+        if skipped:
+            warnings.warn(
+                f"{root}: {len(skipped)} rows whose subject is not written as in the prompt "
+                f"have no template and are left out: {', '.join(skipped[:6])}"
+                + (" ..." if len(skipped) > 6 else ""),
+                stacklevel=2,
+            )
+        description = {
+            "source": "bmlama",
+            "directory": str(root),
+            "languages": list(languages),
+            "relations": list(dict.fromkeys(f.relation for f in facts)),
+            "relation_labels": labels,
+            "relation_rule": "rows whose templates (prompt, subject -> [X]) agree in every "
+            f"file of the directory ({len(files)} languages)",
+            "candidates": "per query: the Candidate Ans column",
+            "skipped": skipped,
+        }
+        return cls(facts, templates, candidates, description, own)
+
     def to_mlama(self, directory: str | Path) -> Path:
         """Write the set in the mLAMA 1.1 layout and return the directory.
 
@@ -399,7 +572,16 @@ class FactSet:
         ``TREx_multilingual_objects/{lang}.json``; ``sub_uri`` and ``obj_uri`` are
         empty, as a :class:`Fact` keeps no URIs. Existing files of those names are
         replaced.
+
+        Raises:
+            ValueError: the set gives facts their own candidates (BMLAMA), which the
+                mLAMA layout cannot hold.
         """
+        if self.fact_candidates:
+            raise ValueError(
+                "this set gives facts their own candidates (BMLAMA), which the mLAMA layout "
+                "cannot hold: its candidates are per (language, relation)"
+            )
         root = Path(directory)
         (root / OBJECTS_DIR).mkdir(parents=True, exist_ok=True)
         groups = self.groups()
@@ -438,11 +620,13 @@ class FactSet:
 
     def _restricted(self, facts: list[Fact], description: dict[str, Any]) -> FactSet:
         keys = {(f.lang, f.relation) for f in facts}
+        kept = {(f.uuid, f.lang) for f in facts}
         return FactSet(
             facts,
             {k: v for k, v in self.templates.items() if k in keys},
             {k: v for k, v in self.candidates.items() if k in keys},
             description,
+            {k: v for k, v in self.fact_candidates.items() if k in kept},
         )
 
 
@@ -582,6 +766,94 @@ def _read_objects(path: Path) -> dict[str, list[str]]:
             raise ValueError(f"{path}: relation {relation!r} needs an 'objects' list of labels")
         result[relation] = _unique(objects)
     return result
+
+
+def _template_groups(keys: Sequence[tuple[str | None, ...]]) -> list[int]:
+    """Group rows by their templates in every language, numbered in order of first row.
+
+    Rows whose templates are all known group by equality. A row without a template in
+    some language (``None``) joins the first group that agrees with it in all the others,
+    else it starts a group of its own.
+    """
+    group: dict[tuple[str | None, ...], int] = {}
+    of: list[int | None] = [
+        group.setdefault(k, len(group)) if None not in k else None for k in keys
+    ]
+    complete = list(group)
+    for i, key in enumerate(keys):
+        if of[i] is None:
+            agreeing = (g for g in complete if all(a is None or a == b for a, b in zip(key, g)))
+            match = next(agreeing, None)
+            of[i] = group[match] if match is not None else group.setdefault(key, len(group))
+    order: dict[int | None, int] = {}
+    return [order.setdefault(g, len(order)) for g in of]
+
+
+@dataclass(frozen=True)
+class _BmlamaRow:
+    """One row of a BMLAMA file; ``template`` is None where the subject is not in the prompt."""
+
+    subject: str
+    answer: str
+    candidates: list[str]
+    template: str | None
+
+
+BMLAMA_HEADER = ("Prompt", "Ans", "Candidate Ans", "Subject")
+"""The columns of a BMLAMA file, in order."""
+
+
+def _read_bmlama(path: Path) -> list[_BmlamaRow]:
+    """Read one BMLAMA ``{lang}.tsv``, checked row by row (errors name the file and line)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle, delimiter="\t")
+            lines = [(reader.line_num, row) for row in reader]
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text ({exc})") from None
+    lines = [(n, row) for n, row in lines if any(cell.strip() for cell in row)]
+    expected = " ".join(BMLAMA_HEADER)
+    if not lines or " ".join(" ".join(lines[0][1]).split()) != expected:
+        found = "\t".join(lines[0][1]) if lines else "nothing"
+        raise ValueError(
+            f"{path}:1: expected the header {expected!r} (tab-separated), got {found!r}"
+        )
+    rows = []
+    for number, row in lines[1:]:
+        where = f"{path}:{number}"
+        if len(row) != len(BMLAMA_HEADER):
+            raise ValueError(
+                f"{where}: expected 4 tab-separated fields ({', '.join(BMLAMA_HEADER)}), "
+                f"got {len(row)}: {chr(9).join(row)[:80]!r}"
+            )
+        prompt, answer, listed, subject = row
+        if not all(map(str.strip, row)):
+            empty = next(name for name, value in zip(BMLAMA_HEADER, row) if not value.strip())
+            raise ValueError(f"{where}: the {empty} field is empty")
+        masks = prompt.count("<mask>")
+        if masks != 1:
+            raise ValueError(
+                f"{where}: the prompt needs exactly one <mask>, has {masks}: {prompt!r}"
+            )
+        if "[X]" in prompt or "[Y]" in prompt:
+            raise ValueError(f"{where}: the prompt contains a template slot [X] or [Y]: {prompt!r}")
+        if ", " in answer:
+            raise ValueError(
+                f"{where}: {len(answer.split(', '))} gold answers ({answer!r}); "
+                "one gold answer per query is supported"
+            )
+        candidates = _unique(listed.split(", "))
+        if answer not in candidates:
+            raise ValueError(
+                f"{where}: the gold answer {answer!r} is not among the {len(candidates)} candidates"
+            )
+        if not all(map(str.strip, candidates)):
+            raise ValueError(f"{where}: the Candidate Ans list has an empty label: {listed!r}")
+        template = None
+        if subject in prompt:
+            template = prompt.replace(subject, "[X]", 1).replace("<mask>", "[Y]")
+        rows.append(_BmlamaRow(subject, answer, candidates, template))
+    return rows
 
 
 def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

@@ -14,6 +14,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from mlneurons.evaluation.uncertainty import Estimate, Uncertainty
+from mlneurons.methods.consistency import ConsistencyResult
 from mlneurons.methods.deactivation import ChangeTest, MethodComparison, PerplexityMatrix
 from mlneurons.methods.heads import HeadsResult
 from mlneurons.methods.lape import LanguageNeurons, OverlapChance, SelectionStability
@@ -256,6 +257,47 @@ def plot_fact_neuron_overlap(neurons: FactNeurons, *, title: str = "") -> Figure
         title=title or default,
         notes=_interval_notes(neurons.overlap_tests(), "overlap"),
     )
+
+
+CONSISTENCY_MATRICES = {
+    "rankc_corrected": ("chance-corrected RankC", "rankc"),
+    "rankc": ("RankC", "rankc"),
+    "coverlap": ("COverlap = Jaccard of correct facts", "coverlap"),
+    "fact_neurons": ("PROBELESS fact-neuron overlap", "fact_neurons"),
+}
+"""What :func:`plot_consistency_matrix` draws: key -> (colour-bar label, order key)."""
+
+
+def plot_consistency_matrix(result: ConsistencyResult, key: str, *, title: str = "") -> Figure:
+    """A language x language matrix of :class:`ConsistencyResult` (``rankc``,
+    ``rankc_corrected``, ``coverlap`` or ``fact_neurons``), its languages in the clustered
+    order (average linkage, :func:`~mlneurons.evaluation.clustering.cluster_order`), with the
+    bootstrap interval in each cell where there is one."""
+    label, order = CONSISTENCY_MATRICES[key]
+    labels = result.orders.get(order, result.languages)
+    notes: dict[tuple[str, str], str] = {}
+    if key == "fact_neurons":
+        table = result.fact_neuron_overlap or {}
+    else:
+        table = result.matrix(key)
+        for a in labels:
+            for b in labels:
+                estimate = result.estimate(a, b, key) if a != b else None
+                if estimate is not None and estimate.has_interval:
+                    notes[(a, b)] = f"[{estimate.lo:.2f}, {estimate.hi:.2f}]"
+    name = result.model.get("name", "")
+    return plot_heatmap(
+        table,
+        labels,
+        colorbar=label,
+        title=title or f"{label}: {name}\n(languages ordered by average-linkage clustering)",
+        notes=notes,
+    )
+
+
+def plot_rankc(result: ConsistencyResult, *, title: str = "") -> Figure:
+    """Chance-corrected RankC per pair of languages, clustered, with bootstrap intervals."""
+    return plot_consistency_matrix(result, "rankc_corrected", title=title)
 
 
 def _error_bars(estimates: Sequence[Any], scale: float = 100.0) -> list[list[float]]:

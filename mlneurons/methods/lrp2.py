@@ -50,7 +50,7 @@ from mlneurons.methods.probing.causal import (
     repeated_cache,
     scored_positions,
 )
-from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.methods.probing.result import ProbeResult, ranked_prediction
 from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.canary import verify
 from mlneurons.models.fingerprint import check_same_model, fingerprint
@@ -426,7 +426,7 @@ def probe_projection_grid(
             model, sentences, vectors, language, pairs, pivot=pivot, batch_size=batch_size
         )
         for pair, scores in grid.items():
-            predictions[pair].append(prediction(fact, candidates[int(scores.argmax())]))
+            predictions[pair].append(ranked_prediction(fact, candidates, scores.tolist()))
     return {pair: causal_result(model, facts, rows) for pair, rows in predictions.items()}
 
 

@@ -15,6 +15,29 @@ def sentence_ids(tokenizer: Any, text: str) -> list[int]:
     return ids
 
 
+def overlapping_tokens(tokenizer: Any, text: str, spans: Sequence[tuple[int, int]]) -> list[int]:
+    """Positions in :func:`sentence_ids` of ``text`` of the tokens that overlap a character span.
+
+    A token counts when its characters (the tokenizer's offsets) share at least one
+    character with a span ``[start, end)``: a token that merges the span's first
+    character with the text before it counts, a bare space token before it does not.
+    Special tokens (BOS) never count. Needs a fast tokenizer (character offsets).
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            f"{type(tokenizer).__name__} gives no character offsets (not a fast tokenizer), "
+            "so the object's tokens cannot be told apart from the template's"
+        )
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), list(encoded["offset_mapping"])
+    shift = len(sentence_ids(tokenizer, text)) - len(ids)  # 1 where BOS is added by hand
+    return [
+        shift + i
+        for i, (start, end) in enumerate(offsets)
+        if end > start and any(start < b and end > a for a, b in spans)
+    ]
+
+
 def encode(tokenizer: Any, text: str, max_tokens: int = 256) -> list[int]:
     """Token ids of ``text``, BOS first when the tokenizer has one, at most ``max_tokens``."""
     return sentence_ids(tokenizer, text)[:max_tokens]
@@ -49,4 +72,4 @@ def display_tokens(tokenizer: Any, ids: Sequence[int]) -> tuple[list[str], list[
     return pieces, groups
 
 
-__all__ = ["bos_count", "display_tokens", "encode", "sentence_ids"]
+__all__ = ["bos_count", "display_tokens", "encode", "overlapping_tokens", "sentence_ids"]

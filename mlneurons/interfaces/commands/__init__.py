@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "probe": "factual probing across languages: P@1 and Jaccard",
     "fact-neurons": "PROBELESS fact neurons and their language overlap",
     "trace": "knowledge tracing: fact presence in text x correctness",
+    "consistency": "cross-lingual consistency: RankC, answer consistency (AC3), transfer",
     "knowledge-neurons": "language-independent knowledge neurons and their deactivation",
     "failure-modes": "facts lost outside English: recall vs translation failures (logit lens)",
     "factors": "P@1 by object token count and by training-text size (Zhao et al.)",

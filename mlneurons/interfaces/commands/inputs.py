@@ -98,14 +98,17 @@ def model_for(
 
 
 def load_facts(cfg: Any) -> FactSet:
-    """The fact set of ``cfg.facts`` (``builtin`` or ``mlama:DIR``), restricted as asked."""
+    """The fact set of ``cfg.facts`` (``builtin``, ``mlama:DIR`` or ``bmlama:DIR``),
+    restricted as asked."""
     from mlneurons.data.facts import FactSet
 
-    directory = cfg.facts[len("mlama:") :]
+    source, _, directory = cfg.facts.partition(":")
     with user_input(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*no candidate objects")  # checked below
         if cfg.facts == "builtin":
             facts = FactSet.builtin(languages=cfg.languages, relations=cfg.relations)
+        elif source == "bmlama":
+            facts = FactSet.from_bmlama(directory, languages=cfg.languages, relations=cfg.relations)
         else:
             facts = FactSet.from_mlama(directory, languages=cfg.languages, relations=cfg.relations)
     gold = facts.description.get("gold_candidates") or []

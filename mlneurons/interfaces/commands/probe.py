@@ -12,7 +12,7 @@ from mlneurons.data.facts import CandidateSource
 from mlneurons.errors import UserError
 from mlneurons.interfaces.commands.inputs import load_facts, uncertainty, user_input
 from mlneurons.interfaces.spec import Command, Context, Step, Table
-from mlneurons.methods.probing import ProbingMethod
+from mlneurons.methods.probing import ProbingMethod, Scoring
 from mlneurons.methods.probing.result import p_value_text, pair_test
 from mlneurons.models.bridge import TransformerBridge
 
@@ -24,11 +24,19 @@ if TYPE_CHECKING:
     from mlneurons.methods.probing.result import ProbeResult
 
 
+FACT_SOURCES = ("mlama:", "bmlama:")
+"""The prefixes of ``--facts`` that name a directory."""
+
+
 @dataclass(frozen=True)
 class FactsConfig(Config):
     """The options of the commands that probe facts."""
 
-    facts: str = option("builtin", "'builtin' (default) or mlama:DIR")
+    facts: str = option(
+        "builtin",
+        "'builtin' (default), mlama:DIR (mLAMA 1.1 layout) or bmlama:DIR (a BMLAMA folder of "
+        "{lang}.tsv files, e.g. BMLAMA17; relations recovered from the templates)",
+    )
     candidates: CandidateSource = option(
         "files",
         "mlama:DIR only: 'files' (default) needs TREx_multilingual_objects/{lang}.json for "
@@ -39,7 +47,7 @@ class FactsConfig(Config):
         None, "comma-separated languages (default: all of the fact set)"
     )
     relations: Sequence[str] | None = option(
-        None, "comma-separated relations, e.g. P36,P37 (default: all)"
+        None, "comma-separated relations, e.g. P36,P37 (BMLAMA: R1,R2, ...; default: all)"
     )
     max_facts_per_relation: int | None = option(
         None, "probe only the first N facts (by uuid) of each relation", minimum=1
@@ -47,8 +55,12 @@ class FactsConfig(Config):
     batch_size: int = option(32, "sentences per forward", minimum=1)
 
     def check(self) -> None:
-        if self.facts != "builtin" and not self.facts.startswith("mlama:"):
-            raise UserError(f"facts={self.facts!r} is not valid; give 'builtin' or 'mlama:DIR'")
+        if self.facts != "builtin" and not self.facts.startswith(FACT_SOURCES):
+            raise UserError(
+                f"facts={self.facts!r} is not valid; give 'builtin', 'mlama:DIR' or 'bmlama:DIR'"
+            )
+        if self.facts.startswith(FACT_SOURCES) and not self.facts.partition(":")[2]:
+            raise UserError(f"facts={self.facts!r} names no directory; give e.g. 'bmlama:DIR'")
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,20 @@ class ProbeConfig(FactsConfig):
         "decoding without candidates (Zhao et al.)",
         flag="--method",
     )
+    scoring: Scoring | None = option(
+        None,
+        "how candidates are scored: sentence (causal default: whole-sentence log-likelihood), "
+        "sum / mean (log-probability of the object's tokens, summed / averaged; mean is the "
+        "masked-LM default, TyQ), sentence-ce (mean cross-entropy of the filled sentence, "
+        "RankC; causal LMs only, as is sentence)",
+    )
+
+    def check(self) -> None:
+        super().check()
+        if self.probing == "zhao" and self.scoring is not None:
+            raise UserError(
+                f"scoring={self.scoring!r} ranks candidates, and --method zhao ranks none"
+            )
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,7 @@ def run(cfg: ProbeConfig, context: Context) -> ProbeResult:
         context.model(cfg),
         facts,
         method=cfg.probing,
+        scoring=cfg.scoring,
         batch_size=cfg.batch_size,
         world=context.parallel,
         uncertainty=uncertainty(cfg),
@@ -125,15 +152,21 @@ def facts_and_probing(
 def describe(result: ProbeResult) -> list[str]:
     how = result.uncertainty()
     level = f"{how.confidence:.0%}"
+    scoring = result.settings.get("scoring")
     lines = [
-        f"{len(result.predictions)} predictions (facts x languages); {level} intervals: "
-        "Wilson, macro P@1 by cluster bootstrap (relations, then facts)"
+        f"{len(result.predictions)} predictions (facts x languages)"
+        + (f", candidates scored by {scoring}" if scoring else "")
+        + f"; {level} intervals: Wilson, macro P@1 by cluster bootstrap (relations, then facts)"
     ]
     for lang, row in result.p_at_1_intervals().items():
         lines.append(
             f"{lang}: P@1 macro {row['macro'].text()}, micro {row['micro'].text()} "
             f"({row['micro'].n} facts)"
         )
+    ties = result.ties()
+    if any(ties.values()):
+        listed = ", ".join(f"{lang} {n}" for lang, n in ties.items() if n)
+        lines.append(f"predictions with a tied top score (a tie with the gold is wrong): {listed}")
     pivot = result.languages[0]
     tests = result.jaccard_tests()
     others = [lang for lang in result.languages if lang != pivot]

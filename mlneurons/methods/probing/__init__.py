@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from mlneurons.errors import UserError
 from mlneurons.evaluation.uncertainty import Uncertainty
+from mlneurons.methods.probing.scoring import (
+    CAUSAL_SCORINGS,
+    MASKED_SCORINGS,
+    SCORINGS,
+    Scoring,
+)
 from mlneurons.models.bridge import TransformerBridge
 
 if TYPE_CHECKING:
@@ -26,22 +32,28 @@ def probe(
     facts: FactSet,
     *,
     method: ProbingMethod = "typed",
+    scoring: Scoring | None = None,
     interventions: Sequence[tuple[str, Any]] = (),
     batch_size: int = 32,
     world: World | None = None,
     progress: bool = True,
     uncertainty: Uncertainty = Uncertainty(),
 ) -> ProbeResult:
-    """Probe every fact of ``facts``: rank its typed candidates, P@1 = gold ranked first.
+    """Probe every fact of ``facts``: rank its candidates, P@1 = gold ranked first.
 
-    Causal LMs score whole sentences (:func:`probe_causal`); masked LMs use mLAMA's typed
+    Causal LMs score filled sentences (:func:`probe_causal`); masked LMs use mLAMA's typed
     ranking (:func:`probe_masked`). ``method="zhao"`` decodes a masked LM's answer without
-    candidates instead (:func:`~mlneurons.methods.probing.masked.zhao_match`).
+    candidates instead (:func:`~mlneurons.methods.probing.masked.zhao_match`). A fact's
+    candidates are its own where the set gives them (BMLAMA), else its relation's. Ties
+    never favour the gold: :func:`~mlneurons.methods.probing.result.tie_break`.
 
     Args:
         model: a causal or masked-LM TransformerBridge.
         facts: facts, templates and candidates (e.g. ``FactSet.builtin()``).
         method: ``typed`` (rank the candidates) or ``zhao`` (masked LMs only).
+        scoring: how candidates are scored (:data:`SCORINGS`); ``None`` takes the model's
+            default: ``sentence`` for causal LMs (the whole-sentence log-likelihood),
+            ``mean`` for masked LMs (TyQ). ``zhao`` ranks no candidates and takes none.
         interventions: hooks active while probing (e.g. an LRP2 projection).
         batch_size: candidate sentences per forward pass.
         world: under torchrun, each rank probes the facts ``[rank::size]`` and every rank
@@ -57,18 +69,46 @@ def probe(
         raise UserError("--method zhao needs a masked LM (BERT, XLM-R); use --method typed")
     if method not in ("typed", "zhao"):
         raise UserError(f"method={method!r} is not valid; choose from typed, zhao")
+    scoring = check_scoring(scoring, masked=is_masked_lm(model), method=method)
     part = facts.shard(world.rank, world.size) if world is not None else facts
     if interventions:
         with model.hooks(fwd_hooks=list(interventions)):
-            result = probe(model, part, method=method, batch_size=batch_size, progress=progress)
+            result = probe(
+                model,
+                part,
+                method=method,
+                scoring=scoring if method == "typed" else None,
+                batch_size=batch_size,
+                progress=progress,
+            )
     elif method == "zhao":
         result = zhao_match(model, part, batch_size=batch_size, progress=progress)
+    elif is_masked_lm(model):
+        result = probe_masked(
+            model, part, scoring=scoring or "mean", batch_size=batch_size, progress=progress
+        )
     else:
-        run = probe_masked if is_masked_lm(model) else probe_causal
-        result = run(model, part, batch_size=batch_size, progress=progress)
+        result = probe_causal(
+            model, part, scoring=scoring or "sentence", batch_size=batch_size, progress=progress
+        )
     settings = {**result.settings, "uncertainty": uncertainty.to_json()}
     result = dataclasses.replace(result, settings=settings)
     return result if world is None else _gathered(result, facts, world)
+
+
+def check_scoring(scoring: str | None, *, masked: bool, method: str = "typed") -> Scoring | None:
+    """``scoring`` if the model can score with it, else a one-line :class:`UserError`."""
+    if scoring is None:
+        return None
+    if method == "zhao":
+        raise UserError(f"scoring={scoring!r} ranks candidates, and method 'zhao' ranks none")
+    allowed = MASKED_SCORINGS if masked else CAUSAL_SCORINGS
+    if scoring not in allowed:
+        kind = "a masked LM" if masked else "a causal LM"
+        raise UserError(
+            f"scoring={scoring!r} is not valid for {kind}; choose from {', '.join(allowed)}"
+        )
+    return cast(Scoring, scoring)
 
 
 def _gathered(result: ProbeResult, facts: FactSet, world: World) -> ProbeResult:
@@ -96,4 +136,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ProbingMethod", "probe", "probe_causal", "probe_masked"]
+__all__ = [
+    "CAUSAL_SCORINGS",
+    "MASKED_SCORINGS",
+    "SCORINGS",
+    "ProbingMethod",
+    "Scoring",
+    "check_scoring",
+    "probe",
+    "probe_causal",
+    "probe_masked",
+]

@@ -6,9 +6,11 @@ Face ``*ForMaskedLM``:
 * :func:`probe_masked`: mLAMA's typed querying (TyQ, Kassner et al., EACL 2021). For
   every (language, relation), with M the longest tokenized candidate, the template is
   filled with the subject and l = 1..M mask tokens; a candidate of l tokens is scored
-  by the mean over its tokens of the log-softmax at its own mask positions, and the
-  prediction is the best-scoring candidate. :func:`mlneurons.methods.probing.probe` calls it
-  for masked LMs.
+  by the mean over its tokens of the log-softmax at its own mask positions (scoring
+  ``mean``; ``sum`` sums them instead), and the prediction is the best-scoring of the
+  fact's candidates, ties broken against the gold. The sentence-level modes of causal
+  LMs (``sentence``, ``sentence-ce``) have no masked counterpart here.
+  :func:`mlneurons.methods.probing.probe` calls it for masked LMs.
 * :func:`zhao_match`: Zhao, Yoshinaga & Oba (EACL 2024), no candidates. For m = 1..M
   (M: the longest tokenized object among all objects of the (language, relation), its
   candidates, so M does not depend on which facts are probed) every mask takes
@@ -36,7 +38,8 @@ import torch
 from tqdm.auto import tqdm
 
 from mlneurons.data.facts import Fact, FactSet
-from mlneurons.methods.probing.result import ProbeResult, prediction
+from mlneurons.methods.probing.result import TIE_RULE, ProbeResult, ranked_prediction
+from mlneurons.methods.probing.scoring import Scoring
 from mlneurons.models.bridge import TransformerBridge
 from mlneurons.models.fingerprint import fingerprint
 from mlneurons.models.forward import model_device, pad_right
@@ -165,12 +168,17 @@ def typed_scores(
     *,
     batch_size: int = 32,
     progress: Any = None,
+    scoring: Scoring = "mean",
 ) -> tuple[list[Fact], list[str], torch.Tensor]:
     """TyQ scores of one (language, relation): ``(facts, candidates, scores [F, C])``.
 
-    ``scores[i, c]`` is the mean over candidate ``c``'s tokens of the log-softmax at
-    its own mask positions in fact ``i``'s query with ``len(tokens)`` masks.
+    ``scores[i, c]`` is the mean (``scoring="sum"``: the sum) over candidate ``c``'s
+    tokens of the log-softmax at its own mask positions in fact ``i``'s query with
+    ``len(tokens)`` masks. The candidates are the relation's (for BMLAMA the union of
+    its facts' own).
     """
+    if scoring not in ("mean", "sum"):
+        raise ValueError(f"masked LMs score with 'mean' or 'sum', not {scoring!r}")
     tokenizer = _check_masked(model)
     group = facts.facts_for(lang, relation)
     candidates = facts.candidates[(lang, relation)]
@@ -186,7 +194,8 @@ def typed_scores(
             rows = [_masked_query(facts, f, tokenizer, length) for f in batch]
             logprobs = torch.stack([x.log_softmax(-1) for x in mask_logits(model, rows)])
             index = targets.unsqueeze(0).expand(len(batch), -1, -1)  # [B, length, C_l]
-            picked = logprobs.gather(2, index.to(logprobs.device)).mean(1).cpu()  # [B, C_l]
+            gathered = logprobs.gather(2, index.to(logprobs.device))  # [B, length, C_l]
+            picked = (gathered.mean(1) if scoring == "mean" else gathered.sum(1)).cpu()
             scores[start : start + len(batch), which] = picked
             start += len(batch)
             if progress is not None:
@@ -195,18 +204,26 @@ def typed_scores(
 
 
 def probe_masked(
-    model: TransformerBridge, facts: FactSet, *, batch_size: int = 32, progress: bool = True
+    model: TransformerBridge,
+    facts: FactSet,
+    *,
+    scoring: Scoring = "mean",
+    batch_size: int = 32,
+    progress: bool = True,
 ) -> ProbeResult:
     """Probe a masked LM with mLAMA's typed ranking (TyQ, Kassner et al.); P@1 = gold first.
 
     Args:
         model: a TransformerBridge around a ``*ForMaskedLM`` model.
-        facts: facts, templates and candidates.
+        facts: facts, templates and candidates; a fact's own candidates (BMLAMA) are
+            ranked among themselves.
+        scoring: ``mean`` (TyQ) or ``sum`` of the log-softmax at the candidate's masks.
         batch_size: queries (facts) per forward pass.
 
     Returns:
         A :class:`ProbeResult` whose predictions also carry ``gold_rank`` (how many
-        candidates score strictly higher than the gold object).
+        candidates score strictly higher than the gold object) and ``tied``
+        (:func:`~mlneurons.methods.probing.result.tie_break`).
     """
     _check_masked(model)
     predictions = []
@@ -218,15 +235,14 @@ def probe_masked(
     with tqdm(total=forwards, desc="probe (TyQ)", unit="query", disable=not progress) as bar:
         for lang, relation, _ in _groups(facts):
             group, candidates, scores = typed_scores(
-                model, facts, lang, relation, batch_size=batch_size, progress=bar
+                model, facts, lang, relation, batch_size=batch_size, progress=bar, scoring=scoring
             )
-            best = scores.argmax(1).tolist()
+            column = {c: k for k, c in enumerate(candidates)}
             for i, fact in enumerate(group):
-                predicted = candidates[best[i]]
-                gold_score = scores[i, candidates.index(fact.object)]
-                predictions.append(
-                    prediction(fact, predicted, gold_rank=int((scores[i] > gold_score).sum()))
-                )
+                own = facts.candidates_for(fact)
+                row = scores[i, [column[c] for c in own]]
+                gold_rank = int((row > scores[i, column[fact.object]]).sum())
+                predictions.append(ranked_prediction(fact, own, row.tolist(), gold_rank=gold_rank))
     return ProbeResult(
         facts.languages,
         facts.relations,
@@ -234,7 +250,9 @@ def probe_masked(
         fingerprint(model),
         {
             "method": TYPED_RANKING,
-            "scoring": "mean log-softmax of the candidate's tokens at its own masks",
+            "scoring": scoring,
+            "scoring_rule": f"{scoring} log-softmax of the candidate's tokens at its own masks",
+            "ties": TIE_RULE,
             "facts": facts.description,
         },
     )

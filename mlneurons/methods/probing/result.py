@@ -5,7 +5,9 @@ between languages against chance (bootstrap interval, permutation null, Holm).""
 from __future__ import annotations
 
 import functools
+import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,6 +26,21 @@ from mlneurons.results import Result
 
 PROBE_FILE = "probe.json"
 
+TIE_ATOL = 1e-4
+TIE_RTOL = 1e-5
+"""Scores within ``TIE_ATOL + TIE_RTOL * |top|`` of the top score are tied with it. On
+Gemma 3 270M (float32, CPU) the same sentence scored in another batch row with other padding
+differs by at most 8e-6, and the fast path from full forward passes by at most 2.3e-5, on
+sentence scores of up to about 55 (docs/facts.md): the tolerance sits 30 to 100 times above
+that noise, and far below the gaps between candidates that differ."""
+
+TIE_RULE = (
+    "ties never favour the gold: candidates within 1e-4 + 1e-5*|top| of the top score are "
+    "tied, and the prediction is the first tied candidate in candidate order that is not "
+    "the gold (a tie with the gold counts as wrong); 'tied' counts the tied candidates"
+)
+"""The tie rule, as recorded in probing results' settings."""
+
 
 @dataclass
 class ProbeResult(Result):
@@ -32,7 +49,10 @@ class ProbeResult(Result):
     Attributes:
         languages: probed languages, in order.
         relations: probed relations, in order.
-        predictions: ``{"uuid", "lang", "relation", "gold", "predicted", "correct"}`` per fact.
+        predictions: ``{"uuid", "lang", "relation", "gold", "predicted", "correct"}`` per fact;
+            ranked candidates add ``tied``, how many candidates shared the top score
+            (1: no tie; :func:`tie_break`), and ``scores``, ``gold_index`` and
+            ``predicted_index`` (:func:`ranked_prediction`; absent in older results).
         model: fingerprint of the model.
         settings: how the facts were probed, and ``uncertainty``: how intervals are computed
             (:class:`~mlneurons.evaluation.uncertainty.Uncertainty`; defaults when absent).
@@ -59,6 +79,14 @@ class ProbeResult(Result):
             table[lang]["macro"] = sum(per.values()) / len(per) if per else 0.0
             table[lang]["micro"] = sum(flat) / len(flat) if flat else 0.0
         return table
+
+    def ties(self) -> dict[str, int]:
+        """Per language, how many predictions had their top score shared (:func:`tie_break`)."""
+        counts = {lang: 0 for lang in self.languages}
+        for p in self.predictions:
+            if p.get("tied", 1) > 1:
+                counts[p["lang"]] = counts.get(p["lang"], 0) + 1
+        return counts
 
     def uncertainty(self) -> Uncertainty:
         """The interval settings this result recorded (the defaults for older results)."""
@@ -163,6 +191,58 @@ class ProbeResult(Result):
             "model": self.model,
             "settings": self.settings,
         }
+
+
+def tie_break(candidates: Sequence[str], scores: Sequence[float], gold: str) -> tuple[str, int]:
+    """The predicted candidate under the tie rule (:data:`TIE_RULE`), and how many are tied.
+
+    Candidates whose score is within ``TIE_ATOL + TIE_RTOL * |top|`` of the top score are
+    tied; the prediction is the first of them, in candidate order, that is not ``gold``.
+    So a tie that includes the gold counts as wrong, whatever the order of the candidates
+    (BMLAMA lists the gold last, where a stable sort of equal scores would decide).
+
+    Raises:
+        ValueError: no candidates, scores and candidates of different lengths, or a NaN score.
+    """
+    if not candidates or len(candidates) != len(scores):
+        raise ValueError(f"{len(candidates)} candidates with {len(scores)} scores")
+    if any(math.isnan(s) for s in scores):
+        raise ValueError(f"a NaN score among the candidates {list(candidates)[:5]}")
+    top = max(scores)
+    tolerance = TIE_ATOL + TIE_RTOL * abs(top) if math.isfinite(top) else 0.0
+    tied = [c for c, s in zip(candidates, scores) if s == top or top - s <= tolerance]
+    wrong = [c for c in tied if c != gold]
+    return (wrong[0] if wrong else tied[0]), len(tied)
+
+
+SCORE_DECIMALS = 4
+"""Decimals of the candidates' scores kept in ``predictions`` (below the tie tolerance)."""
+
+
+def ranked_prediction(
+    fact: Fact,
+    candidates: Sequence[str],
+    scores: Sequence[float],
+    *,
+    keep_scores: bool = True,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One row of ``ProbeResult.predictions`` from the candidates' scores (:func:`tie_break`).
+
+    With ``keep_scores`` the row also keeps what cross-lingual consistency (RankC) needs:
+    ``scores``, every candidate's score in the order of the fact's candidate list (rounded
+    to :data:`SCORE_DECIMALS`), and ``gold_index`` and ``predicted_index``, positions in that
+    list. A candidate's position is its language-independent identity where the candidate
+    lists of the languages are aligned (see :mod:`mlneurons.methods.consistency`)."""
+    predicted, tied = tie_break(candidates, scores, fact.object)
+    if keep_scores:
+        extra = {
+            **extra,
+            "gold_index": list(candidates).index(fact.object),
+            "predicted_index": list(candidates).index(predicted),
+            "scores": [round(float(s), SCORE_DECIMALS) for s in scores],
+        }
+    return prediction(fact, predicted, tied=tied, **extra)
 
 
 def _by_language(
