@@ -138,7 +138,7 @@ def test_neuron_card(tiny_run):
     at.selectbox(key="lang").set_value("fr").run()
     clean(at)
     layer, neuron = PLANTED["fr"][0]
-    assert f"layer {layer}, neuron {neuron}" in at.header[1].value
+    assert f"layer {layer}, neuron {neuron}" in at.header[-1].value
     card = next(d.value for d in at.dataframe if "firing probability" in d.value.columns)
     assert card.loc["fr", "firing probability"] == pytest.approx(1.0)
     assert card.loc["en", "firing probability"] == 0
