@@ -197,11 +197,13 @@ def describe(matrix: PerplexityMatrix) -> list[str]:
             parts.append(f"uniform control {format_change(float(uniform[i]) / 100, interval)}")
         if draws is not None:
             interval = None if test is None else test.matched
+            n = len(draws)
+            spread = f"sd {float(draws[:, i].std(correction=0)):.1f}; " if n > 1 else ""
             parts.append(
-                f"matched control ({len(draws)} draws) "
+                f"matched control ({n} draw{'s' if n > 1 else ''}) "
                 f"{format_change(float(draws[:, i].mean()) / 100, interval)} "
-                f"(sd {float(draws[:, i].std(correction=0)):.1f}; "
-                f"{int((draws[:, i] >= own[i]).sum())} of {len(draws)} draws as large)"
+                f"({spread}{int((draws[:, i] >= own[i]).sum())} of {n} draw"
+                f"{'s' if n > 1 else ''} as large)"
             )
         versus = None if test is None else test.versus_matched or test.versus_uniform
         if versus is not None:
@@ -305,8 +307,14 @@ SPEC = Command(
     tables=tables,
     step=Step(
         budgets={
-            # 10 rows of 32 tokens: enough rows for a bootstrap interval, and 2 matched draws
-            "default": {"tokens_per_language": 320, "seq_len": 32, "control_draws": 2},
+            # 10 rows of 32 tokens (enough rows for a bootstrap interval), 3 of LAPE's languages,
+            # 1 matched draw: the 3 x 3 matrix with both controls in about a minute
+            "default": {
+                "languages": ("en", "zh", "ja"),
+                "tokens_per_language": 320,
+                "seq_len": 32,
+                "control_draws": 1,
+            },
             "full": {},
         },
         reuse="neurons",

@@ -254,7 +254,7 @@ SPEC = Command(
     step=Step(
         budgets={
             "default": {
-                "languages": ("en", "zh", "ja"),
+                "languages": ("en", "zh"),
                 "tokens_per_language": 320,
                 "seq_len": 32,
             },

@@ -375,7 +375,7 @@ SPEC = Command(
     tables=tables,
     step=Step(
         budgets={
-            "default": {"languages": ("en", "es", "de", "zh", "ja"), "tokens_per_language": 8192},
+            "default": {"languages": ("en", "es", "de", "zh", "ja"), "tokens_per_language": 4096},
             "full": {},
         }
     ),

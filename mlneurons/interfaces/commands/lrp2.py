@@ -216,7 +216,7 @@ SPEC = Command(
     step=Step(
         budgets={
             "default": {
-                "languages": ("en", "de", "zh"),
+                "languages": ("en", "zh"),
                 "max_facts_per_relation": 6,
                 "layers": (3, 15),
                 "sentences": 60,

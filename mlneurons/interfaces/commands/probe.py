@@ -249,7 +249,7 @@ def figures(result: ProbeResult, cfg: Any, out: Path) -> dict[str, Callable[[], 
     }
 
 
-FACTS = {"languages": ("en", "es", "de", "zh", "ja"), "max_facts_per_relation": 5}
+FACTS = {"languages": ("en", "es", "zh", "ja"), "max_facts_per_relation": 4}
 FULL_FACTS = {
     "languages": ("en", "fr", "es", "de", "zh", "ja", "ru", "ar", "hi"),
     "max_facts_per_relation": 10,

@@ -212,7 +212,12 @@ SPEC = Command(
     tables=tables,
     step=Step(
         budgets={
-            "default": {"source": "es", "target": "zh", "deactivate_source": True},
+            "default": {
+                "source": "es",
+                "target": "zh",
+                "deactivate_source": True,
+                "n_questions": 12,
+            },
             "full": {"source": "es", "target": "zh", "deactivate_source": True},
         },
         reuse="neurons",

@@ -257,7 +257,14 @@ SPEC = Command(
     tables=tables,
     step=Step(
         budgets={
-            "default": {"source": "es", "target": "zh", "n_questions": 12, "sentences": 32},
+            "default": {
+                "source": "es",
+                "target": "zh",
+                "n_questions": 12,
+                "sentences": 32,
+                "directions": ("diffmean", "pca"),
+                "neuron_modes": ("replace", "add"),
+            },
             "full": {"source": "es", "target": "zh", "n_questions": 48},
         },
         reuse="neurons",

@@ -144,7 +144,7 @@ def describe(sweep: SteeringSweep) -> list[str]:
         line += f", fluency ppl {_fluency(best, sweep)}"
         ratio = sweep.fluency_change(best)
         if ratio is not None:
-            line += f" (x{ratio.value:.2f} [{ratio.lo:.2f}, {ratio.hi:.2f}] the unsteered)"
+            line += f" (x{ratio.text('.2f')} the unsteered)"
         lines.append(line)
         runner = sweep.versus_runner_up(mode)
         if runner is not None and not runner[1].significant():
@@ -225,7 +225,7 @@ SPEC = Command(
     tables=tables,
     step=Step(
         budgets={
-            "default": {"source": "es", "target": "zh", "top_rates": (0.01,), "n_questions": 8},
+            "default": {"source": "es", "target": "zh", "top_rates": (0.01,), "n_questions": 6},
             "full": {"source": "es", "target": "zh"},
         },
         reuse="neurons",
