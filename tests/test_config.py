@@ -35,6 +35,7 @@ REQUIRED = {
     "knowledge-neurons": ["--out", "o"],
     "failure-modes": ["--out", "o"],
     "factors": ["--out", "o"],
+    "consistency": ["--out", "o"],
 }
 
 

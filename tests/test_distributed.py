@@ -259,10 +259,10 @@ def test_probe_steer_and_ablate_split_their_work_across_ranks(planted_dir, corpu
         "--languages",
         "en,fr",
         "--tokens-per-language",
-        "98",
+        "100",
         "--seq-len",
-        "50",
-    ]
+        "10",
+    ]  # 10 rows per language: the least that gets bootstrap intervals
     assert cli_main([*ablate, "--out", str(tmp_path / "a1")]) == 0
     done = torchrun(2, [*ablate, "--out", str(tmp_path / "a2")])
     assert done.returncode == 0, done.stderr[-3000:]
