@@ -217,7 +217,7 @@ SPEC = Command(
         budgets={
             "default": {
                 "languages": ("en", "zh"),
-                "max_facts_per_relation": 4,
+                "max_facts_per_relation": 6,
                 "layers": (3, 15),
                 "sentences": 60,
             },
