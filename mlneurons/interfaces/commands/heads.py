@@ -283,7 +283,7 @@ SPEC = Command(
         budgets={
             "default": {
                 "languages": ("en", "ru", "zh"),
-                "tokens_per_language": 512,
+                "tokens_per_language": 640,
                 "heldout_tokens_per_language": 320,
                 "seq_len": 33,
                 "control_draws": 1,

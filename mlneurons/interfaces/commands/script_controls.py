@@ -129,7 +129,7 @@ SPEC = Command(
     tables=tables,
     step=Step(
         budgets={
-            "default": {"languages": ("en", "ru", "zh"), "tokens_per_language": 1024},
+            "default": {"languages": ("en", "ru", "zh"), "tokens_per_language": 2048},
             "full": {},
         }
     ),
