@@ -148,13 +148,14 @@ def tables(result: Factors) -> list[Table]:
 
 def plot_factors(result: Factors, *, title: str = "") -> Figure:
     """Left: P@1 of one-token and several-token objects per language (Wilson intervals).
-    Right: P@1 against training-text size (log scale), when sizes are given."""
+    Right, only when sizes are given: P@1 against training-text size (log scale)."""
     from matplotlib.figure import Figure
 
     from mlneurons.methods.probing.factors import ONE, SEVERAL
 
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    left, right = fig.subplots(1, 2)
+    langs = result.correlated()
+    fig = Figure(figsize=(11 if langs else 6, 4), layout="constrained")
+    left, right = fig.subplots(1, 2) if langs else (fig.subplots(), None)
     split = result.split()
     width = 0.4
     for k, (group, colour) in enumerate(((ONE, "C0"), (SEVERAL, "C1"))):
@@ -173,8 +174,7 @@ def plot_factors(result: Factors, *, title: str = "") -> Figure:
     left.set_ylim(0, 105)
     left.legend(fontsize=8)
     left.set_title("P@1 by the object's token count")
-    langs = result.correlated()
-    if langs:
+    if right is not None:
         p_at_1 = result.p_at_1()
         xs = [result.sizes[lang] for lang in langs]
         ys = [100 * p_at_1[lang].value for lang in langs]
@@ -188,10 +188,8 @@ def plot_factors(result: Factors, *, title: str = "") -> Figure:
         found = result.correlation()
         if found is not None:
             right.set_title(f"Spearman rho {found[0].text('.2f')}", fontsize=9)
-    else:
-        right.text(0.5, 0.5, "no training-text sizes given", ha="center", va="center")
-    right.set_xlabel(f"training-text size ({result.size_source or 'none'})")
-    right.set_ylabel("P@1 (%)")
+        right.set_xlabel(f"training-text size ({result.size_source})")
+        right.set_ylabel("P@1 (%)")
     if title:
         fig.suptitle(title)
     return fig
